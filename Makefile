@@ -1,0 +1,131 @@
+# banditstream — every target works on a fresh clone; tools the targets need
+# are installed into .local/ (ignored by git) at pinned versions.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+LOCAL      := $(CURDIR)/.local
+TOOLS      := $(LOCAL)/bin
+STACK      := deploy/local/stack.sh
+GO         ?= go
+PKGS       := ./...
+
+GOLANGCI_LINT_VERSION := v2.15.0
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_DEB_VERSION    := 3.21.12-3+deb12u1
+BENCHSTAT_VERSION     := v0.0.0-20260908200009-22c9c6c9d4da
+
+GOLANGCI_LINT := $(TOOLS)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+PROTOC_GEN_GO := $(TOOLS)/protoc-gen-go-$(PROTOC_GEN_GO_VERSION)
+BENCHSTAT     := $(TOOLS)/benchstat-$(BENCHSTAT_VERSION)
+
+TEST_TIMEOUT ?= 25m
+FUZZTIME     ?= 10s
+BENCHCOUNT   ?= 6
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+# ------------------------------------------------------------------ stack --
+
+.PHONY: up down status logs
+up: ## install, start and health-check Kafka, Cassandra and Redis on loopback
+	@$(STACK) up
+
+down: ## stop the local stack (only the processes it started)
+	@$(STACK) down
+
+status: ## one line per local service
+	@$(STACK) status
+
+logs: ## tail of each server log (S=kafka to choose one)
+	@$(STACK) logs $(S)
+
+# ------------------------------------------------------------------- demo --
+
+.PHONY: demo
+demo: up ## bring the stack up and show that every service serves
+	@echo
+	@echo "== local stack =="
+	@$(STACK) status
+	@echo
+	@echo "== end-to-end health (Kafka produce+fetch, Redis write, CQL query) =="
+	@$(LOCAL)/bin/bandit-stack check all
+	@echo
+	@echo "The ingest and scoring services are not built yet; see the README."
+
+# ------------------------------------------------------------------- test --
+
+.PHONY: test test-unit build vet fuzz
+test: up lint vet ## the whole suite: lint, unit and integration tests on the real stack
+	@start=$$(date +%s); \
+	BANDITSTREAM_REQUIRE_STACK=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS); \
+	echo "suite: $$(( $$(date +%s) - start ))s of go test"
+
+test-unit: ## tests that need no running service (integration tests skip)
+	$(GO) test -count=1 -short $(PKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+
+build: ## build every binary into bin/
+	$(GO) build -o bin/ ./cmd/...
+
+fuzz: ## run every fuzz target for FUZZTIME each
+	@for pkg in $$($(GO) list $(PKGS)); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; \
+	    $(GO) test $$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME); \
+	  done; \
+	done
+
+# ------------------------------------------------------------- benchmarks --
+
+.PHONY: bench
+bench: $(BENCHSTAT) ## micro-benchmarks, BENCHCOUNT runs each, summarised by benchstat
+	@mkdir -p $(LOCAL)/bench
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./sampler/ | tee $(LOCAL)/bench/sampler.txt
+	$(BENCHSTAT) -col /impl $(LOCAL)/bench/sampler.txt
+
+# ------------------------------------------------------------- code style --
+
+.PHONY: fmt lint
+fmt: ## gofmt every file
+	gofmt -s -w $$(git ls-files '*.go')
+
+lint: $(GOLANGCI_LINT) ## golangci-lint with the linters in .golangci.yml
+	$(GOLANGCI_LINT) run $(PKGS)
+
+# ---------------------------------------------------------- generated code --
+
+.PHONY: generate
+generate: $(PROTOC_GEN_GO) ## regenerate schemas/pb from the .proto files
+	@if ! protoc --version 2>/dev/null | grep -q 'libprotoc 3.21.12'; then \
+	  echo "installing protoc $(PROTOC_DEB_VERSION) from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    protobuf-compiler=$(PROTOC_DEB_VERSION) >/dev/null; \
+	fi
+	ln -sf $(PROTOC_GEN_GO) $(TOOLS)/protoc-gen-go
+	PATH=$(TOOLS):$$PATH protoc -I schemas/proto --go_out=. \
+	  --go_opt=module=github.com/banditstream/banditstream \
+	  schemas/proto/banditstream/v1/banditstream.proto
+
+# ------------------------------------------------------------------ tools --
+
+$(GOLANGCI_LINT):
+	@mkdir -p $(TOOLS)
+	@echo "installing golangci-lint $(GOLANGCI_LINT_VERSION)"
+	GOBIN=$(TOOLS) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	mv $(TOOLS)/golangci-lint $@
+
+$(PROTOC_GEN_GO):
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	mv $(TOOLS)/protoc-gen-go $@
+
+$(BENCHSTAT):
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install golang.org/x/perf/cmd/benchstat@$(BENCHSTAT_VERSION)
+	mv $(TOOLS)/benchstat $@

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/gocql/gocql"
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/banditstream/banditstream/cmd/internal/config"
+)
+
+// checkKafka produces one record with acks=all and fetches it back by its
+// offset: a broker that accepts connections but cannot serve a partition
+// fails here.
+func checkKafka(ctx context.Context, cfg config.Kafka, topic string) error {
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	client := newKafkaClient(cfg)
+	if err := ensureTopics(ctx, cfg, []topicSpec{{name: topic, partitions: 1}}, -1, io.Discard); err != nil {
+		return err
+	}
+	payload := []byte("health-" + randomHex(8))
+	var prod *kafka.ProduceResponse
+	// A new topic's leader can take a moment to be elected.
+	for {
+		var err error
+		prod, err = client.Produce(ctx, &kafka.ProduceRequest{
+			Topic:        topic,
+			Partition:    0,
+			RequiredAcks: kafka.RequireAll,
+			Records:      kafka.NewRecordReader(kafka.Record{Value: kafka.NewBytes(payload)}),
+		})
+		if err == nil && prod.Error != nil {
+			err = prod.Error
+		}
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("producing to %s: %w", topic, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	fetch, err := client.Fetch(ctx, &kafka.FetchRequest{
+		Topic: topic, Partition: 0, Offset: prod.BaseOffset, MinBytes: 1, MaxBytes: 1 << 20, MaxWait: time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("fetching from %s: %w", topic, err)
+	}
+	if fetch.Error != nil {
+		return fmt.Errorf("fetching from %s: %w", topic, fetch.Error)
+	}
+	rec, err := fetch.Records.ReadRecord()
+	if err != nil {
+		return fmt.Errorf("reading the fetched record: %w", err)
+	}
+	got, err := io.ReadAll(rec.Value)
+	if err != nil {
+		return fmt.Errorf("reading the fetched record: %w", err)
+	}
+	if rec.Offset != prod.BaseOffset || !bytes.Equal(got, payload) {
+		return fmt.Errorf("fetched offset %d %q, produced offset %d %q", rec.Offset, got, prod.BaseOffset, payload)
+	}
+	return nil
+}
+
+func checkRedis(ctx context.Context, cfg config.Redis) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rdb := redis.NewClient(&redis.Options{Addr: cfg.Addr, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB})
+	defer rdb.Close()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("ping: %w", err)
+	}
+	// A server out of memory with noeviction still answers PING; a write
+	// shows it can take counts.
+	if err := rdb.Set(ctx, "{banditstream}:health", randomHex(4), time.Minute).Err(); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+func checkCQL(ctx context.Context, cfg config.CQL) error {
+	cluster := gocql.NewCluster(cfg.Hosts...)
+	cluster.Timeout = cfg.Timeout
+	cluster.ConnectTimeout = cfg.Timeout
+	cluster.DisableInitialHostLookup = true
+	if cfg.Username != "" {
+		cluster.Authenticator = gocql.PasswordAuthenticator{Username: cfg.Username, Password: cfg.Password}
+	}
+	session, err := cluster.CreateSession()
+	if err != nil {
+		return fmt.Errorf("connecting: %w", err)
+	}
+	defer session.Close()
+	var version string
+	if err := session.Query("SELECT release_version FROM system.local").WithContext(ctx).Scan(&version); err != nil {
+		return fmt.Errorf("query: %w", err)
+	}
+	if version == "" {
+		return errors.New("query: empty release_version")
+	}
+	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

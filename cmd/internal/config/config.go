@@ -1,0 +1,195 @@
+// Package config holds the connection settings shared by the project's
+// binaries and binds them to command-line flags and environment variables
+// with one naming scheme: the flag -kafka-brokers is also read from
+// BANDITSTREAM_KAFKA_BROKERS. A flag given on the command line wins over the
+// environment, which wins over the documented default.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+)
+
+// EnvPrefix starts every environment variable the binaries read.
+const EnvPrefix = "BANDITSTREAM_"
+
+// Defaults of the connection settings. They match deploy/local and the
+// services in deploy/compose.
+const (
+	DefaultKafkaBrokers = "127.0.0.1:9092"
+	DefaultRedisAddr    = "127.0.0.1:6379"
+	DefaultCQLHosts     = "127.0.0.1:9042"
+	DefaultCQLKeyspace  = "banditstream"
+)
+
+// Topic names used by the pipeline; DLQSuffix is appended to a source topic
+// to name its dead-letter topic.
+const (
+	TopicInteractions  = "interactions"
+	TopicScoreRequests = "score-requests"
+	TopicScoreResults  = "score-results"
+	DLQSuffix          = ".dlq"
+)
+
+// Kafka is how to reach the Kafka cluster.
+type Kafka struct {
+	Brokers  []string      // bootstrap brokers, host:port
+	ClientID string        // reported to the brokers
+	Timeout  time.Duration // dial and request timeout
+}
+
+// Redis is how to reach the hot tier (Redis, Redis Cluster or Dragonfly).
+type Redis struct {
+	Addr     string
+	Username string
+	Password string // never logged; see Redacted
+	DB       int
+}
+
+// CQL is how to reach the cold tier (ScyllaDB or Cassandra).
+type CQL struct {
+	Hosts    []string
+	Keyspace string
+	Username string
+	Password string // never logged; see Redacted
+	Timeout  time.Duration
+}
+
+// Connections groups the settings of the three external systems.
+type Connections struct {
+	Kafka Kafka
+	Redis Redis
+	CQL   CQL
+}
+
+// Register defines the connection flags on fs, with the documented defaults.
+func (c *Connections) Register(fs *flag.FlagSet) {
+	c.Kafka.Brokers = splitList(DefaultKafkaBrokers)
+	fs.Var((*listFlag)(&c.Kafka.Brokers), "kafka-brokers", "Kafka bootstrap brokers, comma separated")
+	fs.StringVar(&c.Kafka.ClientID, "kafka-client-id", "banditstream", "client id reported to Kafka")
+	fs.DurationVar(&c.Kafka.Timeout, "kafka-timeout", 10*time.Second, "Kafka dial and request timeout")
+
+	fs.StringVar(&c.Redis.Addr, "redis-addr", DefaultRedisAddr, "hot tier address, host:port")
+	fs.StringVar(&c.Redis.Username, "redis-username", "", "hot tier ACL user name")
+	fs.StringVar(&c.Redis.Password, "redis-password", "", "hot tier password (prefer the environment variable)")
+	fs.IntVar(&c.Redis.DB, "redis-db", 0, "hot tier database number (Redis only; 0 on a cluster)")
+
+	c.CQL.Hosts = splitList(DefaultCQLHosts)
+	fs.Var((*listFlag)(&c.CQL.Hosts), "cql-hosts", "cold tier contact points, comma separated host:port")
+	fs.StringVar(&c.CQL.Keyspace, "cql-keyspace", DefaultCQLKeyspace, "cold tier keyspace")
+	fs.StringVar(&c.CQL.Username, "cql-username", "", "cold tier user name")
+	fs.StringVar(&c.CQL.Password, "cql-password", "", "cold tier password (prefer the environment variable)")
+	fs.DurationVar(&c.CQL.Timeout, "cql-timeout", 10*time.Second, "cold tier connect and query timeout")
+}
+
+// Validate reports the first setting that cannot work.
+func (c *Connections) Validate() error {
+	var errs []error
+	if len(c.Kafka.Brokers) == 0 {
+		errs = append(errs, errors.New("kafka-brokers: at least one broker is needed"))
+	}
+	for _, b := range c.Kafka.Brokers {
+		if !strings.Contains(b, ":") {
+			errs = append(errs, fmt.Errorf("kafka-brokers: %q has no port", b))
+		}
+	}
+	if c.Redis.Addr == "" || !strings.Contains(c.Redis.Addr, ":") {
+		errs = append(errs, fmt.Errorf("redis-addr: %q is not host:port", c.Redis.Addr))
+	}
+	if len(c.CQL.Hosts) == 0 {
+		errs = append(errs, errors.New("cql-hosts: at least one contact point is needed"))
+	}
+	if c.CQL.Keyspace == "" {
+		errs = append(errs, errors.New("cql-keyspace: must not be empty"))
+	}
+	if c.Kafka.Timeout <= 0 || c.CQL.Timeout <= 0 {
+		errs = append(errs, errors.New("timeouts must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// EnvName is the environment variable that sets the flag called name.
+func EnvName(flagName string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// EnvNames lists the environment variables that fs reads, sorted.
+func EnvNames(fs *flag.FlagSet) []string {
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, EnvName(f.Name)) })
+	sort.Strings(names)
+	return names
+}
+
+// Parse parses args into fs, then fills every flag not given on the command
+// line from its environment variable, if set. lookup is os.LookupEnv in the
+// binaries and a map in tests. Errors name the variable but never its value,
+// which may be a secret.
+func Parse(fs *flag.FlagSet, args []string, lookup func(string) (string, bool)) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] {
+			return
+		}
+		v, ok := lookup(EnvName(f.Name))
+		if !ok {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			errs = append(errs, fmt.Errorf("environment variable %s: invalid value for -%s", EnvName(f.Name), f.Name))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Redacted returns a copy of c that is safe to log.
+func (c Connections) Redacted() Connections {
+	if c.Redis.Password != "" {
+		c.Redis.Password = "REDACTED"
+	}
+	if c.CQL.Password != "" {
+		c.CQL.Password = "REDACTED"
+	}
+	return c
+}
+
+type listFlag []string
+
+func (l *listFlag) String() string {
+	if l == nil {
+		return ""
+	}
+	return strings.Join(*l, ",")
+}
+
+func (l *listFlag) Set(s string) error {
+	items := splitList(s)
+	if len(items) == 0 {
+		return errors.New("empty list")
+	}
+	*l = items
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

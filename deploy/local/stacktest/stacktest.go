@@ -1,0 +1,132 @@
+// Package stacktest gives integration tests the addresses of the real local
+// stack that deploy/local/stack.sh starts (Kafka, Redis, Cassandra) and
+// helpers to make isolated topics and keyspaces on it. Only tests import it.
+//
+// When a service does not answer, the test is skipped, unless
+// BANDITSTREAM_REQUIRE_STACK=1 (set by make test), where it fails: the suite
+// must never pass by skipping its integration tests.
+package stacktest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Env names of the addresses; the same variables the binaries read.
+const (
+	EnvKafka   = "BANDITSTREAM_KAFKA_BROKERS"
+	EnvRedis   = "BANDITSTREAM_REDIS_ADDR"
+	EnvCQL     = "BANDITSTREAM_CQL_HOSTS"
+	EnvRequire = "BANDITSTREAM_REQUIRE_STACK"
+)
+
+func addr(env, def string) string {
+	if v := os.Getenv(env); v != "" {
+		return v
+	}
+	return def
+}
+
+func need(t testing.TB, service, hostport string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", strings.Split(hostport, ",")[0], 2*time.Second)
+	if err == nil {
+		conn.Close()
+		return
+	}
+	msg := service + " is not reachable at " + hostport + " (start it with make up): " + err.Error()
+	if os.Getenv(EnvRequire) == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// KafkaBrokers returns the brokers of the local Kafka, or skips/fails.
+func KafkaBrokers(t testing.TB) []string {
+	t.Helper()
+	a := addr(EnvKafka, "127.0.0.1:9092")
+	need(t, "Kafka", a)
+	return strings.Split(a, ",")
+}
+
+// RedisAddr returns the address of the local Redis, or skips/fails.
+func RedisAddr(t testing.TB) string {
+	t.Helper()
+	a := addr(EnvRedis, "127.0.0.1:6379")
+	need(t, "Redis", a)
+	return a
+}
+
+// CQLHosts returns the contact points of the local Cassandra, or skips/fails.
+func CQLHosts(t testing.TB) []string {
+	t.Helper()
+	a := addr(EnvCQL, "127.0.0.1:9042")
+	need(t, "Cassandra", a)
+	return strings.Split(a, ",")
+}
+
+// UniqueName returns prefix followed by a random suffix, valid as a topic,
+// keyspace or key prefix ([a-z0-9_]).
+func UniqueName(prefix string) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return prefix + "_" + hex.EncodeToString(b)
+}
+
+// CreateTopic creates a fresh topic with the given partition count and
+// deletes it when the test ends.
+func CreateTopic(t testing.TB, brokers []string, prefix string, partitions int) string {
+	t.Helper()
+	name := UniqueName(prefix)
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 30 * time.Second}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: name, NumPartitions: partitions, ReplicationFactor: 1,
+	}}})
+	if err == nil {
+		err = resp.Errors[name]
+	}
+	if err != nil {
+		t.Fatalf("creating topic %s: %v", name, err)
+	}
+	waitForLeaders(ctx, t, client, name, partitions)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{name}})
+	})
+	return name
+}
+
+func waitForLeaders(ctx context.Context, t testing.TB, client *kafka.Client, topic string, partitions int) {
+	t.Helper()
+	for {
+		md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+		if err == nil && len(md.Topics) == 1 && md.Topics[0].Error == nil && len(md.Topics[0].Partitions) == partitions {
+			ready := true
+			for _, p := range md.Topics[0].Partitions {
+				if p.Error != nil || p.Leader.ID < 0 {
+					ready = false
+				}
+			}
+			if ready {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("topic %s has no leaders: %v", topic, errors.Join(err, ctx.Err()))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

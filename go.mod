@@ -1,0 +1,25 @@
+module github.com/banditstream/banditstream
+
+go 1.26.0
+
+require (
+	github.com/gocql/gocql v1.7.0
+	github.com/redis/go-redis/v9 v9.23.0
+	github.com/scylladb/gocqlx/v2 v2.8.0
+	github.com/segmentio/kafka-go v0.4.51
+	google.golang.org/protobuf v1.36.12
+	gopkg.in/yaml.v3 v3.0.1
+)
+
+require (
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/google/uuid v1.6.0 // indirect
+	github.com/klauspost/compress v1.17.9 // indirect
+	github.com/pierrec/lz4/v4 v4.1.15 // indirect
+	github.com/scylladb/go-reflectx v1.0.1 // indirect
+	go.uber.org/atomic v1.12.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+	gopkg.in/inf.v0 v0.9.1 // indirect
+)
+
+replace github.com/gocql/gocql => github.com/scylladb/gocql v1.15.3

@@ -1,0 +1,189 @@
+package schemas
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+)
+
+// The JSON form, for humans and shell producers. Field names are those of
+// the .proto file; event types and modes are lower-case words ("click",
+// "add_to_cart", "mean"). Unknown fields are ignored, as in protobuf.
+//
+//	{"event_id":"e-1","user_id":"u-1","item_id":"sku-9","context":"home",
+//	 "type":"click","event_time_ms":1767225600000}
+
+type interactionJSON struct {
+	EventID     string            `json:"event_id"`
+	UserID      string            `json:"user_id"`
+	ItemID      string            `json:"item_id"`
+	Context     string            `json:"context,omitempty"`
+	Type        string            `json:"type"`
+	EventTimeMs int64             `json:"event_time_ms"`
+	SessionID   string            `json:"session_id,omitempty"`
+	Attributes  map[string]string `json:"attributes,omitempty"`
+	Value       float64           `json:"value,omitempty"`
+}
+
+type scoreRequestJSON struct {
+	RequestID  string   `json:"request_id"`
+	UserID     string   `json:"user_id"`
+	Context    string   `json:"context,omitempty"`
+	Candidates []string `json:"candidates"`
+	K          int32    `json:"k"`
+	DeadlineMs int64    `json:"deadline_ms,omitempty"`
+	ReplyTopic string   `json:"reply_topic,omitempty"`
+	Mode       string   `json:"mode,omitempty"`
+	Seed       *uint64  `json:"seed,omitempty"`
+	SentTimeMs int64    `json:"sent_time_ms,omitempty"`
+}
+
+type rankedItemJSON struct {
+	ItemID string  `json:"item_id"`
+	Score  float64 `json:"score"`
+	Mean   float64 `json:"mean"`
+}
+
+type timingJSON struct {
+	SentTimeMs     int64 `json:"sent_time_ms,omitempty"`
+	ReceivedTimeMs int64 `json:"received_time_ms,omitempty"`
+	ScoredTimeMs   int64 `json:"scored_time_ms,omitempty"`
+	ScoringMicros  int64 `json:"scoring_micros,omitempty"`
+}
+
+type scoreResponseJSON struct {
+	RequestID    string           `json:"request_id"`
+	UserID       string           `json:"user_id,omitempty"`
+	Context      string           `json:"context,omitempty"`
+	Items        []rankedItemJSON `json:"items"`
+	ModelVersion string           `json:"model_version,omitempty"`
+	Timing       *timingJSON      `json:"timing,omitempty"`
+	Mode         string           `json:"mode,omitempty"`
+	Seed         *uint64          `json:"seed,omitempty"`
+}
+
+func decodeJSON(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(v); err != nil {
+		return invalid("message", "malformed JSON: %v", err)
+	}
+	if dec.More() {
+		return invalid("message", "malformed JSON: data after the object")
+	}
+	return nil
+}
+
+func appendJSON(buf []byte, v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return buf, fmt.Errorf("encoding JSON: %w", err)
+	}
+	return append(buf, b...), nil
+}
+
+func decodeInteractionJSON(data []byte, m *Interaction) error {
+	var j interactionJSON
+	if err := decodeJSON(data, &j); err != nil {
+		return err
+	}
+	if j.Type == "" {
+		return invalid("type", "missing")
+	}
+	t, ok := ParseEventType(j.Type)
+	if !ok {
+		return invalid("type", "unknown event type %.32q (impression, click, wishlist, add_to_cart, order)", j.Type)
+	}
+	m.Reset()
+	m.EventId, m.UserId, m.ItemId, m.Context = j.EventID, j.UserID, j.ItemID, j.Context
+	m.Type, m.EventTimeMs, m.SessionId = t, j.EventTimeMs, j.SessionID
+	m.Attributes, m.Value = j.Attributes, j.Value
+	return nil
+}
+
+func interactionToJSON(m *Interaction) interactionJSON {
+	return interactionJSON{
+		EventID: m.GetEventId(), UserID: m.GetUserId(), ItemID: m.GetItemId(), Context: m.GetContext(),
+		Type: EventTypeName(m.GetType()), EventTimeMs: m.GetEventTimeMs(), SessionID: m.GetSessionId(),
+		Attributes: m.GetAttributes(), Value: m.GetValue(),
+	}
+}
+
+func decodeScoreRequestJSON(data []byte, m *ScoreRequest) error {
+	var j scoreRequestJSON
+	if err := decodeJSON(data, &j); err != nil {
+		return err
+	}
+	mode, ok := ParseMode(j.Mode)
+	if !ok {
+		return invalid("mode", "unknown exploration mode %.32q (thompson, mean)", j.Mode)
+	}
+	m.Reset()
+	m.RequestId, m.UserId, m.Context, m.Candidates, m.K = j.RequestID, j.UserID, j.Context, j.Candidates, j.K
+	m.DeadlineMs, m.ReplyTopic, m.Mode, m.Seed, m.SentTimeMs = j.DeadlineMs, j.ReplyTopic, mode, j.Seed, j.SentTimeMs
+	return nil
+}
+
+func scoreRequestToJSON(m *ScoreRequest) scoreRequestJSON {
+	j := scoreRequestJSON{
+		RequestID: m.GetRequestId(), UserID: m.GetUserId(), Context: m.GetContext(), Candidates: m.GetCandidates(),
+		K: m.GetK(), DeadlineMs: m.GetDeadlineMs(), ReplyTopic: m.GetReplyTopic(), Mode: ModeName(m.GetMode()),
+		SentTimeMs: m.GetSentTimeMs(),
+	}
+	if m.Seed != nil {
+		s := *m.Seed
+		j.Seed = &s
+	}
+	return j
+}
+
+func decodeScoreResponseJSON(data []byte, m *ScoreResponse) error {
+	var j scoreResponseJSON
+	if err := decodeJSON(data, &j); err != nil {
+		return err
+	}
+	mode, ok := ParseMode(j.Mode)
+	if !ok {
+		return invalid("mode", "unknown exploration mode %.32q (thompson, mean)", j.Mode)
+	}
+	m.Reset()
+	m.RequestId, m.UserId, m.Context, m.ModelVersion, m.Mode, m.Seed = j.RequestID, j.UserID, j.Context, j.ModelVersion, mode, j.Seed
+	if len(j.Items) > 0 {
+		m.Items = make([]*RankedItem, len(j.Items))
+		for i, it := range j.Items {
+			m.Items[i] = &RankedItem{ItemId: it.ItemID, Score: it.Score, Mean: it.Mean}
+		}
+	}
+	if j.Timing != nil {
+		m.Timing = &Timing{SentTimeMs: j.Timing.SentTimeMs, ReceivedTimeMs: j.Timing.ReceivedTimeMs,
+			ScoredTimeMs: j.Timing.ScoredTimeMs, ScoringMicros: j.Timing.ScoringMicros}
+	}
+	return nil
+}
+
+func scoreResponseToJSON(m *ScoreResponse) scoreResponseJSON {
+	j := scoreResponseJSON{
+		RequestID: m.GetRequestId(), UserID: m.GetUserId(), Context: m.GetContext(),
+		Items: make([]rankedItemJSON, len(m.GetItems())), ModelVersion: m.GetModelVersion(), Mode: ModeName(m.GetMode()),
+	}
+	for i, it := range m.GetItems() {
+		j.Items[i] = rankedItemJSON{ItemID: it.GetItemId(), Score: finite(it.GetScore()), Mean: finite(it.GetMean())}
+	}
+	if t := m.GetTiming(); t != nil {
+		j.Timing = &timingJSON{SentTimeMs: t.GetSentTimeMs(), ReceivedTimeMs: t.GetReceivedTimeMs(),
+			ScoredTimeMs: t.GetScoredTimeMs(), ScoringMicros: t.GetScoringMicros()}
+	}
+	if m.Seed != nil {
+		s := *m.Seed
+		j.Seed = &s
+	}
+	return j
+}
+
+// finite maps values JSON cannot carry to 0; the scorer never produces them.
+func finite(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0
+	}
+	return v
+}

@@ -1,0 +1,93 @@
+package schemas
+
+import "github.com/banditstream/banditstream/schemas/pb"
+
+// The messages generated from proto/banditstream/v1, aliased so callers
+// import schemas alone.
+type (
+	// Interaction is one user event on one item.
+	Interaction = pb.Interaction
+	// ScoreRequest asks for the top k of candidates for a user.
+	ScoreRequest = pb.ScoreRequest
+	// ScoreResponse is the ranking for one request.
+	ScoreResponse = pb.ScoreResponse
+	// RankedItem is one entry of a ranking.
+	RankedItem = pb.RankedItem
+	// Timing tells where a request's time went.
+	Timing = pb.Timing
+	// EventType is the kind of an interaction.
+	EventType = pb.EventType
+	// ExplorationMode is how a score request explores.
+	ExplorationMode = pb.ExplorationMode
+)
+
+// Event types.
+const (
+	Impression = pb.EventType_EVENT_TYPE_IMPRESSION
+	Click      = pb.EventType_EVENT_TYPE_CLICK
+	Wishlist   = pb.EventType_EVENT_TYPE_WISHLIST
+	AddToCart  = pb.EventType_EVENT_TYPE_ADD_TO_CART
+	Order      = pb.EventType_EVENT_TYPE_ORDER
+)
+
+// Exploration modes. ModeDefault lets the scorer choose (Thompson sampling).
+const (
+	ModeDefault  = pb.ExplorationMode_EXPLORATION_MODE_UNSPECIFIED
+	ModeThompson = pb.ExplorationMode_EXPLORATION_MODE_THOMPSON
+	ModeMean     = pb.ExplorationMode_EXPLORATION_MODE_MEAN
+)
+
+// eventTypeNames are the JSON names of the event types, indexed by value.
+var eventTypeNames = [...]string{
+	Impression: "impression",
+	Click:      "click",
+	Wishlist:   "wishlist",
+	AddToCart:  "add_to_cart",
+	Order:      "order",
+}
+
+// EventTypeName is the lower-case name of t used in JSON and in
+// configuration ("click", "add_to_cart"), or "" for an unknown type.
+func EventTypeName(t EventType) string {
+	if t <= 0 || int(t) >= len(eventTypeNames) {
+		return ""
+	}
+	return eventTypeNames[t]
+}
+
+// ParseEventType is the inverse of EventTypeName.
+func ParseEventType(s string) (EventType, bool) {
+	for i, n := range eventTypeNames {
+		if n != "" && n == s {
+			return EventType(i), true
+		}
+	}
+	return 0, false
+}
+
+// ModeName is the lower-case name of m used in JSON ("thompson", "mean"),
+// or "" for the default.
+func ModeName(m ExplorationMode) string {
+	switch m {
+	case ModeThompson:
+		return "thompson"
+	case ModeMean:
+		return "mean"
+	default:
+		return ""
+	}
+}
+
+// ParseMode is the inverse of ModeName.
+func ParseMode(s string) (ExplorationMode, bool) {
+	switch s {
+	case "":
+		return ModeDefault, true
+	case "thompson":
+		return ModeThompson, true
+	case "mean":
+		return ModeMean, true
+	default:
+		return 0, false
+	}
+}
