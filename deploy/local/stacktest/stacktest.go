@@ -130,3 +130,27 @@ func waitForLeaders(ctx context.Context, t testing.TB, client *kafka.Client, top
 		}
 	}
 }
+
+// CreateTopicNamed creates the topic name (for a dead-letter topic that
+// goes with one from CreateTopic) and deletes it when the test ends.
+func CreateTopicNamed(t testing.TB, brokers []string, name string, partitions int) {
+	t.Helper()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 30 * time.Second}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: name, NumPartitions: partitions, ReplicationFactor: 1,
+	}}})
+	if err == nil {
+		err = resp.Errors[name]
+	}
+	if err != nil {
+		t.Fatalf("creating topic %s: %v", name, err)
+	}
+	waitForLeaders(ctx, t, client, name, partitions)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{name}})
+	})
+}

@@ -1,0 +1,129 @@
+// Command bandit-ingest consumes interaction events from Kafka and keeps the
+// arm counts in the hot tier, exactly once in effect: bad records go to the
+// dead-letter topic, offsets are committed only after the state they cover
+// is written.
+//
+// Every flag can also be set by its environment variable: -kafka-brokers is
+// BANDITSTREAM_KAFKA_BROKERS. SIGINT or SIGTERM drains the batches in flight,
+// commits and exits.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/banditstream/banditstream/cmd/internal/config"
+	"github.com/banditstream/banditstream/consumers"
+	"github.com/banditstream/banditstream/store"
+)
+
+type options struct {
+	conns        config.Connections
+	topic        string
+	group        string
+	keyPrefix    string
+	shards       int
+	fetchBytes   int
+	fetchWait    time.Duration
+	drainTimeout time.Duration
+	session      time.Duration
+	commitDelay  time.Duration
+	logLevel     string
+}
+
+func newFlags(o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("bandit-ingest", flag.ContinueOnError)
+	o.conns.Register(fs)
+	keys := store.DefaultKeys()
+	fs.StringVar(&o.topic, "topic", config.TopicInteractions, "topic of interaction events; bad records go to <topic>"+config.DLQSuffix)
+	fs.StringVar(&o.group, "group", "banditstream-ingest", "consumer group id")
+	fs.StringVar(&o.keyPrefix, "key-prefix", keys.Prefix, "hot tier key prefix (a separate namespace per prefix)")
+	fs.IntVar(&o.shards, "shards", keys.Shards, "arm shards in the hot tier; never change it for a given prefix")
+	fs.IntVar(&o.fetchBytes, "fetch-max-bytes", 4<<20, "largest fetch from one partition, bytes")
+	fs.DurationVar(&o.fetchWait, "fetch-max-wait", 250*time.Millisecond, "how long a fetch waits for new records")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 20*time.Second, "time to finish in-flight batches after SIGTERM")
+	fs.DurationVar(&o.session, "session-timeout", 10*time.Second, "consumer group session timeout (at least Kafka's group.min.session.timeout.ms, 6s by default)")
+	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long between writing a batch and committing it")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	return fs
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "bandit-ingest:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	var o options
+	fs := newFlags(&o)
+	fs.SetOutput(stderr)
+	if err := config.Parse(fs, args, nil); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if err := o.conns.Validate(); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:    strings.Split(o.conns.Redis.Addr, ","),
+		Username: o.conns.Redis.Username,
+		Password: o.conns.Redis.Password,
+		DB:       o.conns.Redis.DB,
+	})
+	defer rdb.Close()
+	hot, err := store.NewHot(rdb, store.Keys{Prefix: o.keyPrefix, Shards: o.shards})
+	if err != nil {
+		return err
+	}
+	dlq := &kafka.Writer{
+		Addr:         kafka.TCP(o.conns.Kafka.Brokers...),
+		Topic:        o.topic + config.DLQSuffix,
+		RequiredAcks: kafka.RequireAll,
+		Balancer:     &kafka.Hash{},
+		BatchTimeout: 5 * time.Millisecond,
+		BatchBytes:   1 << 20,
+		WriteTimeout: o.conns.Kafka.Timeout,
+	}
+	defer dlq.Close()
+	in, err := consumers.NewIngest(consumers.IngestConfig{
+		Brokers:          o.conns.Kafka.Brokers,
+		Topic:            o.topic,
+		GroupID:          o.group,
+		FetchMaxBytes:    o.fetchBytes,
+		FetchMaxWait:     o.fetchWait,
+		DrainTimeout:     o.drainTimeout,
+		SessionTimeout:   o.session,
+		FaultCommitDelay: o.commitDelay,
+		Logger:           log,
+	}, hot, dlq)
+	if err != nil {
+		return err
+	}
+	log.Info("starting", "topic", o.topic, "group", o.group, "config", o.conns.Redacted())
+	return in.Run(ctx)
+}

@@ -1,0 +1,517 @@
+package consumers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/banditstream/banditstream/schemas"
+	"github.com/banditstream/banditstream/store"
+)
+
+// ArmStore is what ingest needs of the hot tier: watermarks and atomic
+// per-shard application of arm deltas (store.Hot implements it).
+type ArmStore interface {
+	Keys() store.Keys
+	Watermarks(ctx context.Context, topic string, partition int) ([]int64, error)
+	Apply(ctx context.Context, topic string, partition int, last int64, shards []store.ShardBatch) (map[int]int64, error)
+}
+
+var _ ArmStore = (*store.Hot)(nil)
+
+// MessageWriter writes Kafka messages synchronously (a *kafka.Writer with
+// RequiredAcks = RequireAll and Async = false).
+type MessageWriter interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+var _ MessageWriter = (*kafka.Writer)(nil)
+
+// IngestConfig configures Ingest. Zero fields take the documented defaults.
+type IngestConfig struct {
+	Brokers []string
+	// Topic to read; default "interactions". Bad records go to Topic+".dlq".
+	Topic string
+	// GroupID of the consumer group; default "banditstream-ingest".
+	GroupID string
+	// FetchMaxBytes bounds one fetch from one partition; default 4 MiB.
+	FetchMaxBytes int
+	// FetchMaxWait is how long a fetch waits for data; default 250 ms.
+	FetchMaxWait time.Duration
+	// Limits checks every event; default schemas.DefaultLimits().
+	Limits schemas.Limits
+	// DrainTimeout bounds finishing the in-flight batch after ctx ends;
+	// default 20 s.
+	DrainTimeout time.Duration
+	// SessionTimeout is how long the group waits for a silent member
+	// before reassigning its partitions; default 10 s (Kafka's minimum is
+	// 6 s).
+	SessionTimeout time.Duration
+	// FaultCommitDelay waits between writing a batch's state and committing
+	// its offset: fault injection, so that tests which kill the process
+	// land in that window often. Zero in production.
+	FaultCommitDelay time.Duration
+	// Transport to the brokers; nil uses kafka-go's default.
+	Transport kafka.RoundTripper
+	// Dialer for the group coordinator; nil uses kafka-go's default.
+	Dialer *kafka.Dialer
+	Logger *slog.Logger
+}
+
+func (c *IngestConfig) setDefaults() {
+	if c.Topic == "" {
+		c.Topic = "interactions"
+	}
+	if c.GroupID == "" {
+		c.GroupID = "banditstream-ingest"
+	}
+	if c.FetchMaxBytes == 0 {
+		c.FetchMaxBytes = 4 << 20
+	}
+	if c.FetchMaxWait == 0 {
+		c.FetchMaxWait = 250 * time.Millisecond
+	}
+	if c.Limits == (schemas.Limits{}) {
+		c.Limits = schemas.DefaultLimits()
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 20 * time.Second
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c IngestConfig) Validate() error {
+	if len(c.Brokers) == 0 {
+		return errors.New("ingest: no brokers")
+	}
+	if c.FetchMaxBytes < 1024 || c.FetchMaxWait < 0 || c.DrainTimeout < 0 {
+		return errors.New("ingest: fetch max bytes must be at least 1 KiB and durations not negative")
+	}
+	return c.Limits.Validate()
+}
+
+// Ingest consumes interaction events and applies them to the arm counts,
+// exactly once in effect: per partition it fetches a batch, decodes and
+// validates it, sends bad records to the dead-letter topic, applies the
+// good ones to the hot tier together with the partition's offset
+// watermark, and only then commits the offset.
+type Ingest struct {
+	cfg    IngestConfig
+	arms   ArmStore
+	dlq    MessageWriter
+	client *kafka.Client
+	log    *slog.Logger
+}
+
+// NewIngest returns an ingest worker. dlq must write to cfg.Topic+".dlq".
+func NewIngest(cfg IngestConfig, arms ArmStore, dlq MessageWriter) (*Ingest, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if arms == nil || dlq == nil {
+		return nil, errors.New("ingest: nil store or dead-letter writer")
+	}
+	return &Ingest{
+		cfg:    cfg,
+		arms:   arms,
+		dlq:    dlq,
+		client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Transport},
+		log:    cfg.Logger.With("component", "ingest", "topic", cfg.Topic),
+	}, nil
+}
+
+// Run consumes until ctx ends, then finishes the batches in flight, commits
+// and leaves the group.
+func (in *Ingest) Run(ctx context.Context) error {
+	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                     in.cfg.GroupID,
+		Brokers:                in.cfg.Brokers,
+		Dialer:                 in.cfg.Dialer,
+		Topics:                 []string{in.cfg.Topic},
+		StartOffset:            kafka.FirstOffset,
+		WatchPartitionChanges:  true,
+		PartitionWatchInterval: 5 * time.Second,
+		HeartbeatInterval:      time.Second,
+		SessionTimeout:         in.cfg.SessionTimeout,
+		RebalanceTimeout:       in.cfg.SessionTimeout,
+		JoinGroupBackoff:       time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("joining group %s: %w", in.cfg.GroupID, err)
+	}
+	defer group.Close()
+	backoff := newBackoff()
+	for {
+		gen, err := group.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, kafka.ErrGroupClosed) {
+				return fmt.Errorf("group %s: %w", in.cfg.GroupID, err)
+			}
+			// Rebalances in progress, coordinator moves, brokers restarting:
+			// join again.
+			in.log.Warn("joining the group", "group", in.cfg.GroupID, "err", err)
+			backoff.wait(ctx)
+			continue
+		}
+		backoff.reset()
+		assigned := gen.Assignments[in.cfg.Topic]
+		in.log.Info("generation", "id", gen.ID, "partitions", len(assigned))
+		for _, a := range assigned {
+			partition, offset := a.ID, a.Offset
+			gen.Start(func(gctx context.Context) {
+				in.runPartition(ctx, gctx, gen, partition, offset)
+			})
+		}
+	}
+}
+
+// runPartition consumes one partition for the lifetime of a generation.
+// ctx is the worker's, gctx the generation's: either ending stops it, but a
+// batch already fetched is finished, within DrainTimeout.
+func (in *Ingest) runPartition(ctx, gctx context.Context, gen *kafka.Generation, partition int, offset int64) {
+	log := in.log.With("partition", partition)
+	p := &partitionState{topic: in.cfg.Topic, partition: partition}
+	stop := func() bool { return ctx.Err() != nil || gctx.Err() != nil }
+	backoff := newBackoff()
+	for !stop() {
+		if p.watermarks == nil {
+			if err := in.startPartition(gctx, p, &offset); err != nil {
+				log.Warn("starting partition", "err", err)
+				backoff.wait(gctx)
+				continue
+			}
+		}
+		batch, next, err := in.fetch(gctx, partition, offset)
+		if err != nil {
+			if !stop() {
+				log.Warn("fetching", "offset", offset, "err", err)
+				backoff.wait(gctx)
+			}
+			continue
+		}
+		if len(batch) == 0 {
+			offset = next
+			continue
+		}
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.cfg.DrainTimeout)
+		err = in.process(wctx, p, batch)
+		if err == nil && in.cfg.FaultCommitDelay > 0 {
+			time.Sleep(in.cfg.FaultCommitDelay)
+		}
+		if err == nil {
+			last := batch[len(batch)-1].offset
+			err = gen.CommitOffsets(map[string]map[int]int64{in.cfg.Topic: {partition: last + 1}})
+			if err != nil {
+				// The generation is over; the next owner resumes from the
+				// last commit, and the watermarks make the replay harmless.
+				cancel()
+				log.Info("commit refused; generation ended", "err", err)
+				return
+			}
+			offset = next
+			backoff.reset()
+		}
+		cancel()
+		if err != nil {
+			// Nothing was committed: fetch the same batch again.
+			log.Warn("processing batch", "offset", offset, "err", err)
+			p.watermarks = nil
+			backoff.wait(gctx)
+		}
+	}
+}
+
+// startPartition reads the partition's watermarks and resolves a start
+// offset that is not a committed one.
+func (in *Ingest) startPartition(ctx context.Context, p *partitionState, offset *int64) error {
+	wms, err := in.arms.Watermarks(ctx, p.topic, p.partition)
+	if err != nil {
+		return err
+	}
+	if *offset < 0 {
+		// No committed offset: ingest never skips data, start at the
+		// earliest record.
+		first, err := in.earliest(ctx, p.partition)
+		if err != nil {
+			return err
+		}
+		*offset = first
+	}
+	p.watermarks = wms
+	return nil
+}
+
+func (in *Ingest) earliest(ctx context.Context, partition int) (int64, error) {
+	resp, err := in.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{
+		Topics: map[string][]kafka.OffsetRequest{in.cfg.Topic: {kafka.FirstOffsetOf(partition)}},
+	})
+	if err != nil {
+		return 0, fmt.Errorf("listing offsets of %s/%d: %w", in.cfg.Topic, partition, err)
+	}
+	for _, po := range resp.Topics[in.cfg.Topic] {
+		if po.Partition == partition {
+			if po.Error != nil {
+				return 0, fmt.Errorf("listing offsets of %s/%d: %w", in.cfg.Topic, partition, po.Error)
+			}
+			return po.FirstOffset, nil
+		}
+	}
+	return 0, fmt.Errorf("listing offsets of %s/%d: partition missing from the reply", in.cfg.Topic, partition)
+}
+
+// record is one fetched Kafka record.
+type record struct {
+	offset  int64
+	key     []byte
+	value   []byte
+	headers []kafka.Header
+}
+
+// fetch reads the records at offset and after, up to FetchMaxBytes, and
+// returns them with the offset to fetch next.
+func (in *Ingest) fetch(ctx context.Context, partition int, offset int64) ([]record, int64, error) {
+	resp, err := in.client.Fetch(ctx, &kafka.FetchRequest{
+		Topic: in.cfg.Topic, Partition: partition, Offset: offset,
+		MinBytes: 1, MaxBytes: int64(in.cfg.FetchMaxBytes), MaxWait: in.cfg.FetchMaxWait,
+		IsolationLevel: kafka.ReadCommitted,
+	})
+	if err != nil {
+		return nil, offset, err
+	}
+	if resp.Error != nil {
+		if errors.Is(resp.Error, kafka.OffsetOutOfRange) {
+			// Retention removed what the last commit points at: what is
+			// gone cannot be counted; carry on from the earliest.
+			first, ferr := in.earliest(ctx, partition)
+			if ferr != nil {
+				return nil, offset, ferr
+			}
+			in.log.Error("offset out of range; records lost to retention", "partition", partition, "offset", offset, "earliest", first)
+			return nil, first, nil
+		}
+		return nil, offset, resp.Error
+	}
+	var out []record
+	next := offset
+	for {
+		rec, err := resp.Records.ReadRecord()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, offset, fmt.Errorf("reading records: %w", err)
+		}
+		if rec.Offset < offset {
+			continue // a compressed batch can start before the asked offset
+		}
+		r := record{offset: rec.Offset, headers: rec.Headers}
+		if rec.Key != nil {
+			if r.key, err = io.ReadAll(rec.Key); err != nil {
+				return nil, offset, err
+			}
+		}
+		if rec.Value != nil {
+			if r.value, err = io.ReadAll(rec.Value); err != nil {
+				return nil, offset, err
+			}
+		}
+		out = append(out, r)
+		next = rec.Offset + 1
+	}
+	return out, next, nil
+}
+
+// partitionState is owned by one partition worker.
+type partitionState struct {
+	topic      string
+	partition  int
+	watermarks []int64 // per shard; nil until read
+	event      schemas.Interaction
+}
+
+// goodEvent is a validated event reduced to what the arm counts need.
+type goodEvent struct {
+	offset int64
+	shard  int
+	arm    store.Arm
+	typ    int
+	timeMs int64
+}
+
+// process handles one batch: dead letters first, then the arm counts. It
+// returns nil only when both are durable.
+func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record) error {
+	keys := in.arms.Keys()
+	now := time.Now()
+	var good []goodEvent
+	var dead []kafka.Message
+	for i := range batch {
+		r := &batch[i]
+		ev, err := in.decode(p, r, now)
+		if err != nil {
+			dead = append(dead, deadLetter(in.cfg.Topic, p.partition, r, err))
+			continue
+		}
+		a := store.Arm{Context: ev.GetContext(), Item: ev.GetItemId()}
+		good = append(good, goodEvent{offset: r.offset, shard: keys.Shard(a), arm: a,
+			typ: store.TypeIndex(ev.GetType()), timeMs: ev.GetEventTimeMs()})
+	}
+	if len(dead) > 0 {
+		if err := in.dlq.WriteMessages(ctx, dead...); err != nil {
+			return fmt.Errorf("writing %d dead letters: %w", len(dead), err)
+		}
+		in.log.Info("dead letters", "partition", p.partition, "count", len(dead))
+	}
+	last := batch[len(batch)-1].offset
+	for attempt := 0; ; attempt++ {
+		shards := aggregate(good, p.watermarks)
+		if len(shards) == 0 {
+			return nil
+		}
+		current, err := in.arms.Apply(ctx, p.topic, p.partition, last, shards)
+		if err == nil {
+			for _, sb := range shards {
+				p.watermarks[sb.Shard] = last
+			}
+			return nil
+		}
+		if !errors.Is(err, store.ErrConflict) || attempt >= 3 {
+			return err
+		}
+		// Another writer got there first: the shards it did apply are
+		// filtered out on the next pass.
+		for _, sb := range shards {
+			if c, ok := current[sb.Shard]; ok {
+				p.watermarks[sb.Shard] = c
+			} else {
+				p.watermarks[sb.Shard] = last
+			}
+		}
+	}
+}
+
+func (in *Ingest) decode(p *partitionState, r *record, now time.Time) (*schemas.Interaction, error) {
+	codec, err := schemas.CodecFor(headerValue(r.headers, schemas.HeaderContentType))
+	if err != nil {
+		return nil, err
+	}
+	if err := codec.DecodeInteraction(in.cfg.Limits, r.value, &p.event); err != nil {
+		return nil, err
+	}
+	if err := in.cfg.Limits.CheckInteraction(&p.event, now); err != nil {
+		return nil, err
+	}
+	return &p.event, nil
+}
+
+// aggregate sums the events above each shard's watermark, per shard and arm.
+func aggregate(events []goodEvent, watermarks []int64) []store.ShardBatch {
+	byShard := map[int]map[store.Arm]*store.Counts{}
+	for _, e := range events {
+		if e.offset <= watermarks[e.shard] {
+			continue // applied before: a redelivery or a replay
+		}
+		arms := byShard[e.shard]
+		if arms == nil {
+			arms = map[store.Arm]*store.Counts{}
+			byShard[e.shard] = arms
+		}
+		c := arms[e.arm]
+		if c == nil {
+			c = &store.Counts{}
+			arms[e.arm] = c
+		}
+		c.ByType[e.typ]++
+		c.LastEventMs = max(c.LastEventMs, e.timeMs)
+	}
+	out := make([]store.ShardBatch, 0, len(byShard))
+	for s, arms := range byShard {
+		sb := store.ShardBatch{Shard: s, Expected: watermarks[s], Deltas: make([]store.ArmDelta, 0, len(arms))}
+		for a, c := range arms {
+			sb.Deltas = append(sb.Deltas, store.ArmDelta{Arm: a, Counts: *c})
+		}
+		out = append(out, sb)
+	}
+	return out
+}
+
+// Dead-letter headers, added to the record's own.
+const (
+	HeaderError           = "dlq-error"
+	HeaderErrorField      = "dlq-error-field"
+	HeaderOriginTopic     = "dlq-origin-topic"
+	HeaderOriginPartition = "dlq-origin-partition"
+	HeaderOriginOffset    = "dlq-origin-offset"
+	// HeaderTruncated holds the original size of a value cut to
+	// DeadLetterMaxValueBytes, so an oversize record cannot block its
+	// partition by being too large for the dead-letter topic as well.
+	HeaderTruncated = "dlq-value-truncated"
+)
+
+// DeadLetterMaxValueBytes bounds the value of a dead letter.
+const DeadLetterMaxValueBytes = 256 << 10
+
+func deadLetter(topic string, partition int, r *record, cause error) kafka.Message {
+	field := ""
+	var fe *schemas.FieldError
+	if errors.As(cause, &fe) {
+		field = fe.Field
+	}
+	headers := append([]kafka.Header{}, r.headers...)
+	headers = append(headers,
+		kafka.Header{Key: HeaderError, Value: []byte(cause.Error())},
+		kafka.Header{Key: HeaderErrorField, Value: []byte(field)},
+		kafka.Header{Key: HeaderOriginTopic, Value: []byte(topic)},
+		kafka.Header{Key: HeaderOriginPartition, Value: []byte(strconv.Itoa(partition))},
+		kafka.Header{Key: HeaderOriginOffset, Value: []byte(strconv.FormatInt(r.offset, 10))},
+	)
+	value := r.value
+	if len(value) > DeadLetterMaxValueBytes {
+		headers = append(headers, kafka.Header{Key: HeaderTruncated, Value: []byte(strconv.Itoa(len(value)))})
+		value = value[:DeadLetterMaxValueBytes]
+	}
+	return kafka.Message{Key: r.key, Value: value, Headers: headers}
+}
+
+func headerValue(headers []kafka.Header, key string) string {
+	for _, h := range headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// backoff waits between retries of a failing dependency: 100 ms doubling
+// to 5 s.
+type backoff struct{ d time.Duration }
+
+func newBackoff() *backoff { return &backoff{d: 100 * time.Millisecond} }
+
+func (b *backoff) reset() { b.d = 100 * time.Millisecond }
+
+func (b *backoff) wait(ctx context.Context) {
+	t := time.NewTimer(b.d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	b.d = min(2*b.d, 5*time.Second)
+}

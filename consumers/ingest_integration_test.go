@@ -1,0 +1,353 @@
+package consumers_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/banditstream/banditstream/consumers"
+	"github.com/banditstream/banditstream/deploy/local/stacktest"
+	"github.com/banditstream/banditstream/schemas"
+	"github.com/banditstream/banditstream/store"
+)
+
+// oracle is what the arm counts must be after the events sent.
+type oracle map[store.Arm]store.Counts
+
+func (o oracle) add(ev *schemas.Interaction) {
+	a := store.Arm{Context: ev.GetContext(), Item: ev.GetItemId()}
+	c := o[a]
+	c.ByType[store.TypeIndex(ev.GetType())]++
+	c.LastEventMs = max(c.LastEventMs, ev.GetEventTimeMs())
+	o[a] = c
+}
+
+// eventGen makes events over a small catalogue so arms repeat.
+type eventGen struct {
+	r     *rand.Rand
+	n     int
+	users int
+	items int
+	start int64
+}
+
+func newEventGen(seed uint64, users, items int) *eventGen {
+	return &eventGen{r: rand.New(rand.NewPCG(seed, seed+1)), users: users, items: items, start: time.Now().Add(-time.Hour).UnixMilli()}
+}
+
+var contexts = []string{"home", "search", "cart", ""}
+
+func (g *eventGen) next() *schemas.Interaction {
+	g.n++
+	types := []schemas.EventType{schemas.Impression, schemas.Impression, schemas.Impression, schemas.Click, schemas.Wishlist, schemas.AddToCart, schemas.Order}
+	return &schemas.Interaction{
+		EventId:     "e-" + strconv.Itoa(g.n),
+		UserId:      "u-" + strconv.Itoa(g.r.IntN(g.users)),
+		ItemId:      "sku-" + strconv.Itoa(g.r.IntN(g.items)),
+		Context:     contexts[g.r.IntN(len(contexts))],
+		Type:        types[g.r.IntN(len(types))],
+		EventTimeMs: g.start + int64(g.n),
+	}
+}
+
+// encode encodes an event, every tenth as JSON with its header.
+func encode(t testing.TB, ev *schemas.Interaction, i int) kafka.Message {
+	codec := schemas.Protobuf
+	if i%10 == 0 {
+		codec = schemas.JSON
+	}
+	b, err := codec.AppendInteraction(nil, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := kafka.Message{Key: []byte(ev.GetUserId()), Value: b}
+	if codec == schemas.JSON {
+		msg.Headers = []kafka.Header{{Key: schemas.HeaderContentType, Value: []byte(schemas.ContentTypeJSON)}}
+	}
+	return msg
+}
+
+func newWriter(brokers []string, topic string) *kafka.Writer {
+	return &kafka.Writer{
+		Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll,
+		Balancer: &kafka.Hash{}, BatchSize: 2000, BatchBytes: 4 << 20, BatchTimeout: 5 * time.Millisecond,
+	}
+}
+
+type ingestEnv struct {
+	brokers []string
+	redis   string
+	topic   string
+	prefix  string
+	group   string
+	hot     *store.Hot
+	rdb     *redis.Client
+}
+
+func newIngestEnv(t *testing.T, partitions int) *ingestEnv {
+	t.Helper()
+	e := &ingestEnv{brokers: stacktest.KafkaBrokers(t), redis: stacktest.RedisAddr(t)}
+	e.topic = stacktest.CreateTopic(t, e.brokers, "it_ingest", partitions)
+	stacktest.CreateTopicNamed(t, e.brokers, e.topic+".dlq", 1)
+	e.prefix = stacktest.UniqueName("it")
+	e.group = stacktest.UniqueName("it_ingest")
+	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis})
+	t.Cleanup(func() { e.rdb.Close() })
+	var err error
+	e.hot, err = store.NewHot(e.rdb, store.Keys{Prefix: e.prefix, Shards: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *ingestEnv) args(group string) []string {
+	return []string{
+		"-kafka-brokers", e.brokers[0], "-redis-addr", e.redis, "-topic", e.topic, "-group", group,
+		"-key-prefix", e.prefix, "-shards", "64", "-session-timeout", "6s", "-fetch-max-wait", "100ms",
+		"-log-level", "warn",
+	}
+}
+
+// killArgs widen the window between a batch's write and its commit, so that
+// kills land in it.
+func (e *ingestEnv) killArgs() []string {
+	return append(e.args(e.group), "-fault-commit-delay", "150ms", "-fetch-max-bytes", "65536")
+}
+
+// checkCounts compares every arm of the oracle with the hot tier.
+func (e *ingestEnv) checkCounts(t *testing.T, want oracle) {
+	t.Helper()
+	arms := make([]store.Arm, 0, len(want))
+	for a := range want {
+		arms = append(arms, a)
+	}
+	got, err := e.hot.Counts(context.Background(), arms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lost, twice, wrong int
+	for i, a := range arms {
+		w := want[a]
+		if got[i] == w {
+			continue
+		}
+		wrong++
+		for ty := range w.ByType {
+			switch d := got[i].ByType[ty] - w.ByType[ty]; {
+			case d < 0:
+				lost += int(-d)
+			case d > 0:
+				twice += int(d)
+			}
+		}
+		if wrong <= 5 {
+			t.Errorf("arm %+v: got %+v, want %+v", a, got[i], w)
+		}
+	}
+	if wrong > 0 {
+		t.Fatalf("%d of %d arms wrong: %d events lost, %d counted twice", wrong, len(arms), lost, twice)
+	}
+}
+
+// Two ingest processes, killed with SIGKILL at random and restarted while
+// events flow: every arm's counts equal the oracle, nothing lost, nothing
+// twice. Then a fresh group (the same as resetting the group to the
+// earliest offset) consumes everything again and changes nothing.
+func TestIngestExactlyOnceUnderKills(t *testing.T) {
+	total := 200_000
+	if testing.Short() {
+		total = 20_000
+	}
+	e := newIngestEnv(t, 6)
+	bin := stacktest.BuildBinary(t, "./cmd/bandit-ingest")
+	procs := []*stacktest.Process{
+		stacktest.StartProcess(t, bin, nil, e.killArgs()...),
+		stacktest.StartProcess(t, bin, nil, e.killArgs()...),
+	}
+
+	want := oracle{}
+	gen := newEventGen(1, 5000, 2000)
+	w := newWriter(e.brokers, e.topic)
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	produced := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		const chunk = 5000
+		for sent := 0; sent < total; sent += chunk {
+			msgs := make([]kafka.Message, 0, chunk)
+			for i := sent; i < min(sent+chunk, total); i++ {
+				ev := gen.next()
+				want.add(ev)
+				msgs = append(msgs, encode(t, ev, i))
+			}
+			if err := w.WriteMessages(ctx, msgs...); err != nil {
+				produced <- err
+				return
+			}
+			time.Sleep(150 * time.Millisecond)
+		}
+		produced <- nil
+	}()
+
+	r := rand.New(rand.NewPCG(9, 9))
+	kills := 0
+	for kills < 12 {
+		time.Sleep(time.Duration(300+r.IntN(900)) * time.Millisecond)
+		p := procs[r.IntN(len(procs))]
+		p.Kill()
+		kills++
+		p.Start()
+	}
+	wg.Wait()
+	if err := <-produced; err != nil {
+		t.Fatalf("producing: %.500v", err)
+	}
+	t.Logf("%d events sent, %d kills", total, kills)
+	stacktest.WaitForLag(t, e.brokers, e.group, e.topic, 5*time.Minute)
+	e.checkCounts(t, want)
+
+	// Everything again, from the earliest offset.
+	for _, p := range procs {
+		p.Kill()
+	}
+	again := stacktest.UniqueName("it_again")
+	p := stacktest.StartProcess(t, bin, nil, e.args(again)...)
+	stacktest.WaitForLag(t, e.brokers, again, e.topic, 5*time.Minute)
+	p.Kill()
+	e.checkCounts(t, want)
+}
+
+// One record in a hundred is bad, each in a different way: every bad one
+// lands in the dead-letter topic with its reason and origin, the good ones
+// are counted exactly, and the group's lag returns to 0.
+func TestIngestDeadLetters(t *testing.T) {
+	e := newIngestEnv(t, 3)
+	total := 20_000
+	gen := newEventGen(2, 500, 300)
+	want := oracle{}
+	now := time.Now()
+	bad := []struct {
+		reason string
+		make   func(i int) kafka.Message
+	}{
+		{"malformed protobuf", func(i int) kafka.Message { return kafka.Message{Key: []byte("u"), Value: []byte{0x0a, 0xff, 0x01}} }},
+		{"invalid user_id", func(i int) kafka.Message {
+			ev := gen.next()
+			ev.UserId = ""
+			return encode(t, ev, 1)
+		}},
+		{"invalid value", func(i int) kafka.Message {
+			ev := gen.next()
+			ev.Value = -2
+			return encode(t, ev, 1)
+		}},
+		{"invalid value", func(i int) kafka.Message {
+			ev := gen.next()
+			ev.Value = nan()
+			return encode(t, ev, 1)
+		}},
+		{"invalid type", func(i int) kafka.Message {
+			ev := gen.next()
+			ev.Type = 77
+			return encode(t, ev, 1)
+		}},
+		{"invalid type", func(i int) kafka.Message {
+			return kafka.Message{Key: []byte("u"), Value: []byte(`{"event_id":"x","user_id":"u","item_id":"i","type":"purchase","event_time_ms":1}`),
+				Headers: []kafka.Header{{Key: schemas.HeaderContentType, Value: []byte(schemas.ContentTypeJSON)}}}
+		}},
+		{"invalid message", func(i int) kafka.Message {
+			return kafka.Message{Key: []byte("u"), Value: make([]byte, 1<<20+1)}
+		}},
+		{"invalid event_time_ms", func(i int) kafka.Message {
+			ev := gen.next()
+			ev.EventTimeMs = now.Add(72 * time.Hour).UnixMilli()
+			return encode(t, ev, 1)
+		}},
+		{"invalid content-type header", func(i int) kafka.Message {
+			return kafka.Message{Key: []byte("u"), Value: []byte("x"), Headers: []kafka.Header{{Key: schemas.HeaderContentType, Value: []byte("text/csv")}}}
+		}},
+	}
+	msgs := make([]kafka.Message, 0, total)
+	wantReasons := map[string]int{}
+	nBad := 0
+	for i := 0; i < total; i++ {
+		if i%100 == 50 {
+			b := bad[nBad%len(bad)]
+			nBad++
+			m := b.make(i)
+			m.Headers = append(m.Headers, kafka.Header{Key: "test-seq", Value: []byte(strconv.Itoa(i))})
+			msgs = append(msgs, m)
+			wantReasons[b.reason]++
+			continue
+		}
+		ev := gen.next()
+		want.add(ev)
+		msgs = append(msgs, encode(t, ev, i))
+	}
+	w := newWriter(e.brokers, e.topic)
+	w.BatchBytes = 3 << 20
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatalf("producing: %.500v", err)
+	}
+
+	bin := stacktest.BuildBinary(t, "./cmd/bandit-ingest")
+	p := stacktest.StartProcess(t, bin, nil, e.args(e.group)...)
+	stacktest.WaitForLag(t, e.brokers, e.group, e.topic, 3*time.Minute)
+	p.Kill()
+	e.checkCounts(t, want)
+
+	// Read the dead-letter topic back.
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.brokers, Topic: e.topic + ".dlq", Partition: 0, MaxWait: 200 * time.Millisecond})
+	defer r.Close()
+	gotReasons := map[string]int{}
+	seen := map[string]bool{}
+	for len(seen) < nBad {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			t.Fatalf("reading the dead-letter topic after %d of %d: %v", len(seen), nBad, err)
+		}
+		h := map[string]string{}
+		for _, x := range m.Headers {
+			h[x.Key] = string(x.Value)
+		}
+		if h[consumers.HeaderOriginTopic] != e.topic || h[consumers.HeaderOriginPartition] == "" || h[consumers.HeaderOriginOffset] == "" {
+			t.Fatalf("dead letter without its origin: %v", h)
+		}
+		seen[h["test-seq"]] = true
+		for _, reason := range []string{"malformed protobuf", "invalid user_id", "invalid value", "invalid type", "invalid message", "invalid event_time_ms", "invalid content-type header"} {
+			if len(h[consumers.HeaderError]) >= len(reason) && h[consumers.HeaderError][:len(reason)] == reason ||
+				(reason == "malformed protobuf" && contains(h[consumers.HeaderError], reason)) {
+				gotReasons[reason]++
+				break
+			}
+		}
+	}
+	keys := func(m map[string]int) []string {
+		var out []string
+		for k, v := range m {
+			out = append(out, fmt.Sprintf("%s=%d", k, v))
+		}
+		slices.Sort(out)
+		return out
+	}
+	if !slices.Equal(keys(gotReasons), keys(wantReasons)) {
+		t.Fatalf("dead-letter reasons %v, want %v", keys(gotReasons), keys(wantReasons))
+	}
+}

@@ -1,0 +1,218 @@
+package stacktest
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+var (
+	buildMu sync.Mutex
+	built   = map[string]string{}
+)
+
+// BuildBinary builds the main package pkg (e.g. "./cmd/bandit-ingest",
+// relative to the module root) once per test binary and returns its path.
+func BuildBinary(t testing.TB, pkg string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if p, ok := built[pkg]; ok {
+		return p
+	}
+	dir, err := os.MkdirTemp("", "banditstream-bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = moduleRoot()
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building %s: %v\n%s", pkg, err, b)
+	}
+	built[pkg] = out
+	return out
+}
+
+func moduleRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..")
+}
+
+// Process is a real child process of a test: it can be killed with
+// SIGKILL, stopped with SIGTERM, and started again with the same arguments.
+type Process struct {
+	t    testing.TB
+	path string
+	args []string
+	env  []string
+	log  string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	runs int
+}
+
+// StartProcess starts path with args; its output goes to a file in the
+// test's temporary folder, printed when the test fails. It is killed when
+// the test ends.
+func StartProcess(t testing.TB, path string, env []string, args ...string) *Process {
+	t.Helper()
+	p := &Process{t: t, path: path, args: args, env: env, log: filepath.Join(t.TempDir(), filepath.Base(path)+".log")}
+	p.Start()
+	t.Cleanup(func() {
+		p.Kill()
+		if t.Failed() {
+			if b, err := os.ReadFile(p.log); err == nil {
+				tail := b
+				if len(tail) > 4000 {
+					tail = tail[len(tail)-4000:]
+				}
+				t.Logf("--- tail of %s ---\n%s", p.log, tail)
+			}
+		}
+	})
+	return p
+}
+
+// Start starts the process (again).
+func (p *Process) Start() {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	cmd := exec.Command(p.path, p.args...)
+	cmd.Env = append(os.Environ(), p.env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		p.t.Fatalf("starting %s: %v", p.path, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		f.Close()
+		close(done)
+	}()
+	p.cmd, p.done = cmd, done
+	p.runs++
+}
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (p *Process) Kill() { p.signal(syscall.SIGKILL, 0) }
+
+// Stop sends SIGTERM and waits up to timeout for a clean exit; it returns
+// how long the exit took and whether it happened in time.
+func (p *Process) Stop(timeout time.Duration) (time.Duration, bool) {
+	return p.signal(syscall.SIGTERM, timeout)
+}
+
+func (p *Process) signal(sig syscall.Signal, timeout time.Duration) (time.Duration, bool) {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return 0, true
+	}
+	start := time.Now()
+	_ = cmd.Process.Signal(sig)
+	if timeout <= 0 {
+		<-done
+		return time.Since(start), true
+	}
+	select {
+	case <-done:
+		return time.Since(start), true
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		<-done
+		return time.Since(start), false
+	}
+}
+
+// ExitCode is the exit code of the last run (-1 if killed by a signal or
+// still running).
+func (p *Process) ExitCode() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.ProcessState == nil {
+		return -1
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// Lag returns the group's total lag on topic: end offsets minus committed
+// offsets, over all partitions (a partition without a commit counts whole).
+func Lag(ctx context.Context, brokers []string, group, topic string) (int64, error) {
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return 0, err
+	}
+	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
+		return 0, md.Topics[0].Error
+	}
+	var parts []int
+	var reqs []kafka.OffsetRequest
+	for _, p := range md.Topics[0].Partitions {
+		parts = append(parts, p.ID)
+		reqs = append(reqs, kafka.LastOffsetOf(p.ID), kafka.FirstOffsetOf(p.ID))
+	}
+	ends, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return 0, err
+	}
+	committed, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
+	if err != nil {
+		return 0, err
+	}
+	done := map[int]int64{}
+	for _, c := range committed.Topics[topic] {
+		done[c.Partition] = c.CommittedOffset
+	}
+	var lag int64
+	for _, po := range ends.Topics[topic] {
+		if po.Error != nil {
+			return 0, po.Error
+		}
+		c := done[po.Partition]
+		if c < 0 {
+			c = po.FirstOffset
+		}
+		lag += po.LastOffset - c
+	}
+	return lag, nil
+}
+
+// WaitForLag waits until the group has consumed everything on topic.
+func WaitForLag(t testing.TB, brokers []string, group, topic string, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last int64
+	var lastErr error
+	for {
+		lag, err := Lag(ctx, brokers, group, topic)
+		if err == nil && lag == 0 {
+			return
+		}
+		last, lastErr = lag, err
+		select {
+		case <-ctx.Done():
+			t.Fatalf("group %s still has lag %d on %s after %s (last error: %v)", group, last, topic, timeout, lastErr)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

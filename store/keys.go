@@ -1,0 +1,85 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"strings"
+)
+
+// Keys lays out the hot tier's keys. Every key carries a hash tag, so one
+// Lua script only ever touches keys of one Redis Cluster slot, and the same
+// code runs on Redis, Redis Cluster and Dragonfly (--lock_on_hashtags).
+//
+// Arms are spread over Shards shards, hash tag {<shard>}; each shard keeps,
+// next to its arms, the offset watermark of every (topic, partition) that
+// has written to it:
+//
+//	<prefix>:a:{<shard>}:<context>\x1f<item>   hash: per-type counts, t = last event time
+//	<prefix>:wm:{<shard>}                      hash: "<topic>/<partition>" → last applied offset
+//
+// Ids and contexts never hold control characters (schemas rejects them),
+// so \x1f separates them unambiguously.
+type Keys struct {
+	// Prefix starts every key; a different prefix is a separate namespace
+	// (a shadow rebuild, a test). Default "bs".
+	Prefix string
+	// Shards is the number of arm shards. More shards spread load over more
+	// cluster slots; each shard costs one script call per batch that touches
+	// it. It must never change for a given prefix. Default 256.
+	Shards int
+}
+
+// DefaultKeys returns the default layout.
+func DefaultKeys() Keys { return Keys{Prefix: "bs", Shards: 256} }
+
+// Validate reports a layout that cannot work.
+func (k Keys) Validate() error {
+	if k.Prefix == "" || strings.ContainsAny(k.Prefix, "{}") {
+		return errors.New("store: key prefix must be non-empty and contain no braces")
+	}
+	if k.Shards < 1 || k.Shards > 16384 {
+		return fmt.Errorf("store: shards must be between 1 and 16384, got %d", k.Shards)
+	}
+	return nil
+}
+
+// Arm names an arm: an item in a context.
+type Arm struct {
+	Context string
+	Item    string
+}
+
+// Shard returns the shard of an arm.
+func (k Keys) Shard(a Arm) int {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(a.Context))
+	_, _ = h.Write([]byte{0x1f})
+	_, _ = h.Write([]byte(a.Item))
+	return int(h.Sum64() % uint64(k.Shards))
+}
+
+// ArmKey returns the hash key of an arm in shard.
+func (k Keys) ArmKey(shard int, a Arm) string {
+	var b strings.Builder
+	b.Grow(len(k.Prefix) + len(a.Context) + len(a.Item) + 16)
+	b.WriteString(k.Prefix)
+	b.WriteString(":a:{")
+	b.WriteString(strconv.Itoa(shard))
+	b.WriteString("}:")
+	b.WriteString(a.Context)
+	b.WriteByte(0x1f)
+	b.WriteString(a.Item)
+	return b.String()
+}
+
+// WatermarkKey returns the key of a shard's watermark hash.
+func (k Keys) WatermarkKey(shard int) string {
+	return k.Prefix + ":wm:{" + strconv.Itoa(shard) + "}"
+}
+
+// watermarkField names a (topic, partition) in a watermark hash.
+func watermarkField(topic string, partition int) string {
+	return topic + "/" + strconv.Itoa(partition)
+}
