@@ -25,6 +25,16 @@ type ArmStore interface {
 
 var _ ArmStore = (*store.Hot)(nil)
 
+// UserStore is what ingest needs of the tiered user state: session loads
+// and per-user application of events above the user's watermark
+// (store.Tier implements it).
+type UserStore interface {
+	EnsureLoaded(ctx context.Context, users []string) error
+	ApplyUserEvents(ctx context.Context, topic string, partition int, byUser map[string][]store.UserEvent) (notLoaded []string, err error)
+}
+
+var _ UserStore = (*store.Tier)(nil)
+
 // MessageWriter writes Kafka messages synchronously (a *kafka.Writer with
 // RequiredAcks = RequireAll and Async = false).
 type MessageWriter interface {
@@ -110,13 +120,15 @@ func (c IngestConfig) Validate() error {
 type Ingest struct {
 	cfg    IngestConfig
 	arms   ArmStore
+	users  UserStore
 	dlq    MessageWriter
 	client *kafka.Client
 	log    *slog.Logger
 }
 
 // NewIngest returns an ingest worker. dlq must write to cfg.Topic+".dlq".
-func NewIngest(cfg IngestConfig, arms ArmStore, dlq MessageWriter) (*Ingest, error) {
+// users may be nil: then only the arm counts are kept.
+func NewIngest(cfg IngestConfig, arms ArmStore, users UserStore, dlq MessageWriter) (*Ingest, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -127,6 +139,7 @@ func NewIngest(cfg IngestConfig, arms ArmStore, dlq MessageWriter) (*Ingest, err
 	return &Ingest{
 		cfg:    cfg,
 		arms:   arms,
+		users:  users,
 		dlq:    dlq,
 		client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Transport},
 		log:    cfg.Logger.With("component", "ingest", "topic", cfg.Topic),
@@ -345,13 +358,14 @@ type partitionState struct {
 	event      schemas.Interaction
 }
 
-// goodEvent is a validated event reduced to what the arm counts need.
+// goodEvent is a validated event reduced to what the state needs.
 type goodEvent struct {
 	offset int64
 	shard  int
 	arm    store.Arm
 	typ    int
 	timeMs int64
+	hist   store.HistoryEvent
 }
 
 // process handles one batch: dead letters first, then the arm counts. It
@@ -370,13 +384,23 @@ func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record
 		}
 		a := store.Arm{Context: ev.GetContext(), Item: ev.GetItemId()}
 		good = append(good, goodEvent{offset: r.offset, shard: keys.Shard(a), arm: a,
-			typ: store.TypeIndex(ev.GetType()), timeMs: ev.GetEventTimeMs()})
+			typ: store.TypeIndex(ev.GetType()), timeMs: ev.GetEventTimeMs(),
+			hist: store.HistoryEvent{
+				UserID: ev.GetUserId(), EventTimeMs: ev.GetEventTimeMs(), EventID: ev.GetEventId(),
+				ItemID: ev.GetItemId(), Context: ev.GetContext(), Type: int32(ev.GetType()),
+				SessionID: ev.GetSessionId(), Value: ev.GetValue(),
+			}})
 	}
 	if len(dead) > 0 {
 		if err := in.dlq.WriteMessages(ctx, dead...); err != nil {
 			return fmt.Errorf("writing %d dead letters: %w", len(dead), err)
 		}
 		in.log.Info("dead letters", "partition", p.partition, "count", len(dead))
+	}
+	if in.users != nil {
+		if err := in.applyUsers(ctx, p, good); err != nil {
+			return err
+		}
 	}
 	last := batch[len(batch)-1].offset
 	for attempt := 0; ; attempt++ {
@@ -404,6 +428,41 @@ func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record
 			}
 		}
 	}
+}
+
+// applyUsers loads the sessions of the batch's users that are not hot,
+// then applies each user's events; a user evicted in between is loaded
+// again.
+func (in *Ingest) applyUsers(ctx context.Context, p *partitionState, good []goodEvent) error {
+	byUser := map[string][]store.UserEvent{}
+	for _, e := range good {
+		byUser[e.hist.UserID] = append(byUser[e.hist.UserID], store.UserEvent{Offset: e.offset, Event: e.hist})
+	}
+	for attempt := 0; len(byUser) > 0; attempt++ {
+		users := make([]string, 0, len(byUser))
+		for u := range byUser {
+			users = append(users, u)
+		}
+		if err := in.users.EnsureLoaded(ctx, users); err != nil {
+			return fmt.Errorf("loading sessions: %w", err)
+		}
+		notLoaded, err := in.users.ApplyUserEvents(ctx, p.topic, p.partition, byUser)
+		if err != nil {
+			return err
+		}
+		if len(notLoaded) == 0 {
+			return nil
+		}
+		if attempt >= 5 {
+			return fmt.Errorf("%d users evicted again and again while applying", len(notLoaded))
+		}
+		again := make(map[string][]store.UserEvent, len(notLoaded))
+		for _, u := range notLoaded {
+			again[u] = byUser[u]
+		}
+		byUser = again
+	}
+	return nil
 }
 
 func (in *Ingest) decode(p *partitionState, r *record, now time.Time) (*schemas.Interaction, error) {

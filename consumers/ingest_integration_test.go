@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gocql/gocql"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
@@ -28,6 +29,29 @@ func (o oracle) add(ev *schemas.Interaction) {
 	c.ByType[store.TypeIndex(ev.GetType())]++
 	c.LastEventMs = max(c.LastEventMs, ev.GetEventTimeMs())
 	o[a] = c
+}
+
+// userOracle is what each user's own state must be: counts per arm and the
+// ids of the user's events.
+type userOracle map[string]*userTruth
+
+type userTruth struct {
+	counts map[string][]int64 // "context\x1fitem" → counts by type
+	events map[string]bool
+}
+
+func (o userOracle) add(ev *schemas.Interaction) {
+	u := o[ev.GetUserId()]
+	if u == nil {
+		u = &userTruth{counts: map[string][]int64{}, events: map[string]bool{}}
+		o[ev.GetUserId()] = u
+	}
+	arm := ev.GetContext() + "\x1f" + ev.GetItemId()
+	if u.counts[arm] == nil {
+		u.counts[arm] = make([]int64, store.NumEventTypes)
+	}
+	u.counts[arm][store.TypeIndex(ev.GetType())]++
+	u.events[ev.GetEventId()] = true
 }
 
 // eventGen makes events over a small catalogue so arms repeat.
@@ -83,18 +107,21 @@ func newWriter(brokers []string, topic string) *kafka.Writer {
 }
 
 type ingestEnv struct {
-	brokers []string
-	redis   string
-	topic   string
-	prefix  string
-	group   string
-	hot     *store.Hot
-	rdb     *redis.Client
+	brokers  []string
+	redis    string
+	cql      string
+	keyspace string
+	topic    string
+	prefix   string
+	group    string
+	hot      *store.Hot
+	rdb      *redis.Client
 }
 
 func newIngestEnv(t *testing.T, partitions int) *ingestEnv {
 	t.Helper()
-	e := &ingestEnv{brokers: stacktest.KafkaBrokers(t), redis: stacktest.RedisAddr(t)}
+	e := &ingestEnv{brokers: stacktest.KafkaBrokers(t), redis: stacktest.RedisAddr(t), cql: stacktest.CQLHosts(t)[0]}
+	e.keyspace = stacktest.UniqueName("it")
 	e.topic = stacktest.CreateTopic(t, e.brokers, "it_ingest", partitions)
 	stacktest.CreateTopicNamed(t, e.brokers, e.topic+".dlq", 1)
 	e.prefix = stacktest.UniqueName("it")
@@ -113,7 +140,7 @@ func (e *ingestEnv) args(group string) []string {
 	return []string{
 		"-kafka-brokers", e.brokers[0], "-redis-addr", e.redis, "-topic", e.topic, "-group", group,
 		"-key-prefix", e.prefix, "-shards", "64", "-session-timeout", "6s", "-fetch-max-wait", "100ms",
-		"-log-level", "warn",
+		"-cql-hosts", e.cql, "-cql-keyspace", e.keyspace, "-log-level", "warn",
 	}
 }
 
@@ -158,6 +185,71 @@ func (e *ingestEnv) checkCounts(t *testing.T, want oracle) {
 	}
 }
 
+// tier opens the tiered user state the ingest processes write.
+func (e *ingestEnv) tier(t *testing.T) *store.Tier {
+	t.Helper()
+	cluster := gocql.NewCluster(e.cql)
+	cluster.Timeout = 20 * time.Second
+	cluster.Consistency = gocql.LocalQuorum
+	session, err := cluster.CreateSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(session.Close)
+	cold, err := store.NewCold(context.Background(), session, store.ColdConfig{Keyspace: e.keyspace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tier, err := store.NewTier(e.hot, cold, store.TierConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tier
+}
+
+// checkUsers compares every user's hot state with the oracle: own counts
+// per arm, and the recent history holding each event exactly once.
+func (e *ingestEnv) checkUsers(t *testing.T, want userOracle) {
+	t.Helper()
+	tier := e.tier(t)
+	ctx := context.Background()
+	bad := 0
+	for user, truth := range want {
+		if err := tier.EnsureLoaded(ctx, []string{user}); err != nil {
+			t.Fatal(err)
+		}
+		counts, err := tier.UserArmCounts(ctx, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hist, err := tier.UserHistory(ctx, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := map[string]int{}
+		for _, h := range hist {
+			ids[h.EventID]++
+		}
+		ok := len(counts) == len(truth.counts) && len(ids) == len(truth.events) && len(hist) == len(truth.events)
+		for arm, c := range truth.counts {
+			ok = ok && slices.Equal(counts[arm], c)
+		}
+		for id := range truth.events {
+			ok = ok && ids[id] == 1
+		}
+		if !ok {
+			bad++
+			if bad <= 3 {
+				t.Errorf("user %s: counts %v history %d entries (%d distinct); want counts %v, %d events",
+					user, counts, len(hist), len(ids), truth.counts, len(truth.events))
+			}
+		}
+	}
+	if bad > 0 {
+		t.Fatalf("%d of %d users wrong", bad, len(want))
+	}
+}
+
 // Two ingest processes, killed with SIGKILL at random and restarted while
 // events flow: every arm's counts equal the oracle, nothing lost, nothing
 // twice. Then a fresh group (the same as resetting the group to the
@@ -175,6 +267,7 @@ func TestIngestExactlyOnceUnderKills(t *testing.T) {
 	}
 
 	want := oracle{}
+	wantUsers := userOracle{}
 	gen := newEventGen(1, 5000, 2000)
 	w := newWriter(e.brokers, e.topic)
 	defer w.Close()
@@ -192,6 +285,7 @@ func TestIngestExactlyOnceUnderKills(t *testing.T) {
 			for i := sent; i < min(sent+chunk, total); i++ {
 				ev := gen.next()
 				want.add(ev)
+				wantUsers.add(ev)
 				msgs = append(msgs, encode(t, ev, i))
 			}
 			if err := w.WriteMessages(ctx, msgs...); err != nil {
@@ -219,6 +313,7 @@ func TestIngestExactlyOnceUnderKills(t *testing.T) {
 	t.Logf("%d events sent, %d kills", total, kills)
 	stacktest.WaitForLag(t, e.brokers, e.group, e.topic, 5*time.Minute)
 	e.checkCounts(t, want)
+	e.checkUsers(t, wantUsers)
 
 	// Everything again, from the earliest offset.
 	for _, p := range procs {
@@ -229,6 +324,7 @@ func TestIngestExactlyOnceUnderKills(t *testing.T) {
 	stacktest.WaitForLag(t, e.brokers, again, e.topic, 5*time.Minute)
 	p.Kill()
 	e.checkCounts(t, want)
+	e.checkUsers(t, wantUsers)
 }
 
 // One record in a hundred is bad, each in a different way: every bad one

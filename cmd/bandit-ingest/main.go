@@ -1,7 +1,12 @@
-// Command bandit-ingest consumes interaction events from Kafka and keeps the
-// arm counts in the hot tier, exactly once in effect: bad records go to the
-// dead-letter topic, offsets are committed only after the state they cover
-// is written.
+// Command bandit-ingest keeps the pipeline's state from interaction events.
+//
+// In mode "ingest" it consumes the interactions topic and applies each
+// event, exactly once in effect, to the arm counts and to the user's hot
+// session (loaded from the cold tier on the user's first event); bad
+// records go to the dead-letter topic, and offsets are committed only after
+// the state they cover is written. In mode "sweep" it offloads users idle
+// longer than -idle-timeout to the cold tier and evicts them. Mode "all"
+// (the default) does both. Any number of instances may run in any mode.
 //
 // Every flag can also be set by its environment variable: -kafka-brokers is
 // BANDITSTREAM_KAFKA_BROKERS. SIGINT or SIGTERM drains the batches in flight,
@@ -21,8 +26,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gocql/gocql"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
 	"github.com/banditstream/banditstream/consumers"
@@ -30,23 +37,31 @@ import (
 )
 
 type options struct {
-	conns        config.Connections
-	topic        string
-	group        string
-	keyPrefix    string
-	shards       int
-	fetchBytes   int
-	fetchWait    time.Duration
-	drainTimeout time.Duration
-	session      time.Duration
-	commitDelay  time.Duration
-	logLevel     string
+	conns         config.Connections
+	mode          string
+	topic         string
+	group         string
+	keyPrefix     string
+	shards        int
+	fetchBytes    int
+	fetchWait     time.Duration
+	drainTimeout  time.Duration
+	session       time.Duration
+	historyCap    int
+	idleTimeout   time.Duration
+	sweepInterval time.Duration
+	replication   string
+	consistency   string
+	commitDelay   time.Duration
+	coldLatency   time.Duration
+	logLevel      string
 }
 
 func newFlags(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("bandit-ingest", flag.ContinueOnError)
 	o.conns.Register(fs)
 	keys := store.DefaultKeys()
+	fs.StringVar(&o.mode, "mode", "all", "ingest (consume events), sweep (offload idle users) or all")
 	fs.StringVar(&o.topic, "topic", config.TopicInteractions, "topic of interaction events; bad records go to <topic>"+config.DLQSuffix)
 	fs.StringVar(&o.group, "group", "banditstream-ingest", "consumer group id")
 	fs.StringVar(&o.keyPrefix, "key-prefix", keys.Prefix, "hot tier key prefix (a separate namespace per prefix)")
@@ -55,7 +70,13 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.fetchWait, "fetch-max-wait", 250*time.Millisecond, "how long a fetch waits for new records")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 20*time.Second, "time to finish in-flight batches after SIGTERM")
 	fs.DurationVar(&o.session, "session-timeout", 10*time.Second, "consumer group session timeout (at least Kafka's group.min.session.timeout.ms, 6s by default)")
+	fs.IntVar(&o.historyCap, "history-cap", 200, "recent events kept per hot user")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", 30*time.Minute, "inactivity after which a user is offloaded to the cold tier")
+	fs.DurationVar(&o.sweepInterval, "sweep-interval", 10*time.Second, "how often the sweeper looks for idle users")
+	fs.StringVar(&o.replication, "cql-replication", "{'class': 'SimpleStrategy', 'replication_factor': 1}", "replication of the keyspace when it is created")
+	fs.StringVar(&o.consistency, "cql-consistency", "LOCAL_QUORUM", "consistency of cold tier reads and writes")
 	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long between writing a batch and committing it")
+	fs.DurationVar(&o.coldLatency, "fault-cold-latency", 0, "fault injection for tests: delay every offload's cold-tier writes")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	return fs
 }
@@ -83,9 +104,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := o.conns.Validate(); err != nil {
 		return err
 	}
+	if o.mode != "ingest" && o.mode != "sweep" && o.mode != "all" {
+		return fmt.Errorf("-mode: %q is not ingest, sweep or all", o.mode)
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return fmt.Errorf("-log-level: %w", err)
+	}
+	consistency, err := gocql.ParseConsistencyWrapper(o.consistency)
+	if err != nil {
+		return fmt.Errorf("-cql-consistency: %w", err)
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 
@@ -100,30 +128,60 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dlq := &kafka.Writer{
-		Addr:         kafka.TCP(o.conns.Kafka.Brokers...),
-		Topic:        o.topic + config.DLQSuffix,
-		RequiredAcks: kafka.RequireAll,
-		Balancer:     &kafka.Hash{},
-		BatchTimeout: 5 * time.Millisecond,
-		BatchBytes:   1 << 20,
-		WriteTimeout: o.conns.Kafka.Timeout,
+	cluster := gocql.NewCluster(o.conns.CQL.Hosts...)
+	cluster.Timeout = o.conns.CQL.Timeout
+	cluster.ConnectTimeout = o.conns.CQL.Timeout
+	cluster.Consistency = consistency
+	if o.conns.CQL.Username != "" {
+		cluster.Authenticator = gocql.PasswordAuthenticator{Username: o.conns.CQL.Username, Password: o.conns.CQL.Password}
 	}
-	defer dlq.Close()
-	in, err := consumers.NewIngest(consumers.IngestConfig{
-		Brokers:          o.conns.Kafka.Brokers,
-		Topic:            o.topic,
-		GroupID:          o.group,
-		FetchMaxBytes:    o.fetchBytes,
-		FetchMaxWait:     o.fetchWait,
-		DrainTimeout:     o.drainTimeout,
-		SessionTimeout:   o.session,
-		FaultCommitDelay: o.commitDelay,
-		Logger:           log,
-	}, hot, dlq)
+	session, err := cluster.CreateSession()
+	if err != nil {
+		return fmt.Errorf("connecting to the cold tier: %w", err)
+	}
+	defer session.Close()
+	cold, err := store.NewCold(ctx, session, store.ColdConfig{Keyspace: o.conns.CQL.Keyspace, Replication: o.replication, HistoryLoad: o.historyCap})
 	if err != nil {
 		return err
 	}
-	log.Info("starting", "topic", o.topic, "group", o.group, "config", o.conns.Redacted())
-	return in.Run(ctx)
+	tier, err := store.NewTier(hot, cold, store.TierConfig{
+		HistoryCap: o.historyCap, IdleTimeout: o.idleTimeout, FaultColdLatency: o.coldLatency, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+
+	log.Info("starting", "mode", o.mode, "topic", o.topic, "group", o.group, "config", o.conns.Redacted())
+	g, ctx := errgroup.WithContext(ctx)
+	if o.mode == "ingest" || o.mode == "all" {
+		dlq := &kafka.Writer{
+			Addr:         kafka.TCP(o.conns.Kafka.Brokers...),
+			Topic:        o.topic + config.DLQSuffix,
+			RequiredAcks: kafka.RequireAll,
+			Balancer:     &kafka.Hash{},
+			BatchTimeout: 5 * time.Millisecond,
+			BatchBytes:   1 << 20,
+			WriteTimeout: o.conns.Kafka.Timeout,
+		}
+		defer dlq.Close()
+		in, err := consumers.NewIngest(consumers.IngestConfig{
+			Brokers:          o.conns.Kafka.Brokers,
+			Topic:            o.topic,
+			GroupID:          o.group,
+			FetchMaxBytes:    o.fetchBytes,
+			FetchMaxWait:     o.fetchWait,
+			DrainTimeout:     o.drainTimeout,
+			SessionTimeout:   o.session,
+			FaultCommitDelay: o.commitDelay,
+			Logger:           log,
+		}, hot, tier, dlq)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return in.Run(ctx) })
+	}
+	if o.mode == "sweep" || o.mode == "all" {
+		g.Go(func() error { return tier.RunSweeper(ctx, o.sweepInterval) })
+	}
+	return g.Wait()
 }

@@ -1,0 +1,429 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// TierConfig configures the tiering of user state.
+type TierConfig struct {
+	// HistoryCap bounds a hot user's recent-history list; default 200.
+	HistoryCap int
+	// IdleTimeout is how long a user stays hot without activity; default
+	// 30 min.
+	IdleTimeout time.Duration
+	// LoadWait bounds waiting for another loader of the same session;
+	// default 10 s.
+	LoadWait time.Duration
+	// LoadParallelism bounds concurrent session loads; default 16.
+	LoadParallelism int
+	// FaultColdLatency delays every cold-tier write of an offload: fault
+	// injection for tests. Zero in production.
+	FaultColdLatency time.Duration
+	Logger           *slog.Logger
+}
+
+func (c *TierConfig) setDefaults() {
+	if c.HistoryCap == 0 {
+		c.HistoryCap = 200
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 30 * time.Minute
+	}
+	if c.LoadWait == 0 {
+		c.LoadWait = 10 * time.Second
+	}
+	if c.LoadParallelism == 0 {
+		c.LoadParallelism = 16
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Tier keeps per-user state hot while a user is active and in the cold
+// tier otherwise: a session is loaded from the cold tier on a user's first
+// event or request, and flushed back and evicted when the user goes idle.
+type Tier struct {
+	hot  *Hot
+	cold *Cold
+	cfg  TierConfig
+	log  *slog.Logger
+}
+
+// NewTier returns the tiering of hot and cold.
+func NewTier(hot *Hot, cold *Cold, cfg TierConfig) (*Tier, error) {
+	cfg.setDefaults()
+	if hot == nil || cold == nil {
+		return nil, errors.New("store: tier needs a hot and a cold tier")
+	}
+	if cfg.HistoryCap < 1 || cfg.IdleTimeout <= 0 || cfg.LoadWait <= 0 || cfg.LoadParallelism < 1 {
+		return nil, errors.New("store: history cap, idle timeout, load wait and load parallelism must be positive")
+	}
+	return &Tier{hot: hot, cold: cold, cfg: cfg, log: cfg.Logger.With("component", "tier")}, nil
+}
+
+// Hot returns the hot tier.
+func (t *Tier) Hot() *Hot { return t.hot }
+
+// loaded reports which users have a session in the hot tier.
+func (t *Tier) loaded(ctx context.Context, users []string) ([]bool, error) {
+	pipe := t.hot.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(users))
+	for i, u := range users {
+		cmds[i] = pipe.HGet(ctx, t.hot.keys.userKey(u, "m"), "l")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("checking sessions: %w", err)
+	}
+	out := make([]bool, len(users))
+	for i, c := range cmds {
+		out[i] = c.Val() == "1"
+	}
+	return out, nil
+}
+
+// EnsureLoaded starts the session of every user not hot: it loads the
+// user's state and recent history from the cold tier, once, however many
+// goroutines and processes ask at the same time.
+func (t *Tier) EnsureLoaded(ctx context.Context, users []string) error {
+	ok, err := t.loaded(ctx, users)
+	if err != nil {
+		return err
+	}
+	var todo []string
+	for i, u := range users {
+		if !ok[i] {
+			todo = append(todo, u)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	sem := make(chan struct{}, t.cfg.LoadParallelism)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for _, u := range todo {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := t.load(ctx, u); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (t *Tier) load(ctx context.Context, user string) error {
+	k := t.hot.keys
+	lock := k.userKey(user, "k")
+	deadline := time.Now().Add(t.cfg.LoadWait)
+	for {
+		token := newToken()
+		got, err := t.hot.rdb.SetNX(ctx, lock, token, 30*time.Second).Result()
+		if err != nil {
+			return fmt.Errorf("locking session of %s: %w", user, err)
+		}
+		if got {
+			return t.install(ctx, user, token)
+		}
+		// Someone else is loading: wait for them.
+		ok, err := t.loaded(ctx, []string{user})
+		if err != nil {
+			return err
+		}
+		if ok[0] {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("session of %s: still loading elsewhere after %s", user, t.cfg.LoadWait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (t *Tier) install(ctx context.Context, user, token string) error {
+	k := t.hot.keys
+	release := func() { t.hot.rdb.Del(context.WithoutCancel(ctx), k.userKey(user, "k")) }
+	st, err := t.cold.ReadUserState(ctx, user)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		release()
+		return err
+	}
+	hist, err := t.cold.RecentHistory(ctx, user, t.cfg.HistoryCap)
+	if err != nil {
+		release()
+		return err
+	}
+	args := []any{token, st.Version, nowMs(), len(hist)}
+	for _, e := range hist {
+		args = append(args, encodeEvent(e))
+	}
+	args = append(args, len(st.Watermarks))
+	for f, v := range st.Watermarks {
+		args = append(args, "w:"+f, v)
+	}
+	for arm, counts := range st.ArmCounts {
+		for ty, n := range counts {
+			if n != 0 && ty < NumEventTypes {
+				args = append(args, arm+"\x1f"+strconv.Itoa(ty), n)
+			}
+		}
+	}
+	keys := []string{k.userKey(user, "m"), k.userKey(user, "h"), k.userKey(user, "s"), k.userKey(user, "k")}
+	if err := installScript.Run(ctx, t.hot.rdb, keys, args...).Err(); err != nil {
+		release()
+		return fmt.Errorf("installing session of %s: %w", user, err)
+	}
+	return nil
+}
+
+// ApplyUserEvents applies each user's events above the user's watermark
+// for topic/partition, atomically per user, and records the activity. It
+// returns the users whose session was not loaded (evicted meanwhile); load
+// them and apply again.
+func (t *Tier) ApplyUserEvents(ctx context.Context, topic string, partition int, byUser map[string][]UserEvent) ([]string, error) {
+	k := t.hot.keys
+	field := "w:" + watermarkField(topic, partition)
+	now := nowMs()
+	capArg := strconv.Itoa(t.cfg.HistoryCap)
+	pipe := t.hot.rdb.Pipeline()
+	users := make([]string, 0, len(byUser))
+	cmds := make([]*redis.Cmd, 0, len(byUser))
+	for u, evs := range byUser {
+		args := make([]any, 3, 3+3*len(evs))
+		args[0], args[1], args[2] = field, capArg, now
+		for _, e := range evs {
+			args = append(args, e.Offset, encodeEvent(e.Event), userArmField(e.Event, int(e.Event.Type)-1))
+		}
+		users = append(users, u)
+		cmds = append(cmds, applyUserScript.Run(ctx, pipe, k.userKeys(u), args...))
+	}
+	for u := range byUser {
+		pipe.ZAddGT(ctx, k.ActivityKey(u), redis.Z{Score: float64(now), Member: u})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		if redis.HasErrorPrefix(err, "NOSCRIPT") {
+			if err := applyUserScript.Load(ctx, t.hot.rdb).Err(); err != nil {
+				return nil, err
+			}
+			// Every user's script checks its watermark: running all again
+			// applies nothing twice.
+			return t.ApplyUserEvents(ctx, topic, partition, byUser)
+		}
+		return nil, fmt.Errorf("applying user events: %w", err)
+	}
+	var notLoaded []string
+	for i, c := range cmds {
+		if n, _ := c.Int64(); n < 0 {
+			notLoaded = append(notLoaded, users[i])
+		}
+	}
+	return notLoaded, nil
+}
+
+// Offload flushes a user's hot state to the cold tier and evicts it if
+// nothing changed meanwhile. An event that lands during the flush keeps the
+// user hot; it is flushed by a later offload. It reports whether the user
+// was evicted.
+func (t *Tier) Offload(ctx context.Context, user string) (bool, error) {
+	k := t.hot.keys
+	res, err := snapshotScript.Run(ctx, t.hot.rdb, []string{k.userKey(user, "m"), k.userKey(user, "p"), k.userKey(user, "s")}).StringSlice()
+	if err != nil {
+		return false, fmt.Errorf("reading hot state of %s: %w", user, err)
+	}
+	if len(res) == 0 || res[0] != "1" {
+		// Not hot: only the activity entry is left.
+		_, err := dropActivityScript.Run(ctx, t.hot.rdb, []string{k.ActivityKey(user)}, user, nowMs()).Result()
+		return true, err
+	}
+	snap, err := parseSnapshot(user, res[1:])
+	if err != nil {
+		return false, err
+	}
+	if t.cfg.FaultColdLatency > 0 {
+		time.Sleep(t.cfg.FaultColdLatency)
+	}
+	if err := t.cold.WriteHistory(ctx, snap.pending); err != nil {
+		return false, err
+	}
+	snap.state.FlushedMs = nowMs()
+	if err := t.cold.WriteUserState(ctx, snap.state); err != nil {
+		return false, err
+	}
+	evicted, err := evictScript.Run(ctx, t.hot.rdb, k.userKeys(user), snap.version, snap.seen, len(snap.pending)).Int64()
+	if err != nil {
+		return false, fmt.Errorf("evicting %s: %w", user, err)
+	}
+	if evicted == 1 {
+		seen, _ := strconv.ParseInt(snap.seen, 10, 64)
+		if _, err := dropActivityScript.Run(ctx, t.hot.rdb, []string{k.ActivityKey(user)}, user, seen).Result(); err != nil {
+			return true, fmt.Errorf("dropping activity of %s: %w", user, err)
+		}
+	}
+	return evicted == 1, nil
+}
+
+type snapshot struct {
+	version string
+	seen    string
+	pending []HistoryEvent
+	state   UserState
+}
+
+func parseSnapshot(user string, res []string) (snapshot, error) {
+	s := snapshot{state: UserState{UserID: user, ArmCounts: map[string][]int64{}, Watermarks: map[string]int64{}}}
+	part := 0
+	var meta, stats []string
+	for _, v := range res {
+		if v == "|" {
+			part++
+			continue
+		}
+		switch part {
+		case 0:
+			meta = append(meta, v)
+		case 1:
+			e, err := decodeEvent(user, v)
+			if err != nil {
+				return s, err
+			}
+			s.pending = append(s.pending, e)
+		default:
+			stats = append(stats, v)
+		}
+	}
+	for i := 0; i+1 < len(meta); i += 2 {
+		f, v := meta[i], meta[i+1]
+		switch {
+		case f == "v":
+			s.version = v
+			s.state.Version, _ = strconv.ParseInt(v, 10, 64)
+		case f == "seen":
+			s.seen = v
+		case strings.HasPrefix(f, "w:"):
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return s, fmt.Errorf("store: watermark %s of %s is %q", f, user, v)
+			}
+			s.state.Watermarks[f[2:]] = n
+		}
+	}
+	for i := 0; i+1 < len(stats); i += 2 {
+		f := stats[i]
+		cut := strings.LastIndexByte(f, 0x1f)
+		ty, err := strconv.Atoi(f[cut+1:])
+		n, err2 := strconv.ParseInt(stats[i+1], 10, 64)
+		if cut < 0 || err != nil || err2 != nil || ty < 0 || ty >= NumEventTypes {
+			return s, fmt.Errorf("store: user-arm field %q of %s is malformed", f, user)
+		}
+		arm := f[:cut]
+		c := s.state.ArmCounts[arm]
+		if c == nil {
+			c = make([]int64, NumEventTypes)
+			s.state.ArmCounts[arm] = c
+		}
+		c[ty] = n
+	}
+	return s, nil
+}
+
+// Sweep offloads up to limit users idle longer than the idle timeout from
+// each activity shard. Any number of sweepers may run: offloads of the same
+// user by two of them write the same cold state and evict once.
+func (t *Tier) Sweep(ctx context.Context, limit int) (offloaded int, err error) {
+	cutoff := nowMs() - t.cfg.IdleTimeout.Milliseconds()
+	var errs []error
+	for n := 0; n < ActivityShards; n++ {
+		users, err := t.hot.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
+			Key: t.hot.keys.activityShardKey(n), ByScore: true, Start: "-inf", Stop: strconv.FormatInt(cutoff, 10),
+			Offset: 0, Count: int64(limit),
+		}).Result()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("reading activity shard %d: %w", n, err))
+			continue
+		}
+		for _, u := range users {
+			evicted, err := t.Offload(ctx, u)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if evicted {
+				offloaded++
+			}
+		}
+	}
+	return offloaded, errors.Join(errs...)
+}
+
+// RunSweeper sweeps every interval until ctx ends. Errors (a cold tier that
+// is down) are logged and the sweep is tried again next time.
+func (t *Tier) RunSweeper(ctx context.Context, interval time.Duration) error {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		n, err := t.Sweep(ctx, 1000)
+		if err != nil && ctx.Err() == nil {
+			t.log.Warn("sweep", "offloaded", n, "err", err)
+		} else if n > 0 {
+			t.log.Info("sweep", "offloaded", n)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// UserHistory returns a hot user's recent history, newest first (for tests
+// and the scorer).
+func (t *Tier) UserHistory(ctx context.Context, user string) ([]HistoryEvent, error) {
+	vals, err := t.hot.rdb.LRange(ctx, t.hot.keys.userKey(user, "h"), 0, -1).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]HistoryEvent, 0, len(vals))
+	for _, v := range vals {
+		e, err := decodeEvent(user, v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// UserArmCounts returns a hot user's own counts per arm ("context\x1fitem").
+func (t *Tier) UserArmCounts(ctx context.Context, user string) (map[string][]int64, error) {
+	vals, err := t.hot.rdb.HGetAll(ctx, t.hot.keys.userKey(user, "s")).Result()
+	if err != nil {
+		return nil, err
+	}
+	flat := make([]string, 0, 2*len(vals))
+	for f, v := range vals {
+		flat = append(flat, f, v)
+	}
+	s, err := parseSnapshot(user, append([]string{"|", "|"}, flat...))
+	return s.state.ArmCounts, err
+}

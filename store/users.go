@@ -1,0 +1,177 @@
+package store
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// A hot user's keys share the hash tag {<user>}:
+//
+//	<prefix>:u:{<user>}:m   hash: l = 1 once loaded, v = version, seen = last
+//	                        activity (ms), w:<topic>/<partition> = watermarks
+//	<prefix>:u:{<user>}:h   list: recent events, newest first, capped
+//	<prefix>:u:{<user>}:p   list: events not yet in the cold tier, oldest first
+//	<prefix>:u:{<user>}:s   hash: "<context>\x1f<item>\x1f<type>" → count
+//	<prefix>:u:{<user>}:k   the session-load lock
+//
+// and the activity index is sharded: <prefix>:act:{a<n>} sorted set, user →
+// last activity (ms), n = hash(user) mod ActivityShards.
+
+// ActivityShards is the number of activity-index shards.
+const ActivityShards = 64
+
+func (k Keys) userKey(user, suffix string) string {
+	return k.Prefix + ":u:{" + user + "}:" + suffix
+}
+
+func (k Keys) userKeys(user string) []string {
+	return []string{k.userKey(user, "m"), k.userKey(user, "h"), k.userKey(user, "p"), k.userKey(user, "s")}
+}
+
+// ActivityKey returns the activity-index shard of a user.
+func (k Keys) ActivityKey(user string) string {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(user))
+	return k.activityShardKey(int(h.Sum32() % ActivityShards))
+}
+
+func (k Keys) activityShardKey(n int) string {
+	return k.Prefix + ":act:{a" + strconv.Itoa(n) + "}"
+}
+
+// UserEvent is one event applied to a user's hot state.
+type UserEvent struct {
+	Offset int64
+	Event  HistoryEvent
+}
+
+// encodeEvent is the compact form of an event in the hot lists. Ids and
+// contexts hold no control characters, so \x1f separates fields.
+func encodeEvent(e HistoryEvent) string {
+	return strings.Join([]string{
+		e.EventID, e.ItemID, e.Context, strconv.Itoa(int(e.Type)),
+		strconv.FormatInt(e.EventTimeMs, 10), e.SessionID, strconv.FormatFloat(e.Value, 'g', -1, 64),
+	}, "\x1f")
+}
+
+func decodeEvent(user, s string) (HistoryEvent, error) {
+	f := strings.Split(s, "\x1f")
+	if len(f) != 7 {
+		return HistoryEvent{}, fmt.Errorf("store: malformed hot event %q", s)
+	}
+	typ, err1 := strconv.Atoi(f[3])
+	t, err2 := strconv.ParseInt(f[4], 10, 64)
+	v, err3 := strconv.ParseFloat(f[6], 64)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return HistoryEvent{}, fmt.Errorf("store: malformed hot event %q: %w", s, err)
+	}
+	return HistoryEvent{UserID: user, EventID: f[0], ItemID: f[1], Context: f[2], Type: int32(typ), EventTimeMs: t, SessionID: f[5], Value: v}, nil
+}
+
+func userArmField(e HistoryEvent, typeIndex int) string {
+	return e.Context + "\x1f" + e.ItemID + "\x1f" + strconv.Itoa(typeIndex)
+}
+
+// applyUserScript applies a user's events above the user's watermark for
+// the partition. It refuses a user who is not loaded (returns -1): the
+// caller loads the session and tries again.
+//
+// KEYS: m, h, p, s. ARGV: watermark field, history cap, now (ms), then per
+// event: offset, encoded event, user-arm field.
+var applyUserScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'l') ~= '1' then return -1 end
+local wm = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+local last, applied = wm, 0
+for i = 4, #ARGV, 3 do
+  local off = tonumber(ARGV[i])
+  if off > wm then
+    redis.call('LPUSH', KEYS[2], ARGV[i + 1])
+    redis.call('RPUSH', KEYS[3], ARGV[i + 1])
+    redis.call('HINCRBY', KEYS[4], ARGV[i + 2], 1)
+    applied = applied + 1
+    if off > last then last = off end
+  end
+end
+if applied > 0 then
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+  redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', last))
+  redis.call('HINCRBY', KEYS[1], 'v', 1)
+end
+redis.call('HSET', KEYS[1], 'seen', ARGV[3])
+return applied
+`)
+
+// installScript installs a session loaded from the cold tier, unless one
+// is installed already, and releases the load lock if it is ours.
+//
+// KEYS: m, h, s, lock. ARGV: lock token, version, now, then the number of
+// history entries n, n entries (newest first), the number of watermark
+// pairs w, w field/value pairs, then field/count pairs of user-arm counts.
+var installScript = redis.NewScript(`
+local installed = 0
+if redis.call('HGET', KEYS[1], 'l') ~= '1' then
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('HSET', KEYS[1], 'l', '1', 'v', ARGV[2], 'seen', ARGV[3])
+  local i = 4
+  local n = tonumber(ARGV[i]); i = i + 1
+  for j = 1, n do redis.call('RPUSH', KEYS[2], ARGV[i]); i = i + 1 end
+  local w = tonumber(ARGV[i]); i = i + 1
+  for j = 1, w do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2 end
+  while i <= #ARGV do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]); i = i + 2 end
+  installed = 1
+end
+if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
+return installed
+`)
+
+// snapshotScript reads everything an offload needs, atomically.
+// KEYS: m, p, s. Returns {loaded, version, seen, meta..., '|', pending...,
+// '|', stats...}.
+var snapshotScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'l') ~= '1' then return {0} end
+local out = {1}
+for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do table.insert(out, v) end
+table.insert(out, '|')
+for _, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do table.insert(out, v) end
+table.insert(out, '|')
+for _, v in ipairs(redis.call('HGETALL', KEYS[3])) do table.insert(out, v) end
+return out
+`)
+
+// evictScript evicts a user only if nothing changed since the snapshot
+// (same version and last activity); otherwise it drops the flushed events
+// from the pending list and keeps the user hot.
+// KEYS: m, h, p, s. ARGV: version, seen, number of events flushed.
+var evictScript = redis.NewScript(`
+local m = redis.call('HMGET', KEYS[1], 'v', 'seen')
+if m[1] == ARGV[1] and m[2] == ARGV[2] then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+  return 1
+end
+if tonumber(ARGV[3]) > 0 then redis.call('LTRIM', KEYS[3], tonumber(ARGV[3]), -1) end
+return 0
+`)
+
+// dropActivityScript removes a user from the activity index only if the
+// recorded activity is the one the sweeper saw.
+var dropActivityScript = redis.NewScript(`
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) return 1 end
+return 0
+`)
+
+func newToken() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func nowMs() int64 { return time.Now().UnixMilli() }
