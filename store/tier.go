@@ -270,7 +270,7 @@ func (t *Tier) Offload(ctx context.Context, user string) (bool, error) {
 	if err := t.cold.WriteUserState(ctx, snap.state); err != nil {
 		return false, err
 	}
-	evicted, err := evictScript.Run(ctx, t.hot.rdb, k.userKeys(user), snap.version, snap.seen, len(snap.pending)).Int64()
+	evicted, err := evictScript.Run(ctx, t.hot.rdb, k.userKeys(user), snap.sid, snap.version, snap.seen, snap.pendingEnd).Int64()
 	if err != nil {
 		return false, fmt.Errorf("evicting %s: %w", user, err)
 	}
@@ -284,10 +284,12 @@ func (t *Tier) Offload(ctx context.Context, user string) (bool, error) {
 }
 
 type snapshot struct {
-	version string
-	seen    string
-	pending []HistoryEvent
-	state   UserState
+	sid        string
+	version    string
+	seen       string
+	pendingEnd string
+	pending    []HistoryEvent
+	state      UserState
 }
 
 func parseSnapshot(user string, res []string) (snapshot, error) {
@@ -320,6 +322,10 @@ func parseSnapshot(user string, res []string) (snapshot, error) {
 			s.state.Version, _ = strconv.ParseInt(v, 10, 64)
 		case f == "seen":
 			s.seen = v
+		case f == "sid":
+			s.sid = v
+		case f == "pe":
+			s.pendingEnd = v
 		case strings.HasPrefix(f, "w:"):
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil {
@@ -394,6 +400,11 @@ func (t *Tier) RunSweeper(ctx context.Context, interval time.Duration) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// ColdState returns a user's state as last offloaded, or ErrNotFound.
+func (t *Tier) ColdState(ctx context.Context, user string) (UserState, error) {
+	return t.cold.ReadUserState(ctx, user)
 }
 
 // UserHistory returns a hot user's recent history, newest first (for tests

@@ -15,8 +15,10 @@ import (
 
 // A hot user's keys share the hash tag {<user>}:
 //
-//	<prefix>:u:{<user>}:m   hash: l = 1 once loaded, v = version, seen = last
-//	                        activity (ms), w:<topic>/<partition> = watermarks
+//	<prefix>:u:{<user>}:m   hash: l = 1 once loaded, sid = session id, v =
+//	                        version, seen = last activity (ms), ps/pe = the
+//	                        sequence numbers of the first and next pending
+//	                        event, w:<topic>/<partition> = watermarks
 //	<prefix>:u:{<user>}:h   list: recent events, newest first, capped
 //	<prefix>:u:{<user>}:p   list: events not yet in the cold tier, oldest first
 //	<prefix>:u:{<user>}:s   hash: "<context>\x1f<item>\x1f<type>" → count
@@ -95,6 +97,7 @@ for i = 4, #ARGV, 3 do
   if off > wm then
     redis.call('LPUSH', KEYS[2], ARGV[i + 1])
     redis.call('RPUSH', KEYS[3], ARGV[i + 1])
+    redis.call('HINCRBY', KEYS[1], 'pe', 1)
     redis.call('HINCRBY', KEYS[4], ARGV[i + 2], 1)
     applied = applied + 1
     if off > last then last = off end
@@ -119,7 +122,7 @@ var installScript = redis.NewScript(`
 local installed = 0
 if redis.call('HGET', KEYS[1], 'l') ~= '1' then
   redis.call('DEL', KEYS[2], KEYS[3])
-  redis.call('HSET', KEYS[1], 'l', '1', 'v', ARGV[2], 'seen', ARGV[3])
+  redis.call('HSET', KEYS[1], 'l', '1', 'sid', ARGV[1], 'v', ARGV[2], 'seen', ARGV[3], 'ps', '0', 'pe', '0')
   local i = 4
   local n = tonumber(ARGV[i]); i = i + 1
   for j = 1, n do redis.call('RPUSH', KEYS[2], ARGV[i]); i = i + 1 end
@@ -136,8 +139,8 @@ return installed
 // KEYS: m, p, s. Returns {loaded, version, seen, meta..., '|', pending...,
 // '|', stats...}.
 var snapshotScript = redis.NewScript(`
-if redis.call('HGET', KEYS[1], 'l') ~= '1' then return {0} end
-local out = {1}
+if redis.call('HGET', KEYS[1], 'l') ~= '1' then return {'0'} end
+local out = {'1'}
 for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do table.insert(out, v) end
 table.insert(out, '|')
 for _, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do table.insert(out, v) end
@@ -146,17 +149,25 @@ for _, v in ipairs(redis.call('HGETALL', KEYS[3])) do table.insert(out, v) end
 return out
 `)
 
-// evictScript evicts a user only if nothing changed since the snapshot
-// (same version and last activity); otherwise it drops the flushed events
-// from the pending list and keeps the user hot.
-// KEYS: m, h, p, s. ARGV: version, seen, number of events flushed.
+// evictScript evicts a user only if the session is the one snapshotted and
+// nothing changed since (same version and last activity). Otherwise, in the
+// same session, it drops from the pending list the events the snapshot
+// flushed (by sequence number, so two sweepers never drop an event twice);
+// in another session (evicted and loaded again meanwhile) it does nothing.
+// KEYS: m, h, p, s. ARGV: session id, version, seen, the snapshot's pe.
+// Returns 1 evicted, 0 kept, -1 another session.
 var evictScript = redis.NewScript(`
-local m = redis.call('HMGET', KEYS[1], 'v', 'seen')
-if m[1] == ARGV[1] and m[2] == ARGV[2] then
+local m = redis.call('HMGET', KEYS[1], 'sid', 'v', 'seen', 'ps')
+if m[1] ~= ARGV[1] then return -1 end
+if m[2] == ARGV[2] and m[3] == ARGV[3] then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
   return 1
 end
-if tonumber(ARGV[3]) > 0 then redis.call('LTRIM', KEYS[3], tonumber(ARGV[3]), -1) end
+local k = tonumber(ARGV[4]) - tonumber(m[4] or '0')
+if k > 0 then
+  redis.call('LTRIM', KEYS[3], k, -1)
+  redis.call('HINCRBY', KEYS[1], 'ps', k)
+end
 return 0
 `)
 

@@ -1,0 +1,215 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gocql/gocql"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/banditstream/banditstream/deploy/local/stacktest"
+	"github.com/banditstream/banditstream/schemas"
+	"github.com/banditstream/banditstream/store"
+)
+
+type env struct {
+	rdb  *redis.Client
+	hot  *store.Hot
+	cold *store.Cold
+	tier *store.Tier
+}
+
+func newEnv(t *testing.T, cfg store.TierConfig) *env {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: stacktest.RedisAddr(t)})
+	t.Cleanup(func() { rdb.Close() })
+	cluster := gocql.NewCluster(stacktest.CQLHosts(t)...)
+	cluster.Timeout = 20 * time.Second
+	cluster.Consistency = gocql.LocalQuorum
+	session, err := cluster.CreateSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(session.Close)
+	ks := stacktest.UniqueName("it")
+	cold, err := store.NewCold(context.Background(), session, store.ColdConfig{Keyspace: ks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = session.Query("DROP KEYSPACE IF EXISTS " + ks).Exec() })
+	hot, err := store.NewHot(rdb, store.Keys{Prefix: stacktest.UniqueName("it"), Shards: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tier, err := store.NewTier(hot, cold, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{rdb: rdb, hot: hot, cold: cold, tier: tier}
+}
+
+func event(user string, i int, typ schemas.EventType) store.UserEvent {
+	return store.UserEvent{Offset: int64(i), Event: store.HistoryEvent{
+		UserID: user, EventID: "e-" + strconv.Itoa(i), ItemID: "sku-" + strconv.Itoa(i%3), Context: "home",
+		Type: int32(typ), EventTimeMs: int64(1_767_225_600_000 + i),
+	}}
+}
+
+func (e *env) apply(t *testing.T, ctx context.Context, partition int, evs ...store.UserEvent) {
+	t.Helper()
+	byUser := map[string][]store.UserEvent{}
+	users := []string{}
+	for _, ev := range evs {
+		if byUser[ev.Event.UserID] == nil {
+			users = append(users, ev.Event.UserID)
+		}
+		byUser[ev.Event.UserID] = append(byUser[ev.Event.UserID], ev)
+	}
+	if err := e.tier.EnsureLoaded(ctx, users); err != nil {
+		t.Fatal(err)
+	}
+	notLoaded, err := e.tier.ApplyUserEvents(ctx, "interactions", partition, byUser)
+	if err != nil || len(notLoaded) > 0 {
+		t.Fatalf("apply: %v, not loaded %v", err, notLoaded)
+	}
+}
+
+// A user's state survives offload and reload exactly: counts, history, and
+// the watermark, so events redelivered after the reload are not counted
+// again.
+func TestOffloadReloadKeepsStateAndWatermark(t *testing.T) {
+	e := newEnv(t, store.TierConfig{IdleTimeout: time.Millisecond})
+	ctx := context.Background()
+	const user = "u-1"
+	var evs []store.UserEvent
+	for i := 0; i < 10; i++ {
+		evs = append(evs, event(user, i, schemas.Impression))
+	}
+	evs = append(evs, event(user, 10, schemas.Click))
+	e.apply(t, ctx, 0, evs...)
+	before, _ := e.tier.UserArmCounts(ctx, user)
+	histBefore, _ := e.tier.UserHistory(ctx, user)
+
+	time.Sleep(5 * time.Millisecond)
+	n, err := e.tier.Sweep(ctx, 100)
+	if err != nil || n != 1 {
+		t.Fatalf("sweep offloaded %d, err %v; want 1", n, err)
+	}
+	if h, _ := e.tier.UserHistory(ctx, user); len(h) != 0 {
+		t.Fatalf("user still hot after offload: %d history entries", len(h))
+	}
+	st, err := e.cold.ReadUserState(ctx, user)
+	if err != nil || st.Version != 1 || st.Watermarks["interactions/0"] != 10 {
+		t.Fatalf("cold state %+v, %v", st, err)
+	}
+	rows, err := e.cold.RecentHistory(ctx, user, 100)
+	if err != nil || len(rows) != 11 {
+		t.Fatalf("cold history: %d rows, %v; want 11", len(rows), err)
+	}
+
+	// Redelivery of the same offsets after the reload changes nothing.
+	e.apply(t, ctx, 0, evs...)
+	after, _ := e.tier.UserArmCounts(ctx, user)
+	histAfter, _ := e.tier.UserHistory(ctx, user)
+	if fmt.Sprint(after) != fmt.Sprint(before) || len(histAfter) != len(histBefore) {
+		t.Fatalf("after reload and redelivery: counts %v history %d; want %v and %d", after, len(histAfter), before, len(histBefore))
+	}
+	for i := range histBefore {
+		if histAfter[i] != histBefore[i] {
+			t.Fatalf("history entry %d: %+v, want %+v", i, histAfter[i], histBefore[i])
+		}
+	}
+	// New events count on top.
+	e.apply(t, ctx, 0, event(user, 11, schemas.Click))
+	final, _ := e.tier.UserArmCounts(ctx, user)
+	arm := "home\x1fsku-2"
+	if final[arm][1] != before[arm][1]+1 {
+		t.Fatalf("click on %q: %v, want one more than %v", arm, final[arm], before[arm])
+	}
+}
+
+// Many goroutines starting the same session at once install it once: the
+// user's cold counts are not added twice.
+func TestConcurrentSessionLoadOnce(t *testing.T) {
+	e := newEnv(t, store.TierConfig{})
+	ctx := context.Background()
+	const user = "u-concurrent"
+	if err := e.cold.WriteUserState(ctx, store.UserState{
+		UserID: user, Version: 7, ArmCounts: map[string][]int64{"home\x1fsku-1": {5, 2, 0, 0, 1}},
+		Watermarks: map[string]int64{"interactions/3": 41},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for i := 0; i < 32; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- e.tier.EnsureLoaded(ctx, []string{user})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	counts, _ := e.tier.UserArmCounts(ctx, user)
+	if !slices.Equal(counts["home\x1fsku-1"], []int64{5, 2, 0, 0, 1}) {
+		t.Fatalf("counts after 32 concurrent loads: %v", counts)
+	}
+	// The restored watermark holds: offset 41 is old, 42 is new.
+	byUser := map[string][]store.UserEvent{user: {event(user, 41, schemas.Click), event(user, 42, schemas.Click)}}
+	byUser[user][0].Event.ItemID, byUser[user][1].Event.ItemID = "sku-1", "sku-1"
+	if _, err := e.tier.ApplyUserEvents(ctx, "interactions", 3, byUser); err != nil {
+		t.Fatal(err)
+	}
+	counts, _ = e.tier.UserArmCounts(ctx, user)
+	if counts["home\x1fsku-1"][1] != 3 {
+		t.Fatalf("clicks = %d, want 3 (2 restored + offset 42 only)", counts["home\x1fsku-1"][1])
+	}
+}
+
+// An event that lands while a user is being offloaded keeps the user hot;
+// nothing is lost and the next offload flushes it.
+func TestOffloadRaceKeepsLateEvent(t *testing.T) {
+	e := newEnv(t, store.TierConfig{IdleTimeout: time.Millisecond, FaultColdLatency: 300 * time.Millisecond})
+	ctx := context.Background()
+	const user = "u-race"
+	e.apply(t, ctx, 0, event(user, 0, schemas.Impression), event(user, 1, schemas.Click))
+	time.Sleep(5 * time.Millisecond)
+
+	done := make(chan bool)
+	go func() {
+		evicted, err := e.tier.Offload(ctx, user)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- evicted
+	}()
+	time.Sleep(100 * time.Millisecond) // inside the injected cold latency
+	e.apply(t, ctx, 0, event(user, 2, schemas.Order))
+	if <-done {
+		t.Fatal("user evicted although an event landed during the flush")
+	}
+	hist, _ := e.tier.UserHistory(ctx, user)
+	if len(hist) != 3 {
+		t.Fatalf("hot history has %d events, want 3", len(hist))
+	}
+	time.Sleep(5 * time.Millisecond)
+	if evicted, err := e.tier.Offload(ctx, user); err != nil || !evicted {
+		t.Fatalf("second offload: evicted %v, %v", evicted, err)
+	}
+	rows, _ := e.cold.RecentHistory(ctx, user, 10)
+	st, _ := e.cold.ReadUserState(ctx, user)
+	if len(rows) != 3 || st.Version != 2 || st.ArmCounts["home\x1fsku-2"][4] != 1 {
+		t.Fatalf("cold after second offload: %d rows, state %+v", len(rows), st)
+	}
+}
