@@ -61,6 +61,8 @@ demo: up ## bring the stack up and show that every service serves
 .PHONY: test test-unit build vet fuzz
 # The sampler's statistical tests draw tens of millions of variates and start
 # no goroutines: they run without the race detector, everything else with it.
+# Tests named TestFault* stop shared services (Cassandra, Redis): they skip
+# in the main run and run afterwards, one package at a time.
 NORACE_PKGS := ./sampler/
 
 test: up lint vet ## the whole suite: lint, unit and integration tests on the real stack
@@ -68,6 +70,9 @@ test: up lint vet ## the whole suite: lint, unit and integration tests on the re
 	BANDITSTREAM_REQUIRE_STACK=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) \
 	  $$($(GO) list $(PKGS) | grep -v -F -x -f <($(GO) list $(NORACE_PKGS))); \
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(NORACE_PKGS); \
+	echo "== fault tests (stop shared services; one at a time)"; \
+	BANDITSTREAM_REQUIRE_STACK=1 BANDITSTREAM_FAULT_TESTS=1 $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) \
+	  -run '^TestFault' $(PKGS); \
 	echo "suite: $$(( $$(date +%s) - start ))s of go test"
 
 test-unit: ## tests that need no running service (integration tests skip)

@@ -56,6 +56,7 @@ func (o userOracle) add(ev *schemas.Interaction) {
 
 // eventGen makes events over a small catalogue so arms repeat.
 type eventGen struct {
+	seed  uint64
 	r     *rand.Rand
 	n     int
 	users int
@@ -64,7 +65,8 @@ type eventGen struct {
 }
 
 func newEventGen(seed uint64, users, items int) *eventGen {
-	return &eventGen{r: rand.New(rand.NewPCG(seed, seed+1)), users: users, items: items, start: time.Now().Add(-time.Hour).UnixMilli()}
+	return &eventGen{seed: seed, r: rand.New(rand.NewPCG(seed, seed+1)), users: users, items: items,
+		start: time.Now().Add(-time.Hour).UnixMilli() + int64(seed)*1_000_000}
 }
 
 var contexts = []string{"home", "search", "cart", ""}
@@ -73,7 +75,7 @@ func (g *eventGen) next() *schemas.Interaction {
 	g.n++
 	types := []schemas.EventType{schemas.Impression, schemas.Impression, schemas.Impression, schemas.Click, schemas.Wishlist, schemas.AddToCart, schemas.Order}
 	return &schemas.Interaction{
-		EventId:     "e-" + strconv.Itoa(g.n),
+		EventId:     "e" + strconv.FormatUint(g.seed, 10) + "-" + strconv.Itoa(g.n),
 		UserId:      "u-" + strconv.Itoa(g.r.IntN(g.users)),
 		ItemId:      "sku-" + strconv.Itoa(g.r.IntN(g.items)),
 		Context:     contexts[g.r.IntN(len(contexts))],
