@@ -95,9 +95,16 @@ fuzz: ## run every fuzz target for FUZZTIME each
 # ------------------------------------------------------------- benchmarks --
 
 .PHONY: bench
-bench: $(BENCHSTAT) ## micro-benchmarks, BENCHCOUNT runs each, summarised by benchstat
+# Each pass runs every benchmark once, BENCHCOUNT passes in a row: on a
+# shared machine whose speed drifts, a baseline and its contender are then
+# measured in the same stretches of time.
+bench: $(BENCHSTAT) ## micro-benchmarks against their baselines, summarised by benchstat
 	@mkdir -p $(LOCAL)/bench
-	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./sampler/ | tee $(LOCAL)/bench/sampler.txt
+	@$(GO) test -c -o $(LOCAL)/bench/sampler.test ./sampler/
+	@rm -f $(LOCAL)/bench/sampler.txt
+	@for i in $$(seq $(BENCHCOUNT)); do \
+	  (cd sampler && $(LOCAL)/bench/sampler.test -test.run '^$$' -test.bench . -test.benchmem) >> $(LOCAL)/bench/sampler.txt; \
+	done
 	$(BENCHSTAT) -col /impl $(LOCAL)/bench/sampler.txt
 
 # ------------------------------------------------------------- code style --

@@ -38,24 +38,33 @@ func TopK(scores []float64, k int, dst []Ranked) []Ranked {
 
 // topKInsertion keeps the best k sorted, best first.
 func topKInsertion(scores []float64, k int, h []Ranked) []Ranked {
+	worst := math.Inf(-1)
 	for i, s := range scores {
+		// Once k are kept, most candidates stop here: NaN and ties with the
+		// worst kept (which has the smaller index) fail the comparison.
+		if len(h) == k && !(s > worst) {
+			continue
+		}
 		if s != s {
 			s = math.Inf(-1)
 		}
 		if len(h) == k {
-			// Ties lose: the kept entry has the smaller index.
-			if s <= h[k-1].Score {
-				continue
-			}
 			h = h[:k-1]
 		}
-		j := len(h)
-		h = append(h, Ranked{})
-		for j > 0 && h[j-1].Score < s {
-			h[j] = h[j-1]
-			j--
+		// The first kept entry with a lower score: equal scores stay ahead.
+		lo, hi := 0, len(h)
+		for lo < hi {
+			mid := int(uint(lo+hi) >> 1)
+			if h[mid].Score >= s {
+				lo = mid + 1
+			} else {
+				hi = mid
+			}
 		}
-		h[j] = Ranked{Index: i, Score: s}
+		h = append(h, Ranked{})
+		copy(h[lo+1:], h[lo:len(h)-1])
+		h[lo] = Ranked{Index: i, Score: s}
+		worst = h[len(h)-1].Score
 	}
 	return h
 }
