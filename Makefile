@@ -59,21 +59,12 @@ demo: up ## bring the stack up and show that every service serves
 # ------------------------------------------------------------------- test --
 
 .PHONY: test test-unit build vet fuzz
-# The sampler's statistical tests draw tens of millions of variates and start
-# no goroutines: they run without the race detector, everything else with it.
-# Tests named TestFault* stop shared services (Cassandra, Redis): they skip
-# in the main run and run afterwards, one package at a time.
-NORACE_PKGS := ./sampler/
-
-test: up lint vet ## the whole suite: lint, unit and integration tests on the real stack
-	@start=$$(date +%s); \
-	BANDITSTREAM_REQUIRE_STACK=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) \
-	  $$($(GO) list $(PKGS) | grep -v -F -x -f <($(GO) list $(NORACE_PKGS))); \
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(NORACE_PKGS); \
-	echo "== fault tests (stop shared services; one at a time)"; \
-	BANDITSTREAM_REQUIRE_STACK=1 BANDITSTREAM_FAULT_TESTS=1 $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) \
-	  -run '^TestFault' $(PKGS); \
-	echo "suite: $$(( $$(date +%s) - start ))s of go test"
+# deploy/local/run-tests.sh runs the fault tests (TestFault*: they stop
+# shared services) first, one package at a time, then every other test with
+# the race detector (the sampler's statistical tests without it), and ends
+# with "N passed, N failed".
+test: up lint vet ## the whole suite: lint, unit, integration and fault tests on the real stack
+	@TEST_TIMEOUT=$(TEST_TIMEOUT) GO=$(GO) deploy/local/run-tests.sh
 
 test-unit: ## tests that need no running service (integration tests skip)
 	$(GO) test -count=1 -short $(PKGS)

@@ -99,3 +99,53 @@ func TestFaultColdTierOutage(t *testing.T) {
 		}
 	}
 }
+
+// Redis is killed (no persistence: everything in it is gone) while events
+// flow, and started again: ingest notices the loss, starts a new epoch and
+// replays from the earliest offset, and the watermarks that survived (the
+// users' in the cold tier) make the replay count only what was lost.
+func TestFaultHotTierLoss(t *testing.T) {
+	needFaults(t)
+	e := newIngestEnv(t, 3)
+	bin := stacktest.BuildBinary(t, "./cmd/bandit-ingest")
+	args := append(e.args(e.group), "-idle-timeout", "2s", "-sweep-interval", "300ms")
+	stacktest.StartProcess(t, bin, nil, args...)
+	stacktest.StartProcess(t, bin, nil, args...)
+	t.Cleanup(func() { stack(t, "start", "redis") })
+
+	want, wantUsers := oracle{}, userOracle{}
+	w := newWriter(e.brokers, e.topic)
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	gen := newEventGen(6, 300, 200)
+	send := func(n int) {
+		msgs := make([]kafka.Message, 0, n)
+		for i := 0; i < n; i++ {
+			ev := gen.next()
+			want.add(ev)
+			wantUsers.add(ev)
+			msgs = append(msgs, encode(t, ev, i))
+		}
+		if err := w.WriteMessages(ctx, msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 10; i++ {
+		send(2000)
+		time.Sleep(300 * time.Millisecond)
+	}
+	time.Sleep(3 * time.Second) // some users offloaded, some hot
+	send(2000)
+	stack(t, "kill", "redis")
+	send(2000) // Kafka takes these while the hot tier is gone
+	time.Sleep(2 * time.Second)
+	stack(t, "start", "redis")
+	for i := 0; i < 5; i++ {
+		send(2000)
+		time.Sleep(300 * time.Millisecond)
+	}
+	stacktest.WaitForLag(t, e.brokers, e.group, e.topic, 4*time.Minute)
+	e.checkCounts(t, want)
+	e.checkUsers(t, wantUsers)
+}

@@ -19,8 +19,9 @@ import (
 // per-shard application of arm deltas (store.Hot implements it).
 type ArmStore interface {
 	Keys() store.Keys
-	Watermarks(ctx context.Context, topic string, partition int) ([]int64, error)
-	Apply(ctx context.Context, topic string, partition int, last int64, shards []store.ShardBatch) (map[int]int64, error)
+	Watermarks(ctx context.Context, topic string, partition int) ([]int64, string, error)
+	Apply(ctx context.Context, topic string, partition int, last int64, epoch string, shards []store.ShardBatch) (map[int]int64, error)
+	Recover(ctx context.Context, seen string) (string, error)
 }
 
 var _ ArmStore = (*store.Hot)(nil)
@@ -29,8 +30,8 @@ var _ ArmStore = (*store.Hot)(nil)
 // and per-user application of events above the user's watermark
 // (store.Tier implements it).
 type UserStore interface {
-	EnsureLoaded(ctx context.Context, users []string) error
-	ApplyUserEvents(ctx context.Context, topic string, partition int, byUser map[string][]store.UserEvent) (notLoaded []string, err error)
+	EnsureLoaded(ctx context.Context, users []string, epoch string) error
+	ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]store.UserEvent) (notLoaded []string, err error)
 }
 
 var _ UserStore = (*store.Tier)(nil)
@@ -251,22 +252,38 @@ func (in *Ingest) runPartition(ctx, gctx context.Context, gen *kafka.Generation,
 }
 
 // startPartition reads the partition's watermarks and resolves a start
-// offset that is not a committed one.
+// offset that is not a committed one. When the hot tier has lost its state
+// (or is new), it recovers it and replays the partition from the earliest
+// record: the watermarks that survived, in the hot tier or with users in
+// the cold tier, make the replay count only what was lost.
 func (in *Ingest) startPartition(ctx context.Context, p *partitionState, offset *int64) error {
-	wms, err := in.arms.Watermarks(ctx, p.topic, p.partition)
+	wms, epoch, err := in.arms.Watermarks(ctx, p.topic, p.partition)
 	if err != nil {
 		return err
 	}
+	if epoch == "" || (p.epoch != "" && epoch != p.epoch) {
+		if epoch, err = in.arms.Recover(ctx, p.epoch); err != nil {
+			return err
+		}
+		if wms, _, err = in.arms.Watermarks(ctx, p.topic, p.partition); err != nil {
+			return err
+		}
+		if p.epoch != "" || *offset > 0 {
+			in.log.Warn("hot tier state lost; replaying the partition from the earliest record",
+				"partition", p.partition, "from", *offset)
+		}
+		*offset = -1
+	}
 	if *offset < 0 {
-		// No committed offset: ingest never skips data, start at the
-		// earliest record.
+		// No committed offset, or a replay: ingest never skips data, start
+		// at the earliest record.
 		first, err := in.earliest(ctx, p.partition)
 		if err != nil {
 			return err
 		}
 		*offset = first
 	}
-	p.watermarks = wms
+	p.watermarks, p.epoch = wms, epoch
 	return nil
 }
 
@@ -355,6 +372,7 @@ type partitionState struct {
 	topic      string
 	partition  int
 	watermarks []int64 // per shard; nil until read
+	epoch      string  // the hot tier's recovery epoch the watermarks belong to
 	event      schemas.Interaction
 }
 
@@ -408,7 +426,7 @@ func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record
 		if len(shards) == 0 {
 			return nil
 		}
-		current, err := in.arms.Apply(ctx, p.topic, p.partition, last, shards)
+		current, err := in.arms.Apply(ctx, p.topic, p.partition, last, p.epoch, shards)
 		if err == nil {
 			for _, sb := range shards {
 				p.watermarks[sb.Shard] = last
@@ -443,10 +461,10 @@ func (in *Ingest) applyUsers(ctx context.Context, p *partitionState, good []good
 		for u := range byUser {
 			users = append(users, u)
 		}
-		if err := in.users.EnsureLoaded(ctx, users); err != nil {
+		if err := in.users.EnsureLoaded(ctx, users, p.epoch); err != nil {
 			return fmt.Errorf("loading sessions: %w", err)
 		}
-		notLoaded, err := in.users.ApplyUserEvents(ctx, p.topic, p.partition, byUser)
+		notLoaded, err := in.users.ApplyUserEvents(ctx, p.topic, p.partition, p.epoch, byUser)
 		if err != nil {
 			return err
 		}

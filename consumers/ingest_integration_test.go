@@ -215,9 +215,13 @@ func (e *ingestEnv) checkUsers(t *testing.T, want userOracle) {
 	t.Helper()
 	tier := e.tier(t)
 	ctx := context.Background()
+	epoch, err := tier.Epoch(ctx)
+	if err != nil || epoch == "" {
+		t.Fatalf("hot tier epoch %q, %v", epoch, err)
+	}
 	bad := 0
 	for user, truth := range want {
-		if err := tier.EnsureLoaded(ctx, []string{user}); err != nil {
+		if err := tier.EnsureLoaded(ctx, []string{user}, epoch); err != nil {
 			t.Fatal(err)
 		}
 		counts, err := tier.UserArmCounts(ctx, user)

@@ -54,3 +54,53 @@ func TestIngestWithOffloadsUnderColdLatency(t *testing.T) {
 	e.checkCounts(t, want)
 	e.checkUsers(t, wantUsers)
 }
+
+// The hot tier's state vanishes between two batches, with no error for
+// ingest to see (as when a server restarts without persistence while ingest
+// is idle): the next batch finds a new epoch or none, ingest recovers and
+// replays, and the counts are exact.
+func TestIngestHotStateWipedBetweenBatches(t *testing.T) {
+	e := newIngestEnv(t, 3)
+	bin := stacktest.BuildBinary(t, "./cmd/bandit-ingest")
+	stacktest.StartProcess(t, bin, nil, e.args(e.group)...)
+	want, wantUsers := oracle{}, userOracle{}
+	w := newWriter(e.brokers, e.topic)
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	gen := newEventGen(7, 200, 100)
+	send := func(n int) {
+		msgs := make([]kafka.Message, 0, n)
+		for i := 0; i < n; i++ {
+			ev := gen.next()
+			want.add(ev)
+			wantUsers.add(ev)
+			msgs = append(msgs, encode(t, ev, i))
+		}
+		if err := w.WriteMessages(ctx, msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(5000)
+	stacktest.WaitForLag(t, e.brokers, e.group, e.topic, time.Minute)
+
+	// Wipe this test's namespace.
+	var keys []string
+	iter := e.rdb.Scan(ctx, 0, e.prefix+":*", 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil || len(keys) == 0 {
+		t.Fatalf("scanning %s: %d keys, %v", e.prefix, len(keys), err)
+	}
+	for i := 0; i < len(keys); i += 500 {
+		if err := e.rdb.Del(ctx, keys[i:min(i+500, len(keys))]...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	send(5000)
+	stacktest.WaitForLag(t, e.brokers, e.group, e.topic, 2*time.Minute)
+	e.checkCounts(t, want)
+	e.checkUsers(t, wantUsers)
+}

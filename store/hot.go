@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -34,30 +35,107 @@ func (h *Hot) Keys() Keys { return h.keys }
 const NoWatermark int64 = -1
 
 // Watermarks returns, for every shard, the last offset of topic/partition
-// applied to it (NoWatermark if none).
-func (h *Hot) Watermarks(ctx context.Context, topic string, partition int) ([]int64, error) {
+// applied to it (NoWatermark if none), and the hot tier's recovery epoch.
+// An empty epoch means the hot tier lost its state (or is new): call
+// Recover before applying anything.
+func (h *Hot) Watermarks(ctx context.Context, topic string, partition int) ([]int64, string, error) {
 	field := watermarkField(topic, partition)
+	pipe := h.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, h.keys.Shards)
+	for s := range cmds {
+		cmds[s] = pipe.HMGet(ctx, h.keys.WatermarkKey(s), field, epochField)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, "", fmt.Errorf("reading watermarks of %s: %w", field, err)
+	}
+	out := make([]int64, h.keys.Shards)
+	epoch := ""
+	for s, cmd := range cmds {
+		vals := cmd.Val()
+		e, _ := vals[1].(string)
+		if s == 0 {
+			epoch = e
+		}
+		if e == "" || e != epoch {
+			epoch = "" // some shard lost its state
+		}
+		out[s] = NoWatermark
+		if v, ok := vals[0].(string); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return nil, "", fmt.Errorf("watermark of shard %d for %s is %q", s, field, v)
+			}
+			out[s] = n
+		}
+	}
+	return out, epoch, nil
+}
+
+// epochField, in every shard's watermark hash, names the hot tier's
+// recovery epoch: a token set on all shards when the hot tier is found
+// empty (new, or lost by a restart without persistence) and recovered.
+// Every apply names the epoch its writer read, so after a loss no writer
+// keeps going on stale watermarks.
+const epochField = "epoch"
+
+// ErrHotLost means the hot tier lost its state since the writer read its
+// watermarks: call Recover, then replay from the earliest offset.
+var ErrHotLost = errors.New("store: hot tier state lost")
+
+// Recover starts a new epoch on every shard, once however many writers
+// find the loss at the same time, and returns it. A writer that finds an
+// epoch other than seen, and complete, has found someone else's recovery.
+func (h *Hot) Recover(ctx context.Context, seen string) (string, error) {
+	lock := h.keys.Prefix + ":recover-lock"
+	for {
+		token := newToken()
+		got, err := h.rdb.SetNX(ctx, lock, token, 30*time.Second).Result()
+		if err != nil {
+			return "", fmt.Errorf("locking recovery: %w", err)
+		}
+		if !got {
+			select {
+			case <-ctx.Done():
+				return "", ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		epoch, err := h.currentEpoch(ctx)
+		if err == nil && (epoch == "" || epoch == seen) {
+			epoch = token
+			pipe := h.rdb.Pipeline()
+			for s := 0; s < h.keys.Shards; s++ {
+				pipe.HSet(ctx, h.keys.WatermarkKey(s), epochField, epoch)
+			}
+			_, err = pipe.Exec(ctx)
+		}
+		h.rdb.Del(context.WithoutCancel(ctx), lock)
+		if err != nil {
+			return "", fmt.Errorf("recovering the hot tier: %w", err)
+		}
+		return epoch, nil
+	}
+}
+
+// currentEpoch returns the epoch all shards share, or "" if any lacks it or
+// they differ.
+func (h *Hot) currentEpoch(ctx context.Context) (string, error) {
 	pipe := h.rdb.Pipeline()
 	cmds := make([]*redis.StringCmd, h.keys.Shards)
 	for s := range cmds {
-		cmds[s] = pipe.HGet(ctx, h.keys.WatermarkKey(s), field)
+		cmds[s] = pipe.HGet(ctx, h.keys.WatermarkKey(s), epochField)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("reading watermarks of %s: %w", field, err)
+		return "", err
 	}
-	out := make([]int64, h.keys.Shards)
-	for s, cmd := range cmds {
-		v, err := cmd.Int64()
-		switch {
-		case errors.Is(err, redis.Nil):
-			out[s] = NoWatermark
-		case err != nil:
-			return nil, fmt.Errorf("reading watermark of shard %d for %s: %w", s, field, err)
-		default:
-			out[s] = v
+	epoch := cmds[0].Val()
+	for _, c := range cmds {
+		if c.Val() == "" || c.Val() != epoch {
+			return "", nil
 		}
 	}
-	return out, nil
+	return epoch, nil
 }
 
 // applyScript applies one shard's deltas and moves its watermark, only if
@@ -65,15 +143,19 @@ func (h *Hot) Watermarks(ctx context.Context, topic string, partition int) ([]in
 // makes a batch count once even when a partition's former owner is still
 // writing. Returns {1, new} when applied, {0, current} on conflict.
 //
+// {2, ”} means the shard's epoch is not the writer's: the hot tier lost
+// its state.
+//
 // KEYS[1] watermark hash; KEYS[2..] arm hashes.
-// ARGV[1] watermark field, ARGV[2] expected, ARGV[3] new watermark, then six
-// numbers per arm: five counts and the last event time.
+// ARGV[1] watermark field, ARGV[2] expected, ARGV[3] new watermark, ARGV[4]
+// epoch, then six numbers per arm: five counts and the last event time.
 var applyScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[4] then return {2, ''} end
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '-1'
 if cur ~= ARGV[2] then return {0, cur} end
 local fields = {'i', 'c', 'w', 'a', 'o'}
 for k = 2, #KEYS do
-  local b = 4 + (k - 2) * 6
+  local b = 5 + (k - 2) * 6
   for f = 1, 5 do
     local n = ARGV[b + f - 1]
     if n ~= '0' then redis.call('HINCRBY', KEYS[k], fields[f], n) end
@@ -103,7 +185,9 @@ var ErrConflict = errors.New("store: watermark changed by another writer")
 // When some shard's watermark was not the expected one, it returns
 // ErrConflict and, for those shards, their current watermark; the other
 // shards are applied.
-func (h *Hot) Apply(ctx context.Context, topic string, partition int, last int64, shards []ShardBatch) (current map[int]int64, err error) {
+//
+// It returns ErrHotLost when a shard's epoch is not epoch.
+func (h *Hot) Apply(ctx context.Context, topic string, partition int, last int64, epoch string, shards []ShardBatch) (current map[int]int64, err error) {
 	field := watermarkField(topic, partition)
 	newWM := strconv.FormatInt(last, 10)
 	pipe := h.rdb.Pipeline()
@@ -111,8 +195,8 @@ func (h *Hot) Apply(ctx context.Context, topic string, partition int, last int64
 	for i, sb := range shards {
 		keys := make([]string, 1, 1+len(sb.Deltas))
 		keys[0] = h.keys.WatermarkKey(sb.Shard)
-		args := make([]any, 3, 3+6*len(sb.Deltas))
-		args[0], args[1], args[2] = field, strconv.FormatInt(sb.Expected, 10), newWM
+		args := make([]any, 4, 4+6*len(sb.Deltas))
+		args[0], args[1], args[2], args[3] = field, strconv.FormatInt(sb.Expected, 10), newWM, epoch
 		for _, d := range sb.Deltas {
 			keys = append(keys, h.keys.ArmKey(sb.Shard, d.Arm))
 			for _, n := range d.Counts.ByType {
@@ -131,11 +215,11 @@ func (h *Hot) Apply(ctx context.Context, topic string, partition int, last int64
 			if lerr := applyScript.Load(ctx, h.rdb).Err(); lerr != nil {
 				return nil, fmt.Errorf("loading the apply script: %w", lerr)
 			}
-			return h.Apply(ctx, topic, partition, last, shards)
+			return h.Apply(ctx, topic, partition, last, epoch, shards)
 		}
 		return nil, fmt.Errorf("applying batch of %s up to %d: %w", field, last, err)
 	}
-	var conflict bool
+	var conflict, lost bool
 	for i, cmd := range cmds {
 		res, err := cmd.Slice()
 		if err != nil {
@@ -144,7 +228,11 @@ func (h *Hot) Apply(ctx context.Context, topic string, partition int, last int64
 		if len(res) != 2 {
 			return nil, fmt.Errorf("applying shard %d of %s: unexpected reply %v", shards[i].Shard, field, res)
 		}
-		if ok, _ := res[0].(int64); ok == 1 {
+		switch code, _ := res[0].(int64); code {
+		case 1:
+			continue
+		case 2:
+			lost = true
 			continue
 		}
 		if current == nil {
@@ -160,6 +248,9 @@ func (h *Hot) Apply(ctx context.Context, topic string, partition int, last int64
 		}
 		current[shards[i].Shard] = v
 		conflict = true
+	}
+	if lost {
+		return nil, ErrHotLost
 	}
 	if conflict {
 		return current, ErrConflict

@@ -91,10 +91,15 @@ func (t *Tier) loaded(ctx context.Context, users []string) ([]bool, error) {
 	return out, nil
 }
 
+// Epoch returns the hot tier's current epoch, "" when it has lost its state
+// and is not recovered yet (see Hot.Recover).
+func (t *Tier) Epoch(ctx context.Context) (string, error) { return t.hot.currentEpoch(ctx) }
+
 // EnsureLoaded starts the session of every user not hot: it loads the
 // user's state and recent history from the cold tier, once, however many
-// goroutines and processes ask at the same time.
-func (t *Tier) EnsureLoaded(ctx context.Context, users []string) error {
+// goroutines and processes ask at the same time. Sessions are tagged with
+// epoch, the hot tier's epoch the caller works in.
+func (t *Tier) EnsureLoaded(ctx context.Context, users []string, epoch string) error {
 	ok, err := t.loaded(ctx, users)
 	if err != nil {
 		return err
@@ -118,7 +123,7 @@ func (t *Tier) EnsureLoaded(ctx context.Context, users []string) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := t.load(ctx, u); err != nil {
+			if err := t.load(ctx, u, epoch); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -129,7 +134,7 @@ func (t *Tier) EnsureLoaded(ctx context.Context, users []string) error {
 	return errors.Join(errs...)
 }
 
-func (t *Tier) load(ctx context.Context, user string) error {
+func (t *Tier) load(ctx context.Context, user, epoch string) error {
 	k := t.hot.keys
 	lock := k.userKey(user, "k")
 	deadline := time.Now().Add(t.cfg.LoadWait)
@@ -140,7 +145,7 @@ func (t *Tier) load(ctx context.Context, user string) error {
 			return fmt.Errorf("locking session of %s: %w", user, err)
 		}
 		if got {
-			return t.install(ctx, user, token)
+			return t.install(ctx, user, token, epoch)
 		}
 		// Someone else is loading: wait for them.
 		ok, err := t.loaded(ctx, []string{user})
@@ -161,7 +166,7 @@ func (t *Tier) load(ctx context.Context, user string) error {
 	}
 }
 
-func (t *Tier) install(ctx context.Context, user, token string) error {
+func (t *Tier) install(ctx context.Context, user, token, epoch string) error {
 	k := t.hot.keys
 	release := func() { t.hot.rdb.Del(context.WithoutCancel(ctx), k.userKey(user, "k")) }
 	st, err := t.cold.ReadUserState(ctx, user)
@@ -174,7 +179,7 @@ func (t *Tier) install(ctx context.Context, user, token string) error {
 		release()
 		return err
 	}
-	args := []any{token, st.Version, nowMs(), len(hist)}
+	args := []any{token, st.Version, nowMs(), epoch, len(hist)}
 	for _, e := range hist {
 		args = append(args, encodeEvent(e))
 	}
@@ -199,9 +204,9 @@ func (t *Tier) install(ctx context.Context, user, token string) error {
 
 // ApplyUserEvents applies each user's events above the user's watermark
 // for topic/partition, atomically per user, and records the activity. It
-// returns the users whose session was not loaded (evicted meanwhile); load
-// them and apply again.
-func (t *Tier) ApplyUserEvents(ctx context.Context, topic string, partition int, byUser map[string][]UserEvent) ([]string, error) {
+// returns the users whose session was not loaded (evicted meanwhile, or
+// loaded in another epoch and now dropped); load them and apply again.
+func (t *Tier) ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]UserEvent) ([]string, error) {
 	k := t.hot.keys
 	field := "w:" + watermarkField(topic, partition)
 	now := nowMs()
@@ -210,8 +215,8 @@ func (t *Tier) ApplyUserEvents(ctx context.Context, topic string, partition int,
 	users := make([]string, 0, len(byUser))
 	cmds := make([]*redis.Cmd, 0, len(byUser))
 	for u, evs := range byUser {
-		args := make([]any, 3, 3+3*len(evs))
-		args[0], args[1], args[2] = field, capArg, now
+		args := make([]any, 4, 4+3*len(evs))
+		args[0], args[1], args[2], args[3] = field, capArg, now, epoch
 		for _, e := range evs {
 			args = append(args, e.Offset, encodeEvent(e.Event), userArmField(e.Event, int(e.Event.Type)-1))
 		}
@@ -228,13 +233,19 @@ func (t *Tier) ApplyUserEvents(ctx context.Context, topic string, partition int,
 			}
 			// Every user's script checks its watermark: running all again
 			// applies nothing twice.
-			return t.ApplyUserEvents(ctx, topic, partition, byUser)
+			return t.ApplyUserEvents(ctx, topic, partition, epoch, byUser)
 		}
 		return nil, fmt.Errorf("applying user events: %w", err)
 	}
 	var notLoaded []string
 	for i, c := range cmds {
-		if n, _ := c.Int64(); n < 0 {
+		n, _ := c.Int64()
+		if n == -2 {
+			if err := dropStaleScript.Run(ctx, t.hot.rdb, k.userKeys(users[i]), epoch).Err(); err != nil {
+				return nil, fmt.Errorf("dropping a stale session of %s: %w", users[i], err)
+			}
+		}
+		if n < 0 {
 			notLoaded = append(notLoaded, users[i])
 		}
 	}
@@ -245,8 +256,15 @@ func (t *Tier) ApplyUserEvents(ctx context.Context, topic string, partition int,
 // nothing changed meanwhile. An event that lands during the flush keeps the
 // user hot; it is flushed by a later offload. It reports whether the user
 // was evicted.
-func (t *Tier) Offload(ctx context.Context, user string) (bool, error) {
+//
+// epoch is the hot tier's current epoch: a session of another epoch is
+// dropped without a flush (it is replayed), and nothing is written to the
+// cold tier if the epoch changes during the offload.
+func (t *Tier) Offload(ctx context.Context, user, epoch string) (bool, error) {
 	k := t.hot.keys
+	if epoch == "" {
+		return false, errors.New("store: no offload while the hot tier is not recovered")
+	}
 	res, err := snapshotScript.Run(ctx, t.hot.rdb, []string{k.userKey(user, "m"), k.userKey(user, "p"), k.userKey(user, "s")}).StringSlice()
 	if err != nil {
 		return false, fmt.Errorf("reading hot state of %s: %w", user, err)
@@ -259,6 +277,16 @@ func (t *Tier) Offload(ctx context.Context, user string) (bool, error) {
 	snap, err := parseSnapshot(user, res[1:])
 	if err != nil {
 		return false, err
+	}
+	if snap.epoch != epoch {
+		err := dropStaleScript.Run(ctx, t.hot.rdb, k.userKeys(user), epoch).Err()
+		return err == nil, err
+	}
+	// A session snapshotted after a loss carries the old epoch while the
+	// hot tier has none: checking after the snapshot keeps it out of the
+	// cold tier.
+	if now, err := t.hot.currentEpoch(ctx); err != nil || now != epoch {
+		return false, errors.Join(err, errors.New("store: hot tier epoch changed during an offload"))
 	}
 	if t.cfg.FaultColdLatency > 0 {
 		time.Sleep(t.cfg.FaultColdLatency)
@@ -284,6 +312,7 @@ func (t *Tier) Offload(ctx context.Context, user string) (bool, error) {
 }
 
 type snapshot struct {
+	epoch      string
 	sid        string
 	version    string
 	seen       string
@@ -324,6 +353,8 @@ func parseSnapshot(user string, res []string) (snapshot, error) {
 			s.seen = v
 		case f == "sid":
 			s.sid = v
+		case f == "ep":
+			s.epoch = v
 		case f == "pe":
 			s.pendingEnd = v
 		case strings.HasPrefix(f, "w:"):
@@ -357,6 +388,14 @@ func parseSnapshot(user string, res []string) (snapshot, error) {
 // each activity shard. Any number of sweepers may run: offloads of the same
 // user by two of them write the same cold state and evict once.
 func (t *Tier) Sweep(ctx context.Context, limit int) (offloaded int, err error) {
+	epoch, err := t.hot.currentEpoch(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if epoch == "" {
+		// Lost and not recovered yet: ingest recovers it; sweep after.
+		return 0, nil
+	}
 	cutoff := nowMs() - t.cfg.IdleTimeout.Milliseconds()
 	var errs []error
 	for n := 0; n < ActivityShards; n++ {
@@ -369,7 +408,7 @@ func (t *Tier) Sweep(ctx context.Context, limit int) (offloaded int, err error) 
 			continue
 		}
 		for _, u := range users {
-			evicted, err := t.Offload(ctx, u)
+			evicted, err := t.Offload(ctx, u, epoch)
 			if err != nil {
 				errs = append(errs, err)
 				continue

@@ -18,10 +18,11 @@ import (
 )
 
 type env struct {
-	rdb  *redis.Client
-	hot  *store.Hot
-	cold *store.Cold
-	tier *store.Tier
+	epoch string
+	rdb   *redis.Client
+	hot   *store.Hot
+	cold  *store.Cold
+	tier  *store.Tier
 }
 
 func newEnv(t *testing.T, cfg store.TierConfig) *env {
@@ -50,7 +51,11 @@ func newEnv(t *testing.T, cfg store.TierConfig) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{rdb: rdb, hot: hot, cold: cold, tier: tier}
+	epoch, err := hot.Recover(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{epoch: epoch, rdb: rdb, hot: hot, cold: cold, tier: tier}
 }
 
 func event(user string, i int, typ schemas.EventType) store.UserEvent {
@@ -70,10 +75,10 @@ func (e *env) apply(t *testing.T, ctx context.Context, partition int, evs ...sto
 		}
 		byUser[ev.Event.UserID] = append(byUser[ev.Event.UserID], ev)
 	}
-	if err := e.tier.EnsureLoaded(ctx, users); err != nil {
+	if err := e.tier.EnsureLoaded(ctx, users, e.epoch); err != nil {
 		t.Fatal(err)
 	}
-	notLoaded, err := e.tier.ApplyUserEvents(ctx, "interactions", partition, byUser)
+	notLoaded, err := e.tier.ApplyUserEvents(ctx, "interactions", partition, e.epoch, byUser)
 	if err != nil || len(notLoaded) > 0 {
 		t.Fatalf("apply: %v, not loaded %v", err, notLoaded)
 	}
@@ -151,7 +156,7 @@ func TestConcurrentSessionLoadOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs <- e.tier.EnsureLoaded(ctx, []string{user})
+			errs <- e.tier.EnsureLoaded(ctx, []string{user}, e.epoch)
 		}()
 	}
 	wg.Wait()
@@ -168,7 +173,7 @@ func TestConcurrentSessionLoadOnce(t *testing.T) {
 	// The restored watermark holds: offset 41 is old, 42 is new.
 	byUser := map[string][]store.UserEvent{user: {event(user, 41, schemas.Click), event(user, 42, schemas.Click)}}
 	byUser[user][0].Event.ItemID, byUser[user][1].Event.ItemID = "sku-1", "sku-1"
-	if _, err := e.tier.ApplyUserEvents(ctx, "interactions", 3, byUser); err != nil {
+	if _, err := e.tier.ApplyUserEvents(ctx, "interactions", 3, e.epoch, byUser); err != nil {
 		t.Fatal(err)
 	}
 	counts, _ = e.tier.UserArmCounts(ctx, user)
@@ -188,7 +193,7 @@ func TestOffloadRaceKeepsLateEvent(t *testing.T) {
 
 	done := make(chan bool)
 	go func() {
-		evicted, err := e.tier.Offload(ctx, user)
+		evicted, err := e.tier.Offload(ctx, user, e.epoch)
 		if err != nil {
 			t.Error(err)
 		}
@@ -204,12 +209,54 @@ func TestOffloadRaceKeepsLateEvent(t *testing.T) {
 		t.Fatalf("hot history has %d events, want 3", len(hist))
 	}
 	time.Sleep(5 * time.Millisecond)
-	if evicted, err := e.tier.Offload(ctx, user); err != nil || !evicted {
+	if evicted, err := e.tier.Offload(ctx, user, e.epoch); err != nil || !evicted {
 		t.Fatalf("second offload: evicted %v, %v", evicted, err)
 	}
 	rows, _ := e.cold.RecentHistory(ctx, user, 10)
 	st, _ := e.cold.ReadUserState(ctx, user)
 	if len(rows) != 3 || st.Version != 2 || st.ArmCounts["home\x1fsku-2"][4] != 1 {
 		t.Fatalf("cold after second offload: %d rows, state %+v", len(rows), st)
+	}
+}
+
+// A session loaded in an old epoch (after the hot tier lost its state and
+// before anyone noticed) is refused in the new epoch, dropped without a
+// flush, and loaded again from the cold tier.
+func TestStaleEpochSessionIsReloaded(t *testing.T) {
+	e := newEnv(t, store.TierConfig{IdleTimeout: time.Millisecond})
+	ctx := context.Background()
+	const user = "u-stale"
+	e.apply(t, ctx, 0, event(user, 0, schemas.Click))
+	if evicted, err := e.tier.Offload(ctx, user, e.epoch); err != nil || !evicted {
+		t.Fatalf("offload: %v %v", evicted, err)
+	}
+	old := e.epoch
+	// The hot tier loses the user's session and the epoch; a writer that has
+	// not noticed loads the session in the old epoch and applies offset 5.
+	for s := 0; s < e.hot.Keys().Shards; s++ {
+		e.rdb.HDel(ctx, e.hot.Keys().WatermarkKey(s), "epoch")
+	}
+	e.apply(t, ctx, 0, event(user, 5, schemas.Click))
+	newEpoch, err := e.hot.Recover(ctx, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if newEpoch == old {
+		t.Fatal("Recover after a loss kept the old epoch")
+	}
+	// The stale session is not flushed to the cold tier.
+	if evicted, err := e.tier.Offload(ctx, user, newEpoch); err != nil || !evicted {
+		t.Fatalf("offload of a stale session: %v %v", evicted, err)
+	}
+	st, err := e.cold.ReadUserState(ctx, user)
+	if err != nil || st.Watermarks["interactions/0"] != 0 {
+		t.Fatalf("cold state after dropping the stale session: %+v %v (watermark must stay 0)", st, err)
+	}
+	// In the new epoch, the replay of offset 5 counts again, once.
+	e.epoch = newEpoch
+	e.apply(t, ctx, 0, event(user, 0, schemas.Click), event(user, 5, schemas.Click))
+	counts, _ := e.tier.UserArmCounts(ctx, user)
+	if got := counts["home\x1fsku-0"][1] + counts["home\x1fsku-2"][1]; got != 2 {
+		t.Fatalf("clicks after replay: %v (want offsets 0 and 5 once each)", counts)
 	}
 }

@@ -15,7 +15,8 @@ import (
 
 // A hot user's keys share the hash tag {<user>}:
 //
-//	<prefix>:u:{<user>}:m   hash: l = 1 once loaded, sid = session id, v =
+//	<prefix>:u:{<user>}:m   hash: l = 1 once loaded, ep = the hot tier's
+//	                        epoch at load, sid = session id, v =
 //	                        version, seen = last activity (ms), ps/pe = the
 //	                        sequence numbers of the first and next pending
 //	                        event, w:<topic>/<partition> = watermarks
@@ -84,15 +85,20 @@ func userArmField(e HistoryEvent, typeIndex int) string {
 
 // applyUserScript applies a user's events above the user's watermark for
 // the partition. It refuses a user who is not loaded (returns -1): the
-// caller loads the session and tries again.
+// caller loads the session and tries again; and a session loaded in another
+// epoch of the hot tier (returns -2): one created after the hot tier lost
+// its state and before the loss was noticed, whose watermarks would skip
+// the replay.
 //
-// KEYS: m, h, p, s. ARGV: watermark field, history cap, now (ms), then per
-// event: offset, encoded event, user-arm field.
+// KEYS: m, h, p, s. ARGV: watermark field, history cap, now (ms), epoch,
+// then per event: offset, encoded event, user-arm field.
 var applyUserScript = redis.NewScript(`
-if redis.call('HGET', KEYS[1], 'l') ~= '1' then return -1 end
+local m = redis.call('HMGET', KEYS[1], 'l', 'ep')
+if m[1] ~= '1' then return -1 end
+if m[2] ~= ARGV[4] then return -2 end
 local wm = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
 local last, applied = wm, 0
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   local off = tonumber(ARGV[i])
   if off > wm then
     redis.call('LPUSH', KEYS[2], ARGV[i + 1])
@@ -115,15 +121,16 @@ return applied
 // installScript installs a session loaded from the cold tier, unless one
 // is installed already, and releases the load lock if it is ours.
 //
-// KEYS: m, h, s, lock. ARGV: lock token, version, now, then the number of
-// history entries n, n entries (newest first), the number of watermark
-// pairs w, w field/value pairs, then field/count pairs of user-arm counts.
+// KEYS: m, h, s, lock. ARGV: lock token, version, now, epoch, then the
+// number of history entries n, n entries (newest first), the number of
+// watermark pairs w, w field/value pairs, then field/count pairs of
+// user-arm counts.
 var installScript = redis.NewScript(`
 local installed = 0
 if redis.call('HGET', KEYS[1], 'l') ~= '1' then
   redis.call('DEL', KEYS[2], KEYS[3])
-  redis.call('HSET', KEYS[1], 'l', '1', 'sid', ARGV[1], 'v', ARGV[2], 'seen', ARGV[3], 'ps', '0', 'pe', '0')
-  local i = 4
+  redis.call('HSET', KEYS[1], 'l', '1', 'ep', ARGV[4], 'sid', ARGV[1], 'v', ARGV[2], 'seen', ARGV[3], 'ps', '0', 'pe', '0')
+  local i = 5
   local n = tonumber(ARGV[i]); i = i + 1
   for j = 1, n do redis.call('RPUSH', KEYS[2], ARGV[i]); i = i + 1 end
   local w = tonumber(ARGV[i]); i = i + 1
@@ -135,7 +142,8 @@ if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
 return installed
 `)
 
-// snapshotScript reads everything an offload needs, atomically.
+// snapshotScript reads everything an offload needs, atomically (the meta
+// hash includes the session's epoch).
 // KEYS: m, p, s. Returns {loaded, version, seen, meta..., '|', pending...,
 // '|', stats...}.
 var snapshotScript = redis.NewScript(`
@@ -167,6 +175,18 @@ local k = tonumber(ARGV[4]) - tonumber(m[4] or '0')
 if k > 0 then
   redis.call('LTRIM', KEYS[3], k, -1)
   redis.call('HINCRBY', KEYS[1], 'ps', k)
+end
+return 0
+`)
+
+// dropStaleScript deletes a session loaded in an epoch other than the
+// current one, without flushing it: everything in it is replayed.
+// KEYS: m, h, p, s. ARGV: the current epoch.
+var dropStaleScript = redis.NewScript(`
+local ep = redis.call('HGET', KEYS[1], 'ep')
+if ep and ep ~= ARGV[1] then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+  return 1
 end
 return 0
 `)
