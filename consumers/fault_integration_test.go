@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
 	"github.com/banditstream/banditstream/deploy/local/stacktest"
 )
 
@@ -50,18 +48,7 @@ func TestFaultColdTierOutage(t *testing.T) {
 	defer w.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	send := func(gen *eventGen, n int) {
-		msgs := make([]kafka.Message, 0, n)
-		for i := 0; i < n; i++ {
-			ev := gen.next()
-			want.add(ev)
-			wantUsers.add(ev)
-			msgs = append(msgs, encode(t, ev, i))
-		}
-		if err := w.WriteMessages(ctx, msgs...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	send := func(gen *eventGen, n int) { feed(ctx, t, w, gen, want, wantUsers, n) }
 	before := newEventGen(4, 100, 50)
 	send(before, 2000)
 	stacktest.WaitForLag(t, e.brokers, e.group, e.topic, time.Minute)
@@ -119,18 +106,7 @@ func TestFaultHotTierLoss(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	gen := newEventGen(6, 300, 200)
-	send := func(n int) {
-		msgs := make([]kafka.Message, 0, n)
-		for i := 0; i < n; i++ {
-			ev := gen.next()
-			want.add(ev)
-			wantUsers.add(ev)
-			msgs = append(msgs, encode(t, ev, i))
-		}
-		if err := w.WriteMessages(ctx, msgs...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	send := func(n int) { feed(ctx, t, w, gen, want, wantUsers, n) }
 	for i := 0; i < 10; i++ {
 		send(2000)
 		time.Sleep(300 * time.Millisecond)

@@ -101,6 +101,21 @@ func encode(t testing.TB, ev *schemas.Interaction, i int) kafka.Message {
 	return msg
 }
 
+// feed produces n events from gen, recording them in the oracles.
+func feed(ctx context.Context, t *testing.T, w *kafka.Writer, gen *eventGen, want oracle, users userOracle, n int) {
+	t.Helper()
+	msgs := make([]kafka.Message, 0, n)
+	for i := 0; i < n; i++ {
+		ev := gen.next()
+		want.add(ev)
+		users.add(ev)
+		msgs = append(msgs, encode(t, ev, i))
+	}
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatalf("producing: %.300v", err)
+	}
+}
+
 func newWriter(brokers []string, topic string) *kafka.Writer {
 	return &kafka.Writer{
 		Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll,

@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
 	"github.com/banditstream/banditstream/deploy/local/stacktest"
 )
 
@@ -29,16 +27,7 @@ func TestIngestWithOffloadsUnderColdLatency(t *testing.T) {
 	tier := e.tier(t)
 	offloadsSeen := 0
 	for burst := 0; burst < 16; burst++ {
-		msgs := make([]kafka.Message, 0, 100)
-		for i := 0; i < 100; i++ {
-			ev := gen.next()
-			want.add(ev)
-			wantUsers.add(ev)
-			msgs = append(msgs, encode(t, ev, i))
-		}
-		if err := w.WriteMessages(ctx, msgs...); err != nil {
-			t.Fatal(err)
-		}
+		feed(ctx, t, w, gen, want, wantUsers, 100)
 		time.Sleep(time.Duration(250+burst*15) * time.Millisecond)
 		for u := range wantUsers {
 			if _, err := tier.ColdState(ctx, u); err == nil {
@@ -69,18 +58,7 @@ func TestIngestHotStateWipedBetweenBatches(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	gen := newEventGen(7, 200, 100)
-	send := func(n int) {
-		msgs := make([]kafka.Message, 0, n)
-		for i := 0; i < n; i++ {
-			ev := gen.next()
-			want.add(ev)
-			wantUsers.add(ev)
-			msgs = append(msgs, encode(t, ev, i))
-		}
-		if err := w.WriteMessages(ctx, msgs...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	send := func(n int) { feed(ctx, t, w, gen, want, wantUsers, n) }
 	send(5000)
 	stacktest.WaitForLag(t, e.brokers, e.group, e.topic, time.Minute)
 

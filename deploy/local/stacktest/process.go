@@ -216,3 +216,13 @@ func WaitForLag(t testing.TB, brokers []string, group, topic string, timeout tim
 		}
 	}
 }
+
+// Pid is the process id of the current run.
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}

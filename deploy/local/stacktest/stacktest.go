@@ -87,24 +87,7 @@ func UniqueName(prefix string) string {
 func CreateTopic(t testing.TB, brokers []string, prefix string, partitions int) string {
 	t.Helper()
 	name := UniqueName(prefix)
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 30 * time.Second}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: name, NumPartitions: partitions, ReplicationFactor: 1,
-	}}})
-	if err == nil {
-		err = resp.Errors[name]
-	}
-	if err != nil {
-		t.Fatalf("creating topic %s: %v", name, err)
-	}
-	waitForLeaders(ctx, t, client, name, partitions)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_, _ = client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{name}})
-	})
+	CreateTopicNamed(t, brokers, name, partitions)
 	return name
 }
 

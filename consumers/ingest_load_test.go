@@ -1,0 +1,158 @@
+package consumers_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/banditstream/banditstream/deploy/local/stacktest"
+	"github.com/banditstream/banditstream/schemas"
+)
+
+// TestLoadIngestEndToEnd measures ingest on the real local stack: a
+// backlog of BANDITSTREAM_LOAD_EVENTS events (~150 bytes, 6 partitions) is
+// produced, then one bandit-ingest process consumes it into Redis (and
+// Cassandra for session loads) while lag, CPU of each process and Redis
+// commands are sampled every second. It is a measurement, not a test: it
+// runs only when asked (make bench-ingest) and asserts only that every
+// event was consumed.
+func TestLoadIngestEndToEnd(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("BANDITSTREAM_LOAD_EVENTS"))
+	if n <= 0 {
+		t.Skip("set BANDITSTREAM_LOAD_EVENTS (make bench-ingest)")
+	}
+	e := newIngestEnv(t, 6)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+
+	// Produce the backlog.
+	gen := newEventGen(11, 10_000, 50_000)
+	w := newWriter(e.brokers, e.topic)
+	w.Compression = kafka.Lz4
+	defer w.Close()
+	start := time.Now()
+	size := 0
+	const chunk = 20_000
+	for sent := 0; sent < n; sent += chunk {
+		msgs := make([]kafka.Message, 0, chunk)
+		for i := sent; i < min(sent+chunk, n); i++ {
+			ev := gen.next()
+			ev.SessionId = "s-" + ev.GetUserId()
+			ev.Attributes = map[string]string{"category": "c-" + strconv.Itoa(i%97), "brand": "b-" + strconv.Itoa(i%31),
+				"price_band": "p-" + strconv.Itoa(i%7), "color": "col-" + strconv.Itoa(i%13)}
+			b, err := schemas.Protobuf.AppendInteraction(nil, ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			size += len(b)
+			msgs = append(msgs, kafka.Message{Key: []byte(ev.GetUserId()), Value: b})
+		}
+		if err := w.WriteMessages(ctx, msgs...); err != nil {
+			t.Fatalf("producing: %.300v", err)
+		}
+	}
+	produce := time.Since(start)
+
+	// Consume it.
+	bin := stacktest.BuildBinary(t, "./cmd/bandit-ingest")
+	p := stacktest.StartProcess(t, bin, nil, append(e.args(e.group), "-mode", "ingest")...)
+	pids := map[string]int{"bandit-ingest": p.Pid(), "kafka": stackPid(t, "kafka"), "redis": stackPid(t, "redis"), "cassandra": stackPid(t, "cassandra")}
+	cpu0 := map[string]float64{}
+	for name, pid := range pids {
+		cpu0[name] = cpuSeconds(pid)
+	}
+	cmds0 := redisCommands(ctx, t, e)
+	start = time.Now()
+	var rows []string
+	var firstCommit time.Time
+	var lagAtFirst int64
+	for {
+		lag, err := stacktest.Lag(ctx, e.brokers, e.group, e.topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if firstCommit.IsZero() && lag < int64(n) {
+			firstCommit, lagAtFirst = time.Now(), lag
+		}
+		rows = append(rows, fmt.Sprintf("| %5.1f | %9d |", time.Since(start).Seconds(), lag))
+		if lag == 0 {
+			break
+		}
+		if time.Since(start) > 25*time.Minute {
+			t.Fatalf("lag %d after 25 minutes", lag)
+		}
+		time.Sleep(time.Second)
+	}
+	elapsed := time.Since(start)
+	cmds := redisCommands(ctx, t, e) - cmds0
+
+	var report strings.Builder
+	fmt.Fprintf(&report, "# Ingest load run\n\n%d events, %.0f bytes each on average, 6 partitions, one bandit-ingest process, %d users, %d items; %s, %d CPUs\n\n",
+		n, float64(size)/float64(n), gen.users, gen.items, runtime.GOOS+"/"+runtime.GOARCH, runtime.NumCPU())
+	fmt.Fprintf(&report, "| measure | value |\n|---|---|\n")
+	fmt.Fprintf(&report, "| produce (lz4, acks=all, one producer) | %.0f events/s |\n", float64(n)/produce.Seconds())
+	fmt.Fprintf(&report, "| ingest, start to lag 0 (group join, 10k session loads included) | %.0f events/s (%.1f s) |\n", float64(n)/elapsed.Seconds(), elapsed.Seconds())
+	if steady := time.Since(firstCommit); !firstCommit.IsZero() && steady > 0 && lagAtFirst > 0 {
+		fmt.Fprintf(&report, "| ingest, first commit to lag 0 | %.0f events/s (%d events in %.1f s) |\n", float64(lagAtFirst)/steady.Seconds(), lagAtFirst, steady.Seconds())
+	}
+	fmt.Fprintf(&report, "| Redis commands | %.0f /s |\n", float64(cmds)/elapsed.Seconds())
+	for _, name := range []string{"bandit-ingest", "kafka", "redis", "cassandra"} {
+		used := cpuSeconds(pids[name]) - cpu0[name]
+		fmt.Fprintf(&report, "| CPU %s | %.2f cores |\n", name, used/elapsed.Seconds())
+	}
+	fmt.Fprintf(&report, "\nLag over time:\n\n| s | lag |\n|---|---|\n%s\n", strings.Join(rows, "\n"))
+	t.Log("\n" + report.String())
+	if out := os.Getenv("BANDITSTREAM_LOAD_REPORT"); out != "" {
+		if err := os.WriteFile(out, []byte(report.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func stackPid(t *testing.T, service string) int {
+	_, file, _, _ := runtime.Caller(0)
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", ".local", service, "server.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// cpuSeconds is the user+system CPU time of a process so far.
+func cpuSeconds(pid int) float64 {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100 // USER_HZ
+}
+
+func redisCommands(ctx context.Context, t *testing.T, e *ingestEnv) int64 {
+	info, err := e.rdb.Info(ctx, "stats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_commands_processed:"); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
+}
