@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,13 +92,16 @@ func TestFaultColdTierOutage(t *testing.T) {
 // flow, and started again: ingest notices the loss, starts a new epoch and
 // replays from the earliest offset, and the watermarks that survived (the
 // users' in the cold tier) make the replay count only what was lost.
+//
+// With snapshots every second, the recovery restores the latest snapshot
+// and replays from its offsets rather than from the earliest record.
 func TestFaultHotTierLoss(t *testing.T) {
 	needFaults(t)
 	e := newIngestEnv(t, 3)
 	bin := stacktest.BuildBinary(t, "./cmd/bandit-ingest")
-	args := append(e.args(e.group), "-idle-timeout", "2s", "-sweep-interval", "300ms")
-	stacktest.StartProcess(t, bin, nil, args...)
-	stacktest.StartProcess(t, bin, nil, args...)
+	args := append(e.args(e.group), "-idle-timeout", "2s", "-sweep-interval", "300ms", "-snapshot-interval", "1s", "-log-level", "info")
+	p1 := stacktest.StartProcess(t, bin, nil, args...)
+	p2 := stacktest.StartProcess(t, bin, nil, args...)
 	t.Cleanup(func() { stack(t, "start", "redis") })
 
 	want, wantUsers := oracle{}, userOracle{}
@@ -113,6 +117,18 @@ func TestFaultHotTierLoss(t *testing.T) {
 	}
 	time.Sleep(3 * time.Second) // some users offloaded, some hot
 	send(2000)
+	// Wait for a snapshot that covers the partitions.
+	tier := e.tier(t)
+	for deadline := time.Now().Add(time.Minute); ; {
+		s, err := tier.LatestSnapshot(ctx)
+		if err == nil && len(s.ReplayFrom) == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no snapshot of the 3 partitions: %+v, %v", s, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	stack(t, "kill", "redis")
 	send(2000) // Kafka takes these while the hot tier is gone
 	time.Sleep(2 * time.Second)
@@ -124,4 +140,11 @@ func TestFaultHotTierLoss(t *testing.T) {
 	stacktest.WaitForLag(t, e.brokers, e.group, e.topic, 4*time.Minute)
 	e.checkCounts(t, want)
 	e.checkUsers(t, wantUsers)
+	logs := p1.Output() + p2.Output()
+	if !strings.Contains(logs, "restored arm snapshot") {
+		t.Fatal("the recovery did not restore a snapshot")
+	}
+	if strings.Contains(logs, `"replay_from":-1`) {
+		t.Error("a partition replayed from the earliest record although a snapshot covered it")
+	}
 }

@@ -22,7 +22,17 @@ type ArmStore interface {
 	Watermarks(ctx context.Context, topic string, partition int) ([]int64, string, error)
 	Apply(ctx context.Context, topic string, partition int, last int64, epoch string, shards []store.ShardBatch) (map[int]int64, error)
 	Recover(ctx context.Context, seen string) (string, error)
+	MarkPartitionApplied(ctx context.Context, topic string, partition int, last int64, epoch string) error
+	PartitionApplied(ctx context.Context, topic string, partition int, epoch string) (int64, bool, error)
 }
+
+// Recoverer recovers a hot tier that lost its state (store.Tier restores
+// the latest snapshot; store.Hot only starts a new epoch).
+type Recoverer interface {
+	Recover(ctx context.Context, seen string) (string, error)
+}
+
+var _ Recoverer = (*store.Tier)(nil)
 
 var _ ArmStore = (*store.Hot)(nil)
 
@@ -262,17 +272,30 @@ func (in *Ingest) startPartition(ctx context.Context, p *partitionState, offset 
 		return err
 	}
 	if epoch == "" || (p.epoch != "" && epoch != p.epoch) {
-		if epoch, err = in.arms.Recover(ctx, p.epoch); err != nil {
+		var rec Recoverer = in.arms
+		if r, ok := in.users.(Recoverer); ok {
+			rec = r
+		}
+		if epoch, err = rec.Recover(ctx, p.epoch); err != nil {
 			return err
 		}
 		if wms, _, err = in.arms.Watermarks(ctx, p.topic, p.partition); err != nil {
 			return err
 		}
-		if p.epoch != "" || *offset > 0 {
-			in.log.Warn("hot tier state lost; replaying the partition from the earliest record",
-				"partition", p.partition, "from", *offset)
+		// Replay from where the restored snapshot (if any) says.
+		applied, ok, err := in.arms.PartitionApplied(ctx, p.topic, p.partition, epoch)
+		if err != nil {
+			return err
 		}
-		*offset = -1
+		from := int64(-1)
+		if ok {
+			from = applied + 1
+		}
+		if p.epoch != "" || *offset > 0 {
+			in.log.Warn("hot tier state lost; replaying the partition", "partition", p.partition,
+				"was_at", *offset, "replay_from", from)
+		}
+		*offset = from
 	}
 	if *offset < 0 {
 		// No committed offset, or a replay: ingest never skips data, start
@@ -424,14 +447,14 @@ func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record
 	for attempt := 0; ; attempt++ {
 		shards := aggregate(good, p.watermarks)
 		if len(shards) == 0 {
-			return nil
+			return in.arms.MarkPartitionApplied(ctx, p.topic, p.partition, last, p.epoch)
 		}
 		current, err := in.arms.Apply(ctx, p.topic, p.partition, last, p.epoch, shards)
 		if err == nil {
 			for _, sb := range shards {
 				p.watermarks[sb.Shard] = last
 			}
-			return nil
+			return in.arms.MarkPartitionApplied(ctx, p.topic, p.partition, last, p.epoch)
 		}
 		if !errors.Is(err, store.ErrConflict) || attempt >= 3 {
 			return err

@@ -71,6 +71,23 @@ func migrations(ks, replication string) []string {
 			watermarks map<text, bigint>,
 			flushed_ms bigint
 		)`,
+		// Arm-count snapshots of the hot tier: a snapshot row is written
+		// last, once every shard's rows are in, so a listed snapshot is
+		// complete. replay_from says, per topic/partition, where a replay
+		// after restoring it must start.
+		`CREATE TABLE IF NOT EXISTS ` + ks + `.snapshots (
+			k int, id bigint, epoch text, shards int, taken_ms bigint,
+			replay_from map<text, bigint>,
+			PRIMARY KEY ((k), id)
+		) WITH CLUSTERING ORDER BY (id DESC)`,
+		`CREATE TABLE IF NOT EXISTS ` + ks + `.arm_snapshot (
+			id bigint, shard int, arm text, counts list<bigint>,
+			PRIMARY KEY ((id, shard), arm)
+		)`,
+		`CREATE TABLE IF NOT EXISTS ` + ks + `.arm_snapshot_shard (
+			id bigint, shard int, watermarks map<text, bigint>,
+			PRIMARY KEY ((id), shard)
+		)`,
 	}
 }
 
@@ -192,6 +209,101 @@ func (c *Cold) ReadUserState(ctx context.Context, user string) (UserState, error
 		return UserState{}, fmt.Errorf("reading state of %s: %w", user, err)
 	}
 	return st, nil
+}
+
+// Snapshot describes a complete arm-count snapshot.
+type Snapshot struct {
+	ID         int64            `db:"id"`
+	Epoch      string           `db:"epoch"`
+	Shards     int              `db:"shards"`
+	TakenMs    int64            `db:"taken_ms"`
+	ReplayFrom map[string]int64 `db:"replay_from"`
+}
+
+// ShardSnapshot is one shard of a snapshot: its watermarks and its arms'
+// counts ("context\x1fitem" → five counts and the last event time).
+type ShardSnapshot struct {
+	Shard      int
+	Watermarks map[string]int64
+	Arms       map[string][]int64
+}
+
+// WriteShardSnapshot writes one shard of snapshot id. All of a shard's
+// rows share a partition, so they go in unlogged batches of 100.
+func (c *Cold) WriteShardSnapshot(ctx context.Context, id int64, sh ShardSnapshot) error {
+	stmt := `INSERT INTO ` + c.cfg.Keyspace + `.arm_snapshot (id, shard, arm, counts) VALUES (?, ?, ?, ?)`
+	batch := c.session.Batch(gocql.UnloggedBatch).WithContext(ctx)
+	flush := func() error {
+		if batch.Size() == 0 {
+			return nil
+		}
+		err := c.session.ExecuteBatch(batch)
+		batch = c.session.Batch(gocql.UnloggedBatch).WithContext(ctx)
+		return err
+	}
+	for arm, counts := range sh.Arms {
+		batch.Query(stmt, id, sh.Shard, arm, counts)
+		if batch.Size() >= 100 {
+			if err := flush(); err != nil {
+				return fmt.Errorf("writing snapshot %d shard %d: %w", id, sh.Shard, err)
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return fmt.Errorf("writing snapshot %d shard %d: %w", id, sh.Shard, err)
+	}
+	err := c.session.ContextQuery(ctx, `INSERT INTO `+c.cfg.Keyspace+`.arm_snapshot_shard (id, shard, watermarks) VALUES (?, ?, ?)`, nil).
+		Idempotent(true).Bind(id, sh.Shard, sh.Watermarks).ExecRelease()
+	if err != nil {
+		return fmt.Errorf("writing snapshot %d shard %d: %w", id, sh.Shard, err)
+	}
+	return nil
+}
+
+// CompleteSnapshot lists snapshot s, whose shards are all written.
+func (c *Cold) CompleteSnapshot(ctx context.Context, s Snapshot) error {
+	err := c.session.ContextQuery(ctx, `INSERT INTO `+c.cfg.Keyspace+`.snapshots (k, id, epoch, shards, taken_ms, replay_from) VALUES (0, ?, ?, ?, ?, ?)`, nil).
+		Idempotent(true).Bind(s.ID, s.Epoch, s.Shards, s.TakenMs, s.ReplayFrom).ExecRelease()
+	if err != nil {
+		return fmt.Errorf("completing snapshot %d: %w", s.ID, err)
+	}
+	return nil
+}
+
+// LatestSnapshot returns the newest complete snapshot, or ErrNotFound.
+func (c *Cold) LatestSnapshot(ctx context.Context) (Snapshot, error) {
+	var s Snapshot
+	err := c.session.ContextQuery(ctx, `SELECT id, epoch, shards, taken_ms, replay_from FROM `+c.cfg.Keyspace+`.snapshots WHERE k = 0 LIMIT 1`, nil).
+		Idempotent(true).GetRelease(&s)
+	if errors.Is(err, gocql.ErrNotFound) {
+		return Snapshot{}, ErrNotFound
+	}
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("reading the latest snapshot: %w", err)
+	}
+	return s, nil
+}
+
+// ReadShardSnapshot reads one shard of snapshot id.
+func (c *Cold) ReadShardSnapshot(ctx context.Context, id int64, shard int) (ShardSnapshot, error) {
+	sh := ShardSnapshot{Shard: shard, Arms: map[string][]int64{}}
+	err := c.session.ContextQuery(ctx, `SELECT watermarks FROM `+c.cfg.Keyspace+`.arm_snapshot_shard WHERE id = ? AND shard = ?`, nil).
+		Idempotent(true).Bind(id, shard).GetRelease(&sh.Watermarks)
+	if err != nil {
+		return sh, fmt.Errorf("reading snapshot %d shard %d: %w", id, shard, err)
+	}
+	iter := c.session.ContextQuery(ctx, `SELECT arm, counts FROM `+c.cfg.Keyspace+`.arm_snapshot WHERE id = ? AND shard = ?`, nil).
+		Idempotent(true).Bind(id, shard).Iter()
+	var arm string
+	var counts []int64
+	for iter.Scan(&arm, &counts) {
+		sh.Arms[arm] = counts
+		counts = nil
+	}
+	if err := iter.Close(); err != nil {
+		return sh, fmt.Errorf("reading snapshot %d shard %d: %w", id, shard, err)
+	}
+	return sh, nil
 }
 
 // ErrNotFound means the cold tier holds nothing for the key.

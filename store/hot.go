@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -86,10 +87,17 @@ var ErrHotLost = errors.New("store: hot tier state lost")
 // find the loss at the same time, and returns it. A writer that finds an
 // epoch other than seen, and complete, has found someone else's recovery.
 func (h *Hot) Recover(ctx context.Context, seen string) (string, error) {
+	return h.recoverWith(ctx, seen, nil)
+}
+
+// recoverWith is Recover with restore, run under the lock before the new
+// epoch is set on the shards (restore may set it on shards it restores).
+func (h *Hot) recoverWith(ctx context.Context, seen string, restore func(epoch string) error) (string, error) {
 	lock := h.keys.Prefix + ":recover-lock"
 	for {
 		token := newToken()
-		got, err := h.rdb.SetNX(ctx, lock, token, 30*time.Second).Result()
+		// Long enough for a restore of a large snapshot.
+		got, err := h.rdb.SetNX(ctx, lock, token, 10*time.Minute).Result()
 		if err != nil {
 			return "", fmt.Errorf("locking recovery: %w", err)
 		}
@@ -104,6 +112,11 @@ func (h *Hot) Recover(ctx context.Context, seen string) (string, error) {
 		epoch, err := h.currentEpoch(ctx)
 		if err == nil && (epoch == "" || epoch == seen) {
 			epoch = token
+			if restore != nil {
+				err = restore(epoch)
+			}
+		}
+		if err == nil && epoch == token {
 			pipe := h.rdb.Pipeline()
 			for s := 0; s < h.keys.Shards; s++ {
 				pipe.HSet(ctx, h.keys.WatermarkKey(s), epochField, epoch)
@@ -146,7 +159,8 @@ func (h *Hot) currentEpoch(ctx context.Context) (string, error) {
 // {2, ”} means the shard's epoch is not the writer's: the hot tier lost
 // its state.
 //
-// KEYS[1] watermark hash; KEYS[2..] arm hashes.
+// KEYS[1] watermark hash; KEYS[2] the shard's arm index (a set of arm
+// keys, for snapshots); KEYS[3..] arm hashes.
 // ARGV[1] watermark field, ARGV[2] expected, ARGV[3] new watermark, ARGV[4]
 // epoch, then six numbers per arm: five counts and the last event time.
 var applyScript = redis.NewScript(`
@@ -154,8 +168,9 @@ if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[4] then return {2, ''} end
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '-1'
 if cur ~= ARGV[2] then return {0, cur} end
 local fields = {'i', 'c', 'w', 'a', 'o'}
-for k = 2, #KEYS do
-  local b = 5 + (k - 2) * 6
+for k = 3, #KEYS do
+  redis.call('SADD', KEYS[2], KEYS[k])
+  local b = 5 + (k - 3) * 6
   for f = 1, 5 do
     local n = ARGV[b + f - 1]
     if n ~= '0' then redis.call('HINCRBY', KEYS[k], fields[f], n) end
@@ -193,8 +208,8 @@ func (h *Hot) Apply(ctx context.Context, topic string, partition int, last int64
 	pipe := h.rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(shards))
 	for i, sb := range shards {
-		keys := make([]string, 1, 1+len(sb.Deltas))
-		keys[0] = h.keys.WatermarkKey(sb.Shard)
+		keys := make([]string, 2, 2+len(sb.Deltas))
+		keys[0], keys[1] = h.keys.WatermarkKey(sb.Shard), h.keys.armIndexKey(sb.Shard)
 		args := make([]any, 4, 4+6*len(sb.Deltas))
 		args[0], args[1], args[2], args[3] = field, strconv.FormatInt(sb.Expected, 10), newWM, epoch
 		for _, d := range sb.Deltas {
@@ -256,6 +271,111 @@ func (h *Hot) Apply(ctx context.Context, topic string, partition int, last int64
 		return current, ErrConflict
 	}
 	return nil, nil
+}
+
+// MarkPartitionApplied records that every event of topic/partition up to
+// last is applied to every shard (in epoch): after a loss, a replay of the
+// partition may start right after it.
+func (h *Hot) MarkPartitionApplied(ctx context.Context, topic string, partition int, last int64, epoch string) error {
+	pipe := h.rdb.Pipeline()
+	pipe.HSet(ctx, h.keys.partitionKey(topic, partition), "o", last, "ep", epoch)
+	pipe.SAdd(ctx, h.keys.Prefix+":parts", watermarkField(topic, partition))
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// PartitionApplied returns what MarkPartitionApplied recorded in epoch.
+func (h *Hot) PartitionApplied(ctx context.Context, topic string, partition int, epoch string) (int64, bool, error) {
+	vals, err := h.rdb.HMGet(ctx, h.keys.partitionKey(topic, partition), "o", "ep").Result()
+	if err != nil {
+		return 0, false, err
+	}
+	o, _ := vals[0].(string)
+	ep, _ := vals[1].(string)
+	if o == "" || ep != epoch {
+		return 0, false, nil
+	}
+	n, err := strconv.ParseInt(o, 10, 64)
+	return n, err == nil, err
+}
+
+// snapshotShardScript reads a shard atomically: its epoch, its watermark
+// hash, and every indexed arm's counts.
+var snapshotShardScript = redis.NewScript(`
+local out = {redis.call('HGET', KEYS[1], 'epoch') or ''}
+local wm = redis.call('HGETALL', KEYS[1])
+table.insert(out, tostring(#wm))
+for _, v in ipairs(wm) do table.insert(out, v) end
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  table.insert(out, k)
+  for _, v in ipairs(redis.call('HMGET', k, 'i', 'c', 'w', 'a', 'o', 't')) do table.insert(out, v or '0') end
+end
+return out
+`)
+
+// SnapshotShard reads one shard's arms and watermarks, atomically, if the
+// shard is in epoch.
+func (h *Hot) SnapshotShard(ctx context.Context, shard int, epoch string) (ShardSnapshot, error) {
+	res, err := snapshotShardScript.Run(ctx, h.rdb, []string{h.keys.WatermarkKey(shard), h.keys.armIndexKey(shard)}).StringSlice()
+	if err != nil {
+		return ShardSnapshot{}, fmt.Errorf("reading shard %d: %w", shard, err)
+	}
+	if len(res) < 2 || res[0] != epoch {
+		return ShardSnapshot{}, fmt.Errorf("shard %d: epoch %q, want %q", shard, res[0], epoch)
+	}
+	sh := ShardSnapshot{Shard: shard, Watermarks: map[string]int64{}, Arms: map[string][]int64{}}
+	n, _ := strconv.Atoi(res[1])
+	i := 2
+	for ; i+1 < 2+n; i += 2 {
+		if res[i] == epochField {
+			continue
+		}
+		v, err := strconv.ParseInt(res[i+1], 10, 64)
+		if err != nil {
+			return sh, fmt.Errorf("shard %d: watermark %s is %q", shard, res[i], res[i+1])
+		}
+		sh.Watermarks[res[i]] = v
+	}
+	prefix := h.keys.ArmKey(shard, Arm{})
+	prefix = prefix[:len(prefix)-1] // without the \x1f of the empty arm
+	for ; i+6 < len(res); i += 7 {
+		counts := make([]int64, NumEventTypes+1)
+		for f := 0; f <= NumEventTypes; f++ {
+			counts[f], err = strconv.ParseInt(res[i+1+f], 10, 64)
+			if err != nil {
+				return sh, fmt.Errorf("shard %d: arm %q field %d is %q", shard, res[i], f, res[i+1+f])
+			}
+		}
+		sh.Arms[strings.TrimPrefix(res[i], prefix)] = counts
+	}
+	return sh, nil
+}
+
+// restoreShard replaces a shard's arms and watermarks with a snapshot's,
+// and sets its epoch last.
+func (h *Hot) restoreShard(ctx context.Context, sh ShardSnapshot, epoch string) error {
+	idx := h.keys.armIndexKey(sh.Shard)
+	old, err := h.rdb.SMembers(ctx, idx).Result()
+	if err != nil {
+		return err
+	}
+	pipe := h.rdb.Pipeline()
+	for i := 0; i < len(old); i += 500 {
+		pipe.Del(ctx, old[i:min(i+500, len(old))]...)
+	}
+	pipe.Del(ctx, idx, h.keys.WatermarkKey(sh.Shard))
+	for arm, c := range sh.Arms {
+		ctxt, item, _ := strings.Cut(arm, "\x1f")
+		key := h.keys.ArmKey(sh.Shard, Arm{Context: ctxt, Item: item})
+		pipe.HSet(ctx, key, countFields[0], c[0], countFields[1], c[1], countFields[2], c[2], countFields[3], c[3], countFields[4], c[4], "t", c[5])
+		pipe.SAdd(ctx, idx, key)
+	}
+	for f, v := range sh.Watermarks {
+		pipe.HSet(ctx, h.keys.WatermarkKey(sh.Shard), f, v)
+	}
+	pipe.HSet(ctx, h.keys.WatermarkKey(sh.Shard), epochField, epoch)
+	_, err = pipe.Exec(ctx)
+	return err
 }
 
 // Counts returns the counts of each arm, zero for an arm never seen.

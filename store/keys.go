@@ -79,6 +79,21 @@ func (k Keys) WatermarkKey(shard int) string {
 	return k.Prefix + ":wm:{" + strconv.Itoa(shard) + "}"
 }
 
+func (k Keys) armIndexKey(shard int) string {
+	return k.Prefix + ":ai:{" + strconv.Itoa(shard) + "}"
+}
+
+// partitionKey holds the last offset of a partition applied to every shard.
+func (k Keys) partitionKey(topic string, partition int) string {
+	return k.Prefix + ":pwm:{" + watermarkField(topic, partition) + "}"
+}
+
+// pendingKey is the sorted set of hot users with events of a partition not
+// yet in the cold tier, scored by the oldest such offset (or lower).
+func (k Keys) pendingKey(field string) string {
+	return k.Prefix + ":pend:{" + field + "}"
+}
+
 // watermarkField names a (topic, partition) in a watermark hash.
 func watermarkField(topic string, partition int) string {
 	return topic + "/" + strconv.Itoa(partition)

@@ -223,8 +223,12 @@ func (t *Tier) ApplyUserEvents(ctx context.Context, topic string, partition int,
 		users = append(users, u)
 		cmds = append(cmds, applyUserScript.Run(ctx, pipe, k.userKeys(u), args...))
 	}
-	for u := range byUser {
+	pend := k.pendingKey(watermarkField(topic, partition))
+	for u, evs := range byUser {
 		pipe.ZAddGT(ctx, k.ActivityKey(u), redis.Z{Score: float64(now), Member: u})
+		// The user's oldest event of this partition not yet in the cold
+		// tier is at or after this one: a replay from here loses none.
+		pipe.ZAddNX(ctx, pend, redis.Z{Score: float64(evs[0].Offset), Member: u})
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		if redis.HasErrorPrefix(err, "NOSCRIPT") {
@@ -303,6 +307,11 @@ func (t *Tier) Offload(ctx context.Context, user, epoch string) (bool, error) {
 		return false, fmt.Errorf("evicting %s: %w", user, err)
 	}
 	if evicted == 1 {
+		for field := range snap.state.Watermarks {
+			if err := t.hot.rdb.ZRem(ctx, k.pendingKey(field), user).Err(); err != nil {
+				return true, fmt.Errorf("dropping %s from the pending set of %s: %w", user, field, err)
+			}
+		}
 		seen, _ := strconv.ParseInt(snap.seen, 10, 64)
 		if _, err := dropActivityScript.Run(ctx, t.hot.rdb, []string{k.ActivityKey(user)}, user, seen).Result(); err != nil {
 			return true, fmt.Errorf("dropping activity of %s: %w", user, err)
@@ -421,11 +430,13 @@ func (t *Tier) Sweep(ctx context.Context, limit int) (offloaded int, err error) 
 	return offloaded, errors.Join(errs...)
 }
 
-// RunSweeper sweeps every interval until ctx ends. Errors (a cold tier that
-// is down) are logged and the sweep is tried again next time.
-func (t *Tier) RunSweeper(ctx context.Context, interval time.Duration) error {
+// RunSweeper sweeps every interval, and snapshots the arm counts every
+// snapshotEvery (0: never), until ctx ends. Errors (a cold tier that is
+// down) are logged and the work is tried again next time.
+func (t *Tier) RunSweeper(ctx context.Context, interval, snapshotEvery time.Duration) error {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	var lastSnapshot time.Time
 	for {
 		n, err := t.Sweep(ctx, 1000)
 		if err != nil && ctx.Err() == nil {
@@ -433,12 +444,120 @@ func (t *Tier) RunSweeper(ctx context.Context, interval time.Duration) error {
 		} else if n > 0 {
 			t.log.Info("sweep", "offloaded", n)
 		}
+		if snapshotEvery > 0 && time.Since(lastSnapshot) >= snapshotEvery {
+			if s, err := t.Snapshot(ctx); err != nil {
+				if ctx.Err() == nil {
+					t.log.Warn("snapshot", "err", err)
+				}
+			} else {
+				lastSnapshot = time.Now()
+				t.log.Info("snapshot", "id", s.ID, "replay_from", s.ReplayFrom)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
 		}
 	}
+}
+
+// Snapshot writes the arm counts of every shard, with their watermarks,
+// to the cold tier, and where a replay after restoring them must start for
+// each partition: after the last offset applied to every shard, and not
+// after the oldest event of a hot user not yet in the cold tier. One
+// snapshot at a time across instances.
+func (t *Tier) Snapshot(ctx context.Context) (Snapshot, error) {
+	k := t.hot.keys
+	lock := k.Prefix + ":snapshot-lock"
+	token := newToken()
+	got, err := t.hot.rdb.SetNX(ctx, lock, token, 10*time.Minute).Result()
+	if err != nil || !got {
+		return Snapshot{}, errors.Join(err, errors.New("store: another snapshot is running"))
+	}
+	defer t.hot.rdb.Del(context.WithoutCancel(ctx), lock)
+	epoch, err := t.hot.currentEpoch(ctx)
+	if err != nil || epoch == "" {
+		return Snapshot{}, errors.Join(err, errors.New("store: no snapshot while the hot tier is not recovered"))
+	}
+	parts, err := t.hot.rdb.SMembers(ctx, k.Prefix+":parts").Result()
+	if err != nil {
+		return Snapshot{}, err
+	}
+	// Read before the shards: the shards then hold at least this much.
+	replay := map[string]int64{}
+	for _, field := range parts {
+		topic, pstr, _ := strings.Cut(field, "/")
+		partition, _ := strconv.Atoi(pstr)
+		from := int64(0)
+		if o, ok, err := t.hot.PartitionApplied(ctx, topic, partition, epoch); err != nil {
+			return Snapshot{}, err
+		} else if ok {
+			from = o + 1
+		}
+		oldest, err := t.hot.rdb.ZRangeWithScores(ctx, k.pendingKey(field), 0, 0).Result()
+		if err != nil {
+			return Snapshot{}, err
+		}
+		if len(oldest) == 1 && int64(oldest[0].Score) < from {
+			from = int64(oldest[0].Score)
+		}
+		replay[field] = from
+	}
+	s := Snapshot{ID: time.Now().UnixMicro(), Epoch: epoch, Shards: k.Shards, TakenMs: nowMs(), ReplayFrom: replay}
+	for shard := 0; shard < k.Shards; shard++ {
+		sh, err := t.hot.SnapshotShard(ctx, shard, epoch)
+		if err != nil {
+			return Snapshot{}, err
+		}
+		if err := t.cold.WriteShardSnapshot(ctx, s.ID, sh); err != nil {
+			return Snapshot{}, err
+		}
+	}
+	return s, t.cold.CompleteSnapshot(ctx, s)
+}
+
+// Recover starts a new epoch after the hot tier lost its state (see
+// Hot.Recover), first restoring the latest snapshot of the arm counts and
+// where each partition's replay must start. Writers then replay each
+// partition from PartitionApplied + 1, or from the earliest record when no
+// snapshot covers it.
+func (t *Tier) Recover(ctx context.Context, seen string) (string, error) {
+	return t.hot.recoverWith(ctx, seen, func(epoch string) error {
+		s, err := t.cold.LatestSnapshot(ctx)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if s.Shards != t.hot.keys.Shards {
+			return fmt.Errorf("store: snapshot %d has %d shards, the hot tier %d", s.ID, s.Shards, t.hot.keys.Shards)
+		}
+		for shard := 0; shard < s.Shards; shard++ {
+			sh, err := t.cold.ReadShardSnapshot(ctx, s.ID, shard)
+			if err != nil {
+				return err
+			}
+			if err := t.hot.restoreShard(ctx, sh, epoch); err != nil {
+				return fmt.Errorf("restoring shard %d of snapshot %d: %w", shard, s.ID, err)
+			}
+		}
+		for field, from := range s.ReplayFrom {
+			topic, pstr, _ := strings.Cut(field, "/")
+			partition, _ := strconv.Atoi(pstr)
+			if err := t.hot.MarkPartitionApplied(ctx, topic, partition, from-1, epoch); err != nil {
+				return err
+			}
+		}
+		t.log.Warn("restored arm snapshot", "id", s.ID, "taken_ms", s.TakenMs, "replay_from", s.ReplayFrom)
+		return nil
+	})
+}
+
+// LatestSnapshot returns the newest complete arm snapshot, or ErrNotFound.
+func (t *Tier) LatestSnapshot(ctx context.Context) (Snapshot, error) {
+	return t.cold.LatestSnapshot(ctx)
 }
 
 // ColdState returns a user's state as last offloaded, or ErrNotFound.

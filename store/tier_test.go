@@ -260,3 +260,75 @@ func TestStaleEpochSessionIsReloaded(t *testing.T) {
 		t.Fatalf("clicks after replay: %v (want offsets 0 and 5 once each)", counts)
 	}
 }
+
+// A snapshot taken, the hot tier wiped, Recover restores the arm counts,
+// the shards' watermarks and where each partition's replay starts: after
+// the last offset applied everywhere, but not after a hot user's oldest
+// event not yet in the cold tier.
+func TestSnapshotRestore(t *testing.T) {
+	e := newEnv(t, store.TierConfig{IdleTimeout: time.Hour})
+	ctx := context.Background()
+	keys := e.hot.Keys()
+	a1, a2 := store.Arm{Context: "home", Item: "sku-1"}, store.Arm{Context: "", Item: "sku-2"}
+	apply := func(last int64, deltas ...store.ArmDelta) {
+		byShard := map[int][]store.ArmDelta{}
+		for _, d := range deltas {
+			byShard[keys.Shard(d.Arm)] = append(byShard[keys.Shard(d.Arm)], d)
+		}
+		wms, _, err := e.hot.Watermarks(ctx, "interactions", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var shards []store.ShardBatch
+		for s, ds := range byShard {
+			shards = append(shards, store.ShardBatch{Shard: s, Expected: wms[s], Deltas: ds})
+		}
+		if _, err := e.hot.Apply(ctx, "interactions", 0, last, e.epoch, shards); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.hot.MarkPartitionApplied(ctx, "interactions", 0, last, e.epoch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(9, store.ArmDelta{Arm: a1, Counts: store.Counts{ByType: [5]int64{10, 2}, LastEventMs: 5}},
+		store.ArmDelta{Arm: a2, Counts: store.Counts{ByType: [5]int64{4, 0, 0, 0, 1}, LastEventMs: 7}})
+	// A hot user whose events from offset 6 are not in the cold tier yet.
+	e.apply(t, ctx, 0, event("u-hot", 6, schemas.Click))
+	apply(20, store.ArmDelta{Arm: a1, Counts: store.Counts{ByType: [5]int64{1}, LastEventMs: 9}})
+	want, err := e.hot.Counts(ctx, []store.Arm{a1, a2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := e.tier.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ReplayFrom["interactions/0"] != 6 {
+		t.Fatalf("replay_from = %v, want interactions/0 at 6 (the hot user's pending event)", s.ReplayFrom)
+	}
+
+	// Lose everything in the hot tier.
+	iter := e.rdb.Scan(ctx, 0, keys.Prefix+":*", 1000).Iterator()
+	for iter.Next(ctx) {
+		e.rdb.Del(ctx, iter.Val())
+	}
+	epoch, err := e.tier.Recover(ctx, e.epoch)
+	if err != nil || epoch == "" || epoch == e.epoch {
+		t.Fatalf("recover: %q, %v", epoch, err)
+	}
+	got, err := e.hot.Counts(ctx, []store.Arm{a1, a2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("restored counts %v, want %v", got, want)
+	}
+	wms, ep, err := e.hot.Watermarks(ctx, "interactions", 0)
+	if err != nil || ep != epoch || wms[keys.Shard(a1)] != 20 {
+		t.Fatalf("restored watermarks %v epoch %q (want %q), %v", wms, ep, epoch, err)
+	}
+	from, ok, err := e.hot.PartitionApplied(ctx, "interactions", 0, epoch)
+	if err != nil || !ok || from != 5 {
+		t.Fatalf("partition applied = %d %v %v, want 5 (replay from 6)", from, ok, err)
+	}
+}

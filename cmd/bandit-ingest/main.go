@@ -50,6 +50,7 @@ type options struct {
 	historyCap    int
 	idleTimeout   time.Duration
 	sweepInterval time.Duration
+	snapshotEvery time.Duration
 	replication   string
 	consistency   string
 	commitDelay   time.Duration
@@ -73,6 +74,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.IntVar(&o.historyCap, "history-cap", 200, "recent events kept per hot user")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 30*time.Minute, "inactivity after which a user is offloaded to the cold tier")
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", 10*time.Second, "how often the sweeper looks for idle users")
+	fs.DurationVar(&o.snapshotEvery, "snapshot-interval", 5*time.Minute, "how often the sweeper snapshots the arm counts to the cold tier (0: never); recovery replays from the latest snapshot")
 	fs.StringVar(&o.replication, "cql-replication", "{'class': 'SimpleStrategy', 'replication_factor': 1}", "replication of the keyspace when it is created")
 	fs.StringVar(&o.consistency, "cql-consistency", "LOCAL_QUORUM", "consistency of cold tier reads and writes")
 	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long between writing a batch and committing it")
@@ -181,7 +183,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		g.Go(func() error { return in.Run(ctx) })
 	}
 	if o.mode == "sweep" || o.mode == "all" {
-		g.Go(func() error { return tier.RunSweeper(ctx, o.sweepInterval) })
+		g.Go(func() error { return tier.RunSweeper(ctx, o.sweepInterval, o.snapshotEvery) })
 	}
 	return g.Wait()
 }

@@ -226,3 +226,9 @@ func (p *Process) Pid() int {
 	}
 	return p.cmd.Process.Pid
 }
+
+// Output returns everything the process has written so far, across runs.
+func (p *Process) Output() string {
+	b, _ := os.ReadFile(p.log)
+	return string(b)
+}
