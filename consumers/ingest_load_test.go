@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -63,7 +64,8 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 
 	// Consume it.
 	bin := stacktest.BuildBinary(t, "./cmd/bandit-ingest")
-	p := stacktest.StartProcess(t, bin, nil, append(e.args(e.group), "-mode", "ingest")...)
+	profile := filepath.Join(t.TempDir(), "ingest.prof")
+	p := stacktest.StartProcess(t, bin, nil, append(e.args(e.group), "-mode", "ingest", "-cpu-profile", profile)...)
 	pids := map[string]int{"bandit-ingest": p.Pid(), "kafka": stackPid(t, "kafka"), "redis": stackPid(t, "redis"), "cassandra": stackPid(t, "cassandra")}
 	cpu0 := map[string]float64{}
 	for name, pid := range pids {
@@ -93,6 +95,11 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 	}
 	elapsed := time.Since(start)
 	cmds := redisCommands(ctx, t, e) - cmds0
+	cpu := map[string]float64{}
+	for name, pid := range pids {
+		cpu[name] = cpuSeconds(pid) - cpu0[name]
+	}
+	stopTook, clean := p.Stop(30 * time.Second)
 
 	var report strings.Builder
 	fmt.Fprintf(&report, "# Ingest load run\n\n%d events, %.0f bytes each on average, 6 partitions, one bandit-ingest process, %d users, %d items; %s, %d CPUs\n\n",
@@ -105,8 +112,17 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 	}
 	fmt.Fprintf(&report, "| Redis commands | %.0f /s |\n", float64(cmds)/elapsed.Seconds())
 	for _, name := range []string{"bandit-ingest", "kafka", "redis", "cassandra"} {
-		used := cpuSeconds(pids[name]) - cpu0[name]
-		fmt.Fprintf(&report, "| CPU %s | %.2f cores |\n", name, used/elapsed.Seconds())
+		fmt.Fprintf(&report, "| CPU %s | %.2f cores |\n", name, cpu[name]/elapsed.Seconds())
+	}
+	fmt.Fprintf(&report, "| SIGTERM to exit | %.2f s (clean: %v) |\n", stopTook.Seconds(), clean)
+	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", bin, profile).CombinedOutput()
+	if err != nil {
+		t.Logf("pprof: %v\n%s", err, top)
+	}
+	fmt.Fprintf(&report, "\nCPU profile of bandit-ingest (go tool pprof -top):\n\n```\n%s```\n", top)
+	stats, err := e.rdb.Info(ctx, "commandstats").Result()
+	if err == nil {
+		fmt.Fprintf(&report, "\nRedis commandstats (whole server, since start):\n\n```\n%s```\n", stats)
 	}
 	fmt.Fprintf(&report, "\nLag over time:\n\n| s | lag |\n|---|---|\n%s\n", strings.Join(rows, "\n"))
 	t.Log("\n" + report.String())

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -56,6 +57,7 @@ type options struct {
 	commitDelay   time.Duration
 	coldLatency   time.Duration
 	logLevel      string
+	cpuProfile    string
 }
 
 func newFlags(o *options) *flag.FlagSet {
@@ -80,6 +82,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long between writing a batch and committing it")
 	fs.DurationVar(&o.coldLatency, "fault-cold-latency", 0, "fault injection for tests: delay every offload's cold-tier writes")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until exit (for benchmarks)")
 	return fs
 }
 
@@ -118,6 +121,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("-cql-consistency: %w", err)
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("-cpu-profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("-cpu-profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	rdb := redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs:    strings.Split(o.conns.Redis.Addr, ","),
