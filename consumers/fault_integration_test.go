@@ -136,6 +136,12 @@ func TestFaultHotTierLoss(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		send(2000)
 		time.Sleep(300 * time.Millisecond)
+		if i == 1 {
+			// A worker that starts after the other one may have recovered
+			// must replay too.
+			p2.Kill()
+			p2.Start()
+		}
 	}
 	stacktest.WaitForLag(t, e.brokers, e.group, e.topic, 4*time.Minute)
 	e.checkCounts(t, want)
@@ -144,7 +150,7 @@ func TestFaultHotTierLoss(t *testing.T) {
 	if !strings.Contains(logs, "restored arm snapshot") {
 		t.Fatal("the recovery did not restore a snapshot")
 	}
-	if strings.Contains(logs, `"replay_from":-1`) {
+	if strings.Contains(logs, `"replay_from":-1`) || strings.Contains(logs, `"replay_from":0,`) {
 		t.Error("a partition replayed from the earliest record although a snapshot covered it")
 	}
 }

@@ -261,11 +261,15 @@ func (in *Ingest) runPartition(ctx, gctx context.Context, gen *kafka.Generation,
 	}
 }
 
-// startPartition reads the partition's watermarks and resolves a start
-// offset that is not a committed one. When the hot tier has lost its state
-// (or is new), it recovers it and replays the partition from the earliest
-// record: the watermarks that survived, in the hot tier or with users in
-// the cold tier, make the replay count only what was lost.
+// startPartition reads the partition's watermarks and decides where to
+// fetch from. When the hot tier has lost its state (or is new), it recovers
+// it first. Then, in every case, it starts no later than right after the
+// last offset applied to every shard in the current epoch, and from the
+// earliest record if nothing was applied in this epoch or the group has no
+// commit (a new group replays everything, harmlessly): so a worker that
+// starts after someone else recovered the hot tier still replays what the
+// loss took, and the surviving watermarks (shards', and users' in the cold
+// tier) make the replay count only what was lost.
 func (in *Ingest) startPartition(ctx context.Context, p *partitionState, offset *int64) error {
 	wms, epoch, err := in.arms.Watermarks(ctx, p.topic, p.partition)
 	if err != nil {
@@ -282,24 +286,25 @@ func (in *Ingest) startPartition(ctx context.Context, p *partitionState, offset 
 		if wms, _, err = in.arms.Watermarks(ctx, p.topic, p.partition); err != nil {
 			return err
 		}
-		// Replay from where the restored snapshot (if any) says.
-		applied, ok, err := in.arms.PartitionApplied(ctx, p.topic, p.partition, epoch)
-		if err != nil {
-			return err
-		}
-		from := int64(-1)
-		if ok {
-			from = applied + 1
-		}
-		if p.epoch != "" || *offset > 0 {
-			in.log.Warn("hot tier state lost; replaying the partition", "partition", p.partition,
-				"was_at", *offset, "replay_from", from)
-		}
-		*offset = from
 	}
+	applied, ok, err := in.arms.PartitionApplied(ctx, p.topic, p.partition, epoch)
+	if err != nil {
+		return err
+	}
+	from := *offset // -1: no commit (a new group, or one reset): from the earliest
+	switch {
+	case !ok:
+		from = -1 // nothing applied in this epoch: from the earliest record
+	case from >= 0 && applied+1 < from:
+		from = applied + 1
+	}
+	if from != *offset && *offset >= 0 {
+		in.log.Warn("replaying the partition: the hot tier lost state since the last commit",
+			"partition", p.partition, "committed", *offset, "replay_from", from)
+	}
+	*offset = from
 	if *offset < 0 {
-		// No committed offset, or a replay: ingest never skips data, start
-		// at the earliest record.
+		// Ingest never skips data: start at the earliest record.
 		first, err := in.earliest(ctx, p.partition)
 		if err != nil {
 			return err
