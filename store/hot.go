@@ -50,16 +50,10 @@ func (h *Hot) Watermarks(ctx context.Context, topic string, partition int) ([]in
 		return nil, "", fmt.Errorf("reading watermarks of %s: %w", field, err)
 	}
 	out := make([]int64, h.keys.Shards)
-	epoch := ""
+	epochs := make([]string, h.keys.Shards)
 	for s, cmd := range cmds {
 		vals := cmd.Val()
-		e, _ := vals[1].(string)
-		if s == 0 {
-			epoch = e
-		}
-		if e == "" || e != epoch {
-			epoch = "" // some shard lost its state
-		}
+		epochs[s], _ = vals[1].(string)
 		out[s] = NoWatermark
 		if v, ok := vals[0].(string); ok {
 			n, err := strconv.ParseInt(v, 10, 64)
@@ -69,7 +63,7 @@ func (h *Hot) Watermarks(ctx context.Context, topic string, partition int) ([]in
 			out[s] = n
 		}
 	}
-	return out, epoch, nil
+	return out, commonEpoch(epochs), nil
 }
 
 // epochField, in every shard's watermark hash, names the hot tier's
@@ -142,13 +136,25 @@ func (h *Hot) currentEpoch(ctx context.Context) (string, error) {
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return "", err
 	}
-	epoch := cmds[0].Val()
-	for _, c := range cmds {
-		if c.Val() == "" || c.Val() != epoch {
-			return "", nil
+	epochs := make([]string, len(cmds))
+	for i, c := range cmds {
+		epochs[i] = c.Val()
+	}
+	return commonEpoch(epochs), nil
+}
+
+// commonEpoch is the epoch every shard carries, or "" when any shard lacks
+// one or they differ: some shard lost its state.
+func commonEpoch(epochs []string) string {
+	for _, e := range epochs {
+		if e == "" || e != epochs[0] {
+			return ""
 		}
 	}
-	return epoch, nil
+	if len(epochs) == 0 {
+		return ""
+	}
+	return epochs[0]
 }
 
 // applyScript applies one shard's deltas and moves its watermark, only if
