@@ -23,12 +23,10 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/gocql/gocql"
-	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 
@@ -133,24 +131,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		defer pprof.StopCPUProfile()
 	}
 
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:    strings.Split(o.conns.Redis.Addr, ","),
-		Username: o.conns.Redis.Username,
-		Password: o.conns.Redis.Password,
-		DB:       o.conns.Redis.DB,
-	})
+	rdb := o.conns.Redis.Client()
 	defer rdb.Close()
 	hot, err := store.NewHot(rdb, store.Keys{Prefix: o.keyPrefix, Shards: o.shards})
 	if err != nil {
 		return err
 	}
-	cluster := gocql.NewCluster(o.conns.CQL.Hosts...)
-	cluster.Timeout = o.conns.CQL.Timeout
-	cluster.ConnectTimeout = o.conns.CQL.Timeout
+	cluster := o.conns.CQL.Cluster()
 	cluster.Consistency = consistency
-	if o.conns.CQL.Username != "" {
-		cluster.Authenticator = gocql.PasswordAuthenticator{Username: o.conns.CQL.Username, Password: o.conns.CQL.Password}
-	}
 	session, err := cluster.CreateSession()
 	if err != nil {
 		return fmt.Errorf("connecting to the cold tier: %w", err)

@@ -10,8 +10,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/gocql/gocql"
-	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
@@ -76,7 +74,7 @@ func checkKafka(ctx context.Context, cfg config.Kafka, topic string) error {
 func checkRedis(ctx context.Context, cfg config.Redis) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	rdb := redis.NewClient(&redis.Options{Addr: cfg.Addr, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB})
+	rdb := cfg.Client()
 	defer rdb.Close()
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("ping: %w", err)
@@ -90,13 +88,9 @@ func checkRedis(ctx context.Context, cfg config.Redis) error {
 }
 
 func checkCQL(ctx context.Context, cfg config.CQL) error {
-	cluster := gocql.NewCluster(cfg.Hosts...)
-	cluster.Timeout = cfg.Timeout
-	cluster.ConnectTimeout = cfg.Timeout
+	cluster := cfg.Cluster()
+	// One query answers the question; no need to discover the ring.
 	cluster.DisableInitialHostLookup = true
-	if cfg.Username != "" {
-		cluster.Authenticator = gocql.PasswordAuthenticator{Username: cfg.Username, Password: cfg.Password}
-	}
 	session, err := cluster.CreateSession()
 	if err != nil {
 		return fmt.Errorf("connecting: %w", err)
