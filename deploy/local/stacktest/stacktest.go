@@ -2,9 +2,9 @@
 // stack that deploy/local/stack.sh starts (Kafka, Redis, Cassandra) and
 // helpers to make isolated topics and keyspaces on it. Only tests import it.
 //
-// When a service does not answer, the test is skipped, unless
-// BANDITSTREAM_REQUIRE_STACK=1 (set by make test), where it fails: the suite
-// must never pass by skipping its integration tests.
+// When a service does not answer, the test fails: the suite must never pass
+// by skipping its integration tests (make test starts the stack). Only
+// go test -short (make test-unit) skips them.
 package stacktest
 
 import (
@@ -23,10 +23,9 @@ import (
 
 // Env names of the addresses; the same variables the binaries read.
 const (
-	EnvKafka   = "BANDITSTREAM_KAFKA_BROKERS"
-	EnvRedis   = "BANDITSTREAM_REDIS_ADDR"
-	EnvCQL     = "BANDITSTREAM_CQL_HOSTS"
-	EnvRequire = "BANDITSTREAM_REQUIRE_STACK"
+	EnvKafka = "BANDITSTREAM_KAFKA_BROKERS"
+	EnvRedis = "BANDITSTREAM_REDIS_ADDR"
+	EnvCQL   = "BANDITSTREAM_CQL_HOSTS"
 )
 
 func addr(env, def string) string {
@@ -38,19 +37,17 @@ func addr(env, def string) string {
 
 func need(t testing.TB, service, hostport string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: needs " + service + "; not run with -short")
+	}
 	conn, err := net.DialTimeout("tcp", strings.Split(hostport, ",")[0], 2*time.Second)
-	if err == nil {
-		conn.Close()
-		return
+	if err != nil {
+		t.Fatal(service + " is not reachable at " + hostport + " (start it with make up): " + err.Error())
 	}
-	msg := service + " is not reachable at " + hostport + " (start it with make up): " + err.Error()
-	if os.Getenv(EnvRequire) == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	conn.Close()
 }
 
-// KafkaBrokers returns the brokers of the local Kafka, or skips/fails.
+// KafkaBrokers returns the brokers of the local Kafka, or fails.
 func KafkaBrokers(t testing.TB) []string {
 	t.Helper()
 	a := addr(EnvKafka, "127.0.0.1:9092")
@@ -58,7 +55,7 @@ func KafkaBrokers(t testing.TB) []string {
 	return strings.Split(a, ",")
 }
 
-// RedisAddr returns the address of the local Redis, or skips/fails.
+// RedisAddr returns the address of the local Redis, or fails.
 func RedisAddr(t testing.TB) string {
 	t.Helper()
 	a := addr(EnvRedis, "127.0.0.1:6379")
@@ -66,7 +63,7 @@ func RedisAddr(t testing.TB) string {
 	return a
 }
 
-// CQLHosts returns the contact points of the local Cassandra, or skips/fails.
+// CQLHosts returns the contact points of the local Cassandra, or fails.
 func CQLHosts(t testing.TB) []string {
 	t.Helper()
 	a := addr(EnvCQL, "127.0.0.1:9042")
