@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strconv"
 	"time"
@@ -129,12 +128,12 @@ func (c IngestConfig) Validate() error {
 // good ones to the hot tier together with the partition's offset
 // watermark, and only then commits the offset.
 type Ingest struct {
-	cfg    IngestConfig
-	arms   ArmStore
-	users  UserStore
-	dlq    MessageWriter
-	client *kafka.Client
-	log    *slog.Logger
+	cfg   IngestConfig
+	arms  ArmStore
+	users UserStore
+	dlq   MessageWriter
+	fetcher
+	log *slog.Logger
 }
 
 // NewIngest returns an ingest worker. dlq must write to cfg.Topic+".dlq".
@@ -147,62 +146,27 @@ func NewIngest(cfg IngestConfig, arms ArmStore, users UserStore, dlq MessageWrit
 	if arms == nil || dlq == nil {
 		return nil, errors.New("ingest: nil store or dead-letter writer")
 	}
+	log := cfg.Logger.With("component", "ingest", "topic", cfg.Topic)
 	return &Ingest{
-		cfg:    cfg,
-		arms:   arms,
-		users:  users,
-		dlq:    dlq,
-		client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Transport},
-		log:    cfg.Logger.With("component", "ingest", "topic", cfg.Topic),
+		cfg:   cfg,
+		arms:  arms,
+		users: users,
+		dlq:   dlq,
+		log:   log,
+		fetcher: fetcher{
+			client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Transport},
+			topic:  cfg.Topic, maxBytes: cfg.FetchMaxBytes, maxWait: cfg.FetchMaxWait, log: log,
+		},
 	}, nil
 }
 
 // Run consumes until ctx ends, then finishes the batches in flight, commits
 // and leaves the group.
 func (in *Ingest) Run(ctx context.Context) error {
-	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
-		ID:                     in.cfg.GroupID,
-		Brokers:                in.cfg.Brokers,
-		Dialer:                 in.cfg.Dialer,
-		Topics:                 []string{in.cfg.Topic},
-		StartOffset:            kafka.FirstOffset,
-		WatchPartitionChanges:  true,
-		PartitionWatchInterval: 5 * time.Second,
-		HeartbeatInterval:      time.Second,
-		SessionTimeout:         in.cfg.SessionTimeout,
-		RebalanceTimeout:       in.cfg.SessionTimeout,
-		JoinGroupBackoff:       time.Second,
-	})
-	if err != nil {
-		return fmt.Errorf("joining group %s: %w", in.cfg.GroupID, err)
-	}
-	defer group.Close()
-	backoff := newBackoff()
-	for {
-		gen, err := group.Next(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, kafka.ErrGroupClosed) {
-				return fmt.Errorf("group %s: %w", in.cfg.GroupID, err)
-			}
-			// Rebalances in progress, coordinator moves, brokers restarting:
-			// join again.
-			in.log.Warn("joining the group", "group", in.cfg.GroupID, "err", err)
-			backoff.wait(ctx)
-			continue
-		}
-		backoff.reset()
-		assigned := gen.Assignments[in.cfg.Topic]
-		in.log.Info("generation", "id", gen.ID, "partitions", len(assigned))
-		for _, a := range assigned {
-			partition, offset := a.ID, a.Offset
-			gen.Start(func(gctx context.Context) {
-				in.runPartition(ctx, gctx, gen, partition, offset)
-			})
-		}
-	}
+	return runGroup(ctx, groupConfig{
+		brokers: in.cfg.Brokers, groupID: in.cfg.GroupID, topic: in.cfg.Topic,
+		sessionTimeout: in.cfg.SessionTimeout, dialer: in.cfg.Dialer, log: in.log,
+	}, in.runPartition)
 }
 
 // runPartition consumes one partition for the lifetime of a generation.
@@ -313,86 +277,6 @@ func (in *Ingest) startPartition(ctx context.Context, p *partitionState, offset 
 	}
 	p.watermarks, p.epoch = wms, epoch
 	return nil
-}
-
-func (in *Ingest) earliest(ctx context.Context, partition int) (int64, error) {
-	resp, err := in.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{
-		Topics: map[string][]kafka.OffsetRequest{in.cfg.Topic: {kafka.FirstOffsetOf(partition)}},
-	})
-	if err != nil {
-		return 0, fmt.Errorf("listing offsets of %s/%d: %w", in.cfg.Topic, partition, err)
-	}
-	for _, po := range resp.Topics[in.cfg.Topic] {
-		if po.Partition == partition {
-			if po.Error != nil {
-				return 0, fmt.Errorf("listing offsets of %s/%d: %w", in.cfg.Topic, partition, po.Error)
-			}
-			return po.FirstOffset, nil
-		}
-	}
-	return 0, fmt.Errorf("listing offsets of %s/%d: partition missing from the reply", in.cfg.Topic, partition)
-}
-
-// record is one fetched Kafka record.
-type record struct {
-	offset  int64
-	key     []byte
-	value   []byte
-	headers []kafka.Header
-}
-
-// fetch reads the records at offset and after, up to FetchMaxBytes, and
-// returns them with the offset to fetch next.
-func (in *Ingest) fetch(ctx context.Context, partition int, offset int64) ([]record, int64, error) {
-	resp, err := in.client.Fetch(ctx, &kafka.FetchRequest{
-		Topic: in.cfg.Topic, Partition: partition, Offset: offset,
-		MinBytes: 1, MaxBytes: int64(in.cfg.FetchMaxBytes), MaxWait: in.cfg.FetchMaxWait,
-		IsolationLevel: kafka.ReadCommitted,
-	})
-	if err != nil {
-		return nil, offset, err
-	}
-	if resp.Error != nil {
-		if errors.Is(resp.Error, kafka.OffsetOutOfRange) {
-			// Retention removed what the last commit points at: what is
-			// gone cannot be counted; carry on from the earliest.
-			first, ferr := in.earliest(ctx, partition)
-			if ferr != nil {
-				return nil, offset, ferr
-			}
-			in.log.Error("offset out of range; records lost to retention", "partition", partition, "offset", offset, "earliest", first)
-			return nil, first, nil
-		}
-		return nil, offset, resp.Error
-	}
-	var out []record
-	next := offset
-	for {
-		rec, err := resp.Records.ReadRecord()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, offset, fmt.Errorf("reading records: %w", err)
-		}
-		if rec.Offset < offset {
-			continue // a compressed batch can start before the asked offset
-		}
-		r := record{offset: rec.Offset, headers: rec.Headers}
-		if rec.Key != nil {
-			if r.key, err = io.ReadAll(rec.Key); err != nil {
-				return nil, offset, err
-			}
-		}
-		if rec.Value != nil {
-			if r.value, err = io.ReadAll(rec.Value); err != nil {
-				return nil, offset, err
-			}
-		}
-		out = append(out, r)
-		next = rec.Offset + 1
-	}
-	return out, next, nil
 }
 
 // partitionState is owned by one partition worker.
@@ -568,6 +452,10 @@ const (
 	// partition by being too large for the dead-letter topic as well.
 	HeaderTruncated = "dlq-value-truncated"
 )
+
+// DeadLetterSuffix is appended to a topic's name to name its dead-letter
+// topic.
+const DeadLetterSuffix = ".dlq"
 
 // DeadLetterMaxValueBytes bounds the value of a dead letter.
 const DeadLetterMaxValueBytes = 256 << 10

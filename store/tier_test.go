@@ -332,3 +332,47 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatalf("partition applied = %d %v %v, want 5 (replay from 6)", from, ok, err)
 	}
 }
+
+// Sessions returns a hot user's own counts, reports a user who is not hot
+// without creating a session, and keeps a session it reads hot: of two
+// users idle alike, only the one never read is offloaded.
+func TestSessionsReadAndKeepActive(t *testing.T) {
+	e := newEnv(t, store.TierConfig{IdleTimeout: 2 * time.Second})
+	ctx := context.Background()
+	e.apply(t, ctx, 0, event("reader", 1, schemas.Impression), event("reader", 2, schemas.Click),
+		event("idle", 3, schemas.Impression))
+
+	stats, err := e.tier.Sessions(ctx, []string{"reader", "nobody"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[store.Arm]store.Counts{
+		{Context: "home", Item: "sku-1"}: {ByType: [store.NumEventTypes]int64{1, 0, 0, 0, 0}},
+		{Context: "home", Item: "sku-2"}: {ByType: [store.NumEventTypes]int64{0, 1, 0, 0, 0}},
+	}
+	if !stats[0].Loaded || fmt.Sprint(stats[0].Arms) != fmt.Sprint(want) {
+		t.Fatalf("reader: %+v, want loaded with %v", stats[0], want)
+	}
+	if stats[1].Loaded || stats[1].Arms != nil {
+		t.Fatalf("nobody: %+v, want not loaded", stats[1])
+	}
+	if h, _ := e.tier.UserHistory(ctx, "nobody"); len(h) != 0 {
+		t.Fatalf("reading a user who is not hot created a session")
+	}
+
+	time.Sleep(1500 * time.Millisecond)
+	if _, err := e.tier.Sessions(ctx, []string{"reader"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if _, err := e.tier.Sweep(ctx, 100); err != nil {
+		t.Fatal(err)
+	}
+	stats, err = e.tier.Sessions(ctx, []string{"reader", "idle"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !stats[0].Loaded || stats[1].Loaded {
+		t.Fatalf("after the sweep: reader loaded %v (want true), idle loaded %v (want false)", stats[0].Loaded, stats[1].Loaded)
+	}
+}

@@ -1,0 +1,252 @@
+// Command bandit-score answers score requests.
+//
+// It consumes the score-requests topic in a consumer group; per partition it
+// scores batches of requests: each candidate's Beta posterior comes from an
+// in-process cache, else the hot tier, else the prior; the user's own counts
+// are added while their session is hot, and a request from a user who is not
+// hot starts the session (waiting at most -session-wait). It ranks by
+// Thompson sampling (or posterior mean), publishes each response keyed by
+// request id to the request's reply topic or -results-topic, and commits a
+// batch only once every response is acknowledged. Bad requests go to
+// <topic>.dlq; requests past their deadline are counted and skipped.
+//
+// Every flag can also be set by its environment variable: -kafka-brokers is
+// BANDITSTREAM_KAFKA_BROKERS. SIGINT or SIGTERM drains the batches in flight,
+// commits and exits.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gocql/gocql"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/banditstream/banditstream/cmd/internal/config"
+	"github.com/banditstream/banditstream/consumers"
+	"github.com/banditstream/banditstream/sampler"
+	"github.com/banditstream/banditstream/schemas"
+	"github.com/banditstream/banditstream/store"
+)
+
+type options struct {
+	conns         config.Connections
+	topic         string
+	resultsTopic  string
+	group         string
+	keyPrefix     string
+	shards        int
+	fetchBytes    int
+	fetchWait     time.Duration
+	drainTimeout  time.Duration
+	session       time.Duration
+	cacheBytes    int64
+	cacheMaxAge   time.Duration
+	sessions      bool
+	sessionWait   time.Duration
+	sessionLoads  int
+	historyCap    int
+	priorAlpha    float64
+	priorBeta     float64
+	weights       string
+	lambda        float64
+	modelVersion  string
+	maxCandidates int
+	maxK          int
+	replication   string
+	consistency   string
+	commitDelay   time.Duration
+	logLevel      string
+	cpuProfile    string
+}
+
+func newFlags(o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("bandit-score", flag.ContinueOnError)
+	o.conns.Register(fs)
+	keys := store.DefaultKeys()
+	lim := schemas.DefaultLimits()
+	fs.StringVar(&o.topic, "topic", config.TopicScoreRequests, "topic of score requests; bad requests go to <topic>"+config.DLQSuffix)
+	fs.StringVar(&o.resultsTopic, "results-topic", config.TopicScoreResults, "topic of responses to requests without a reply topic")
+	fs.StringVar(&o.group, "group", "banditstream-scorer", "consumer group id")
+	fs.StringVar(&o.keyPrefix, "key-prefix", keys.Prefix, "hot tier key prefix (the same as bandit-ingest's)")
+	fs.IntVar(&o.shards, "shards", keys.Shards, "arm shards in the hot tier (the same as bandit-ingest's)")
+	fs.IntVar(&o.fetchBytes, "fetch-max-bytes", 1<<20, "largest fetch from one partition, bytes: bounds the requests scored together")
+	fs.DurationVar(&o.fetchWait, "fetch-max-wait", 100*time.Millisecond, "how long a fetch waits for new requests")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 20*time.Second, "time to finish in-flight batches after SIGTERM")
+	fs.DurationVar(&o.session, "session-timeout", 10*time.Second, "consumer group session timeout")
+	fs.Int64Var(&o.cacheBytes, "cache-bytes", 256<<20, "bound of the in-process arm cache, bytes (-1: no cache)")
+	fs.DurationVar(&o.cacheMaxAge, "cache-max-age", time.Second, "how old a cached arm may be and still be used")
+	fs.BoolVar(&o.sessions, "sessions", true, "add hot users' own counts and start sessions of users who are not hot (needs the cold tier)")
+	fs.DurationVar(&o.sessionWait, "session-wait", 50*time.Millisecond, "longest wait for a session load before scoring without the user's own counts")
+	fs.IntVar(&o.sessionLoads, "session-loads", 8, "batches of session loads in flight at most")
+	fs.IntVar(&o.historyCap, "history-cap", 200, "recent events loaded per session (the same as bandit-ingest's)")
+	fs.Float64Var(&o.priorAlpha, "prior-alpha", 1, "Beta prior α0 of every arm")
+	fs.Float64Var(&o.priorBeta, "prior-beta", 1, "Beta prior β0 of every arm")
+	fs.StringVar(&o.weights, "reward-weights", "click=1", "reward weight per event type, comma separated type=weight (click, wishlist, add_to_cart, order); types not listed weigh 0")
+	fs.Float64Var(&o.lambda, "lambda", 1, "weight of a hot user's own counts added to the global ones (0: none)")
+	fs.StringVar(&o.modelVersion, "model-version", "", "label of the model in every response (default: the prior, weights and lambda)")
+	fs.IntVar(&o.maxCandidates, "max-candidates", lim.MaxCandidates, "largest candidate list accepted")
+	fs.IntVar(&o.maxK, "max-k", lim.MaxK, "largest k accepted")
+	fs.StringVar(&o.replication, "cql-replication", "{'class': 'SimpleStrategy', 'replication_factor': 1}", "replication of the keyspace when it is created")
+	fs.StringVar(&o.consistency, "cql-consistency", "LOCAL_QUORUM", "consistency of cold tier reads and writes")
+	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long between publishing a batch's results and committing it")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until exit (for benchmarks)")
+	return fs
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "bandit-score:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+// parseWeights reads "click=1,order=5".
+func parseWeights(s string) ([store.NumEventTypes]float64, error) {
+	var w [store.NumEventTypes]float64
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, val, ok := strings.Cut(part, "=")
+		t, known := schemas.ParseEventType(strings.TrimSpace(name))
+		if !ok || !known || t == schemas.Impression {
+			return w, fmt.Errorf("-reward-weights: %q is not type=weight with type click, wishlist, add_to_cart or order", part)
+		}
+		x, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil {
+			return w, fmt.Errorf("-reward-weights: %q: %w", part, err)
+		}
+		w[store.TypeIndex(t)] = x
+	}
+	return w, nil
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	var o options
+	fs := newFlags(&o)
+	fs.SetOutput(stderr)
+	if err := config.Parse(fs, args, nil); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if err := o.conns.Validate(); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	weights, err := parseWeights(o.weights)
+	if err != nil {
+		return err
+	}
+	model := consumers.RewardModel{Prior: sampler.Prior{Alpha: o.priorAlpha, Beta: o.priorBeta}, Weights: weights, Lambda: o.lambda}
+	if err := model.Validate(); err != nil {
+		return err
+	}
+	limits := schemas.DefaultLimits()
+	limits.MaxCandidates, limits.MaxK = o.maxCandidates, o.maxK
+	if err := limits.Validate(); err != nil {
+		return fmt.Errorf("-max-candidates, -max-k: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("-cpu-profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("-cpu-profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	rdb := o.conns.Redis.Client()
+	defer rdb.Close()
+	hot, err := store.NewHot(rdb, store.Keys{Prefix: o.keyPrefix, Shards: o.shards})
+	if err != nil {
+		return err
+	}
+	var sessions consumers.SessionStore
+	if o.sessions {
+		consistency, err := gocql.ParseConsistencyWrapper(o.consistency)
+		if err != nil {
+			return fmt.Errorf("-cql-consistency: %w", err)
+		}
+		cluster := o.conns.CQL.Cluster()
+		cluster.Consistency = consistency
+		session, err := cluster.CreateSession()
+		if err != nil {
+			return fmt.Errorf("connecting to the cold tier: %w", err)
+		}
+		defer session.Close()
+		cold, err := store.NewCold(ctx, session, store.ColdConfig{Keyspace: o.conns.CQL.Keyspace, Replication: o.replication, HistoryLoad: o.historyCap})
+		if err != nil {
+			return err
+		}
+		tier, err := store.NewTier(hot, cold, store.TierConfig{HistoryCap: o.historyCap, Logger: log})
+		if err != nil {
+			return err
+		}
+		sessions = tier
+	}
+	out := &kafka.Writer{
+		Addr:         kafka.TCP(o.conns.Kafka.Brokers...),
+		RequiredAcks: kafka.RequireAll,
+		Balancer:     &kafka.Hash{},
+		BatchSize:    10_000,
+		BatchBytes:   64 << 20,
+		BatchTimeout: time.Millisecond,
+		WriteTimeout: o.conns.Kafka.Timeout,
+	}
+	defer out.Close()
+	sc, err := consumers.NewScorer(consumers.ScorerConfig{
+		Brokers:          o.conns.Kafka.Brokers,
+		Topic:            o.topic,
+		ResultsTopic:     o.resultsTopic,
+		GroupID:          o.group,
+		FetchMaxBytes:    o.fetchBytes,
+		FetchMaxWait:     o.fetchWait,
+		Limits:           limits,
+		Model:            model,
+		ModelVersion:     o.modelVersion,
+		CacheBytes:       o.cacheBytes,
+		CacheMaxAge:      o.cacheMaxAge,
+		SessionWait:      o.sessionWait,
+		SessionLoads:     o.sessionLoads,
+		DrainTimeout:     o.drainTimeout,
+		SessionTimeout:   o.session,
+		FaultCommitDelay: o.commitDelay,
+		Logger:           log,
+	}, hot, sessions, out)
+	if err != nil {
+		return err
+	}
+	log.Info("starting", "topic", o.topic, "results_topic", o.resultsTopic, "group", o.group,
+		"model", model.Version(), "sessions", o.sessions, "config", o.conns.Redacted())
+	err = sc.Run(ctx)
+	st := sc.Stats()
+	log.Info("stopped", "scored", st.Scored, "past_deadline", st.PastDeadline, "dead_letters", st.DeadLetters,
+		"candidates", st.Candidates, "cache_hits", st.CacheHits, "cache_misses", st.CacheMisses, "session_loads", st.SessionLoads)
+	return err
+}

@@ -1,0 +1,88 @@
+package consumers
+
+import (
+	"strconv"
+	"testing"
+
+	"github.com/banditstream/banditstream/sampler"
+)
+
+func cacheItems(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = prefix + strconv.Itoa(i)
+	}
+	return out
+}
+
+func putAll(c *armCache, ctx string, items []string, fetched int64) {
+	entries := make([]cacheEntry, len(items))
+	for i, it := range items {
+		a, _ := sampler.NewArm(float64(i+1), 2)
+		entries[i] = cacheEntry{ctx: ctx, item: it, arm: a}
+	}
+	c.put(entries, fetched)
+}
+
+func TestArmCache(t *testing.T) {
+	const maxAge = 1000
+	t.Run("hit returns the stored posterior", func(t *testing.T) {
+		c := newArmCache(1<<20, maxAge)
+		items := cacheItems("sku-", 10)
+		putAll(c, "home", items, 100)
+		arms := make([]sampler.Arm, 10)
+		if misses := c.lookup("home", items, 150, arms, nil); len(misses) != 0 {
+			t.Fatalf("misses %v", misses)
+		}
+		for i, a := range arms {
+			if a.Alpha() != float64(i+1) {
+				t.Fatalf("item %d: α %v, want %d", i, a.Alpha(), i+1)
+			}
+		}
+		if misses := c.lookup("search", items[:3], 150, arms, nil); len(misses) != 3 {
+			t.Fatalf("another context: misses %v, want all 3", misses)
+		}
+	})
+	t.Run("older than the maximum age is a miss", func(t *testing.T) {
+		c := newArmCache(1<<20, maxAge)
+		items := cacheItems("sku-", 4)
+		putAll(c, "", items, 100)
+		arms := make([]sampler.Arm, 4)
+		if misses := c.lookup("", items, 100+maxAge, arms, nil); len(misses) != 0 {
+			t.Fatalf("at the maximum age: misses %v", misses)
+		}
+		if misses := c.lookup("", items, 101+maxAge, arms, nil); len(misses) != 4 {
+			t.Fatalf("past the maximum age: misses %v, want 4", misses)
+		}
+		if st := c.stale.Load(); st != 4 {
+			t.Fatalf("stale count %d, want 4", st)
+		}
+	})
+	t.Run("bounded in bytes, recently used kept", func(t *testing.T) {
+		limit := int64(100 * (slotBytes + 8))
+		c := newArmCache(limit, maxAge)
+		hot := cacheItems("hot-", 20)
+		putAll(c, "home", hot, 100)
+		arms := make([]sampler.Arm, len(hot))
+		for round := 0; round < 50; round++ {
+			putAll(c, "home", cacheItems("cold-"+strconv.Itoa(round)+"-", 30), 100)
+			if misses := c.lookup("home", hot, 100, arms, nil); len(misses) != 0 {
+				t.Fatalf("round %d: %d recently used arms evicted", round, len(misses))
+			}
+		}
+		n, bytes := c.size()
+		if bytes > limit || n > 100 || n < 50 {
+			t.Fatalf("%d arms in %d bytes; want at most 100 arms in %d bytes", n, bytes, limit)
+		}
+		if c.evictions.Load() == 0 {
+			t.Fatal("nothing evicted")
+		}
+	})
+	t.Run("disabled", func(t *testing.T) {
+		c := newArmCache(-1, maxAge)
+		putAll(c, "", cacheItems("a", 5), 100)
+		if n, _ := c.size(); n != 0 {
+			t.Fatalf("a disabled cache holds %d arms", n)
+		}
+	})
+}

@@ -1,0 +1,369 @@
+package consumers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/banditstream/banditstream/sampler"
+	"github.com/banditstream/banditstream/schemas"
+	"github.com/banditstream/banditstream/store"
+)
+
+// ArmReader reads arm counts from the hot tier (store.Hot implements it).
+type ArmReader interface {
+	Counts(ctx context.Context, arms []store.Arm) ([]store.Counts, error)
+}
+
+var _ ArmReader = (*store.Hot)(nil)
+
+// SessionStore is what the scorer needs of the tiered user state: the
+// users' own counts while their session is hot, and session loads
+// (store.Tier implements it).
+type SessionStore interface {
+	Epoch(ctx context.Context) (string, error)
+	EnsureLoaded(ctx context.Context, users []string, epoch string) error
+	Sessions(ctx context.Context, users []string) ([]store.SessionStats, error)
+}
+
+var _ SessionStore = (*store.Tier)(nil)
+
+// RewardModel turns counts into Beta posteriors: trials are impressions,
+// reward r = Σ Weights[type]·count(type), α = α0 + r and
+// β = β0 + max(trials − r, 0). While a user's session is hot, the user's
+// own counts are added with weight Lambda: α += λ·r_u, β += λ·max(t_u − r_u, 0).
+type RewardModel struct {
+	Prior sampler.Prior
+	// Weights by store.TypeIndex (impression, click, wishlist, add to
+	// cart, order). The impression weight must be 0: impressions are the
+	// trials.
+	Weights [store.NumEventTypes]float64
+	Lambda  float64
+}
+
+// DefaultRewardModel is Beta(1, 1), a click worth 1 and everything else 0,
+// and the user's own counts at weight 1.
+func DefaultRewardModel() RewardModel {
+	return RewardModel{Prior: sampler.DefaultPrior, Weights: [store.NumEventTypes]float64{0, 1, 0, 0, 0}, Lambda: 1}
+}
+
+// Validate reports a model that cannot work.
+func (m RewardModel) Validate() error {
+	if err := m.Prior.Validate(); err != nil {
+		return err
+	}
+	if m.Weights[0] != 0 {
+		return errors.New("reward model: impressions are the trials; their weight must be 0")
+	}
+	for _, w := range m.Weights {
+		if !(w >= 0) || math.IsInf(w, 0) {
+			return fmt.Errorf("reward model: weight %v must be finite and not negative", w)
+		}
+	}
+	if !(m.Lambda >= 0) || math.IsInf(m.Lambda, 0) {
+		return fmt.Errorf("reward model: lambda %v must be finite and not negative", m.Lambda)
+	}
+	return nil
+}
+
+// trialsReward returns an arm's trials and reward.
+func (m *RewardModel) trialsReward(c *store.Counts) (float64, float64) {
+	var r float64
+	for t := 1; t < store.NumEventTypes; t++ {
+		r += m.Weights[t] * float64(c.ByType[t])
+	}
+	return float64(c.ByType[0]), r
+}
+
+// arm returns the global posterior of an arm with counts c.
+func (m *RewardModel) arm(c *store.Counts) sampler.Arm {
+	t, r := m.trialsReward(c)
+	return m.Prior.Arm(t, r)
+}
+
+// personalize adds a user's own counts to a global posterior.
+func (m *RewardModel) personalize(a *sampler.Arm, c *store.Counts) {
+	t, r := m.trialsReward(c)
+	alpha := a.Alpha() + m.Lambda*r
+	beta := a.Beta() + m.Lambda*max(t-r, 0)
+	_ = a.Set(alpha, beta) // finite and positive: sums of positive shapes and non-negative counts
+}
+
+// Posterior returns an arm's posterior from its global counts and, if own
+// is not nil, the user's own counts on it: what the scorer ranks.
+func (m RewardModel) Posterior(global store.Counts, own *store.Counts) sampler.Arm {
+	a := m.arm(&global)
+	if own != nil && m.Lambda > 0 {
+		m.personalize(&a, own)
+	}
+	return a
+}
+
+// Version names the model in every response.
+func (m RewardModel) Version() string {
+	w := ""
+	for i, x := range m.Weights[1:] {
+		if i > 0 {
+			w += ","
+		}
+		w += strconv.FormatFloat(x, 'g', -1, 64)
+	}
+	return fmt.Sprintf("beta(%g,%g);w=%s;lambda=%g", m.Prior.Alpha, m.Prior.Beta, w, m.Lambda)
+}
+
+// ScorerConfig configures Scorer. Zero fields take the documented defaults.
+type ScorerConfig struct {
+	Brokers []string
+	// Topic of score requests; default "score-requests". Bad requests go
+	// to Topic+".dlq".
+	Topic string
+	// ResultsTopic receives responses to requests without a reply topic;
+	// default "score-results".
+	ResultsTopic string
+	// GroupID of the consumer group; default "banditstream-scorer".
+	GroupID string
+	// FetchMaxBytes bounds one fetch from one partition, and so the
+	// requests scored together; default 1 MiB.
+	FetchMaxBytes int
+	// FetchMaxWait is how long a fetch waits for requests; default 100 ms.
+	FetchMaxWait time.Duration
+	// Limits checks every request; default schemas.DefaultLimits().
+	Limits schemas.Limits
+	// Model turns counts into posteriors; default DefaultRewardModel().
+	Model RewardModel
+	// ModelVersion labels responses; default Model.Version().
+	ModelVersion string
+	// CacheBytes bounds the in-process arm cache; default 256 MiB. Zero
+	// after defaults (set -1) disables it.
+	CacheBytes int64
+	// CacheMaxAge is how old a cached arm may be and still be used;
+	// default 1 s.
+	CacheMaxAge time.Duration
+	// SessionWait bounds waiting for the session load a request from a user
+	// who is not hot starts; the request is scored without the user's own
+	// counts if the load takes longer (it goes on in the background).
+	// Default 50 ms.
+	SessionWait time.Duration
+	// SessionLoads bounds the batches of session loads in flight; a batch
+	// that finds them all busy scores without starting more. Default 8.
+	SessionLoads int
+	// DrainTimeout bounds finishing the in-flight batch after ctx ends;
+	// default 20 s.
+	DrainTimeout time.Duration
+	// SessionTimeout of the consumer group; default 10 s.
+	SessionTimeout time.Duration
+	// FaultCommitDelay waits between publishing a batch's results and
+	// committing: fault injection for tests. Zero in production.
+	FaultCommitDelay time.Duration
+	Transport        kafka.RoundTripper
+	Dialer           *kafka.Dialer
+	Logger           *slog.Logger
+}
+
+func (c *ScorerConfig) setDefaults() {
+	if c.Topic == "" {
+		c.Topic = "score-requests"
+	}
+	if c.ResultsTopic == "" {
+		c.ResultsTopic = "score-results"
+	}
+	if c.GroupID == "" {
+		c.GroupID = "banditstream-scorer"
+	}
+	if c.FetchMaxBytes == 0 {
+		c.FetchMaxBytes = 1 << 20
+	}
+	if c.FetchMaxWait == 0 {
+		c.FetchMaxWait = 100 * time.Millisecond
+	}
+	if c.Limits == (schemas.Limits{}) {
+		c.Limits = schemas.DefaultLimits()
+	}
+	if c.Model == (RewardModel{}) {
+		c.Model = DefaultRewardModel()
+	}
+	if c.ModelVersion == "" {
+		c.ModelVersion = c.Model.Version()
+	}
+	if c.CacheBytes == 0 {
+		c.CacheBytes = 256 << 20
+	}
+	if c.CacheMaxAge == 0 {
+		c.CacheMaxAge = time.Second
+	}
+	if c.SessionWait == 0 {
+		c.SessionWait = 50 * time.Millisecond
+	}
+	if c.SessionLoads == 0 {
+		c.SessionLoads = 8
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 20 * time.Second
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c ScorerConfig) Validate() error {
+	if len(c.Brokers) == 0 {
+		return errors.New("scorer: no brokers")
+	}
+	if c.FetchMaxBytes < 1024 || c.FetchMaxWait < 0 || c.DrainTimeout < 0 || c.CacheMaxAge < 0 || c.SessionWait < 0 {
+		return errors.New("scorer: fetch max bytes must be at least 1 KiB and durations not negative")
+	}
+	if c.SessionLoads < 1 {
+		return errors.New("scorer: session loads must be at least 1")
+	}
+	if err := c.Model.Validate(); err != nil {
+		return fmt.Errorf("scorer: %w", err)
+	}
+	return c.Limits.Validate()
+}
+
+// ScorerStats counts what a scorer did since it started.
+type ScorerStats struct {
+	Scored, PastDeadline, DeadLetters int64
+	Candidates                        int64
+	CacheHits, CacheMisses            int64
+	CacheStale, CacheEvictions        int64
+	CacheArms                         int
+	CacheBytes                        int64
+	SessionLoads                      int64
+}
+
+// Scorer answers score requests: per partition it fetches a batch of
+// requests, sends bad ones to the dead-letter topic, skips those past their
+// deadline, looks up every candidate's posterior (in-process cache, then
+// the hot tier, then the prior), adds the user's own counts when the
+// user's session is hot and starts the session when not, ranks with
+// Thompson sampling or by posterior mean, publishes each response keyed by
+// request id, and commits only once every response is acknowledged.
+type Scorer struct {
+	cfg      ScorerConfig
+	arms     ArmReader
+	sessions SessionStore
+	out      MessageWriter
+	fetcher
+	cache *armCache
+	log   *slog.Logger
+
+	loads   chan struct{} // semaphore of session-load batches in flight
+	loading sync.WaitGroup
+
+	scored, pastDeadline, deadLetters, candidates, sessionLoads atomic.Int64
+}
+
+// NewScorer returns a scorer. out writes the results and the dead letters;
+// every message names its topic, so out must have no topic of its own (a
+// *kafka.Writer with Topic empty, RequiredAcks = RequireAll and Async =
+// false). sessions may be nil: then the users' own counts are not used.
+func NewScorer(cfg ScorerConfig, arms ArmReader, sessions SessionStore, out MessageWriter) (*Scorer, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if arms == nil || out == nil {
+		return nil, errors.New("scorer: nil arm reader or writer")
+	}
+	log := cfg.Logger.With("component", "scorer", "topic", cfg.Topic)
+	return &Scorer{
+		cfg:      cfg,
+		arms:     arms,
+		sessions: sessions,
+		out:      out,
+		fetcher: fetcher{
+			client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Transport},
+			topic:  cfg.Topic, maxBytes: cfg.FetchMaxBytes, maxWait: cfg.FetchMaxWait, log: log,
+		},
+		cache: newArmCache(cfg.CacheBytes, cfg.CacheMaxAge.Nanoseconds()),
+		log:   log,
+		loads: make(chan struct{}, cfg.SessionLoads),
+	}, nil
+}
+
+// Stats returns the counts so far.
+func (s *Scorer) Stats() ScorerStats {
+	arms, bytes := s.cache.size()
+	return ScorerStats{
+		CacheArms: arms, CacheBytes: bytes,
+		Scored: s.scored.Load(), PastDeadline: s.pastDeadline.Load(), DeadLetters: s.deadLetters.Load(),
+		Candidates: s.candidates.Load(),
+		CacheHits:  s.cache.hits.Load(), CacheMisses: s.cache.misses.Load(),
+		CacheStale: s.cache.stale.Load(), CacheEvictions: s.cache.evictions.Load(),
+		SessionLoads: s.sessionLoads.Load(),
+	}
+}
+
+// Run consumes until ctx ends, then finishes the batches in flight,
+// commits, waits for the session loads it started and leaves the group.
+func (s *Scorer) Run(ctx context.Context) error {
+	defer s.loading.Wait()
+	return runGroup(ctx, groupConfig{
+		brokers: s.cfg.Brokers, groupID: s.cfg.GroupID, topic: s.cfg.Topic,
+		sessionTimeout: s.cfg.SessionTimeout, dialer: s.cfg.Dialer, log: s.log,
+	}, s.runPartition)
+}
+
+func (s *Scorer) runPartition(ctx, gctx context.Context, gen *kafka.Generation, partition int, offset int64) {
+	log := s.log.With("partition", partition)
+	w := newScoreWorker(s, partition)
+	stop := func() bool { return ctx.Err() != nil || gctx.Err() != nil }
+	backoff := newBackoff()
+	for !stop() {
+		if offset < 0 {
+			first, err := s.earliest(gctx, partition)
+			if err != nil {
+				log.Warn("finding the earliest offset", "err", err)
+				backoff.wait(gctx)
+				continue
+			}
+			offset = first
+		}
+		batch, next, err := s.fetch(gctx, partition, offset)
+		if err != nil {
+			if !stop() {
+				log.Warn("fetching", "offset", offset, "err", err)
+				backoff.wait(gctx)
+			}
+			continue
+		}
+		if len(batch) == 0 {
+			offset = next
+			continue
+		}
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DrainTimeout)
+		err = w.process(wctx, ctx, batch)
+		if err == nil && s.cfg.FaultCommitDelay > 0 {
+			time.Sleep(s.cfg.FaultCommitDelay)
+		}
+		if err == nil {
+			err = gen.CommitOffsets(map[string]map[int]int64{s.cfg.Topic: {partition: next}})
+			cancel()
+			if err != nil {
+				// The next owner answers the batch again: clients see a
+				// duplicate with the same request id, never a gap.
+				log.Info("commit refused; generation ended", "err", err)
+				return
+			}
+			offset = next
+			backoff.reset()
+			continue
+		}
+		cancel()
+		log.Warn("scoring batch", "offset", offset, "err", err)
+		backoff.wait(gctx)
+	}
+}

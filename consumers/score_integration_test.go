@@ -1,0 +1,608 @@
+package consumers_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gocql/gocql"
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/banditstream/banditstream/consumers"
+	"github.com/banditstream/banditstream/deploy/local/stacktest"
+	"github.com/banditstream/banditstream/sampler"
+	"github.com/banditstream/banditstream/schemas"
+	"github.com/banditstream/banditstream/store"
+)
+
+type scoreEnv struct {
+	brokers  []string
+	redis    string
+	cql      string
+	requests string
+	results  string
+	prefix   string
+	keyspace string
+	group    string
+	rdb      *redis.Client
+	hot      *store.Hot
+	tier     *store.Tier
+	epoch    string
+}
+
+func newScoreEnv(t *testing.T, partitions int) *scoreEnv {
+	t.Helper()
+	e := &scoreEnv{brokers: stacktest.KafkaBrokers(t), redis: stacktest.RedisAddr(t), cql: stacktest.CQLHosts(t)[0]}
+	e.requests = stacktest.CreateTopic(t, e.brokers, "it_requests", partitions)
+	stacktest.CreateTopicNamed(t, e.brokers, e.requests+consumers.DeadLetterSuffix, 1)
+	e.results = stacktest.CreateTopic(t, e.brokers, "it_results", partitions)
+	e.prefix = stacktest.UniqueName("it")
+	e.keyspace = stacktest.UniqueName("it")
+	e.group = stacktest.UniqueName("it_scorer")
+	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis})
+	t.Cleanup(func() { e.rdb.Close() })
+	var err error
+	if e.hot, err = store.NewHot(e.rdb, store.Keys{Prefix: e.prefix, Shards: 16}); err != nil {
+		t.Fatal(err)
+	}
+	if e.epoch, err = e.hot.Recover(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	cluster := gocql.NewCluster(e.cql)
+	cluster.Timeout = 20 * time.Second
+	session, err := cluster.CreateSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(session.Close)
+	cold, err := store.NewCold(context.Background(), session, store.ColdConfig{Keyspace: e.keyspace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = session.Query("DROP KEYSPACE IF EXISTS " + e.keyspace).Exec() })
+	if e.tier, err = store.NewTier(e.hot, cold, store.TierConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// seedArms writes arm counts to the hot tier as ingest would.
+func (e *scoreEnv) seedArms(t *testing.T, counts map[store.Arm]store.Counts) {
+	t.Helper()
+	keys := e.hot.Keys()
+	byShard := map[int][]store.ArmDelta{}
+	for a, c := range counts {
+		s := keys.Shard(a)
+		byShard[s] = append(byShard[s], store.ArmDelta{Arm: a, Counts: c})
+	}
+	var batches []store.ShardBatch
+	for s, d := range byShard {
+		batches = append(batches, store.ShardBatch{Shard: s, Expected: store.NoWatermark, Deltas: d})
+	}
+	if _, err := e.hot.Apply(context.Background(), "seed", 0, 0, e.epoch, batches); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startScorer runs a scorer in this process until the test ends.
+func (e *scoreEnv) startScorer(t *testing.T, cfg consumers.ScorerConfig) *consumers.Scorer {
+	t.Helper()
+	out := &kafka.Writer{Addr: kafka.TCP(e.brokers...), RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{},
+		BatchSize: 10_000, BatchBytes: 64 << 20, BatchTimeout: time.Millisecond}
+	cfg.Brokers, cfg.Topic, cfg.ResultsTopic, cfg.GroupID = e.brokers, e.requests, e.results, e.group
+	cfg.SessionTimeout, cfg.FetchMaxWait = 6*time.Second, 50*time.Millisecond
+	if cfg.SessionWait == 0 {
+		cfg.SessionWait = 2 * time.Second
+	}
+	sc, err := consumers.NewScorer(cfg, e.hot, e.tier, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := sc.Run(ctx); err != nil {
+			t.Errorf("scorer: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		out.Close()
+	})
+	return sc
+}
+
+func (e *scoreEnv) send(t *testing.T, msgs ...kafka.Message) {
+	t.Helper()
+	w := newWriter(e.brokers, e.requests)
+	w.BatchBytes = 16 << 20
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatalf("sending requests: %.300v", err)
+	}
+}
+
+func requestMsg(t testing.TB, r *schemas.ScoreRequest) kafka.Message {
+	b, err := schemas.Protobuf.AppendScoreRequest(nil, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kafka.Message{Key: []byte(r.GetUserId()), Value: b}
+}
+
+// readTopic reads every partition of topic from the start until done
+// returns true for the responses so far, or fails after timeout.
+func readTopic(t *testing.T, brokers []string, topic string, partitions int, timeout time.Duration,
+	done func(map[string][]*schemas.ScoreResponse) bool) map[string][]*schemas.ScoreResponse {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	type item struct {
+		resp *schemas.ScoreResponse
+		err  error
+	}
+	ch := make(chan item)
+	var wg sync.WaitGroup
+	for p := 0; p < partitions; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond, MaxBytes: 16 << 20})
+			defer r.Close()
+			for {
+				m, err := r.ReadMessage(ctx)
+				if err != nil {
+					return
+				}
+				codec, err := schemas.CodecFor(headerOf(m, schemas.HeaderContentType))
+				resp := &schemas.ScoreResponse{}
+				if err == nil {
+					err = codec.DecodeScoreResponse(schemas.DefaultLimits(), m.Value, resp)
+				}
+				if err == nil && string(m.Key) != resp.GetRequestId() {
+					err = fmt.Errorf("response keyed %q carries request id %q", m.Key, resp.GetRequestId())
+				}
+				select {
+				case ch <- item{resp, err}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	defer wg.Wait()
+	defer cancel()
+	got := map[string][]*schemas.ScoreResponse{}
+	for !done(got) {
+		select {
+		case it := <-ch:
+			if it.err != nil {
+				t.Fatalf("reading %s: %v", topic, it.err)
+			}
+			got[it.resp.GetRequestId()] = append(got[it.resp.GetRequestId()], it.resp)
+		case <-ctx.Done():
+			t.Fatalf("reading %s: %d request ids answered after %s", topic, len(got), timeout)
+		}
+	}
+	return got
+}
+
+func headerOf(m kafka.Message, key string) string {
+	for _, h := range m.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+func atLeast(n int) func(map[string][]*schemas.ScoreResponse) bool {
+	return func(m map[string][]*schemas.ScoreResponse) bool { return len(m) >= n }
+}
+
+// catalogue returns counts for items sku-0 … sku-(n-1) in ctx with
+// click-through rates spread from 1% to 30%.
+func catalogue(ctx string, n int) map[store.Arm]store.Counts {
+	out := map[store.Arm]store.Counts{}
+	for i := 0; i < n; i++ {
+		imp := int64(100 + 37*i)
+		clicks := imp * int64(1+(i*29)%30) / 100
+		out[store.Arm{Context: ctx, Item: "sku-" + strconv.Itoa(i)}] = store.Counts{ByType: [store.NumEventTypes]int64{imp, clicks, int64(i % 3), 0, int64(i % 2)}}
+	}
+	return out
+}
+
+// expectRank ranks as the scorer must, computing each posterior from the
+// contract (trials = impressions, reward = clicks, prior Beta(1, 1), the
+// user's own counts added at weight 1) and ranking with the sampler and
+// the request's seed.
+func expectRank(counts map[store.Arm]store.Counts, own map[store.Arm]store.Counts, r *schemas.ScoreRequest, seed uint64) ([]sampler.Ranked, []sampler.Arm) {
+	arms := make([]sampler.Arm, len(r.GetCandidates()))
+	for i, c := range r.GetCandidates() {
+		a := store.Arm{Context: r.GetContext(), Item: c}
+		g := counts[a]
+		alpha := 1 + float64(g.ByType[1])
+		beta := 1 + max(float64(g.ByType[0])-float64(g.ByType[1]), 0)
+		if o, ok := own[a]; ok {
+			alpha += float64(o.ByType[1])
+			beta += max(float64(o.ByType[0])-float64(o.ByType[1]), 0)
+		}
+		arm, err := sampler.NewArm(alpha, beta)
+		if err != nil {
+			panic(err)
+		}
+		arms[i] = arm
+	}
+	mode := sampler.Thompson
+	if r.GetMode() == schemas.ModeMean {
+		mode = sampler.Mean
+	}
+	var rk sampler.Ranker
+	return rk.Rank(arms, int(r.GetK()), mode, seed, nil), arms
+}
+
+// With a seed, a response is exactly the sampler's ranking of the stored
+// posteriors, with the user's own counts added while the user is hot;
+// mean mode ranks by posterior mean; unseen items get the prior; a request
+// with a reply topic is answered there and only there.
+func TestScoreMatchesSamplerOnStoredPosteriors(t *testing.T) {
+	e := newScoreEnv(t, 3)
+	counts := catalogue("home", 60)
+	e.seedArms(t, counts)
+
+	// A hot user who clicked sku-3 on each of 30 impressions and never sku-7 in 50.
+	ctx := context.Background()
+	own := map[store.Arm]store.Counts{
+		{Context: "home", Item: "sku-3"}: {ByType: [store.NumEventTypes]int64{30, 30, 0, 0, 0}},
+		{Context: "home", Item: "sku-7"}: {ByType: [store.NumEventTypes]int64{50, 0, 0, 0, 0}},
+	}
+	var evs []store.UserEvent
+	off := int64(0)
+	for a, c := range own {
+		for ty, n := range c.ByType {
+			for j := int64(0); j < n; j++ {
+				off++
+				evs = append(evs, store.UserEvent{Offset: off, Event: store.HistoryEvent{
+					UserID: "hot", EventID: "e" + strconv.FormatInt(off, 10), ItemID: a.Item, Context: a.Context,
+					Type: int32(schemas.Impression) + int32(ty), EventTimeMs: 1_767_225_600_000 + off,
+				}})
+			}
+		}
+	}
+	if err := e.tier.EnsureLoaded(ctx, []string{"hot"}, e.epoch); err != nil {
+		t.Fatal(err)
+	}
+	if notLoaded, err := e.tier.ApplyUserEvents(ctx, "interactions", 0, e.epoch, map[string][]store.UserEvent{"hot": evs}); err != nil || len(notLoaded) > 0 {
+		t.Fatalf("applying the user's events: %v %v", err, notLoaded)
+	}
+
+	replyTopic := stacktest.CreateTopic(t, e.brokers, "it_reply", 1)
+	sc := e.startScorer(t, consumers.ScorerConfig{})
+	candidates := make([]string, 0, 70)
+	for i := 0; i < 70; i++ { // sku-60 … sku-69 were never seen
+		candidates = append(candidates, "sku-"+strconv.Itoa(i))
+	}
+	var reqs []*schemas.ScoreRequest
+	var msgs []kafka.Message
+	for i := 0; i < 40; i++ {
+		seed := uint64(1000 + i)
+		r := &schemas.ScoreRequest{RequestId: "r" + strconv.Itoa(i), UserId: "u-" + strconv.Itoa(i%7), Context: "home",
+			Candidates: candidates, K: 10, Seed: &seed}
+		switch i % 4 {
+		case 1:
+			r.Mode = schemas.ModeMean
+		case 2:
+			r.UserId = "hot"
+		case 3:
+			r.K = 70
+		}
+		if i == 5 {
+			r.ReplyTopic = replyTopic
+		}
+		reqs = append(reqs, r)
+		msgs = append(msgs, requestMsg(t, r))
+	}
+	e.send(t, msgs...)
+	got := readTopic(t, e.brokers, e.results, 3, time.Minute, atLeast(len(reqs)-1))
+	replies := readTopic(t, e.brokers, replyTopic, 1, time.Minute, atLeast(1))
+	if len(replies) != 1 || replies["r5"] == nil {
+		t.Fatalf("reply topic holds %v, want r5 only", replies)
+	}
+	if got["r5"] != nil {
+		t.Fatal("r5 answered on the results topic as well as its reply topic")
+	}
+	got["r5"] = replies["r5"]
+
+	for _, r := range reqs {
+		resp := got[r.GetRequestId()][0]
+		var userCounts map[store.Arm]store.Counts
+		if r.GetUserId() == "hot" {
+			userCounts = own
+		}
+		want, arms := expectRank(counts, userCounts, r, r.GetSeed())
+		if len(resp.GetItems()) != len(want) {
+			t.Fatalf("%s: %d items, want %d", r.GetRequestId(), len(resp.GetItems()), len(want))
+		}
+		for j, w := range want {
+			it := resp.GetItems()[j]
+			if it.GetItemId() != candidates[w.Index] || it.GetScore() != w.Score || it.GetMean() != arms[w.Index].Mean() {
+				t.Fatalf("%s (mode %v, user %s) item %d: %s score %v mean %v; want %s score %v mean %v", r.GetRequestId(), r.GetMode(), r.GetUserId(), j,
+					it.GetItemId(), it.GetScore(), it.GetMean(), candidates[w.Index], w.Score, arms[w.Index].Mean())
+			}
+			if r.GetMode() == schemas.ModeMean && j > 0 && it.GetMean() > resp.GetItems()[j-1].GetMean() {
+				t.Fatalf("%s: mean mode out of order at %d", r.GetRequestId(), j)
+			}
+		}
+		if resp.GetSeed() != r.GetSeed() || resp.GetModelVersion() == "" || resp.GetTiming().GetScoredTimeMs() == 0 {
+			t.Fatalf("%s: seed %d model %q timing %v", r.GetRequestId(), resp.GetSeed(), resp.GetModelVersion(), resp.GetTiming())
+		}
+		if r.GetK() == 70 {
+			for _, it := range resp.GetItems() {
+				if _, seen := counts[store.Arm{Context: "home", Item: it.GetItemId()}]; !seen && it.GetMean() != 0.5 {
+					t.Fatalf("unseen %s has mean %v, want the prior's 0.5", it.GetItemId(), it.GetMean())
+				}
+			}
+		}
+	}
+	if st := sc.Stats(); st.Scored != int64(len(reqs)) || st.CacheHits == 0 {
+		t.Fatalf("stats %+v: want %d scored and cache hits", st, len(reqs))
+	}
+	// The personalised case tests something only if the user's counts
+	// change the ranking.
+	hot := reqs[2]
+	with, _ := expectRank(counts, own, hot, hot.GetSeed())
+	without, _ := expectRank(counts, nil, hot, hot.GetSeed())
+	if fmt.Sprint(with) == fmt.Sprint(without) {
+		t.Fatal("the hot user's own counts do not change the ranking")
+	}
+}
+
+// An arm with many clicks and few impressions ranks first in at least 99%
+// of Thompson requests without a seed; the others were shown often and
+// rarely clicked.
+func TestScoreStrongArmRanksFirst(t *testing.T) {
+	e := newScoreEnv(t, 2)
+	counts := map[store.Arm]store.Counts{}
+	var candidates []string
+	for i := 0; i < 50; i++ {
+		id := "sku-" + strconv.Itoa(i)
+		candidates = append(candidates, id)
+		counts[store.Arm{Context: "search", Item: id}] = store.Counts{ByType: [store.NumEventTypes]int64{2000, 40, 0, 0, 0}}
+	}
+	counts[store.Arm{Context: "search", Item: "sku-17"}] = store.Counts{ByType: [store.NumEventTypes]int64{60, 45, 0, 0, 0}}
+	e.seedArms(t, counts)
+	e.startScorer(t, consumers.ScorerConfig{})
+	const n = 400
+	var msgs []kafka.Message
+	for i := 0; i < n; i++ {
+		msgs = append(msgs, requestMsg(t, &schemas.ScoreRequest{RequestId: "s" + strconv.Itoa(i), UserId: "u" + strconv.Itoa(i%20),
+			Context: "search", Candidates: candidates, K: 5}))
+	}
+	e.send(t, msgs...)
+	got := readTopic(t, e.brokers, e.results, 2, time.Minute, atLeast(n))
+	first := 0
+	seeds := map[uint64]bool{}
+	for _, rs := range got {
+		if rs[0].GetItems()[0].GetItemId() == "sku-17" {
+			first++
+		}
+		seeds[rs[0].GetSeed()] = true
+	}
+	if first < n*99/100 {
+		t.Fatalf("sku-17 first in %d of %d requests, want at least 99%%", first, n)
+	}
+	if len(seeds) < n*9/10 {
+		t.Fatalf("%d distinct seeds in %d requests without one: Thompson sampling is not exploring", len(seeds), n)
+	}
+}
+
+// Malformed requests go to the dead-letter topic with their reason and
+// origin; the valid requests around them are answered; a request past its
+// deadline is skipped and counted; the group's lag ends at 0.
+func TestScoreDeadLetters(t *testing.T) {
+	e := newScoreEnv(t, 2)
+	e.seedArms(t, catalogue("", 20))
+	sc := e.startScorer(t, consumers.ScorerConfig{})
+	many := make([]string, schemas.DefaultLimits().MaxCandidates+1)
+	for i := range many {
+		many[i] = "sku-" + strconv.Itoa(i)
+	}
+	valid := func(id string) *schemas.ScoreRequest {
+		return &schemas.ScoreRequest{RequestId: id, UserId: "u-" + id, Candidates: []string{"sku-1", "sku-2", "sku-3"}, K: 2}
+	}
+	bad := []struct {
+		reason string
+		msg    kafka.Message
+	}{
+		{"malformed protobuf", kafka.Message{Key: []byte("u"), Value: []byte{0x0a, 0xff, 0x01}}},
+		{"invalid candidates", requestMsg(t, &schemas.ScoreRequest{RequestId: "b1", UserId: "u", K: 3})},
+		{"invalid candidates", requestMsg(t, &schemas.ScoreRequest{RequestId: "b2", UserId: "u", Candidates: many, K: 3})},
+		{"invalid k", requestMsg(t, &schemas.ScoreRequest{RequestId: "b3", UserId: "u", Candidates: []string{"a"}, K: 0})},
+		{"invalid k", requestMsg(t, &schemas.ScoreRequest{RequestId: "b4", UserId: "u", Candidates: []string{"a"}, K: -4})},
+		{"invalid deadline_ms", requestMsg(t, &schemas.ScoreRequest{RequestId: "b5", UserId: "u", Candidates: []string{"a"}, K: 1, DeadlineMs: -1})},
+		{"invalid reply_topic", requestMsg(t, &schemas.ScoreRequest{RequestId: "b6", UserId: "u", Candidates: []string{"a"}, K: 1, ReplyTopic: "no such/topic"})},
+		{"reply topic", requestMsg(t, &schemas.ScoreRequest{RequestId: "b7", UserId: "u", Candidates: []string{"a"}, K: 1, ReplyTopic: stacktest.UniqueName("missing")})},
+		{"invalid content-type header", kafka.Message{Key: []byte("u"), Value: []byte("{}"), Headers: []kafka.Header{{Key: schemas.HeaderContentType, Value: []byte("text/csv")}}}},
+		{"malformed JSON", kafka.Message{Key: []byte("u"), Value: []byte(`{"request_id": 7}`), Headers: []kafka.Header{{Key: schemas.HeaderContentType, Value: []byte(schemas.ContentTypeJSON)}}}},
+	}
+	var msgs []kafka.Message
+	nValid := 0
+	for i := 0; i < 300; i++ {
+		if i%10 == 5 {
+			b := bad[(i/10)%len(bad)]
+			m := b.msg
+			m.Headers = append(append([]kafka.Header{}, m.Headers...), kafka.Header{Key: "test-reason", Value: []byte(b.reason)})
+			msgs = append(msgs, m)
+			continue
+		}
+		r := valid("v" + strconv.Itoa(i))
+		if i == 7 {
+			r.DeadlineMs = time.Now().Add(-time.Minute).UnixMilli()
+		} else {
+			nValid++
+		}
+		if i%3 == 0 {
+			r.DeadlineMs = time.Now().Add(time.Hour).UnixMilli()
+		}
+		msgs = append(msgs, requestMsg(t, r))
+	}
+	e.send(t, msgs...)
+	got := readTopic(t, e.brokers, e.results, 2, time.Minute, atLeast(nValid))
+	if got["v7"] != nil {
+		t.Fatal("a request past its deadline was answered")
+	}
+	stacktest.WaitForLag(t, e.brokers, e.group, e.requests, time.Minute)
+	if st := sc.Stats(); st.PastDeadline != 1 || st.DeadLetters != 30 {
+		t.Fatalf("stats %+v: want 1 past deadline and 30 dead letters", st)
+	}
+
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.brokers, Topic: e.requests + consumers.DeadLetterSuffix, Partition: 0, MaxWait: 200 * time.Millisecond})
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := 0; i < 30; i++ {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			t.Fatalf("reading dead letter %d of 30: %v", i, err)
+		}
+		reason, got := headerOf(m, "test-reason"), headerOf(m, consumers.HeaderError)
+		if !contains(got, reason) || headerOf(m, consumers.HeaderOriginTopic) != e.requests || headerOf(m, consumers.HeaderOriginOffset) == "" {
+			t.Fatalf("dead letter with error %q (want %q), origin %q/%q", got, reason, headerOf(m, consumers.HeaderOriginTopic), headerOf(m, consumers.HeaderOriginOffset))
+		}
+	}
+}
+
+// 10,000 candidates rank in full; k larger than the candidate count
+// returns every candidate once.
+func TestScoreLargeRequests(t *testing.T) {
+	e := newScoreEnv(t, 1)
+	e.seedArms(t, catalogue("big", 5000))
+	e.startScorer(t, consumers.ScorerConfig{})
+	big := make([]string, 10_000)
+	for i := range big {
+		big[i] = "sku-" + strconv.Itoa(i)
+	}
+	seed := uint64(7)
+	reqs := []*schemas.ScoreRequest{
+		{RequestId: "all", UserId: "u1", Context: "big", Candidates: big, K: 10_000, Seed: &seed},
+		{RequestId: "top", UserId: "u2", Context: "big", Candidates: big, K: 25},
+		{RequestId: "over", UserId: "u3", Context: "big", Candidates: big[:12], K: 500},
+	}
+	var msgs []kafka.Message
+	for _, r := range reqs {
+		msgs = append(msgs, requestMsg(t, r))
+	}
+	e.send(t, msgs...)
+	got := readTopic(t, e.brokers, e.results, 1, time.Minute, atLeast(len(reqs)))
+	for _, r := range reqs {
+		items := got[r.GetRequestId()][0].GetItems()
+		want := min(int(r.GetK()), len(r.GetCandidates()))
+		if len(items) != want {
+			t.Fatalf("%s: %d items, want %d", r.GetRequestId(), len(items), want)
+		}
+		seen := map[string]bool{}
+		for j, it := range items {
+			if seen[it.GetItemId()] {
+				t.Fatalf("%s: %s ranked twice", r.GetRequestId(), it.GetItemId())
+			}
+			seen[it.GetItemId()] = true
+			if j > 0 && it.GetScore() > items[j-1].GetScore() {
+				t.Fatalf("%s: scores out of order at %d", r.GetRequestId(), j)
+			}
+		}
+	}
+	all := got["all"][0].GetItems()
+	want, _ := expectRank(catalogue("big", 5000), nil, reqs[0], seed)
+	for j := range want {
+		if all[j].GetItemId() != big[want[j].Index] || all[j].GetScore() != want[j].Score {
+			t.Fatalf("all: item %d is %s, want %s", j, all[j].GetItemId(), big[want[j].Index])
+		}
+	}
+}
+
+// SIGKILLs of scorer processes mid-stream: every request sent gets a
+// response; a request answered twice (its batch published, the commit
+// lost) gets the same ranking, since the seed and the stats are the same.
+func TestScoreAnswersEveryRequestUnderKills(t *testing.T) {
+	e := newScoreEnv(t, 4)
+	counts := catalogue("home", 400)
+	e.seedArms(t, counts)
+	var candidates []string
+	for i := 0; i < 400; i++ {
+		candidates = append(candidates, "sku-"+strconv.Itoa(i))
+	}
+	bin := stacktest.BuildBinary(t, "./cmd/bandit-score")
+	args := []string{
+		"-kafka-brokers", e.brokers[0], "-redis-addr", e.redis, "-cql-hosts", e.cql, "-cql-keyspace", e.keyspace,
+		"-topic", e.requests, "-results-topic", e.results, "-group", e.group, "-key-prefix", e.prefix, "-shards", "16",
+		"-session-timeout", "6s", "-fetch-max-wait", "50ms", "-fetch-max-bytes", "65536",
+		"-fault-commit-delay", "100ms", "-log-level", "warn",
+	}
+	procs := []*stacktest.Process{stacktest.StartProcess(t, bin, nil, args...), stacktest.StartProcess(t, bin, nil, args...)}
+
+	const total = 4000
+	sendCtx, stopSending := context.WithCancel(context.Background())
+	defer stopSending()
+	sendErr := make(chan error, 1)
+	go func() {
+		w := newWriter(e.brokers, e.requests)
+		defer w.Close()
+		for i := 0; i < total; i += 100 {
+			var msgs []kafka.Message
+			for j := i; j < i+100; j++ {
+				seed := uint64(j)
+				msgs = append(msgs, requestMsg(t, &schemas.ScoreRequest{RequestId: "k" + strconv.Itoa(j), UserId: "u" + strconv.Itoa(j%50),
+					Context: "home", Candidates: candidates, K: 20, Seed: &seed}))
+			}
+			if err := w.WriteMessages(sendCtx, msgs...); err != nil {
+				sendErr <- err
+				return
+			}
+			time.Sleep(40 * time.Millisecond)
+		}
+		sendErr <- nil
+	}()
+	kills := 0
+	for kills < 8 {
+		time.Sleep(700 * time.Millisecond)
+		p := procs[kills%2]
+		p.Kill()
+		kills++
+		time.Sleep(300 * time.Millisecond)
+		p.Start()
+	}
+	if err := <-sendErr; err != nil {
+		t.Fatalf("sending: %v", err)
+	}
+	got := readTopic(t, e.brokers, e.results, 4, 3*time.Minute, atLeast(total))
+	dups := 0
+	for id, rs := range got {
+		for _, r := range rs[1:] {
+			dups++
+			if fmt.Sprint(r.GetItems()) != fmt.Sprint(rs[0].GetItems()) {
+				t.Fatalf("%s answered twice with different rankings", id)
+			}
+		}
+	}
+	for j := 0; j < total; j++ {
+		if got["k"+strconv.Itoa(j)] == nil {
+			t.Fatalf("request k%d never answered", j)
+		}
+	}
+	t.Logf("%d requests, %d kills, %d duplicate responses", total, kills, dups)
+	if dups == 0 {
+		t.Log("no batch was answered twice: no kill landed between a publish and its commit")
+	}
+	for _, p := range procs {
+		p.Kill()
+	}
+}

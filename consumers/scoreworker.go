@@ -1,0 +1,408 @@
+package consumers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/banditstream/banditstream/sampler"
+	"github.com/banditstream/banditstream/schemas"
+	"github.com/banditstream/banditstream/store"
+)
+
+// scoreWorker scores the batches of one partition. Its buffers grow to the
+// largest batch and are reused, so a steady stream of requests ranks
+// without allocating per candidate.
+type scoreWorker struct {
+	s         *Scorer
+	partition int
+
+	reqs    []*schemas.ScoreRequest // decoded, reused
+	live    []liveRequest
+	arms    []sampler.Arm // every live request's candidates, back to back
+	misses  []int32
+	missAt  []missRef
+	entries []cacheEntry
+	ranker  sampler.Ranker
+	ranked  []sampler.Ranked
+	items   []*schemas.RankedItem
+	resp    schemas.ScoreResponse
+	timing  schemas.Timing
+	values  []byte // the batch's encoded responses, back to back
+	out     []kafka.Message
+	origin  []int // out[i] answers batch[origin[i]]; -1 for a dead letter
+	seeds   sampler.Rand
+}
+
+// liveRequest is a request to score: batch[rec] decoded into reqs[i]; its
+// candidates' posteriors are arms[off : off+n].
+type liveRequest struct {
+	rec, off int
+	req      *schemas.ScoreRequest
+	codec    schemas.Codec
+	user     *store.SessionStats
+}
+
+// missRef is a candidate to read from the hot tier: arms[pos] is arm.
+type missRef struct {
+	pos int
+	arm store.Arm
+}
+
+func newScoreWorker(s *Scorer, partition int) *scoreWorker {
+	w := &scoreWorker{s: s, partition: partition}
+	w.seeds.Seed(uint64(time.Now().UnixNano()) ^ uint64(partition)<<32)
+	return w
+}
+
+// process scores one batch and publishes its responses and dead letters.
+// ctx bounds the work (the drain timeout); member is the consumer's own
+// context, which session loads started here live under.
+func (w *scoreWorker) process(ctx, member context.Context, batch []record) error {
+	s := w.s
+	received := time.Now()
+	w.out, w.origin, w.live, w.values = w.out[:0], w.origin[:0], w.live[:0], w.values[:0]
+	nCand := 0
+	for i := range batch {
+		r := &batch[i]
+		req, codec, err := w.decode(len(w.live), r)
+		if err != nil {
+			w.out = append(w.out, w.deadLetter(r, err))
+			w.origin = append(w.origin, -1)
+			continue
+		}
+		if d := req.GetDeadlineMs(); d > 0 && d < received.UnixMilli() {
+			s.pastDeadline.Add(1)
+			continue
+		}
+		w.live = append(w.live, liveRequest{rec: i, off: nCand, req: req, codec: codec})
+		nCand += len(req.GetCandidates())
+	}
+	if n := len(w.out); n > 0 {
+		s.deadLetters.Add(int64(n))
+		s.log.Info("dead letters", "partition", w.partition, "count", n)
+	}
+	if len(w.live) > 0 {
+		if err := w.users(ctx, member); err != nil {
+			return err
+		}
+		if err := w.lookup(ctx, received, nCand); err != nil {
+			return err
+		}
+		for i := range w.live {
+			w.rank(&w.live[i], batch, received)
+		}
+	}
+	redirected, err := w.publish(ctx, batch)
+	if err != nil {
+		return err
+	}
+	s.deadLetters.Add(int64(redirected))
+	s.scored.Add(int64(len(w.live) - redirected))
+	s.candidates.Add(int64(nCand))
+	return nil
+}
+
+// decode decodes and validates a request into the i-th reusable message.
+func (w *scoreWorker) decode(i int, r *record) (*schemas.ScoreRequest, schemas.Codec, error) {
+	if i == len(w.reqs) {
+		w.reqs = append(w.reqs, &schemas.ScoreRequest{})
+	}
+	req := w.reqs[i]
+	codec, err := schemas.CodecFor(headerValue(r.headers, schemas.HeaderContentType))
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := codec.DecodeScoreRequest(w.s.cfg.Limits, r.value, req); err != nil {
+		return nil, 0, err
+	}
+	if err := w.s.cfg.Limits.CheckScoreRequest(req); err != nil {
+		return nil, 0, err
+	}
+	return req, codec, nil
+}
+
+// users reads the session stats of the batch's users and starts the
+// sessions of those who are not hot, waiting at most SessionWait for them.
+func (w *scoreWorker) users(ctx, member context.Context) error {
+	s := w.s
+	if s.sessions == nil {
+		return nil
+	}
+	index := make(map[string]int, len(w.live))
+	var users []string
+	for _, l := range w.live {
+		u := l.req.GetUserId()
+		if _, ok := index[u]; !ok {
+			index[u] = len(users)
+			users = append(users, u)
+		}
+	}
+	stats, err := s.sessions.Sessions(ctx, users)
+	if err != nil {
+		return err
+	}
+	var cold []string
+	for i, st := range stats {
+		if !st.Loaded {
+			cold = append(cold, users[i])
+		}
+	}
+	if len(cold) > 0 {
+		if loaded := w.startSessions(member, cold); loaded {
+			again, err := s.sessions.Sessions(ctx, cold)
+			if err != nil {
+				return err
+			}
+			for i, u := range cold {
+				stats[index[u]] = again[i]
+			}
+		}
+	}
+	for i := range w.live {
+		w.live[i].user = &stats[index[w.live[i].req.GetUserId()]]
+	}
+	return nil
+}
+
+// startSessions loads the sessions of users in the background and waits
+// up to SessionWait; it reports whether the loads finished in time. With
+// every load slot busy it starts nothing: the users' next requests try
+// again.
+func (w *scoreWorker) startSessions(member context.Context, users []string) bool {
+	s := w.s
+	select {
+	case s.loads <- struct{}{}:
+	default:
+		return false
+	}
+	done := make(chan struct{})
+	s.loading.Add(1)
+	go func() {
+		defer s.loading.Done()
+		defer func() { <-s.loads }()
+		defer close(done)
+		ctx, cancel := context.WithTimeout(member, 30*time.Second)
+		defer cancel()
+		epoch, err := s.sessions.Epoch(ctx)
+		if err != nil || epoch == "" {
+			// Lost and not recovered yet: ingest recovers the hot tier.
+			return
+		}
+		if err := s.sessions.EnsureLoaded(ctx, users, epoch); err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("loading sessions", "users", len(users), "err", err)
+			}
+			return
+		}
+		s.sessionLoads.Add(int64(len(users)))
+	}()
+	t := time.NewTimer(s.cfg.SessionWait)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// lookup fills w.arms with every live candidate's global posterior: from
+// the cache, or read from the hot tier in one pipeline for the arms
+// missing or too old (an arm never counted gets the prior).
+func (w *scoreWorker) lookup(ctx context.Context, now time.Time, n int) error {
+	s := w.s
+	if cap(w.arms) < n {
+		w.arms = make([]sampler.Arm, n, n+n/4)
+	}
+	w.arms = w.arms[:n]
+	w.missAt = w.missAt[:0]
+	for _, l := range w.live {
+		c := l.req.GetCandidates()
+		w.misses = s.cache.lookup(l.req.GetContext(), c, now.UnixNano(), w.arms[l.off:l.off+len(c)], w.misses[:0])
+		for _, i := range w.misses {
+			w.missAt = append(w.missAt, missRef{pos: l.off + int(i), arm: store.Arm{Context: l.req.GetContext(), Item: c[i]}})
+		}
+	}
+	if len(w.missAt) == 0 {
+		return nil
+	}
+	unique := make(map[store.Arm]int, len(w.missAt))
+	var arms []store.Arm
+	for _, m := range w.missAt {
+		if _, ok := unique[m.arm]; !ok {
+			unique[m.arm] = len(arms)
+			arms = append(arms, m.arm)
+		}
+	}
+	fetched := time.Now().UnixNano()
+	counts, err := s.arms.Counts(ctx, arms)
+	if err != nil {
+		return err
+	}
+	w.entries = w.entries[:0]
+	for i, a := range arms {
+		w.entries = append(w.entries, cacheEntry{ctx: a.Context, item: a.Item, arm: s.cfg.Model.arm(&counts[i])})
+	}
+	for _, m := range w.missAt {
+		w.arms[m.pos] = w.entries[unique[m.arm]].arm
+	}
+	s.cache.put(w.entries, fetched)
+	return nil
+}
+
+// rank ranks one request and appends its response.
+func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
+	s := w.s
+	req := l.req
+	c := req.GetCandidates()
+	arms := w.arms[l.off : l.off+len(c)]
+	if u := l.user; u != nil && len(u.Arms) > 0 && s.cfg.Model.Lambda > 0 {
+		for i, item := range c {
+			if uc, ok := u.Arms[store.Arm{Context: req.GetContext(), Item: item}]; ok {
+				s.cfg.Model.personalize(&arms[i], &uc)
+			}
+		}
+	}
+	mode, smode := sampler.Thompson, schemas.ModeThompson
+	if req.GetMode() == schemas.ModeMean {
+		mode, smode = sampler.Mean, schemas.ModeMean
+	}
+	var seed uint64
+	if req.Seed != nil {
+		seed = req.GetSeed()
+	} else {
+		seed = w.seeds.Uint64()
+	}
+	w.ranked = w.ranker.Rank(arms, int(req.GetK()), mode, seed, w.ranked)
+	for len(w.items) < len(w.ranked) {
+		w.items = append(w.items, &schemas.RankedItem{})
+	}
+	items := w.items[:len(w.ranked)]
+	for i, r := range w.ranked {
+		items[i].ItemId = c[r.Index]
+		items[i].Score = r.Score
+		items[i].Mean = arms[r.Index].Mean()
+	}
+	scored := time.Now()
+	w.timing = schemas.Timing{
+		SentTimeMs: req.GetSentTimeMs(), ReceivedTimeMs: received.UnixMilli(),
+		ScoredTimeMs: scored.UnixMilli(), ScoringMicros: scored.Sub(received).Microseconds(),
+	}
+	w.resp = schemas.ScoreResponse{
+		RequestId: req.GetRequestId(), UserId: req.GetUserId(), Context: req.GetContext(),
+		Items: items, ModelVersion: s.cfg.ModelVersion, Timing: &w.timing, Mode: smode, Seed: &seed,
+	}
+	start := len(w.values)
+	var err error
+	w.values, err = l.codec.AppendScoreResponse(w.values, &w.resp)
+	if err != nil {
+		// Only a response that cannot be encoded gets here (the request
+		// was valid): report it as the request's error.
+		w.values = w.values[:start]
+		w.out = append(w.out, w.deadLetter(&batch[l.rec], fmt.Errorf("encoding the response: %w", err)))
+		w.origin = append(w.origin, -1)
+		return
+	}
+	topic := req.GetReplyTopic()
+	if topic == "" {
+		topic = s.cfg.ResultsTopic
+	}
+	w.out = append(w.out, kafka.Message{
+		Topic: topic, Key: []byte(req.GetRequestId()), Value: w.values[start:len(w.values):len(w.values)],
+		Headers: []kafka.Header{{Key: schemas.HeaderContentType, Value: []byte(l.codec.ContentType())}},
+	})
+	w.origin = append(w.origin, l.rec)
+}
+
+// publish writes the batch's responses and dead letters and returns once
+// all are acknowledged. A response to a reply topic that does not exist is
+// replaced by a dead letter of its request (redirected counts them); other
+// failures are retried until ctx ends, and the batch is then fetched and
+// answered again.
+func (w *scoreWorker) publish(ctx context.Context, batch []record) (redirected int, err error) {
+	s := w.s
+	msgs, origin := w.out, w.origin
+	for attempt := 0; len(msgs) > 0; attempt++ {
+		err := s.out.WriteMessages(ctx, msgs...)
+		if err == nil {
+			return redirected, nil
+		}
+		var werrs kafka.WriteErrors
+		switch {
+		case errors.As(err, &werrs) && len(werrs) == len(msgs):
+			// Only the failed messages again.
+			var retry []kafka.Message
+			var retryOrigin []int
+			for i, e := range werrs {
+				if e != nil {
+					retry = append(retry, msgs[i])
+					retryOrigin = append(retryOrigin, origin[i])
+				}
+			}
+			msgs, origin = retry, retryOrigin
+		case errors.Is(err, kafka.UnknownTopicOrPartition):
+			// The writer checks every topic before writing anything.
+			missing, merr := w.missingReplyTopics(ctx, msgs, origin)
+			if merr != nil {
+				err = errors.Join(err, merr)
+			}
+			for i := range msgs {
+				if origin[i] >= 0 && missing[msgs[i].Topic] {
+					cause := fmt.Errorf("reply topic %q: %w", msgs[i].Topic, kafka.UnknownTopicOrPartition)
+					msgs[i] = w.deadLetter(&batch[origin[i]], cause)
+					origin[i] = -1
+					redirected++
+				}
+			}
+			if len(missing) > 0 {
+				continue // nothing was written: try again at once
+			}
+		}
+		if ctx.Err() != nil {
+			return redirected, fmt.Errorf("publishing: %d messages not acknowledged: %w", len(msgs), err)
+		}
+		s.log.Warn("publishing; retrying", "messages", len(msgs), "err", err)
+		b := backoff{d: min(100*time.Millisecond<<min(attempt, 5), 5*time.Second)}
+		b.wait(ctx)
+	}
+	return redirected, nil
+}
+
+// missingReplyTopics returns the reply topics among msgs that the cluster
+// does not have. The results topic is never among them: its absence is a
+// deployment error, retried until fixed.
+func (w *scoreWorker) missingReplyTopics(ctx context.Context, msgs []kafka.Message, origin []int) (map[string]bool, error) {
+	seen := map[string]bool{}
+	var topics []string
+	for i, m := range msgs {
+		if origin[i] >= 0 && m.Topic != w.s.cfg.ResultsTopic && !seen[m.Topic] {
+			seen[m.Topic] = true
+			topics = append(topics, m.Topic)
+		}
+	}
+	if len(topics) == 0 {
+		return nil, nil
+	}
+	resp, err := w.s.client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return nil, fmt.Errorf("checking reply topics: %w", err)
+	}
+	missing := map[string]bool{}
+	for _, t := range resp.Topics {
+		if errors.Is(t.Error, kafka.UnknownTopicOrPartition) {
+			missing[t.Name] = true
+		}
+	}
+	return missing, nil
+}
+
+// deadLetter returns the dead letter of a request.
+func (w *scoreWorker) deadLetter(r *record, cause error) kafka.Message {
+	m := deadLetter(w.s.cfg.Topic, w.partition, r, cause)
+	m.Topic = w.s.cfg.Topic + DeadLetterSuffix
+	return m
+}
