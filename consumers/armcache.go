@@ -1,6 +1,7 @@
 package consumers
 
 import (
+	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,17 +12,26 @@ import (
 // armCache keeps arms' posteriors in process, shared by a scorer's
 // partition workers, bounded in bytes and in age.
 //
-// Items are indexed per context (context → item → slot), so a request,
-// which has one context, finds its candidates without building a key per
-// candidate. Readers hold the read lock for a whole request's lookups;
-// writers take the write lock once per batch of refreshed arms. Eviction
-// is CLOCK: a lookup sets the slot's reference bit, and the hand evicts
-// the first slot found without it, clearing the bits it passes.
+// It is built for random lookups in a catalogue of millions of arms: an
+// open-addressing table of 8-byte entries (a hash tag and a slot number)
+// finds a 128-byte slot that holds the posterior, the full hash, the
+// context's number and the item id inline (ids longer than inlineKey
+// bytes live in a side map), so a hit costs about two cache misses and
+// the garbage collector has no pointers to scan in either array.
+//
+// Readers hold the read lock for a whole request's lookups; writers take
+// the write lock once per batch of refreshed arms. Eviction is CLOCK: a
+// lookup sets the slot's reference bit, and the hand evicts the first slot
+// found without it, clearing the bits it passes.
 type armCache struct {
 	mu       sync.RWMutex
-	byCtx    map[string]*ctxIndex
+	seed     maphash.Seed
+	contexts map[string]uint32 // context → number (from 1)
+	table    []uint64          // 0: empty; else tag<<32 | slot+1
 	slots    []cacheSlot
+	long     map[int32]string // item ids longer than inlineKey, by slot
 	free     []int32
+	used     int
 	bytes    int64
 	maxBytes int64
 	maxAge   int64 // ns
@@ -30,28 +40,79 @@ type armCache struct {
 	hits, misses, stale, evictions atomic.Int64
 }
 
-// ctxIndex holds the slots of one context's items; name is the cache's own
-// copy of the context, which the slots share.
-type ctxIndex struct {
-	name  string
-	items map[string]int32
-}
+// inlineKey is the longest item id kept in the slot itself.
+const inlineKey = 39
 
 type cacheSlot struct {
 	arm     sampler.Arm
-	fetched int64 // Unix ns of the read from the hot tier; 0: free slot
+	fetched int64 // Unix ns of the read from the hot tier
+	hash    uint64
+	ctx     uint32 // the context's number; 0: a free slot
 	ref     atomic.Uint32
-	ctx     string
-	item    string
+	klen    uint8 // length of an inline id; inlineKey+1: the id is in long
+	key     [inlineKey]byte
 }
 
-// slotBytes is what a cached arm costs besides its two strings: the slot,
-// its entry in the item map, and a share of the map's spare capacity.
-const slotBytes = 176
+// slotBytes is what a cached arm costs: its slot and, right after the
+// table grew, eight table entries. A long id costs its length and a map
+// entry more.
+const (
+	slotBytes    = 128 + 8*8
+	longKeyBytes = 64
+)
 
 func newArmCache(maxBytes int64, maxAgeNs int64) *armCache {
-	return &armCache{byCtx: map[string]*ctxIndex{}, maxBytes: maxBytes, maxAge: maxAgeNs}
+	return &armCache{
+		seed: maphash.MakeSeed(), contexts: map[string]uint32{}, long: map[int32]string{},
+		maxBytes: maxBytes, maxAge: maxAgeNs,
+	}
 }
+
+func (c *armCache) hash(ctx uint32, item string) uint64 {
+	h := maphash.String(c.seed, item) ^ uint64(ctx)*0x9e3779b97f4a7c15
+	return h ^ h>>29
+}
+
+func (c *armCache) keyEqual(s int32, slot *cacheSlot, item string) bool {
+	if int(slot.klen) <= inlineKey {
+		return int(slot.klen) == len(item) && string(slot.key[:slot.klen]) == item
+	}
+	return c.long[s] == item
+}
+
+// find returns the slot of item in context ctx, or -1.
+func (c *armCache) find(ctx uint32, item string) int32 {
+	if len(c.table) == 0 {
+		return -1
+	}
+	return c.findFrom(ctx, item, c.hash(ctx, item))
+}
+
+// findFrom is find with the hash h of (ctx, item) computed.
+func (c *armCache) findFrom(ctx uint32, item string, h uint64) int32 {
+	tag := uint32(h >> 32)
+	mask := uint64(len(c.table) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		e := c.table[i]
+		if e == 0 {
+			return -1
+		}
+		if uint32(e>>32) != tag {
+			continue
+		}
+		s := int32(uint32(e) - 1)
+		slot := &c.slots[s]
+		if slot.hash == h && slot.ctx == ctx && c.keyEqual(s, slot, item) {
+			return s
+		}
+	}
+}
+
+// lookupGroup is how many candidates lookup resolves together: it first
+// computes their hashes and loads their table entries, then their slots,
+// so that the memory reads of a group are in flight at the same time
+// rather than one candidate after another.
+const lookupGroup = 16
 
 // lookup copies into arms[i] the cached posterior of items[i] in context
 // ctx and appends to misses the indexes of those missing or older than the
@@ -59,28 +120,55 @@ func newArmCache(maxBytes int64, maxAgeNs int64) *armCache {
 func (c *armCache) lookup(ctx string, items []string, now int64, arms []sampler.Arm, misses []int32) []int32 {
 	oldest := now - c.maxAge
 	var hits, stale int64
+	var hs, es [lookupGroup]uint64
 	c.mu.RLock()
-	var index map[string]int32
-	if ci := c.byCtx[ctx]; ci != nil {
-		index = ci.items
+	id, ok := c.contexts[ctx]
+	if !ok || len(c.table) == 0 {
+		c.mu.RUnlock()
+		for i := range items {
+			misses = append(misses, int32(i))
+		}
+		c.misses.Add(int64(len(items)))
+		return misses
 	}
-	for i, it := range items {
-		s, ok := index[it]
-		if !ok {
-			misses = append(misses, int32(i))
-			continue
+	mask := uint64(len(c.table) - 1)
+	for base := 0; base < len(items); base += lookupGroup {
+		group := items[base:min(base+lookupGroup, len(items))]
+		for j, it := range group {
+			h := c.hash(id, it)
+			hs[j], es[j] = h, c.table[h&mask]
 		}
-		slot := &c.slots[s]
-		if slot.fetched < oldest {
-			stale++
-			misses = append(misses, int32(i))
-			continue
+		var hashes [lookupGroup]uint64
+		for j := range group {
+			if e := es[j]; e != 0 {
+				hashes[j] = c.slots[uint32(e)-1].hash
+			}
 		}
-		if slot.ref.Load() == 0 {
-			slot.ref.Store(1)
+		for j, it := range group {
+			i := base + j
+			s := int32(-1)
+			if e := es[j]; e != 0 && uint32(e>>32) == uint32(hs[j]>>32) && hashes[j] == hs[j] &&
+				c.slots[uint32(e)-1].ctx == id && c.keyEqual(int32(uint32(e)-1), &c.slots[uint32(e)-1], it) {
+				s = int32(uint32(e) - 1) // found at its home position: the common case
+			} else if e != 0 {
+				s = c.findFrom(id, it, hs[j])
+			}
+			if s < 0 {
+				misses = append(misses, int32(i))
+				continue
+			}
+			slot := &c.slots[s]
+			if slot.fetched < oldest {
+				stale++
+				misses = append(misses, int32(i))
+				continue
+			}
+			if slot.ref.Load() == 0 {
+				slot.ref.Store(1)
+			}
+			arms[i] = slot.arm
+			hits++
 		}
-		arms[i] = slot.arm
-		hits++
 	}
 	c.mu.RUnlock()
 	c.hits.Add(hits)
@@ -104,48 +192,100 @@ func (c *armCache) put(entries []cacheEntry, fetched int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, e := range entries {
-		ci := c.byCtx[e.ctx]
-		if s, ok := ci.lookup(e.item); ok {
+		id, ok := c.contexts[e.ctx]
+		if !ok {
+			id = uint32(len(c.contexts) + 1)
+			c.contexts[strings.Clone(e.ctx)] = id
+		}
+		if s := c.find(id, e.item); s >= 0 {
 			c.slots[s].arm = e.arm
 			c.slots[s].fetched = fetched
 			continue
 		}
-		size := slotBytes + int64(len(e.item))
+		size := int64(slotBytes)
+		if len(e.item) > inlineKey {
+			size += int64(len(e.item)) + longKeyBytes
+		}
 		for c.bytes+size > c.maxBytes && c.evictOne() {
 		}
 		if c.bytes+size > c.maxBytes {
 			return
-		}
-		if ci == nil {
-			ci = &ctxIndex{name: strings.Clone(e.ctx), items: map[string]int32{}}
-			c.byCtx[ci.name] = ci
 		}
 		var s int32
 		if n := len(c.free); n > 0 {
 			s = c.free[n-1]
 			c.free = c.free[:n-1]
 		} else {
+			if len(c.slots) == cap(c.slots) {
+				c.slots = append(c.slots[:cap(c.slots)], make([]cacheSlot, max(cap(c.slots), 1024))...)[:len(c.slots)]
+				adviseHugePages(c.slots[:cap(c.slots)])
+			}
 			c.slots = append(c.slots, cacheSlot{})
 			s = int32(len(c.slots) - 1)
 		}
 		slot := &c.slots[s]
 		slot.arm, slot.fetched = e.arm, fetched
-		slot.ctx = ci.name
-		slot.item = strings.Clone(e.item)
+		slot.hash, slot.ctx = c.hash(id, e.item), id
+		if len(e.item) <= inlineKey {
+			slot.klen = uint8(copy(slot.key[:], e.item))
+		} else {
+			slot.klen = inlineKey + 1
+			c.long[s] = strings.Clone(e.item)
+		}
 		// The reference bit waits for a lookup: an arm read once (a scan of
 		// a long tail) goes before those asked for again.
 		slot.ref.Store(0)
-		ci.items[slot.item] = s
+		c.insert(slot.hash, s)
 		c.bytes += size
 	}
 }
 
-func (ci *ctxIndex) lookup(item string) (int32, bool) {
-	if ci == nil {
-		return 0, false
+// insert adds slot s with hash h to the table, growing it to keep the load
+// at most a quarter: most arms are then found at their home position.
+func (c *armCache) insert(h uint64, s int32) {
+	if 4*(c.used+1) > len(c.table) {
+		c.grow()
 	}
-	s, ok := ci.items[item]
-	return s, ok
+	mask := uint64(len(c.table) - 1)
+	i := h & mask
+	for c.table[i] != 0 {
+		i = (i + 1) & mask
+	}
+	c.table[i] = uint64(uint32(h>>32))<<32 | uint64(s+1)
+	c.used++
+}
+
+func (c *armCache) grow() {
+	old := c.table
+	c.table = make([]uint64, max(2*len(old), 1024))
+	adviseHugePages(c.table)
+	c.used = 0
+	for _, e := range old {
+		if e != 0 {
+			s := int32(uint32(e) - 1)
+			c.insert(c.slots[s].hash, s)
+		}
+	}
+}
+
+// remove deletes slot s's entry from the table, shifting back the entries
+// after it so that every probe sequence stays unbroken.
+func (c *armCache) remove(s int32) {
+	mask := uint64(len(c.table) - 1)
+	i := c.slots[s].hash & mask
+	for uint32(c.table[i]) != uint32(s+1) {
+		i = (i + 1) & mask
+	}
+	for j := (i + 1) & mask; c.table[j] != 0; j = (j + 1) & mask {
+		home := c.slots[uint32(c.table[j])-1].hash & mask
+		// Move entry j into the hole at i unless its home lies in (i, j].
+		if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
+			c.table[i] = c.table[j]
+			i = j
+		}
+	}
+	c.table[i] = 0
+	c.used--
 }
 
 // evictOne evicts the first slot at or after the hand whose reference bit
@@ -160,23 +300,25 @@ func (c *armCache) evictOne() bool {
 		if c.hand >= n {
 			c.hand = 0
 		}
-		slot := &c.slots[c.hand]
+		s := int32(c.hand)
+		slot := &c.slots[s]
 		c.hand++
-		if slot.fetched == 0 {
+		if slot.ctx == 0 {
 			continue
 		}
 		if slot.ref.Load() == 1 {
 			slot.ref.Store(0)
 			continue
 		}
-		ci := c.byCtx[slot.ctx]
-		delete(ci.items, slot.item)
-		if len(ci.items) == 0 {
-			delete(c.byCtx, slot.ctx)
+		c.remove(s)
+		size := int64(slotBytes)
+		if int(slot.klen) > inlineKey {
+			size += int64(len(c.long[s])) + longKeyBytes
+			delete(c.long, s)
 		}
-		c.bytes -= slotBytes + int64(len(slot.item))
-		c.free = append(c.free, int32(c.hand-1))
-		*slot = cacheSlot{}
+		c.bytes -= size
+		c.free = append(c.free, s)
+		slot.ctx, slot.klen, slot.fetched = 0, 0, 0
 		c.evictions.Add(1)
 		return true
 	}

@@ -1,7 +1,9 @@
 package consumers
 
 import (
+	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/banditstream/banditstream/sampler"
@@ -59,7 +61,7 @@ func TestArmCache(t *testing.T) {
 		}
 	})
 	t.Run("bounded in bytes, recently used kept", func(t *testing.T) {
-		limit := int64(100 * (slotBytes + 8))
+		limit := int64(100 * slotBytes)
 		c := newArmCache(limit, maxAge)
 		hot := cacheItems("hot-", 20)
 		putAll(c, "home", hot, 100)
@@ -76,6 +78,37 @@ func TestArmCache(t *testing.T) {
 		}
 		if c.evictions.Load() == 0 {
 			t.Fatal("nothing evicted")
+		}
+	})
+	t.Run("never returns another arm's posterior under churn", func(t *testing.T) {
+		// Short and long ids, two contexts, a bound that forces evictions
+		// and table entries shifted back on every removal.
+		c := newArmCache(int64(300*(slotBytes+100)), 1<<62)
+		r := rand.New(rand.NewPCG(1, 2))
+		truth := map[[2]string]float64{}
+		for step := 0; step < 20_000; step++ {
+			ctx := []string{"home", "search"}[r.IntN(2)]
+			item := "sku-" + strconv.Itoa(r.IntN(2000))
+			if r.IntN(4) == 0 {
+				item += strings.Repeat("x", 40) // kept out of the slot
+			}
+			if r.IntN(2) == 0 {
+				alpha := float64(1 + step)
+				a, _ := sampler.NewArm(alpha, 1)
+				c.put([]cacheEntry{{ctx: ctx, item: item, arm: a}}, 1)
+				truth[[2]string{ctx, item}] = alpha
+				continue
+			}
+			arms := make([]sampler.Arm, 1)
+			if misses := c.lookup(ctx, []string{item}, 1, arms, nil); len(misses) == 0 {
+				if want := truth[[2]string{ctx, item}]; arms[0].Alpha() != want {
+					t.Fatalf("step %d: %s/%s has α %v, want %v", step, ctx, item, arms[0].Alpha(), want)
+				}
+			}
+		}
+		n, bytes := c.size()
+		if c.evictions.Load() == 0 || bytes > c.maxBytes || c.used != n {
+			t.Fatalf("%d arms, %d table entries, %d bytes of %d, %d evictions", n, c.used, bytes, c.maxBytes, c.evictions.Load())
 		}
 	})
 	t.Run("disabled", func(t *testing.T) {

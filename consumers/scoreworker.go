@@ -98,6 +98,9 @@ func (w *scoreWorker) process(ctx, member context.Context, batch []record) error
 	}
 	redirected, err := w.publish(ctx, batch)
 	if err != nil {
+		// A write abandoned at the deadline may still read its values:
+		// the next batch encodes into a new buffer.
+		w.values = nil
 		return err
 	}
 	s.deadLetters.Add(int64(redirected))
@@ -116,7 +119,14 @@ func (w *scoreWorker) decode(i int, r *record) (*schemas.ScoreRequest, schemas.C
 	if err != nil {
 		return nil, 0, err
 	}
-	if err := codec.DecodeScoreRequest(w.s.cfg.Limits, r.value, req); err != nil {
+	// The request lives no longer than the batch's records: decode
+	// protobuf without copying its strings.
+	if codec == schemas.Protobuf {
+		err = schemas.DecodeScoreRequestAliased(w.s.cfg.Limits, r.value, req)
+	} else {
+		err = codec.DecodeScoreRequest(w.s.cfg.Limits, r.value, req)
+	}
+	if err != nil {
 		return nil, 0, err
 	}
 	if err := w.s.cfg.Limits.CheckScoreRequest(req); err != nil {

@@ -76,3 +76,36 @@ func FuzzScoreRequestProtobuf(f *testing.F)  { fuzzScoreRequest(f, schemas.Proto
 func FuzzScoreRequestJSON(f *testing.F)      { fuzzScoreRequest(f, schemas.JSON) }
 func FuzzScoreResponseProtobuf(f *testing.F) { fuzzScoreResponse(f, schemas.Protobuf) }
 func FuzzScoreResponseJSON(f *testing.F)     { fuzzScoreResponse(f, schemas.JSON) }
+
+// The aliasing decoder accepts exactly what the Protobuf codec accepts and
+// yields the same message but for unknown fields, also when its message
+// and candidate slice are reused from a longer request.
+func FuzzScoreRequestAliased(f *testing.F) {
+	seedCorpus(f, schemas.Protobuf)
+	long := validRequest()
+	for i := 0; i < 50; i++ {
+		long.Candidates = append(long.Candidates, "extra")
+	}
+	longWire, _ := schemas.Protobuf.AppendScoreRequest(nil, long)
+	f.Add(append([]byte{0x58, 0x01}, longWire...)) // an unknown varint field 11 first
+	f.Fuzz(func(t *testing.T, data []byte) {
+		lim := schemas.DefaultLimits()
+		want := new(schemas.ScoreRequest)
+		errWant := schemas.Protobuf.DecodeScoreRequest(lim, data, want)
+		got := new(schemas.ScoreRequest)
+		if err := schemas.DecodeScoreRequestAliased(lim, longWire, got); err != nil {
+			t.Fatal(err)
+		}
+		errGot := schemas.DecodeScoreRequestAliased(lim, data, got)
+		if (errGot == nil) != (errWant == nil) {
+			t.Fatalf("%q: aliased decoder error %v, protobuf error %v", data, errGot, errWant)
+		}
+		if errWant != nil {
+			return
+		}
+		want.ProtoReflect().SetUnknown(nil)
+		if !proto.Equal(got, want) {
+			t.Fatalf("%q: aliased decoder gave\n%v\nprotobuf gave\n%v", data, got, want)
+		}
+	})
+}

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package consumers
+
+// adviseHugePages is a no-op where transparent huge pages do not exist.
+func adviseHugePages[T any]([]T) {}

@@ -1,0 +1,161 @@
+package consumers
+
+import (
+	"context"
+	"math/rand/v2"
+	"runtime"
+	"sort"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"gonum.org/v1/gonum/stat/distuv"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/banditstream/banditstream/schemas"
+	"github.com/banditstream/banditstream/store"
+)
+
+// BenchmarkScoreCore measures the scorer's in-process work on a batch of
+// requests: decode, look up every candidate, sample, rank the top k, encode
+// the responses. 400 candidates drawn uniformly from a catalogue of 1M
+// arms, k = 20, 64 requests per batch (one fetch), every arm cached (the
+// steady state). `make bench` compares it with a baseline in the same run:
+//
+//	impl=scorer    the scorer's partition worker, I/O replaced by a
+//	               writer that drops the messages
+//	impl=baseline  a straightforward implementation: proto.Unmarshal, a Go
+//	               map of 1M arm counts, gonum's Beta per candidate, a sort
+//	               of all candidates, proto.Marshal
+
+const (
+	benchArms       = 1_000_000
+	benchCandidates = 400
+	benchK          = 20
+	benchBatch      = 64
+)
+
+type discardWriter struct{}
+
+func (discardWriter) WriteMessages(context.Context, ...kafka.Message) error { return nil }
+
+var benchRequests struct {
+	once  sync.Once
+	batch []record
+}
+
+// benchCounts returns the counts of catalogue item i: the same in both
+// implementations, computed rather than stored so that neither pays for the
+// other's memory.
+func benchCounts(i int) store.Counts {
+	r := rand.New(rand.NewPCG(uint64(i), 7))
+	imp := 100 + r.Int64N(100_000)
+	return store.Counts{ByType: [store.NumEventTypes]int64{imp, r.Int64N(imp / 10)}}
+}
+
+func benchItem(i int) string { return "sku-" + strconv.Itoa(i) }
+
+func requestsForBench() []record {
+	c := &benchRequests
+	c.once.Do(func() {
+		r := rand.New(rand.NewPCG(1, 2))
+		for i := 0; i < benchBatch; i++ {
+			req := &schemas.ScoreRequest{RequestId: "req-" + strconv.Itoa(i), UserId: "user-" + strconv.Itoa(i), Context: "home", K: benchK}
+			for j := 0; j < benchCandidates; j++ {
+				req.Candidates = append(req.Candidates, benchItem(r.IntN(benchArms)))
+			}
+			v, err := schemas.Protobuf.AppendScoreRequest(nil, req)
+			if err != nil {
+				panic(err)
+			}
+			c.batch = append(c.batch, record{offset: int64(i), key: []byte(req.UserId), value: v})
+		}
+	})
+	return c.batch
+}
+
+func BenchmarkScoreCore(b *testing.B) {
+	batch := requestsForBench()
+	perOp := float64(benchBatch * benchCandidates)
+
+	b.Run("impl=scorer", func(b *testing.B) {
+		s, err := NewScorer(ScorerConfig{Brokers: []string{"unused:9092"}, CacheBytes: 1 << 30, CacheMaxAge: time.Hour}, cachedOnly{}, nil, discardWriter{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		model := s.cfg.Model
+		entries := make([]cacheEntry, benchArms)
+		for i := range entries {
+			entries[i] = cacheEntry{ctx: "home", item: benchItem(i), arm: model.Posterior(benchCounts(i), nil)}
+		}
+		s.cache.put(entries, time.Now().UnixNano())
+		runtime.GC()
+		w := newScoreWorker(s, 0)
+		ctx := context.Background()
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if err := w.process(ctx, ctx, batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(perOp*float64(b.N)), "ns/candidate")
+		if st := s.Stats(); st.CacheMisses != 0 || st.Scored != int64(b.N*benchBatch) {
+			b.Fatalf("stats %+v: every arm must be cached and every request scored", st)
+		}
+	})
+
+	b.Run("impl=baseline", func(b *testing.B) {
+		counts := make(map[store.Arm]store.Counts, benchArms)
+		for i := 0; i < benchArms; i++ {
+			counts[store.Arm{Context: "home", Item: benchItem(i)}] = benchCounts(i)
+		}
+		runtime.GC()
+		src := rand.NewPCG(3, 4)
+		type scored struct {
+			item  string
+			score float64
+			mean  float64
+		}
+		var out [][]byte
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			out = out[:0]
+			for _, r := range batch {
+				req := &schemas.ScoreRequest{}
+				if err := proto.Unmarshal(r.value, req); err != nil {
+					b.Fatal(err)
+				}
+				all := make([]scored, len(req.Candidates))
+				for j, item := range req.Candidates {
+					cnt := counts[store.Arm{Context: req.Context, Item: item}]
+					alpha := 1 + float64(cnt.ByType[1])
+					beta := 1 + float64(cnt.ByType[0]-cnt.ByType[1])
+					all[j] = scored{item, distuv.Beta{Alpha: alpha, Beta: beta, Src: src}.Rand(), alpha / (alpha + beta)}
+				}
+				sort.Slice(all, func(x, y int) bool { return all[x].score > all[y].score })
+				resp := &schemas.ScoreResponse{RequestId: req.RequestId, UserId: req.UserId, Context: req.Context}
+				for _, s := range all[:min(int(req.K), len(all))] {
+					resp.Items = append(resp.Items, &schemas.RankedItem{ItemId: s.item, Score: s.score, Mean: s.mean})
+				}
+				v, err := proto.Marshal(resp)
+				if err != nil {
+					b.Fatal(err)
+				}
+				out = append(out, v)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(perOp*float64(b.N)), "ns/candidate")
+	})
+}
+
+// cachedOnly is the arm reader of a benchmark whose arms are all cached: a
+// read would mean the benchmark measures something else.
+type cachedOnly struct{}
+
+func (cachedOnly) Counts(context.Context, []store.Arm) ([]store.Counts, error) {
+	panic("the benchmark's arms are all cached")
+}
