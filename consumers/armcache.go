@@ -19,14 +19,21 @@ import (
 // bytes live in a side map), so a hit costs about two cache misses and
 // the garbage collector has no pointers to scan in either array.
 //
+// An arm used while older than the maximum age is still used, and marked
+// for the background refresh (refreshList, then put), which reads the
+// marked arms again in pipelines: requests do not wait for it. Only an arm
+// older than the maximum staleness (the refresh cannot keep up, or the hot
+// tier is unreachable) is read again before use, like a missing one.
+//
 // Readers hold the read lock for a whole request's lookups; writers take
-// the write lock once per batch of refreshed arms. Eviction is CLOCK: a
+// the write lock once per batch of read arms. Eviction is CLOCK: a
 // lookup sets the slot's reference bit, and the hand evicts the first slot
 // found without it, clearing the bits it passes.
 type armCache struct {
 	mu       sync.RWMutex
 	seed     maphash.Seed
 	contexts map[string]uint32 // context → number (from 1)
+	ctxNames []string          // by number − 1
 	table    []uint64          // 0: empty; else tag<<32 | slot+1
 	slots    []cacheSlot
 	long     map[int32]string // item ids longer than inlineKey, by slot
@@ -34,11 +41,18 @@ type armCache struct {
 	used     int
 	bytes    int64
 	maxBytes int64
-	maxAge   int64 // ns
+	maxAge   int64 // ns: older arms are refreshed in the background
+	maxStale int64 // ns: older arms are read again before use
 	hand     int
 
-	hits, misses, stale, evictions atomic.Int64
+	hits, misses, stale, evictions, refreshed atomic.Int64
 }
+
+// Bits of cacheSlot.ref.
+const (
+	refUsed    = 1 // looked up since the hand last passed
+	refRefresh = 2 // used while older than the maximum age: to refresh
+)
 
 // inlineKey is the longest item id kept in the slot itself.
 const inlineKey = 39
@@ -61,10 +75,10 @@ const (
 	longKeyBytes = 64
 )
 
-func newArmCache(maxBytes int64, maxAgeNs int64) *armCache {
+func newArmCache(maxBytes int64, maxAgeNs, maxStaleNs int64) *armCache {
 	return &armCache{
 		seed: maphash.MakeSeed(), contexts: map[string]uint32{}, long: map[int32]string{},
-		maxBytes: maxBytes, maxAge: maxAgeNs,
+		maxBytes: maxBytes, maxAge: maxAgeNs, maxStale: max(maxStaleNs, maxAgeNs),
 	}
 }
 
@@ -116,9 +130,10 @@ const lookupGroup = 16
 
 // lookup copies into arms[i] the cached posterior of items[i] in context
 // ctx and appends to misses the indexes of those missing or older than the
-// cache's maximum age at now.
+// cache's maximum staleness at now; those older than the maximum age are
+// used and marked for the background refresh.
 func (c *armCache) lookup(ctx string, items []string, now int64, arms []sampler.Arm, misses []int32) []int32 {
-	oldest := now - c.maxAge
+	fresh, usable := now-c.maxAge, now-c.maxStale
 	var hits, stale int64
 	var hs, es [lookupGroup]uint64
 	c.mu.RLock()
@@ -158,13 +173,17 @@ func (c *armCache) lookup(ctx string, items []string, now int64, arms []sampler.
 				continue
 			}
 			slot := &c.slots[s]
-			if slot.fetched < oldest {
-				stale++
+			if slot.fetched < usable {
 				misses = append(misses, int32(i))
 				continue
 			}
-			if slot.ref.Load() == 0 {
-				slot.ref.Store(1)
+			want := uint32(refUsed)
+			if slot.fetched < fresh {
+				want |= refRefresh
+				stale++
+			}
+			if slot.ref.Load()&want != want {
+				slot.ref.Or(want)
 			}
 			arms[i] = slot.arm
 			hits++
@@ -173,8 +192,29 @@ func (c *armCache) lookup(ctx string, items []string, now int64, arms []sampler.
 	c.mu.RUnlock()
 	c.hits.Add(hits)
 	c.stale.Add(stale)
-	c.misses.Add(int64(len(items)) - hits - stale)
+	c.misses.Add(int64(len(items)) - hits)
 	return misses
+}
+
+// refreshList appends to dst, up to limit, the arms marked for refresh.
+func (c *armCache) refreshList(dst []cacheEntry, limit int) []cacheEntry {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for s := range c.slots {
+		if len(dst) >= limit {
+			break
+		}
+		slot := &c.slots[s]
+		if slot.ctx == 0 || slot.ref.Load()&refRefresh == 0 {
+			continue
+		}
+		item := c.long[int32(s)]
+		if int(slot.klen) <= inlineKey {
+			item = string(slot.key[:slot.klen])
+		}
+		dst = append(dst, cacheEntry{ctx: c.ctxNames[slot.ctx-1], item: item})
+	}
+	return dst
 }
 
 // cacheEntry is an arm read from the hot tier.
@@ -194,12 +234,15 @@ func (c *armCache) put(entries []cacheEntry, fetched int64) {
 	for _, e := range entries {
 		id, ok := c.contexts[e.ctx]
 		if !ok {
-			id = uint32(len(c.contexts) + 1)
-			c.contexts[strings.Clone(e.ctx)] = id
+			name := strings.Clone(e.ctx)
+			c.ctxNames = append(c.ctxNames, name)
+			id = uint32(len(c.ctxNames))
+			c.contexts[name] = id
 		}
 		if s := c.find(id, e.item); s >= 0 {
-			c.slots[s].arm = e.arm
-			c.slots[s].fetched = fetched
+			slot := &c.slots[s]
+			slot.arm, slot.fetched = e.arm, fetched
+			slot.ref.And(^uint32(refRefresh))
 			continue
 		}
 		size := int64(slotBytes)
@@ -306,8 +349,8 @@ func (c *armCache) evictOne() bool {
 		if slot.ctx == 0 {
 			continue
 		}
-		if slot.ref.Load() == 1 {
-			slot.ref.Store(0)
+		if slot.ref.Load()&refUsed != 0 {
+			slot.ref.And(^uint32(refUsed))
 			continue
 		}
 		c.remove(s)

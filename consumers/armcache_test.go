@@ -29,7 +29,7 @@ func putAll(c *armCache, ctx string, items []string, fetched int64) {
 func TestArmCache(t *testing.T) {
 	const maxAge = 1000
 	t.Run("hit returns the stored posterior", func(t *testing.T) {
-		c := newArmCache(1<<20, maxAge)
+		c := newArmCache(1<<20, maxAge, 4*maxAge)
 		items := cacheItems("sku-", 10)
 		putAll(c, "home", items, 100)
 		arms := make([]sampler.Arm, 10)
@@ -45,24 +45,35 @@ func TestArmCache(t *testing.T) {
 			t.Fatalf("another context: misses %v, want all 3", misses)
 		}
 	})
-	t.Run("older than the maximum age is a miss", func(t *testing.T) {
-		c := newArmCache(1<<20, maxAge)
+	t.Run("older than the maximum age is used and marked for refresh", func(t *testing.T) {
+		c := newArmCache(1<<20, maxAge, 4*maxAge)
 		items := cacheItems("sku-", 4)
 		putAll(c, "", items, 100)
 		arms := make([]sampler.Arm, 4)
-		if misses := c.lookup("", items, 100+maxAge, arms, nil); len(misses) != 0 {
+		if misses := c.lookup("", items[:2], 100+maxAge, arms, nil); len(misses) != 0 {
 			t.Fatalf("at the maximum age: misses %v", misses)
 		}
-		if misses := c.lookup("", items, 101+maxAge, arms, nil); len(misses) != 4 {
-			t.Fatalf("past the maximum age: misses %v, want 4", misses)
+		if list := c.refreshList(nil, 10); len(list) != 0 {
+			t.Fatalf("fresh arms marked for refresh: %v", list)
 		}
-		if st := c.stale.Load(); st != 4 {
-			t.Fatalf("stale count %d, want 4", st)
+		if misses := c.lookup("", items[:2], 101+maxAge, arms, nil); len(misses) != 0 || c.stale.Load() != 2 {
+			t.Fatalf("past the maximum age: misses %v, stale %d; want none and 2", misses, c.stale.Load())
+		}
+		list := c.refreshList(nil, 10)
+		if len(list) != 2 || list[0].item != "sku-0" || list[1].item != "sku-1" {
+			t.Fatalf("marked for refresh: %v, want sku-0 and sku-1", list)
+		}
+		putAll(c, "", items[:2], 200+maxAge)
+		if list := c.refreshList(nil, 10); len(list) != 0 {
+			t.Fatalf("still marked after the refresh: %v", list)
+		}
+		if misses := c.lookup("", items, 101+4*maxAge, arms, nil); len(misses) != 2 || misses[0] != 2 {
+			t.Fatalf("past the maximum staleness: misses %v, want items 2 and 3", misses)
 		}
 	})
 	t.Run("bounded in bytes, recently used kept", func(t *testing.T) {
 		limit := int64(100 * slotBytes)
-		c := newArmCache(limit, maxAge)
+		c := newArmCache(limit, maxAge, 4*maxAge)
 		hot := cacheItems("hot-", 20)
 		putAll(c, "home", hot, 100)
 		arms := make([]sampler.Arm, len(hot))
@@ -83,7 +94,7 @@ func TestArmCache(t *testing.T) {
 	t.Run("never returns another arm's posterior under churn", func(t *testing.T) {
 		// Short and long ids, two contexts, a bound that forces evictions
 		// and table entries shifted back on every removal.
-		c := newArmCache(int64(300*(slotBytes+100)), 1<<62)
+		c := newArmCache(int64(300*(slotBytes+100)), 1<<62, 1<<62)
 		r := rand.New(rand.NewPCG(1, 2))
 		truth := map[[2]string]float64{}
 		for step := 0; step < 20_000; step++ {
@@ -112,7 +123,7 @@ func TestArmCache(t *testing.T) {
 		}
 	})
 	t.Run("disabled", func(t *testing.T) {
-		c := newArmCache(-1, maxAge)
+		c := newArmCache(-1, maxAge, 4*maxAge)
 		putAll(c, "", cacheItems("a", 5), 100)
 		if n, _ := c.size(); n != 0 {
 			t.Fatalf("a disabled cache holds %d arms", n)

@@ -148,18 +148,27 @@ func (f *fetcher) fetch(ctx context.Context, partition int, offset int64) ([]rec
 			continue // a compressed batch can start before the asked offset
 		}
 		r := record{offset: rec.Offset, headers: rec.Headers}
-		if rec.Key != nil {
-			if r.key, err = io.ReadAll(rec.Key); err != nil {
-				return nil, offset, err
-			}
+		if r.key, err = readBytes(rec.Key); err != nil {
+			return nil, offset, err
 		}
-		if rec.Value != nil {
-			if r.value, err = io.ReadAll(rec.Value); err != nil {
-				return nil, offset, err
-			}
+		if r.value, err = readBytes(rec.Value); err != nil {
+			return nil, offset, err
 		}
 		out = append(out, r)
 		next = rec.Offset + 1
 	}
 	return out, next, nil
+}
+
+// readBytes reads a record's key or value into a buffer of its exact size
+// (nil stays nil).
+func readBytes(b kafka.Bytes) ([]byte, error) {
+	if b == nil {
+		return nil, nil
+	}
+	out := make([]byte, b.Len())
+	if _, err := io.ReadFull(b, out); err != nil {
+		return nil, fmt.Errorf("reading a record: %w", err)
+	}
+	return out, nil
 }

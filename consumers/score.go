@@ -144,9 +144,14 @@ type ScorerConfig struct {
 	// CacheBytes bounds the in-process arm cache; default 256 MiB. Zero
 	// after defaults (set -1) disables it.
 	CacheBytes int64
-	// CacheMaxAge is how old a cached arm may be and still be used;
-	// default 1 s.
+	// CacheMaxAge is the freshness of cached arms: one used when older is
+	// read again from the hot tier in the background (pipelined, every
+	// CacheMaxAge/4), while requests go on using it. Default 1 s.
 	CacheMaxAge time.Duration
+	// CacheMaxStale is the age past which a cached arm is read again before
+	// it is used (the background refresh fell behind, or the hot tier is
+	// unreachable). Default 10 × CacheMaxAge.
+	CacheMaxStale time.Duration
 	// SessionWait bounds waiting for the session load a request from a user
 	// who is not hot starts; the request is scored without the user's own
 	// counts if the load takes longer (it goes on in the background).
@@ -160,8 +165,13 @@ type ScorerConfig struct {
 	DrainTimeout time.Duration
 	// SessionTimeout of the consumer group; default 10 s.
 	SessionTimeout time.Duration
-	// FaultCommitDelay waits between publishing a batch's results and
-	// committing: fault injection for tests. Zero in production.
+	// CommitInterval is how often the offset of the answered batches is
+	// committed (at the latest; also when the partition runs dry and on
+	// shutdown). A crash answers at most that much again, with the same
+	// request ids. Default 200 ms.
+	CommitInterval time.Duration
+	// FaultCommitDelay waits before every commit: fault injection for
+	// tests. Zero in production.
 	FaultCommitDelay time.Duration
 	Transport        kafka.RoundTripper
 	Dialer           *kafka.Dialer
@@ -199,6 +209,9 @@ func (c *ScorerConfig) setDefaults() {
 	if c.CacheMaxAge == 0 {
 		c.CacheMaxAge = time.Second
 	}
+	if c.CacheMaxStale == 0 {
+		c.CacheMaxStale = 10 * c.CacheMaxAge
+	}
 	if c.SessionWait == 0 {
 		c.SessionWait = 50 * time.Millisecond
 	}
@@ -211,6 +224,9 @@ func (c *ScorerConfig) setDefaults() {
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 10 * time.Second
 	}
+	if c.CommitInterval == 0 {
+		c.CommitInterval = 200 * time.Millisecond
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -221,8 +237,8 @@ func (c ScorerConfig) Validate() error {
 	if len(c.Brokers) == 0 {
 		return errors.New("scorer: no brokers")
 	}
-	if c.FetchMaxBytes < 1024 || c.FetchMaxWait < 0 || c.DrainTimeout < 0 || c.CacheMaxAge < 0 || c.SessionWait < 0 {
-		return errors.New("scorer: fetch max bytes must be at least 1 KiB and durations not negative")
+	if c.FetchMaxBytes < 1024 || c.FetchMaxWait < 0 || c.DrainTimeout < 0 || c.CacheMaxAge < 0 || c.CacheMaxStale < c.CacheMaxAge || c.SessionWait < 0 || c.CommitInterval < 0 {
+		return errors.New("scorer: fetch max bytes must be at least 1 KiB, durations not negative, cache max stale at least cache max age")
 	}
 	if c.SessionLoads < 1 {
 		return errors.New("scorer: session loads must be at least 1")
@@ -239,6 +255,7 @@ type ScorerStats struct {
 	Candidates                        int64
 	CacheHits, CacheMisses            int64
 	CacheStale, CacheEvictions        int64
+	CacheRefreshed                    int64
 	CacheArms                         int
 	CacheBytes                        int64
 	SessionLoads                      int64
@@ -288,7 +305,7 @@ func NewScorer(cfg ScorerConfig, arms ArmReader, sessions SessionStore, out Mess
 			client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Transport},
 			topic:  cfg.Topic, maxBytes: cfg.FetchMaxBytes, maxWait: cfg.FetchMaxWait, log: log,
 		},
-		cache: newArmCache(cfg.CacheBytes, cfg.CacheMaxAge.Nanoseconds()),
+		cache: newArmCache(cfg.CacheBytes, cfg.CacheMaxAge.Nanoseconds(), cfg.CacheMaxStale.Nanoseconds()),
 		log:   log,
 		loads: make(chan struct{}, cfg.SessionLoads),
 	}, nil
@@ -303,18 +320,70 @@ func (s *Scorer) Stats() ScorerStats {
 		Candidates: s.candidates.Load(),
 		CacheHits:  s.cache.hits.Load(), CacheMisses: s.cache.misses.Load(),
 		CacheStale: s.cache.stale.Load(), CacheEvictions: s.cache.evictions.Load(),
-		SessionLoads: s.sessionLoads.Load(),
+		CacheRefreshed: s.cache.refreshed.Load(),
+		SessionLoads:   s.sessionLoads.Load(),
 	}
 }
 
 // Run consumes until ctx ends, then finishes the batches in flight,
-// commits, waits for the session loads it started and leaves the group.
+// commits, waits for the session loads and the cache refresh it started
+// and leaves the group.
 func (s *Scorer) Run(ctx context.Context) error {
 	defer s.loading.Wait()
+	var refresher sync.WaitGroup
+	rctx, stopRefresh := context.WithCancel(ctx)
+	refresher.Add(1)
+	go func() {
+		defer refresher.Done()
+		s.refreshCache(rctx)
+	}()
+	defer refresher.Wait()
+	defer stopRefresh()
 	return runGroup(ctx, groupConfig{
 		brokers: s.cfg.Brokers, groupID: s.cfg.GroupID, topic: s.cfg.Topic,
 		sessionTimeout: s.cfg.SessionTimeout, dialer: s.cfg.Dialer, log: s.log,
 	}, s.runPartition)
+}
+
+// refreshBatch bounds the arms read again in one pipeline.
+const refreshBatch = 4096
+
+// refreshCache reads again, every CacheMaxAge/4, the cached arms used
+// while older than CacheMaxAge, until ctx ends.
+func (s *Scorer) refreshCache(ctx context.Context) {
+	tick := time.NewTicker(max(s.cfg.CacheMaxAge/4, 10*time.Millisecond))
+	defer tick.Stop()
+	var todo []cacheEntry
+	arms := make([]store.Arm, 0, refreshBatch)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		todo = s.cache.refreshList(todo[:0], 1<<20)
+		for len(todo) > 0 && ctx.Err() == nil {
+			chunk := todo[:min(len(todo), refreshBatch)]
+			todo = todo[len(chunk):]
+			arms = arms[:0]
+			for _, e := range chunk {
+				arms = append(arms, store.Arm{Context: e.ctx, Item: e.item})
+			}
+			fetched := time.Now().UnixNano()
+			counts, err := s.arms.Counts(ctx, arms)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Warn("refreshing cached arms", "arms", len(arms), "err", err)
+				}
+				break // the marks stay: tried again next tick
+			}
+			for i := range chunk {
+				chunk[i].arm = s.cfg.Model.arm(&counts[i])
+			}
+			s.cache.put(chunk, fetched)
+			s.cache.refreshed.Add(int64(len(chunk)))
+		}
+	}
 }
 
 func (s *Scorer) runPartition(ctx, gctx context.Context, gen *kafka.Generation, partition int, offset int64) {
@@ -322,6 +391,26 @@ func (s *Scorer) runPartition(ctx, gctx context.Context, gen *kafka.Generation, 
 	w := newScoreWorker(s, partition)
 	stop := func() bool { return ctx.Err() != nil || gctx.Err() != nil }
 	backoff := newBackoff()
+	committed, lastCommit := offset, time.Now()
+	// commit commits the offset of the batches answered so far; it reports
+	// false when the generation is over.
+	commit := func() bool {
+		if offset == committed {
+			return true
+		}
+		if s.cfg.FaultCommitDelay > 0 {
+			time.Sleep(s.cfg.FaultCommitDelay)
+		}
+		if err := gen.CommitOffsets(map[string]map[int]int64{s.cfg.Topic: {partition: offset}}); err != nil {
+			// The next owner answers the uncommitted batches again: clients
+			// see duplicates with the same request id, never a gap.
+			log.Info("commit refused; generation ended", "err", err)
+			return false
+		}
+		committed, lastCommit = offset, time.Now()
+		return true
+	}
+	defer commit()
 	for !stop() {
 		if offset < 0 {
 			first, err := s.earliest(gctx, partition)
@@ -330,7 +419,7 @@ func (s *Scorer) runPartition(ctx, gctx context.Context, gen *kafka.Generation, 
 				backoff.wait(gctx)
 				continue
 			}
-			offset = first
+			offset, committed = first, first
 		}
 		batch, next, err := s.fetch(gctx, partition, offset)
 		if err != nil {
@@ -341,29 +430,28 @@ func (s *Scorer) runPartition(ctx, gctx context.Context, gen *kafka.Generation, 
 			continue
 		}
 		if len(batch) == 0 {
+			if next != offset && !commit() {
+				return
+			}
 			offset = next
+			if !commit() {
+				return
+			}
 			continue
 		}
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DrainTimeout)
 		err = w.process(wctx, ctx, batch)
-		if err == nil && s.cfg.FaultCommitDelay > 0 {
-			time.Sleep(s.cfg.FaultCommitDelay)
-		}
-		if err == nil {
-			err = gen.CommitOffsets(map[string]map[int]int64{s.cfg.Topic: {partition: next}})
-			cancel()
-			if err != nil {
-				// The next owner answers the batch again: clients see a
-				// duplicate with the same request id, never a gap.
-				log.Info("commit refused; generation ended", "err", err)
-				return
-			}
-			offset = next
-			backoff.reset()
+		cancel()
+		if err != nil {
+			log.Warn("scoring batch", "offset", offset, "err", err)
+			backoff.wait(gctx)
 			continue
 		}
-		cancel()
-		log.Warn("scoring batch", "offset", offset, "err", err)
-		backoff.wait(gctx)
+		// Answered and acknowledged: the offset may be committed.
+		offset = next
+		backoff.reset()
+		if time.Since(lastCommit) >= s.cfg.CommitInterval && !commit() {
+			return
+		}
 	}
 }

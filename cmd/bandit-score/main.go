@@ -53,6 +53,7 @@ type options struct {
 	session       time.Duration
 	cacheBytes    int64
 	cacheMaxAge   time.Duration
+	cacheMaxStale time.Duration
 	sessions      bool
 	sessionWait   time.Duration
 	sessionLoads  int
@@ -67,6 +68,7 @@ type options struct {
 	replication   string
 	consistency   string
 	commitDelay   time.Duration
+	commitEvery   time.Duration
 	logLevel      string
 	cpuProfile    string
 }
@@ -86,7 +88,8 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 20*time.Second, "time to finish in-flight batches after SIGTERM")
 	fs.DurationVar(&o.session, "session-timeout", 10*time.Second, "consumer group session timeout")
 	fs.Int64Var(&o.cacheBytes, "cache-bytes", 256<<20, "bound of the in-process arm cache, bytes (-1: no cache)")
-	fs.DurationVar(&o.cacheMaxAge, "cache-max-age", time.Second, "how old a cached arm may be and still be used")
+	fs.DurationVar(&o.cacheMaxAge, "cache-max-age", time.Second, "freshness of cached arms: one used when older is read again in the background")
+	fs.DurationVar(&o.cacheMaxStale, "cache-max-stale", 0, "age past which a cached arm is read again before use (default 10 × -cache-max-age)")
 	fs.BoolVar(&o.sessions, "sessions", true, "add hot users' own counts and start sessions of users who are not hot (needs the cold tier)")
 	fs.DurationVar(&o.sessionWait, "session-wait", 50*time.Millisecond, "longest wait for a session load before scoring without the user's own counts")
 	fs.IntVar(&o.sessionLoads, "session-loads", 8, "batches of session loads in flight at most")
@@ -100,7 +103,8 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.IntVar(&o.maxK, "max-k", lim.MaxK, "largest k accepted")
 	fs.StringVar(&o.replication, "cql-replication", "{'class': 'SimpleStrategy', 'replication_factor': 1}", "replication of the keyspace when it is created")
 	fs.StringVar(&o.consistency, "cql-consistency", "LOCAL_QUORUM", "consistency of cold tier reads and writes")
-	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long between publishing a batch's results and committing it")
+	fs.DurationVar(&o.commitEvery, "commit-interval", 200*time.Millisecond, "how often the offset of answered requests is committed; a crash answers at most this much again")
+	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long before every commit")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until exit (for benchmarks)")
 	return fs
@@ -232,10 +236,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		ModelVersion:     o.modelVersion,
 		CacheBytes:       o.cacheBytes,
 		CacheMaxAge:      o.cacheMaxAge,
+		CacheMaxStale:    o.cacheMaxStale,
 		SessionWait:      o.sessionWait,
 		SessionLoads:     o.sessionLoads,
 		DrainTimeout:     o.drainTimeout,
 		SessionTimeout:   o.session,
+		CommitInterval:   o.commitEvery,
 		FaultCommitDelay: o.commitDelay,
 		Logger:           log,
 	}, hot, sessions, out)
@@ -247,6 +253,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	err = sc.Run(ctx)
 	st := sc.Stats()
 	log.Info("stopped", "scored", st.Scored, "past_deadline", st.PastDeadline, "dead_letters", st.DeadLetters,
-		"candidates", st.Candidates, "cache_hits", st.CacheHits, "cache_misses", st.CacheMisses, "session_loads", st.SessionLoads)
+		"candidates", st.Candidates, "cache_hits", st.CacheHits, "cache_misses", st.CacheMisses,
+		"cache_refreshed", st.CacheRefreshed, "session_loads", st.SessionLoads)
 	return err
 }

@@ -1,0 +1,216 @@
+package consumers_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/banditstream/banditstream/deploy/local/stacktest"
+	"github.com/banditstream/banditstream/schemas"
+	"github.com/banditstream/banditstream/store"
+)
+
+// TestLoadScoreEndToEnd measures the scoring path on the real local stack:
+// requests of 400 candidates (from a catalogue of 100k arms in the hot
+// tier, 5,000 users) are produced at each rate of BANDITSTREAM_LOAD_RATES
+// (requests/s, comma separated) for BANDITSTREAM_LOAD_SECONDS each, one
+// bandit-score process answers them, and this process reads the results:
+// achieved requests/s and candidates/s, end-to-end latency from the
+// producer's send to the result's arrival (p50, p99, max), and the CPU of
+// every process. It is a measurement, not a test: it runs only when asked
+// (make bench-score) and asserts only that every request was answered.
+func TestLoadScoreEndToEnd(t *testing.T) {
+	var rates []int
+	for _, f := range strings.Split(os.Getenv("BANDITSTREAM_LOAD_RATES"), ",") {
+		if r, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && r > 0 {
+			rates = append(rates, r)
+		}
+	}
+	if len(rates) == 0 {
+		t.Skip("set BANDITSTREAM_LOAD_RATES (make bench-score)")
+	}
+	seconds, _ := strconv.Atoi(os.Getenv("BANDITSTREAM_LOAD_SECONDS"))
+	if seconds <= 0 {
+		seconds = 20
+	}
+	const (
+		partitions = 6
+		items      = 100_000
+		users      = 5_000
+		candidates = 400
+		k          = 20
+	)
+	e := newScoreEnv(t, partitions)
+	counts := map[store.Arm]store.Counts{}
+	for i := 0; i < items; i++ {
+		imp := int64(50 + (i*7919)%5000)
+		counts[store.Arm{Context: "home", Item: "sku-" + strconv.Itoa(i)}] = store.Counts{ByType: [store.NumEventTypes]int64{imp, imp * int64(i%50) / 1000}}
+	}
+	e.seedArms(t, counts)
+
+	// Request bodies: 64 candidate lists, encoded once; each request adds
+	// its own id, user and send time in front.
+	r := rand.New(rand.NewPCG(5, 6))
+	var bodies [][]byte
+	for b := 0; b < 64; b++ {
+		req := &schemas.ScoreRequest{Context: "home", K: k}
+		for j := 0; j < candidates; j++ {
+			req.Candidates = append(req.Candidates, "sku-"+strconv.Itoa(r.IntN(items)))
+		}
+		body, err := schemas.Protobuf.AppendScoreRequest(nil, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bodies = append(bodies, body)
+	}
+	total := 0
+	for _, rate := range rates {
+		total += rate * seconds
+	}
+	sent := make([]int64, total) // Unix ns of each request's send
+	lat := make([]int64, total)  // ns from send to result, 0 until answered
+	var answered atomic.Int64
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	readCtx, stopReading := context.WithCancel(ctx)
+	var readers sync.WaitGroup
+	for p := 0; p < partitions; p++ {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			rd := kafka.NewReader(kafka.ReaderConfig{Brokers: e.brokers, Topic: e.results, Partition: p, MinBytes: 1, MaxWait: 20 * time.Millisecond, MaxBytes: 8 << 20})
+			defer rd.Close()
+			for {
+				m, err := rd.ReadMessage(readCtx)
+				if err != nil {
+					return
+				}
+				now := time.Now().UnixNano()
+				n, err := strconv.Atoi(strings.TrimPrefix(string(m.Key), "L"))
+				if err != nil || n >= total {
+					continue
+				}
+				if atomic.CompareAndSwapInt64(&lat[n], 0, now-atomic.LoadInt64(&sent[n])) {
+					answered.Add(1)
+				}
+			}
+		}()
+	}
+
+	bin := stacktest.BuildBinary(t, "./cmd/bandit-score")
+	profile := filepath.Join(t.TempDir(), "score.prof")
+	p := stacktest.StartProcess(t, bin, nil,
+		"-kafka-brokers", e.brokers[0], "-redis-addr", e.redis, "-cql-hosts", e.cql, "-cql-keyspace", e.keyspace,
+		"-topic", e.requests, "-results-topic", e.results, "-group", e.group, "-key-prefix", e.prefix, "-shards", "16",
+		"-session-timeout", "6s", "-log-level", "warn", "-cpu-profile", profile)
+	pids := map[string]int{"bandit-score": p.Pid(), "load generator (this test)": os.Getpid(),
+		"kafka": stackPid(t, "kafka"), "redis": stackPid(t, "redis"), "cassandra": stackPid(t, "cassandra")}
+	names := []string{"bandit-score", "load generator (this test)", "kafka", "redis", "cassandra"}
+
+	w := &kafka.Writer{Addr: kafka.TCP(e.brokers...), Topic: e.requests, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{},
+		Async: true, BatchSize: 1000, BatchBytes: 16 << 20, BatchTimeout: time.Millisecond, Compression: kafka.Lz4}
+	var sendErrs atomic.Int64
+	w.Completion = func(_ []kafka.Message, err error) {
+		if err != nil {
+			sendErrs.Add(1)
+		}
+	}
+	defer w.Close()
+
+	var report strings.Builder
+	fmt.Fprintf(&report, "# Scoring load run\n\nOne bandit-score process (GOMAXPROCS %d), %d partitions, requests of %d candidates from %d arms, k = %d, %d users (sessions on), lz4 requests, acks=all; Kafka, Redis and Cassandra on the same %d-CPU machine. Latency: from the producer's send to the result's arrival in this process.\n\n",
+		runtime.NumCPU(), partitions, candidates, items, k, users, runtime.NumCPU())
+	fmt.Fprintf(&report, "| offered req/s | answered req/s | candidates/s | p50 ms | p99 ms | max ms | %s |\n|---|---|---|---|---|---|%s\n",
+		strings.Join(names, " cores | ")+" cores", strings.Repeat("---|", len(names)))
+
+	next := 0
+	for _, rate := range rates {
+		first := next
+		cpu0 := map[string]float64{}
+		for name, pid := range pids {
+			cpu0[name] = cpuSeconds(pid)
+		}
+		start := time.Now()
+		tick := time.NewTicker(5 * time.Millisecond)
+		for time.Since(start) < time.Duration(seconds)*time.Second {
+			<-tick.C
+			due := first + int(float64(rate)*time.Since(start).Seconds())
+			var msgs []kafka.Message
+			for ; next < due && next < first+rate*seconds; next++ {
+				id := "L" + strconv.Itoa(next)
+				user := "u" + strconv.Itoa(next%users)
+				v := protowire.AppendTag(nil, 1, protowire.BytesType)
+				v = protowire.AppendString(v, id)
+				v = protowire.AppendTag(v, 2, protowire.BytesType)
+				v = protowire.AppendString(v, user)
+				v = append(v, bodies[next%len(bodies)]...)
+				atomic.StoreInt64(&sent[next], time.Now().UnixNano())
+				msgs = append(msgs, kafka.Message{Key: []byte(user), Value: v})
+			}
+			if len(msgs) > 0 {
+				if err := w.WriteMessages(ctx, msgs...); err != nil {
+					t.Fatalf("producing: %v", err)
+				}
+			}
+		}
+		tick.Stop()
+		// Wait for this step's answers (at most 60 s) before the next rate.
+		for deadline := time.Now().Add(60 * time.Second); answered.Load() < int64(next) && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		elapsed := time.Since(start)
+		var ls []int64
+		for i := first; i < next; i++ {
+			if l := atomic.LoadInt64(&lat[i]); l > 0 {
+				ls = append(ls, l)
+			}
+		}
+		slices.Sort(ls)
+		pct := func(q float64) float64 {
+			if len(ls) == 0 {
+				return 0
+			}
+			return float64(ls[min(len(ls)-1, int(q*float64(len(ls))))]) / 1e6
+		}
+		row := fmt.Sprintf("| %d | %.0f | %.0f | %.1f | %.1f | %.1f |", rate, float64(len(ls))/elapsed.Seconds(),
+			float64(len(ls)*candidates)/elapsed.Seconds(), pct(0.5), pct(0.99), pct(1))
+		for _, name := range names {
+			row += fmt.Sprintf(" %.2f |", (cpuSeconds(pids[name])-cpu0[name])/elapsed.Seconds())
+		}
+		fmt.Fprintln(&report, row)
+		t.Log(row)
+		if len(ls) != next-first {
+			t.Errorf("rate %d: %d of %d requests answered within 60 s of the step's end", rate, len(ls), next-first)
+		}
+	}
+	stopReading()
+	readers.Wait()
+	stopTook, clean := p.Stop(30 * time.Second)
+	fmt.Fprintf(&report, "\nSend errors: %d. SIGTERM to exit: %.2f s (clean: %v). Answered rate counts each step from its first send to its last answer.\n", sendErrs.Load(), stopTook.Seconds(), clean)
+	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", bin, profile).CombinedOutput()
+	if err != nil {
+		t.Logf("pprof: %v\n%s", err, top)
+	}
+	fmt.Fprintf(&report, "\nCPU profile of bandit-score over the whole run (go tool pprof -top):\n\n```\n%s```\n", top)
+	t.Log("\n" + report.String())
+	if out := os.Getenv("BANDITSTREAM_LOAD_REPORT"); out != "" {
+		if err := os.WriteFile(out, []byte(report.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
