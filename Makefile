@@ -92,11 +92,14 @@ fuzz: ## run every fuzz target for FUZZTIME each
 bench: $(BENCHSTAT) ## micro-benchmarks against their baselines, summarised by benchstat
 	@mkdir -p $(LOCAL)/bench
 	@$(GO) test -c -o $(LOCAL)/bench/sampler.test ./sampler/
-	@rm -f $(LOCAL)/bench/sampler.txt
+	@$(GO) test -c -o $(LOCAL)/bench/consumers.test ./consumers/
+	@rm -f $(LOCAL)/bench/sampler.txt $(LOCAL)/bench/scorer.txt
 	@for i in $$(seq $(BENCHCOUNT)); do \
 	  (cd sampler && $(LOCAL)/bench/sampler.test -test.run '^$$' -test.bench . -test.benchmem) >> $(LOCAL)/bench/sampler.txt; \
+	  (cd consumers && $(LOCAL)/bench/consumers.test -test.run '^$$' -test.bench 'BenchmarkScoreCore' -test.benchmem) >> $(LOCAL)/bench/scorer.txt; \
 	done
 	$(BENCHSTAT) -col /impl $(LOCAL)/bench/sampler.txt
+	$(BENCHSTAT) -col /impl $(LOCAL)/bench/scorer.txt
 
 LOAD_EVENTS ?= 1000000
 
@@ -106,6 +109,16 @@ bench-ingest: up ## end-to-end ingest load run on the local stack; report in .lo
 	BANDITSTREAM_LOAD_EVENTS=$(LOAD_EVENTS) BANDITSTREAM_LOAD_REPORT=$(LOCAL)/bench/ingest.md \
 	  $(GO) test -count=1 -run '^TestLoadIngestEndToEnd$$' -timeout 30m ./consumers/
 	@cat $(LOCAL)/bench/ingest.md
+
+LOAD_RATES   ?= 2000,4000,6000
+LOAD_SECONDS ?= 20
+
+.PHONY: bench-score
+bench-score: up ## end-to-end scoring load run on the local stack; report in .local/bench/score.md
+	@mkdir -p $(LOCAL)/bench
+	BANDITSTREAM_LOAD_RATES=$(LOAD_RATES) BANDITSTREAM_LOAD_SECONDS=$(LOAD_SECONDS) BANDITSTREAM_LOAD_REPORT=$(LOCAL)/bench/score.md \
+	  $(GO) test -count=1 -run '^TestLoadScoreEndToEnd$$' -timeout 30m ./consumers/
+	@cat $(LOCAL)/bench/score.md
 
 # ------------------------------------------------------------- code style --
 

@@ -24,11 +24,11 @@ import (
 // arms, k = 20, 64 requests per batch (one fetch), every arm cached (the
 // steady state). `make bench` compares it with a baseline in the same run:
 //
-//	impl=scorer    the scorer's partition worker, I/O replaced by a
-//	               writer that drops the messages
 //	impl=baseline  a straightforward implementation: proto.Unmarshal, a Go
 //	               map of 1M arm counts, gonum's Beta per candidate, a sort
 //	               of all candidates, proto.Marshal
+//	impl=scorer    the scorer's partition worker, I/O replaced by a
+//	               writer that drops the messages
 
 const (
 	benchArms       = 1_000_000
@@ -80,33 +80,6 @@ func BenchmarkScoreCore(b *testing.B) {
 	batch := requestsForBench()
 	perOp := float64(benchBatch * benchCandidates)
 
-	b.Run("impl=scorer", func(b *testing.B) {
-		s, err := NewScorer(ScorerConfig{Brokers: []string{"unused:9092"}, CacheBytes: 1 << 30, CacheMaxAge: time.Hour}, cachedOnly{}, nil, discardWriter{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		model := s.cfg.Model
-		entries := make([]cacheEntry, benchArms)
-		for i := range entries {
-			entries[i] = cacheEntry{ctx: "home", item: benchItem(i), arm: model.Posterior(benchCounts(i), nil)}
-		}
-		s.cache.put(entries, time.Now().UnixNano())
-		runtime.GC()
-		w := newScoreWorker(s, 0)
-		ctx := context.Background()
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			if err := w.process(ctx, ctx, batch); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(perOp*float64(b.N)), "ns/candidate")
-		if st := s.Stats(); st.CacheMisses != 0 || st.Scored != int64(b.N*benchBatch) {
-			b.Fatalf("stats %+v: every arm must be cached and every request scored", st)
-		}
-	})
-
 	b.Run("impl=baseline", func(b *testing.B) {
 		counts := make(map[store.Arm]store.Counts, benchArms)
 		for i := 0; i < benchArms; i++ {
@@ -149,6 +122,33 @@ func BenchmarkScoreCore(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(perOp*float64(b.N)), "ns/candidate")
+	})
+
+	b.Run("impl=scorer", func(b *testing.B) {
+		s, err := NewScorer(ScorerConfig{Brokers: []string{"unused:9092"}, CacheBytes: 1 << 30, CacheMaxAge: time.Hour}, cachedOnly{}, nil, discardWriter{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		model := s.cfg.Model
+		entries := make([]cacheEntry, benchArms)
+		for i := range entries {
+			entries[i] = cacheEntry{ctx: "home", item: benchItem(i), arm: model.Posterior(benchCounts(i), nil)}
+		}
+		s.cache.put(entries, time.Now().UnixNano())
+		runtime.GC()
+		w := newScoreWorker(s, 0)
+		ctx := context.Background()
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if err := w.process(ctx, ctx, batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(perOp*float64(b.N)), "ns/candidate")
+		if st := s.Stats(); st.CacheMisses != 0 || st.Scored != int64(b.N*benchBatch) {
+			b.Fatalf("stats %+v: every arm must be cached and every request scored", st)
+		}
 	})
 }
 

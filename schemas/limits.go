@@ -193,12 +193,16 @@ func (l Limits) checkText(field, s string, limit int) error {
 	if len(s) > limit {
 		return invalid(field, "%d bytes exceeds the limit of %d", len(s), limit)
 	}
+	ascii := true
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == 0x7f {
+		c := s[i]
+		if c < 0x20 || c == 0x7f {
 			return invalid(field, "control character 0x%02x at byte %d", c, i)
 		}
+		ascii = ascii && c < utf8.RuneSelf
 	}
-	if !utf8.ValidString(s) {
+	// Ids are ASCII almost always: the UTF-8 check only for the others.
+	if !ascii && !utf8.ValidString(s) {
 		return invalid(field, "not valid UTF-8")
 	}
 	return nil
