@@ -54,7 +54,7 @@ demo: up ## bring the stack up and show that every service serves
 	@echo "== end-to-end health (Kafka produce+fetch, Redis write, CQL query) =="
 	@$(LOCAL)/bin/bandit-stack check all
 	@echo
-	@echo "The pipeline demo comes with the scoring service; see the README for bandit-ingest and make bench-ingest."
+	@echo "The simulation demo is not built yet; see the README for bandit-ingest, bandit-score, make bench-ingest and make bench-score."
 
 # ------------------------------------------------------------------- test --
 
