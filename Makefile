@@ -46,15 +46,19 @@ logs: ## tail of each server log (S=kafka to choose one)
 # ------------------------------------------------------------------- demo --
 
 .PHONY: demo
-demo: up ## bring the stack up and show that every service serves
-	@echo
-	@echo "== local stack =="
-	@$(STACK) status
+DEMO_SECONDS ?= 60
+DEMO_KEEP    ?= 0
+# deploy/local/demo.sh builds the binaries, starts bandit-ingest (with its
+# sweeper) and bandit-score on this run's own topics, runs bandit-sim for
+# DEMO_SECONDS, prints the summary and the picture's path, and stops what it
+# started (DEMO_KEEP=1 leaves them running).
+demo: up ## the whole pipeline with simulated users: live status, summary, picture
 	@echo
 	@echo "== end-to-end health (Kafka produce+fetch, Redis write, CQL query) =="
+	@$(GO) build -o $(LOCAL)/bin/ ./cmd/bandit-stack
 	@$(LOCAL)/bin/bandit-stack check all
 	@echo
-	@echo "The simulation demo is not built yet; see the README for bandit-ingest, bandit-score, make bench-ingest and make bench-score."
+	@DEMO_SECONDS=$(DEMO_SECONDS) DEMO_KEEP=$(DEMO_KEEP) GO=$(GO) deploy/local/demo.sh
 
 # ------------------------------------------------------------------- test --
 

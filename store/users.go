@@ -35,6 +35,10 @@ func (k Keys) userKey(user, suffix string) string {
 	return k.Prefix + ":u:{" + user + "}:" + suffix
 }
 
+// SessionKey returns the key of a user's session hash, which exists while
+// the user is hot (for tools that watch sessions come and go).
+func (k Keys) SessionKey(user string) string { return k.userKey(user, "m") }
+
 func (k Keys) userKeys(user string) []string {
 	return []string{k.userKey(user, "m"), k.userKey(user, "h"), k.userKey(user, "p"), k.userKey(user, "s")}
 }

@@ -1,0 +1,335 @@
+// Command bandit-sim closes the loop of the pipeline with simulated users.
+//
+// A synthetic catalogue (-items items in each of -contexts) has hidden click
+// rates. Simulated users, in sessions that start, go idle and come back,
+// send score requests for every item through the real pipeline (to
+// bandit-score, replies on their own topic), look at the top -k, and
+// impress, click and order according to the hidden rates; those events go to
+// the interactions topic, where bandit-ingest counts them, and the next
+// rankings learn from them. A status line shows requests/s, events/s, the
+// click-through rate so far, cumulative regret against the best possible
+// ranking (and a uniform-random ranking's, on the same requests), hot users,
+// offloads and reloads, and dead letters. At the end it prints a summary and
+// writes a PNG of click-through rate and regret over time.
+//
+// Every flag can also be set by its environment variable: -kafka-brokers is
+// BANDITSTREAM_KAFKA_BROKERS.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/banditstream/banditstream/cmd/internal/config"
+	"github.com/banditstream/banditstream/schemas"
+	"github.com/banditstream/banditstream/store"
+)
+
+type options struct {
+	conns           config.Connections
+	requestsTopic   string
+	eventsTopic     string
+	replyTopic      string
+	dlqTopics       string
+	keyPrefix       string
+	duration        time.Duration
+	rate            float64
+	users           int
+	sessionRequests int
+	idle            time.Duration
+	items           int
+	contexts        string
+	k               int
+	badEvery        int
+	seed            uint64
+	out             string
+	live            bool
+}
+
+func newFlags(o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("bandit-sim", flag.ContinueOnError)
+	o.conns.Register(fs)
+	fs.StringVar(&o.requestsTopic, "requests-topic", config.TopicScoreRequests, "topic bandit-score reads")
+	fs.StringVar(&o.eventsTopic, "events-topic", config.TopicInteractions, "topic bandit-ingest reads")
+	fs.StringVar(&o.replyTopic, "reply-topic", "sim.replies", "reply topic of the simulated users' requests (created if missing)")
+	fs.StringVar(&o.dlqTopics, "dlq-topics", config.TopicInteractions+config.DLQSuffix+","+config.TopicScoreRequests+config.DLQSuffix, "dead-letter topics to count, comma separated")
+	fs.StringVar(&o.keyPrefix, "key-prefix", store.DefaultKeys().Prefix, "hot tier key prefix of the pipeline (to count hot users)")
+	fs.DurationVar(&o.duration, "duration", 60*time.Second, "how long users send requests")
+	fs.Float64Var(&o.rate, "rate", 50, "score requests per second")
+	fs.IntVar(&o.users, "users", 100, "simulated users")
+	fs.IntVar(&o.sessionRequests, "session-requests", 8, "mean requests per session")
+	fs.DurationVar(&o.idle, "idle", 8*time.Second, "pause between a user's sessions (longer than bandit-ingest's -idle-timeout shows offloads and reloads)")
+	fs.IntVar(&o.items, "items", 40, "items in the catalogue (every request ranks them all)")
+	fs.StringVar(&o.contexts, "contexts", "home,search", "contexts (placements), comma separated")
+	fs.IntVar(&o.k, "k", 5, "items shown per request")
+	fs.IntVar(&o.badEvery, "bad-every", 500, "every n-th event is sent malformed, to show the dead-letter topic at work (0: none)")
+	fs.Uint64Var(&o.seed, "seed", 1, "seed of the catalogue's hidden rates and of the users")
+	fs.StringVar(&o.out, "out", ".local/demo", "folder for the picture (demo.png) and the summary (summary.txt)")
+	fs.BoolVar(&o.live, "live", true, "show the status line")
+	return fs
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "bandit-sim:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+func (o *options) validate() error {
+	var errs []error
+	if o.duration <= 0 || o.rate <= 0 || o.users < 1 || o.sessionRequests < 1 || o.idle < 0 {
+		errs = append(errs, errors.New("-duration, -rate, -users and -session-requests must be positive"))
+	}
+	if o.items < 1 || o.k < 1 || o.k > o.items {
+		errs = append(errs, fmt.Errorf("-k (%d) must be between 1 and -items (%d)", o.k, o.items))
+	}
+	if o.badEvery < 0 {
+		errs = append(errs, errors.New("-bad-every must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// result is what a run produced.
+type result struct {
+	world    *world
+	observer observer
+	series   []point
+	summary  string
+	png      string
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o options
+	fs := newFlags(&o)
+	fs.SetOutput(stderr)
+	if err := config.Parse(fs, args, nil); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if err := o.conns.Validate(); err != nil {
+		return err
+	}
+	if err := o.validate(); err != nil {
+		return err
+	}
+	live := io.Writer(nil)
+	if o.live {
+		live = stdout
+	}
+	res, err := simulate(ctx, &o, live)
+	if live != nil {
+		fmt.Fprintln(stdout)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, res.summary)
+	return nil
+}
+
+// simulate runs the simulation against the pipeline and writes the
+// picture and the summary.
+func simulate(ctx context.Context, o *options, live io.Writer) (_ *result, err error) {
+	brokers := o.conns.Kafka.Brokers
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: o.conns.Kafka.Timeout}
+	if err := ensureTopic(ctx, client, o.replyTopic); err != nil {
+		return nil, err
+	}
+	rdb := o.conns.Redis.Client()
+	defer rdb.Close()
+	keys := store.DefaultKeys()
+	keys.Prefix = o.keyPrefix
+	obs := &pipelineObserver{rdb: rdb, keys: keys, client: client, dlq: splitList(o.dlqTopics)}
+	if err := obs.start(ctx); err != nil {
+		return nil, err
+	}
+
+	replies := make(chan *schemas.ScoreResponse, 1024)
+	rctx, stopReading := context.WithCancel(ctx)
+	readErr := make(chan error, 1)
+	go func() { readErr <- readReplies(rctx, brokers, o.replyTopic, replies) }()
+	defer func() {
+		stopReading()
+		// The reader retries transient errors itself and ends with ctx.
+		if rerr := <-readErr; rerr != nil && !errors.Is(rerr, context.Canceled) && err == nil {
+			err = fmt.Errorf("reading replies: %w", rerr)
+		}
+	}()
+
+	out := &kafka.Writer{Addr: kafka.TCP(brokers...), RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{},
+		BatchTimeout: 2 * time.Millisecond, WriteTimeout: o.conns.Kafka.Timeout}
+	defer out.Close()
+
+	w := newWorld(o.seed, splitList(o.contexts), o.items, o.k)
+	s := newSim(simConfig{
+		rate: o.rate, duration: o.duration, users: o.users, sessionRequests: o.sessionRequests, idle: o.idle,
+		badEvery: o.badEvery, seed: o.seed, runID: time.Now().UnixMilli(),
+		requestsTopic: o.requestsTopic, eventsTopic: o.eventsTopic, replyTopic: o.replyTopic, live: live,
+	}, w, out, out, replies, obs)
+	series, err := s.run(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return nil, err
+	}
+	res := &result{world: w, observer: obs, series: series, png: filepath.Join(o.out, "demo.png")}
+	if err := plotRun(res.png, w, series); err != nil {
+		return nil, fmt.Errorf("drawing %s: %w", res.png, err)
+	}
+	res.summary = summarize(w, series, res.png)
+	if err := os.WriteFile(filepath.Join(o.out, "summary.txt"), []byte(res.summary), 0o644); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func ensureTopic(ctx context.Context, client *kafka.Client, topic string) error {
+	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
+		{Topic: topic, NumPartitions: 1, ReplicationFactor: -1},
+	}})
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", topic, err)
+	}
+	if err := resp.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("creating %s: %w", topic, err)
+	}
+	return nil
+}
+
+// readReplies reads the reply topic from its end until ctx ends.
+func readReplies(ctx context.Context, brokers []string, topic string, out chan<- *schemas.ScoreResponse) error {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MaxWait: 50 * time.Millisecond})
+	defer r.Close()
+	if err := r.SetOffset(kafka.LastOffset); err != nil {
+		return err
+	}
+	for {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			return err
+		}
+		codec, err := schemas.CodecFor(headerValue(m.Headers, schemas.HeaderContentType))
+		if err != nil {
+			continue
+		}
+		resp := &schemas.ScoreResponse{}
+		if err := codec.DecodeScoreResponse(schemas.DefaultLimits(), m.Value, resp); err != nil {
+			continue
+		}
+		select {
+		case out <- resp:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func headerValue(headers []kafka.Header, key string) string {
+	for _, h := range headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// pipelineObserver reads the hot tier's sessions and the dead-letter
+// topics' sizes (counted from the start of the run).
+type pipelineObserver struct {
+	rdb    redis.UniversalClient
+	keys   store.Keys
+	client *kafka.Client
+	dlq    []string
+	base   int64
+}
+
+func (p *pipelineObserver) start(ctx context.Context) error {
+	n, err := p.dlqSize(ctx)
+	p.base = n
+	return err
+}
+
+func (p *pipelineObserver) hot(ctx context.Context, users []string) ([]bool, error) {
+	pipe := p.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(users))
+	for i, u := range users {
+		cmds[i] = pipe.HGet(ctx, p.keys.SessionKey(u), "l")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	out := make([]bool, len(users))
+	for i, c := range cmds {
+		out[i] = c.Val() == "1"
+	}
+	return out, nil
+}
+
+func (p *pipelineObserver) deadLetters(ctx context.Context) (int64, error) {
+	n, err := p.dlqSize(ctx)
+	return n - p.base, err
+}
+
+func (p *pipelineObserver) dlqSize(ctx context.Context) (int64, error) {
+	if len(p.dlq) == 0 {
+		return 0, nil
+	}
+	meta, err := p.client.Metadata(ctx, &kafka.MetadataRequest{Topics: p.dlq})
+	if err != nil {
+		return 0, err
+	}
+	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+	for _, t := range meta.Topics {
+		if t.Error != nil {
+			continue // a dead-letter topic that does not exist holds nothing
+		}
+		for _, part := range t.Partitions {
+			req.Topics[t.Name] = append(req.Topics[t.Name], kafka.FirstOffsetOf(part.ID), kafka.LastOffsetOf(part.ID))
+		}
+	}
+	if len(req.Topics) == 0 {
+		return 0, nil
+	}
+	resp, err := p.client.ListOffsets(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, parts := range resp.Topics {
+		for _, po := range parts {
+			if po.Error == nil {
+				n += po.LastOffset - po.FirstOffset
+			}
+		}
+	}
+	return n, nil
+}
