@@ -165,6 +165,11 @@ type ScorerConfig struct {
 	DrainTimeout time.Duration
 	// SessionTimeout of the consumer group; default 10 s.
 	SessionTimeout time.Duration
+	// ReplyTopicWait is how long responses to a reply topic the brokers do
+	// not know are retried before their requests go to the dead-letter
+	// topic: a client's new reply topic is seen after the writer's next
+	// metadata refresh. It holds back the partition meanwhile. Default 10 s.
+	ReplyTopicWait time.Duration
 	// CommitInterval is how often the offset of the answered batches is
 	// committed (at the latest; also when the partition runs dry and on
 	// shutdown). A crash answers at most that much again, with the same
@@ -227,6 +232,9 @@ func (c *ScorerConfig) setDefaults() {
 	if c.CommitInterval == 0 {
 		c.CommitInterval = 200 * time.Millisecond
 	}
+	if c.ReplyTopicWait == 0 {
+		c.ReplyTopicWait = 10 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -237,7 +245,7 @@ func (c ScorerConfig) Validate() error {
 	if len(c.Brokers) == 0 {
 		return errors.New("scorer: no brokers")
 	}
-	if c.FetchMaxBytes < 1024 || c.FetchMaxWait < 0 || c.DrainTimeout < 0 || c.CacheMaxAge < 0 || c.CacheMaxStale < c.CacheMaxAge || c.SessionWait < 0 || c.CommitInterval < 0 {
+	if c.FetchMaxBytes < 1024 || c.FetchMaxWait < 0 || c.DrainTimeout < 0 || c.CacheMaxAge < 0 || c.CacheMaxStale < c.CacheMaxAge || c.SessionWait < 0 || c.CommitInterval < 0 || c.ReplyTopicWait < 0 {
 		return errors.New("scorer: fetch max bytes must be at least 1 KiB, durations not negative, cache max stale at least cache max age")
 	}
 	if c.SessionLoads < 1 {

@@ -411,7 +411,7 @@ func TestScoreStrongArmRanksFirst(t *testing.T) {
 func TestScoreDeadLetters(t *testing.T) {
 	e := newScoreEnv(t, 2)
 	e.seedArms(t, catalogue("", 20))
-	sc := e.startScorer(t, consumers.ScorerConfig{})
+	sc := e.startScorer(t, consumers.ScorerConfig{ReplyTopicWait: time.Second})
 	many := make([]string, schemas.DefaultLimits().MaxCandidates+1)
 	for i := range many {
 		many[i] = "sku-" + strconv.Itoa(i)

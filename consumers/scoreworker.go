@@ -329,13 +329,15 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 }
 
 // publish writes the batch's responses and dead letters and returns once
-// all are acknowledged. A response to a reply topic that does not exist is
-// replaced by a dead letter of its request (redirected counts them); other
-// failures are retried until ctx ends, and the batch is then fetched and
-// answered again.
+// all are acknowledged. Failures are retried until ctx ends (the batch is
+// then fetched and answered again). A reply topic the brokers do not know
+// is retried for ReplyTopicWait (a client's new topic takes a metadata
+// refresh to be seen), then its requests go to the dead-letter topic
+// instead (redirected counts them).
 func (w *scoreWorker) publish(ctx context.Context, batch []record) (redirected int, err error) {
 	s := w.s
 	msgs, origin := w.out, w.origin
+	var unknownSince time.Time
 	for attempt := 0; len(msgs) > 0; attempt++ {
 		err := s.out.WriteMessages(ctx, msgs...)
 		if err == nil {
@@ -344,70 +346,86 @@ func (w *scoreWorker) publish(ctx context.Context, batch []record) (redirected i
 		var werrs kafka.WriteErrors
 		switch {
 		case errors.As(err, &werrs) && len(werrs) == len(msgs):
-			// Only the failed messages again.
-			var retry []kafka.Message
-			var retryOrigin []int
-			for i, e := range werrs {
-				if e != nil {
-					retry = append(retry, msgs[i])
-					retryOrigin = append(retryOrigin, origin[i])
-				}
-			}
-			msgs, origin = retry, retryOrigin
+			msgs, origin = failedOnly(msgs, origin, werrs)
 		case errors.Is(err, kafka.UnknownTopicOrPartition):
-			// The writer checks every topic before writing anything.
-			missing, merr := w.missingReplyTopics(ctx, msgs, origin)
-			if merr != nil {
-				err = errors.Join(err, merr)
+			// The writer checks every topic before writing anything: write
+			// topic by topic, so one unknown reply topic holds back only
+			// its own responses.
+			if unknownSince.IsZero() {
+				unknownSince = time.Now()
 			}
-			for i := range msgs {
-				if origin[i] >= 0 && missing[msgs[i].Topic] {
-					cause := fmt.Errorf("reply topic %q: %w", msgs[i].Topic, kafka.UnknownTopicOrPartition)
-					msgs[i] = w.deadLetter(&batch[origin[i]], cause)
-					origin[i] = -1
-					redirected++
-				}
-			}
-			if len(missing) > 0 {
-				continue // nothing was written: try again at once
-			}
+			var n int
+			msgs, origin, n = w.publishByTopic(ctx, batch, msgs, origin, time.Since(unknownSince) >= s.cfg.ReplyTopicWait)
+			redirected += n
+		}
+		if len(msgs) == 0 {
+			return redirected, nil
 		}
 		if ctx.Err() != nil {
 			return redirected, fmt.Errorf("publishing: %d messages not acknowledged: %w", len(msgs), err)
 		}
-		s.log.Warn("publishing; retrying", "messages", len(msgs), "err", err)
-		b := backoff{d: min(100*time.Millisecond<<min(attempt, 5), 5*time.Second)}
+		if attempt > 0 {
+			s.log.Warn("publishing; retrying", "messages", len(msgs), "err", err)
+		}
+		b := backoff{d: min(100*time.Millisecond<<min(attempt, 5), 2*time.Second)}
 		b.wait(ctx)
 	}
 	return redirected, nil
 }
 
-// missingReplyTopics returns the reply topics among msgs that the cluster
-// does not have. The results topic is never among them: its absence is a
+// failedOnly returns the messages whose write failed.
+func failedOnly(msgs []kafka.Message, origin []int, werrs kafka.WriteErrors) ([]kafka.Message, []int) {
+	var retry []kafka.Message
+	var retryOrigin []int
+	for i, e := range werrs {
+		if e != nil {
+			retry = append(retry, msgs[i])
+			retryOrigin = append(retryOrigin, origin[i])
+		}
+	}
+	return retry, retryOrigin
+}
+
+// publishByTopic writes msgs one topic at a time and returns those still to
+// write. With giveUp, responses to a reply topic the brokers do not know
+// become dead letters of their requests (returned to be written, and
+// counted); the results topic is never given up on: its absence is a
 // deployment error, retried until fixed.
-func (w *scoreWorker) missingReplyTopics(ctx context.Context, msgs []kafka.Message, origin []int) (map[string]bool, error) {
-	seen := map[string]bool{}
+func (w *scoreWorker) publishByTopic(ctx context.Context, batch []record, msgs []kafka.Message, origin []int, giveUp bool) ([]kafka.Message, []int, int) {
+	byTopic := map[string][]int{}
 	var topics []string
 	for i, m := range msgs {
-		if origin[i] >= 0 && m.Topic != w.s.cfg.ResultsTopic && !seen[m.Topic] {
-			seen[m.Topic] = true
+		if byTopic[m.Topic] == nil {
 			topics = append(topics, m.Topic)
 		}
+		byTopic[m.Topic] = append(byTopic[m.Topic], i)
 	}
-	if len(topics) == 0 {
-		return nil, nil
-	}
-	resp, err := w.s.client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
-	if err != nil {
-		return nil, fmt.Errorf("checking reply topics: %w", err)
-	}
-	missing := map[string]bool{}
-	for _, t := range resp.Topics {
-		if errors.Is(t.Error, kafka.UnknownTopicOrPartition) {
-			missing[t.Name] = true
+	var left []kafka.Message
+	var leftOrigin []int
+	redirected := 0
+	for _, t := range topics {
+		group := make([]kafka.Message, 0, len(byTopic[t]))
+		for _, i := range byTopic[t] {
+			group = append(group, msgs[i])
+		}
+		err := w.s.out.WriteMessages(ctx, group...)
+		if err == nil {
+			continue
+		}
+		reply := t != w.s.cfg.ResultsTopic && t != w.s.cfg.Topic+DeadLetterSuffix
+		for _, i := range byTopic[t] {
+			if giveUp && reply && errors.Is(err, kafka.UnknownTopicOrPartition) && origin[i] >= 0 {
+				cause := fmt.Errorf("reply topic %q: %w", t, kafka.UnknownTopicOrPartition)
+				left = append(left, w.deadLetter(&batch[origin[i]], cause))
+				leftOrigin = append(leftOrigin, -1)
+				redirected++
+				continue
+			}
+			left = append(left, msgs[i])
+			leftOrigin = append(leftOrigin, origin[i])
 		}
 	}
-	return missing, nil
+	return left, leftOrigin, redirected
 }
 
 // deadLetter returns the dead letter of a request.

@@ -1,10 +1,9 @@
-// Package producers is the writing edge of the pipeline: the library event
-// producers use to publish interactions, the publisher of score results,
-// and the async ranking client that sends score requests and reads their
-// responses.
+// Package producers is the writing edge of the pipeline for applications:
+// EventProducer publishes interactions, and RankClient sends score requests
+// and returns their responses, read from the client's own reply topic.
 //
 //	applications → producers → [interactions], [score-requests]
-//	scorer       → producers → [score-results]
+//	[reply topic] → RankClient → applications
 //
 // Every write waits for acks from all in-sync replicas; nothing is
 // fire-and-forget.

@@ -69,6 +69,7 @@ type options struct {
 	consistency   string
 	commitDelay   time.Duration
 	commitEvery   time.Duration
+	replyWait     time.Duration
 	logLevel      string
 	cpuProfile    string
 }
@@ -104,6 +105,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.replication, "cql-replication", "{'class': 'SimpleStrategy', 'replication_factor': 1}", "replication of the keyspace when it is created")
 	fs.StringVar(&o.consistency, "cql-consistency", "LOCAL_QUORUM", "consistency of cold tier reads and writes")
 	fs.DurationVar(&o.commitEvery, "commit-interval", 200*time.Millisecond, "how often the offset of answered requests is committed; a crash answers at most this much again")
+	fs.DurationVar(&o.replyWait, "reply-topic-wait", 10*time.Second, "how long responses to an unknown reply topic are retried before the request goes to the dead-letter topic")
 	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long before every commit")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until exit (for benchmarks)")
@@ -222,6 +224,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		BatchBytes:   64 << 20,
 		BatchTimeout: time.Millisecond,
 		WriteTimeout: o.conns.Kafka.Timeout,
+		// Clients create their reply topics just before asking: refresh
+		// the topic metadata every second rather than kafka-go's 6 s.
+		Transport: &kafka.Transport{MetadataTTL: time.Second, ClientID: o.conns.Kafka.ClientID},
 	}
 	defer out.Close()
 	sc, err := consumers.NewScorer(consumers.ScorerConfig{
@@ -242,6 +247,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		DrainTimeout:     o.drainTimeout,
 		SessionTimeout:   o.session,
 		CommitInterval:   o.commitEvery,
+		ReplyTopicWait:   o.replyWait,
 		FaultCommitDelay: o.commitDelay,
 		Logger:           log,
 	}, hot, sessions, out)

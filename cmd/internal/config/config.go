@@ -67,12 +67,35 @@ type Connections struct {
 	CQL   CQL
 }
 
+// Register defines the Kafka connection flags on fs, with the documented
+// defaults (for tools that only talk to Kafka).
+func (k *Kafka) Register(fs *flag.FlagSet) {
+	k.Brokers = splitList(DefaultKafkaBrokers)
+	fs.Var((*listFlag)(&k.Brokers), "kafka-brokers", "Kafka bootstrap brokers, comma separated")
+	fs.StringVar(&k.ClientID, "kafka-client-id", "banditstream", "client id reported to Kafka")
+	fs.DurationVar(&k.Timeout, "kafka-timeout", 10*time.Second, "Kafka dial and request timeout")
+}
+
+// Validate reports the first Kafka setting that cannot work.
+func (k *Kafka) Validate() error {
+	var errs []error
+	if len(k.Brokers) == 0 {
+		errs = append(errs, errors.New("kafka-brokers: at least one broker is needed"))
+	}
+	for _, b := range k.Brokers {
+		if !strings.Contains(b, ":") {
+			errs = append(errs, fmt.Errorf("kafka-brokers: %q has no port", b))
+		}
+	}
+	if k.Timeout <= 0 {
+		errs = append(errs, errors.New("kafka-timeout must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
 // Register defines the connection flags on fs, with the documented defaults.
 func (c *Connections) Register(fs *flag.FlagSet) {
-	c.Kafka.Brokers = splitList(DefaultKafkaBrokers)
-	fs.Var((*listFlag)(&c.Kafka.Brokers), "kafka-brokers", "Kafka bootstrap brokers, comma separated")
-	fs.StringVar(&c.Kafka.ClientID, "kafka-client-id", "banditstream", "client id reported to Kafka")
-	fs.DurationVar(&c.Kafka.Timeout, "kafka-timeout", 10*time.Second, "Kafka dial and request timeout")
+	c.Kafka.Register(fs)
 
 	fs.StringVar(&c.Redis.Addr, "redis-addr", DefaultRedisAddr, "hot tier address, host:port")
 	fs.StringVar(&c.Redis.Username, "redis-username", "", "hot tier ACL user name")
@@ -89,15 +112,7 @@ func (c *Connections) Register(fs *flag.FlagSet) {
 
 // Validate reports the first setting that cannot work.
 func (c *Connections) Validate() error {
-	var errs []error
-	if len(c.Kafka.Brokers) == 0 {
-		errs = append(errs, errors.New("kafka-brokers: at least one broker is needed"))
-	}
-	for _, b := range c.Kafka.Brokers {
-		if !strings.Contains(b, ":") {
-			errs = append(errs, fmt.Errorf("kafka-brokers: %q has no port", b))
-		}
-	}
+	errs := []error{c.Kafka.Validate()}
 	if c.Redis.Addr == "" || !strings.Contains(c.Redis.Addr, ":") {
 		errs = append(errs, fmt.Errorf("redis-addr: %q is not host:port", c.Redis.Addr))
 	}
@@ -107,8 +122,8 @@ func (c *Connections) Validate() error {
 	if c.CQL.Keyspace == "" {
 		errs = append(errs, errors.New("cql-keyspace: must not be empty"))
 	}
-	if c.Kafka.Timeout <= 0 || c.CQL.Timeout <= 0 {
-		errs = append(errs, errors.New("timeouts must be positive"))
+	if c.CQL.Timeout <= 0 {
+		errs = append(errs, errors.New("cql-timeout must be positive"))
 	}
 	return errors.Join(errs...)
 }

@@ -87,7 +87,8 @@ func TestValidate(t *testing.T) {
 		{"redis without port", func(c *config.Connections) { c.Redis.Addr = "redis" }, "redis-addr"},
 		{"no keyspace", func(c *config.Connections) { c.CQL.Keyspace = "" }, "cql-keyspace"},
 		{"no cql hosts", func(c *config.Connections) { c.CQL.Hosts = nil }, "cql-hosts"},
-		{"zero timeout", func(c *config.Connections) { c.Kafka.Timeout = 0 }, "timeouts"},
+		{"zero kafka timeout", func(c *config.Connections) { c.Kafka.Timeout = 0 }, "kafka-timeout must be positive"},
+		{"zero cql timeout", func(c *config.Connections) { c.CQL.Timeout = 0 }, "cql-timeout must be positive"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/banditstream/banditstream/deploy/local/stacktest"
+	"github.com/banditstream/banditstream/schemas"
+	"github.com/banditstream/banditstream/store"
+)
+
+type cliEnv struct {
+	brokers                   []string
+	events, requests, results string
+	ingestGroup               string
+	bin                       string
+	hot                       *store.Hot
+}
+
+func newCLIEnv(t *testing.T) *cliEnv {
+	t.Helper()
+	e := &cliEnv{brokers: stacktest.KafkaBrokers(t)}
+	redisAddr, cql := stacktest.RedisAddr(t), stacktest.CQLHosts(t)[0]
+	e.events = stacktest.CreateTopic(t, e.brokers, "it_cli_events", 2)
+	stacktest.CreateTopicNamed(t, e.brokers, e.events+".dlq", 1)
+	e.requests = stacktest.CreateTopic(t, e.brokers, "it_cli_requests", 2)
+	stacktest.CreateTopicNamed(t, e.brokers, e.requests+".dlq", 1)
+	e.results = stacktest.CreateTopic(t, e.brokers, "it_cli_results", 1)
+	prefix, keyspace := stacktest.UniqueName("it"), stacktest.UniqueName("it")
+	e.ingestGroup = stacktest.UniqueName("it_cli_ingest")
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	t.Cleanup(func() { rdb.Close() })
+	var err error
+	if e.hot, err = store.NewHot(rdb, store.Keys{Prefix: prefix, Shards: 8}); err != nil {
+		t.Fatal(err)
+	}
+	common := []string{"-kafka-brokers", e.brokers[0], "-redis-addr", redisAddr, "-cql-hosts", cql, "-cql-keyspace", keyspace,
+		"-key-prefix", prefix, "-shards", "8", "-session-timeout", "6s", "-fetch-max-wait", "50ms", "-log-level", "warn"}
+	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-ingest"), nil, append(common, "-topic", e.events, "-group", e.ingestGroup)...)
+	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-score"), nil, append(common, "-topic", e.requests,
+		"-results-topic", e.results, "-group", stacktest.UniqueName("it_cli_score"), "-cache-max-age", "100ms")...)
+	e.bin = stacktest.BuildBinary(t, "./cmd/bandit")
+	return e
+}
+
+// bandit runs the CLI and returns its stdout, stderr and exit code.
+func (e *cliEnv) bandit(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(e.bin, append([]string{args[0], "-kafka-brokers", e.brokers[0]}, args[1:]...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	code := 0
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errOut.String(), code
+}
+
+// checkCounts waits for ingest to catch up and compares the arm counts.
+func (e *cliEnv) checkCounts(t *testing.T, want map[store.Arm]store.Counts) {
+	t.Helper()
+	stacktest.WaitForLag(t, e.brokers, e.ingestGroup, e.events, time.Minute)
+	var arms []store.Arm
+	for a := range want {
+		arms = append(arms, a)
+	}
+	got, err := e.hot.Counts(context.Background(), arms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range arms {
+		if got[i].ByType != want[a].ByType {
+			t.Fatalf("arm %v: counts %v, want %v", a, got[i].ByType, want[a].ByType)
+		}
+	}
+}
+
+// JSON lines in, events counted; a request, a printed ranking; a topic
+// tailed in readable form; dead letters re-driven after the fix, counted
+// once although the first re-drive stopped between its publish and its
+// commit.
+func TestCLIRoundTrip(t *testing.T) {
+	e := newCLIEnv(t)
+	want := map[store.Arm]store.Counts{}
+	count := func(item string, typ schemas.EventType) {
+		a := store.Arm{Context: "home", Item: item}
+		c := want[a]
+		c.ByType[store.TypeIndex(typ)]++
+		want[a] = c
+	}
+
+	// produce: 50 good lines (half without event id or time), blank lines,
+	// 3 lines of broken JSON and 2 invalid events.
+	var lines []string
+	now := time.Now().UnixMilli()
+	for i := 0; i < 50; i++ {
+		item := "sku-" + strconv.Itoa(i%3)
+		typ := "impression"
+		if i%4 == 0 {
+			typ = "click"
+		}
+		if i%2 == 0 {
+			lines = append(lines, fmt.Sprintf(`{"event_id":"p%d","user_id":"u%d","item_id":%q,"context":"home","type":%q,"event_time_ms":%d}`, i, i%5, item, typ, now))
+		} else {
+			lines = append(lines, fmt.Sprintf(`{"user_id":"u%d","item_id":%q,"context":"home","type":%q}`, i%5, item, typ))
+		}
+		parsed, _ := schemas.ParseEventType(typ)
+		count(item, parsed)
+		if i%10 == 0 {
+			lines = append(lines, "", `{"user_id": "u1", "item_id": `, `{"user_id":"u1","item_id":"x","type":"purchase"}`)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "events.jsonl")
+	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := e.bandit(t, "", "produce", "-topic", e.events, "-file", file)
+	if code != 1 || !strings.Contains(out, "published 50 events") || !strings.Contains(out, "10 lines rejected") ||
+		!strings.Contains(errOut, "invalid type") {
+		t.Fatalf("produce: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	e.checkCounts(t, want)
+
+	// score: mean mode ranks by posterior mean, which the counts fix.
+	out, errOut, code = e.bandit(t, "", "score", "-requests-topic", e.requests, "-user", "u1", "-context", "home",
+		"-candidates", "sku-0,sku-1,sku-2,sku-new", "-k", "4", "-mode", "mean", "-timeout", "30s")
+	if code != 0 {
+		t.Fatalf("score: exit %d\n%s\n%s", code, out, errOut)
+	}
+	var order []string
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] != "request" && f[0] != "scored" {
+			order = append(order, f[1])
+		}
+	}
+	// Means: sku-new 0.5 (prior); sku-0 has 5 clicks in 17 events, …
+	if len(order) != 4 || order[0] != "sku-new" {
+		t.Fatalf("score printed %q:\n%s", order, out)
+	}
+
+	// tail: every event, decoded.
+	out, _, code = e.bandit(t, "", "tail", "-topic", e.events, "-from", "beginning")
+	if n := strings.Count(out, "\n"); code != 0 || n != 50 {
+		t.Fatalf("tail: exit %d, %d lines, want 50", code, n)
+	}
+	var rec struct {
+		Key   string          `json:"key"`
+		Value json.RawMessage `json:"value"`
+	}
+	if err := json.Unmarshal([]byte(strings.SplitN(out, "\n", 2)[0]), &rec); err != nil || !strings.Contains(string(rec.Value), `"context":"home"`) {
+		t.Fatalf("tail line %q: %v", strings.SplitN(out, "\n", 2)[0], err)
+	}
+
+	// Dead letters: JSON events sent without their content-type header are
+	// taken for protobuf and rejected.
+	w := &kafka.Writer{Addr: kafka.TCP(e.brokers...), Topic: e.events, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{}, BatchTimeout: time.Millisecond}
+	var msgs []kafka.Message
+	for i := 0; i < 20; i++ {
+		ev := &schemas.Interaction{EventId: "d" + strconv.Itoa(i), UserId: "u9", ItemId: "sku-1", Context: "home", Type: schemas.Click, EventTimeMs: now}
+		v, _ := schemas.JSON.AppendInteraction(nil, ev)
+		msgs = append(msgs, kafka.Message{Key: []byte("u9"), Value: v})
+		count("sku-1", schemas.Click)
+	}
+	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	stacktest.WaitForLag(t, e.brokers, e.ingestGroup, e.events, time.Minute)
+	out, _, _ = e.bandit(t, "", "tail", "-topic", e.events+".dlq", "-from", "beginning")
+	if n := strings.Count(out, `"dlq-error":"invalid message: malformed protobuf`); n != 20 {
+		t.Fatalf("tail of the dead-letter topic shows %d protobuf errors, want 20:\n%.2000s", n, out)
+	}
+
+	group := stacktest.UniqueName("it_redrive")
+	redrive := []string{"redrive", "-topic", e.events + ".dlq", "-group", group, "-content-type", schemas.ContentTypeJSON}
+	out, errOut, code = e.bandit(t, "", append(redrive, "-dry-run")...)
+	if code != 0 || !strings.Contains(out, "would re-drive 20 dead letters") {
+		t.Fatalf("dry run: exit %d\n%s\n%s", code, out, errOut)
+	}
+	_, errOut, code = e.bandit(t, "", append(redrive, "-fault-stop-after-publish")...)
+	if code != 3 {
+		t.Fatalf("redrive with a stop after the publish: exit %d, want 3\n%s", code, errOut)
+	}
+	out, errOut, code = e.bandit(t, "", redrive...)
+	if code != 0 || !strings.Contains(out, "re-drove 0 dead letters") || !strings.Contains(out, "20 (re-driven before)") {
+		t.Fatalf("redrive after the stop: exit %d\n%s\n%s", code, out, errOut)
+	}
+	out, _, code = e.bandit(t, "", redrive...)
+	if code != 0 || !strings.Contains(out, "re-drove 0 dead letters") || !strings.Contains(out, "0 (re-driven before)") {
+		t.Fatalf("third redrive: exit %d\n%s", code, out)
+	}
+	e.checkCounts(t, want)
+
+	// Every command answers -help.
+	for _, c := range []string{"produce", "score", "tail", "redrive"} {
+		if _, errOut, code := e.bandit(t, "", c, "-help"); code != 0 || !strings.Contains(errOut, "usage: bandit "+c) {
+			t.Errorf("%s -help: exit %d\n%s", c, code, errOut)
+		}
+	}
+}

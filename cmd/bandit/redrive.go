@@ -1,0 +1,325 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/banditstream/banditstream/cmd/internal/config"
+	"github.com/banditstream/banditstream/consumers"
+	"github.com/banditstream/banditstream/schemas"
+)
+
+// HeaderRedrivenFrom marks a re-driven record with the dead letter it came
+// from: "<dead-letter topic>/<partition>/<offset>".
+const HeaderRedrivenFrom = "dlq-redriven-from"
+
+// redriveCommand sends dead letters back to the topic they came from, each
+// at most once however often it runs or crashes.
+//
+// Progress is the offset committed for the dead-letter partition under
+// -group (no group membership: one redrive per dead-letter topic at a
+// time). Before publishing a batch it commits its start again with an
+// intent (the time and the target topics) as metadata; after the brokers
+// acknowledge the batch it commits its end. A run that finds an intent
+// (the previous one stopped in between) first reads the target topics from
+// the intent's time for records marked as re-driven from this partition,
+// and skips those.
+func redriveCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, io.Writer) error {
+	var k config.Kafka
+	k.Register(fs)
+	topic := fs.String("topic", config.TopicInteractions+config.DLQSuffix, "dead-letter topic to re-drive")
+	group := fs.String("group", "banditstream-redrive", "consumer group that keeps the progress (a new group starts from the earliest dead letter)")
+	errorContains := fs.String("error-contains", "", "re-drive only dead letters whose error contains this text; the others are passed over")
+	contentType := fs.String("content-type", "", "set this content-type header on the re-driven records (the fix for records sent with a wrong or missing one)")
+	batchSize := fs.Int("batch", 500, "dead letters per published batch")
+	dryRun := fs.Bool("dry-run", false, "report what would be re-driven; write and commit nothing")
+	faultStop := fs.Bool("fault-stop-after-publish", false, "fault injection for tests: exit after publishing the first batch, before committing it")
+	return func(ctx context.Context, _ io.Reader, stdout, stderr io.Writer) error {
+		if err := k.Validate(); err != nil {
+			return err
+		}
+		if *contentType != "" {
+			if _, err := schemas.CodecFor(*contentType); err != nil {
+				return fmt.Errorf("-content-type: %w", err)
+			}
+		}
+		rd := &redriver{
+			brokers: k.Brokers, topic: *topic, group: *group, errorContains: *errorContains,
+			contentType: *contentType, batch: max(*batchSize, 1), dryRun: *dryRun, faultStop: *faultStop,
+			client: &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: k.Timeout},
+			w: &kafka.Writer{Addr: kafka.TCP(k.Brokers...), Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
+				BatchTimeout: 5 * time.Millisecond, BatchBytes: 16 << 20, WriteTimeout: k.Timeout},
+			stderr: stderr,
+		}
+		defer rd.w.Close()
+		ranges, err := partitionRanges(ctx, rd.client, *topic)
+		if err != nil {
+			return err
+		}
+		var st redriveStats
+		for _, pr := range ranges {
+			if err := rd.partition(ctx, pr, &st); err != nil {
+				return fmt.Errorf("%s/%d: %w", *topic, pr.partition, err)
+			}
+		}
+		verb := "re-drove"
+		if *dryRun {
+			verb = "would re-drive"
+		}
+		fmt.Fprintf(stdout, "%s %d dead letters from %s; passed over %d (filter), %d (re-driven before), %d (value cut, cannot be re-driven)\n",
+			verb, st.sent, *topic, st.filtered, st.already, st.truncated)
+		return nil
+	}
+}
+
+type redriveStats struct{ sent, filtered, already, truncated int }
+
+type redriver struct {
+	brokers       []string
+	topic, group  string
+	errorContains string
+	contentType   string
+	batch         int
+	dryRun        bool
+	faultStop     bool
+	client        *kafka.Client
+	w             *kafka.Writer
+	stderr        io.Writer
+}
+
+func (rd *redriver) committed(ctx context.Context, partition int) (int64, string, error) {
+	resp, err := rd.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: rd.group, Topics: map[string][]int{rd.topic: {partition}}})
+	if err != nil {
+		return 0, "", err
+	}
+	if resp.Error != nil {
+		return 0, "", resp.Error
+	}
+	for _, p := range resp.Topics[rd.topic] {
+		if p.Partition == partition {
+			return p.CommittedOffset, p.Metadata, p.Error
+		}
+	}
+	return -1, "", nil
+}
+
+func (rd *redriver) commit(ctx context.Context, partition int, offset int64, metadata string) error {
+	resp, err := rd.client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{
+		GroupID: rd.group, GenerationID: -1,
+		Topics: map[string][]kafka.OffsetCommit{rd.topic: {{Partition: partition, Offset: offset, Metadata: metadata}}},
+	})
+	if err != nil {
+		return fmt.Errorf("committing: %w", err)
+	}
+	for _, p := range resp.Topics[rd.topic] {
+		if p.Error != nil {
+			return fmt.Errorf("committing: %w", p.Error)
+		}
+	}
+	return nil
+}
+
+// intent is the metadata committed before a batch is published.
+func intent(at time.Time, topics []string) string {
+	return "intent:" + strconv.FormatInt(at.UnixMilli(), 10) + ":" + strings.Join(topics, ",")
+}
+
+func parseIntent(md string) (time.Time, []string, bool) {
+	rest, ok := strings.CutPrefix(md, "intent:")
+	if !ok {
+		return time.Time{}, nil, false
+	}
+	ms, topics, _ := strings.Cut(rest, ":")
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil {
+		return time.Time{}, nil, false
+	}
+	return time.UnixMilli(n), strings.Split(topics, ","), true
+}
+
+func (rd *redriver) partition(ctx context.Context, pr partitionRange, st *redriveStats) error {
+	from, md, err := rd.committed(ctx, pr.partition)
+	if err != nil {
+		return err
+	}
+	from = max(from, pr.first)
+	sent := map[int64]bool{}
+	if at, topics, ok := parseIntent(md); ok {
+		if sent, err = rd.alreadySent(ctx, pr.partition, at, topics); err != nil {
+			return err
+		}
+		fmt.Fprintf(rd.stderr, "%s/%d: the last run stopped mid-batch; %d of its dead letters were published and are skipped\n", rd.topic, pr.partition, len(sent))
+	}
+	if from >= pr.last {
+		return nil
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: rd.brokers, Topic: rd.topic, Partition: pr.partition, MaxWait: 200 * time.Millisecond, MaxBytes: 16 << 20})
+	defer r.Close()
+	if err := r.SetOffset(from); err != nil {
+		return err
+	}
+	for start := from; start < pr.last; {
+		var msgs []kafka.Message
+		topics := map[string]bool{}
+		next := start
+		for next < pr.last && len(msgs) < rd.batch {
+			m, err := r.ReadMessage(ctx)
+			if err != nil {
+				return err
+			}
+			next = m.Offset + 1
+			out, reason := rd.redriven(m)
+			switch {
+			case reason == "filter":
+				st.filtered++
+			case reason == "truncated":
+				st.truncated++
+				fmt.Fprintf(rd.stderr, "%s/%d/%d: value cut to %d bytes in the dead-letter topic; not re-driven\n", rd.topic, m.Partition, m.Offset, len(m.Value))
+			case sent[m.Offset]:
+				st.already++
+			default:
+				msgs = append(msgs, out)
+				topics[out.Topic] = true
+			}
+		}
+		if rd.dryRun {
+			st.sent += len(msgs)
+			start = next
+			continue
+		}
+		if len(msgs) > 0 {
+			var names []string
+			for t := range topics {
+				names = append(names, t)
+			}
+			// Records are stamped after this time: a search from it finds them.
+			if err := rd.commit(ctx, pr.partition, start, intent(time.Now().Add(-time.Second), names)); err != nil {
+				return err
+			}
+			if err := rd.w.WriteMessages(ctx, msgs...); err != nil {
+				return fmt.Errorf("publishing %d records: %w", len(msgs), err)
+			}
+			if rd.faultStop {
+				fmt.Fprintln(rd.stderr, "stopping after the publish, before the commit (-fault-stop-after-publish)")
+				os.Exit(3)
+			}
+		}
+		if err := rd.commit(ctx, pr.partition, next, ""); err != nil {
+			return err
+		}
+		st.sent += len(msgs)
+		start = next
+	}
+	return nil
+}
+
+// redriven returns the record to publish for dead letter m, or why it is
+// passed over.
+func (rd *redriver) redriven(m kafka.Message) (kafka.Message, string) {
+	var origin, errText string
+	var headers []kafka.Header
+	for _, h := range m.Headers {
+		switch {
+		case h.Key == consumers.HeaderOriginTopic:
+			origin = string(h.Value)
+		case h.Key == consumers.HeaderError:
+			errText = string(h.Value)
+		case h.Key == consumers.HeaderTruncated:
+			return kafka.Message{}, "truncated"
+		case strings.HasPrefix(h.Key, "dlq-"):
+		case h.Key == schemas.HeaderContentType && rd.contentType != "":
+		default:
+			headers = append(headers, h)
+		}
+	}
+	if origin == "" || !strings.Contains(errText, rd.errorContains) {
+		return kafka.Message{}, "filter"
+	}
+	if rd.contentType != "" {
+		headers = append(headers, kafka.Header{Key: schemas.HeaderContentType, Value: []byte(rd.contentType)})
+	}
+	headers = append(headers, kafka.Header{Key: HeaderRedrivenFrom, Value: []byte(redrivenFrom(rd.topic, m.Partition, m.Offset))})
+	return kafka.Message{Topic: origin, Key: m.Key, Value: m.Value, Headers: headers}, ""
+}
+
+func redrivenFrom(topic string, partition int, offset int64) string {
+	return topic + "/" + strconv.Itoa(partition) + "/" + strconv.FormatInt(offset, 10)
+}
+
+// alreadySent reads the target topics from at to their end and returns the
+// offsets of this dead-letter partition found re-driven there.
+func (rd *redriver) alreadySent(ctx context.Context, partition int, at time.Time, topics []string) (map[int64]bool, error) {
+	prefix := rd.topic + "/" + strconv.Itoa(partition) + "/"
+	sent := map[int64]bool{}
+	for _, t := range topics {
+		ranges, err := partitionRanges(ctx, rd.client, t)
+		if err != nil {
+			return nil, err
+		}
+		req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+		for _, pr := range ranges {
+			req.Topics[t] = append(req.Topics[t], kafka.TimeOffsetOf(pr.partition, at))
+		}
+		resp, err := rd.client.ListOffsets(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		for _, po := range resp.Topics[t] {
+			if po.Error != nil {
+				return nil, po.Error
+			}
+			var end int64
+			for _, pr := range ranges {
+				if pr.partition == po.Partition {
+					end = pr.last
+				}
+			}
+			start := end // no record at or after the time
+			for off := range po.Offsets {
+				start = off
+			}
+			if start < 0 || start >= end {
+				continue
+			}
+			if err := rd.scan(ctx, t, po.Partition, start, end, prefix, sent); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return sent, nil
+}
+
+func (rd *redriver) scan(ctx context.Context, topic string, partition int, start, end int64, prefix string, sent map[int64]bool) error {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: rd.brokers, Topic: topic, Partition: partition, MaxWait: 200 * time.Millisecond, MaxBytes: 16 << 20})
+	defer r.Close()
+	if err := r.SetOffset(start); err != nil {
+		return err
+	}
+	for r.Offset() < end {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			return err
+		}
+		for _, h := range m.Headers {
+			if h.Key == HeaderRedrivenFrom {
+				if off, ok := strings.CutPrefix(string(h.Value), prefix); ok {
+					n, err := strconv.ParseInt(off, 10, 64)
+					if err != nil {
+						return errors.New("malformed " + HeaderRedrivenFrom + " header " + string(h.Value))
+					}
+					sent[n] = true
+				}
+			}
+		}
+	}
+	return nil
+}

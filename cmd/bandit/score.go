@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/banditstream/banditstream/cmd/internal/config"
+	"github.com/banditstream/banditstream/producers"
+	"github.com/banditstream/banditstream/schemas"
+)
+
+// scoreCommand sends one score request through the pipeline and prints the
+// ranking it gets back.
+func scoreCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, io.Writer) error {
+	var k config.Kafka
+	k.Register(fs)
+	topic := fs.String("requests-topic", config.TopicScoreRequests, "topic bandit-score reads")
+	reply := fs.String("reply-topic", "", "topic for the response (default: a temporary one, deleted afterwards)")
+	user := fs.String("user", "", "user id (required)")
+	ctxName := fs.String("context", "", "context (placement)")
+	candidates := fs.String("candidates", "", "candidate item ids, comma separated")
+	candidatesFile := fs.String("candidates-file", "", "file of candidate item ids, one per line (- for stdin)")
+	k2 := fs.Int("k", 10, "how many ranked items to return")
+	mode := fs.String("mode", "thompson", "thompson or mean")
+	seed := fs.String("seed", "", "seed of the Thompson draws (same stats and seed, same ranking); default random")
+	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the response")
+	asJSON := fs.Bool("json", false, "print the response as JSON")
+	return func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) error {
+		if err := k.Validate(); err != nil {
+			return err
+		}
+		m, ok := schemas.ParseMode(*mode)
+		if !ok {
+			return fmt.Errorf("-mode: %q is not thompson or mean", *mode)
+		}
+		req := &schemas.ScoreRequest{UserId: *user, Context: *ctxName, K: int32(*k2), Mode: m}
+		if *seed != "" {
+			v, err := strconv.ParseUint(*seed, 10, 64)
+			if err != nil {
+				return fmt.Errorf("-seed: %w", err)
+			}
+			req.Seed = &v
+		}
+		for _, c := range strings.Split(*candidates, ",") {
+			if c = strings.TrimSpace(c); c != "" {
+				req.Candidates = append(req.Candidates, c)
+			}
+		}
+		if *candidatesFile != "" {
+			in := stdin
+			if *candidatesFile != "-" {
+				f, err := os.Open(*candidatesFile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				in = f
+			}
+			sc := bufio.NewScanner(in)
+			for sc.Scan() {
+				if c := strings.TrimSpace(sc.Text()); c != "" {
+					req.Candidates = append(req.Candidates, c)
+				}
+			}
+			if err := sc.Err(); err != nil {
+				return err
+			}
+		}
+		if len(req.Candidates) == 0 {
+			return errors.New("no candidates: give -candidates or -candidates-file")
+		}
+		c, err := producers.NewRankClient(ctx, producers.RankConfig{
+			Config:        producers.Config{Brokers: k.Brokers, WriteTimeout: k.Timeout, BatchTimeout: time.Millisecond},
+			RequestsTopic: *topic, ReplyTopic: *reply, Timeout: *timeout,
+		})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		start := time.Now()
+		resp, err := c.Rank(ctx, req)
+		if err != nil {
+			return err
+		}
+		rtt := time.Since(start)
+		if *asJSON {
+			b, err := schemas.JSON.AppendScoreResponse(nil, resp)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(stdout, "%s\n", b)
+			return err
+		}
+		seedText := "none"
+		if resp.Seed != nil {
+			seedText = strconv.FormatUint(resp.GetSeed(), 10)
+		}
+		fmt.Fprintf(stdout, "request %s: top %d of %d for user %s in context %q (%s, seed %s, model %s)\n",
+			resp.GetRequestId(), len(resp.GetItems()), len(req.Candidates), resp.GetUserId(), resp.GetContext(),
+			schemas.ModeName(resp.GetMode()), seedText, resp.GetModelVersion())
+		for i, it := range resp.GetItems() {
+			fmt.Fprintf(stdout, "%4d  %-24s score %.4f  mean %.4f\n", i+1, it.GetItemId(), it.GetScore(), it.GetMean())
+		}
+		fmt.Fprintf(stdout, "scored in %d µs; round trip %s\n", resp.GetTiming().GetScoringMicros(), rtt.Round(time.Millisecond))
+		return nil
+	}
+}
