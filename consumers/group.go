@@ -105,6 +105,7 @@ func (f *fetcher) earliest(ctx context.Context, partition int) (int64, error) {
 // record is one fetched Kafka record.
 type record struct {
 	offset  int64
+	time    time.Time
 	key     []byte
 	value   []byte
 	headers []kafka.Header
@@ -147,7 +148,7 @@ func (f *fetcher) fetch(ctx context.Context, partition int, offset int64) ([]rec
 		if rec.Offset < offset {
 			continue // a compressed batch can start before the asked offset
 		}
-		r := record{offset: rec.Offset, headers: rec.Headers}
+		r := record{offset: rec.Offset, time: rec.Time, headers: rec.Headers}
 		if r.key, err = readBytes(rec.Key); err != nil {
 			return nil, offset, err
 		}

@@ -286,6 +286,11 @@ type partitionState struct {
 	watermarks []int64 // per shard; nil until read
 	epoch      string  // the hot tier's recovery epoch the watermarks belong to
 	event      schemas.Interaction
+	// replay: bad records are counted, not dead-lettered again, and the
+	// partition's applied offset is left alone (a replayed range says
+	// nothing of the offsets before it).
+	replay bool
+	stats  ReplayStats
 }
 
 // goodEvent is a validated event reduced to what the state needs.
@@ -298,9 +303,8 @@ type goodEvent struct {
 	hist   store.HistoryEvent
 }
 
-// process handles one batch: dead letters first, then the arm counts. It
-// returns nil only when both are durable.
-func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record) error {
+// decodeBatch splits a batch into valid events and dead letters.
+func (in *Ingest) decodeBatch(p *partitionState, batch []record) ([]goodEvent, []kafka.Message) {
 	keys := in.arms.Keys()
 	now := time.Now()
 	var good []goodEvent
@@ -321,7 +325,16 @@ func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record
 				SessionID: ev.GetSessionId(), Value: ev.GetValue(),
 			}})
 	}
-	if len(dead) > 0 {
+	return good, dead
+}
+
+// process handles one batch: dead letters first, then the arm counts. It
+// returns nil only when both are durable.
+func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record) error {
+	good, dead := in.decodeBatch(p, batch)
+	if p.replay {
+		p.stats.count(good, len(dead), p.watermarks)
+	} else if len(dead) > 0 {
 		if err := in.dlq.WriteMessages(ctx, dead...); err != nil {
 			return fmt.Errorf("writing %d dead letters: %w", len(dead), err)
 		}
@@ -333,17 +346,23 @@ func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record
 		}
 	}
 	last := batch[len(batch)-1].offset
+	markApplied := func() error {
+		if p.replay {
+			return nil
+		}
+		return in.arms.MarkPartitionApplied(ctx, p.topic, p.partition, last, p.epoch)
+	}
 	for attempt := 0; ; attempt++ {
 		shards := aggregate(good, p.watermarks)
 		if len(shards) == 0 {
-			return in.arms.MarkPartitionApplied(ctx, p.topic, p.partition, last, p.epoch)
+			return markApplied()
 		}
 		current, err := in.arms.Apply(ctx, p.topic, p.partition, last, p.epoch, shards)
 		if err == nil {
 			for _, sb := range shards {
 				p.watermarks[sb.Shard] = last
 			}
-			return in.arms.MarkPartitionApplied(ctx, p.topic, p.partition, last, p.epoch)
+			return markApplied()
 		}
 		if !errors.Is(err, store.ErrConflict) || attempt >= 3 {
 			return err

@@ -175,6 +175,12 @@ type ScorerConfig struct {
 	// shutdown). A crash answers at most that much again, with the same
 	// request ids. Default 200 ms.
 	CommitInterval time.Duration
+	// Replay answers every request on ResultsTopic, whatever its reply
+	// topic and deadline, and counts bad requests instead of sending them
+	// to the dead-letter topic: for Scorer.Replay into a topic of the
+	// operator's choice (offline evaluation), which never touches live
+	// results.
+	Replay bool
 	// FaultCommitDelay waits before every commit: fault injection for
 	// tests. Zero in production.
 	FaultCommitDelay time.Duration
@@ -351,6 +357,23 @@ func (s *Scorer) Run(ctx context.Context) error {
 		brokers: s.cfg.Brokers, groupID: s.cfg.GroupID, topic: s.cfg.Topic,
 		sessionTimeout: s.cfg.SessionTimeout, dialer: s.cfg.Dialer, log: s.log,
 	}, s.runPartition)
+}
+
+// Replay scores the requests of r (Config.Replay must be set) and
+// publishes the responses to ResultsTopic; nothing is committed.
+func (s *Scorer) Replay(ctx context.Context, r ReplayRange, progress func(int)) (ReplayStats, error) {
+	if !s.cfg.Replay {
+		return ReplayStats{}, errors.New("scorer: replay needs a scorer configured with Replay")
+	}
+	w := newScoreWorker(s, r.Partition)
+	before := s.Stats()
+	err := s.readRange(ctx, r, progress, func(batch []record) error {
+		w.stats.Records += len(batch)
+		return w.process(ctx, ctx, batch)
+	})
+	after := s.Stats()
+	w.stats.New = int(after.Scored - before.Scored)
+	return w.stats, err
 }
 
 // refreshBatch bounds the arms read again in one pipeline.

@@ -35,6 +35,7 @@ type scoreWorker struct {
 	out     []kafka.Message
 	origin  []int // out[i] answers batch[origin[i]]; -1 for a dead letter
 	seeds   sampler.Rand
+	stats   ReplayStats // of a replay
 }
 
 // liveRequest is a request to score: batch[rec] decoded into reqs[i]; its
@@ -70,11 +71,15 @@ func (w *scoreWorker) process(ctx, member context.Context, batch []record) error
 		r := &batch[i]
 		req, codec, err := w.decode(len(w.live), r)
 		if err != nil {
+			if s.cfg.Replay {
+				w.stats.Bad++
+				continue
+			}
 			w.out = append(w.out, w.deadLetter(r, err))
 			w.origin = append(w.origin, -1)
 			continue
 		}
-		if d := req.GetDeadlineMs(); d > 0 && d < received.UnixMilli() {
+		if d := req.GetDeadlineMs(); d > 0 && d < received.UnixMilli() && !s.cfg.Replay {
 			s.pastDeadline.Add(1)
 			continue
 		}
@@ -318,7 +323,7 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 		return
 	}
 	topic := req.GetReplyTopic()
-	if topic == "" {
+	if topic == "" || s.cfg.Replay {
 		topic = s.cfg.ResultsTopic
 	}
 	w.out = append(w.out, kafka.Message{

@@ -24,25 +24,30 @@ import (
 
 type cliEnv struct {
 	brokers                   []string
+	redis, cql                string
 	events, requests, results string
+	prefix, keyspace          string
 	ingestGroup               string
 	bin                       string
+	rdb                       *redis.Client
 	hot                       *store.Hot
 }
 
 func newCLIEnv(t *testing.T) *cliEnv {
 	t.Helper()
-	e := &cliEnv{brokers: stacktest.KafkaBrokers(t)}
-	redisAddr, cql := stacktest.RedisAddr(t), stacktest.CQLHosts(t)[0]
+	e := &cliEnv{brokers: stacktest.KafkaBrokers(t), redis: stacktest.RedisAddr(t), cql: stacktest.CQLHosts(t)[0]}
+	redisAddr, cql := e.redis, e.cql
 	e.events = stacktest.CreateTopic(t, e.brokers, "it_cli_events", 2)
 	stacktest.CreateTopicNamed(t, e.brokers, e.events+".dlq", 1)
 	e.requests = stacktest.CreateTopic(t, e.brokers, "it_cli_requests", 2)
 	stacktest.CreateTopicNamed(t, e.brokers, e.requests+".dlq", 1)
 	e.results = stacktest.CreateTopic(t, e.brokers, "it_cli_results", 1)
-	prefix, keyspace := stacktest.UniqueName("it"), stacktest.UniqueName("it")
+	e.prefix, e.keyspace = stacktest.UniqueName("it"), stacktest.UniqueName("it")
+	prefix, keyspace := e.prefix, e.keyspace
 	e.ingestGroup = stacktest.UniqueName("it_cli_ingest")
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
 	t.Cleanup(func() { rdb.Close() })
+	e.rdb = rdb
 	var err error
 	if e.hot, err = store.NewHot(rdb, store.Keys{Prefix: prefix, Shards: 8}); err != nil {
 		t.Fatal(err)
@@ -59,7 +64,10 @@ func newCLIEnv(t *testing.T) *cliEnv {
 // bandit runs the CLI and returns its stdout, stderr and exit code.
 func (e *cliEnv) bandit(t *testing.T, stdin string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(e.bin, append([]string{args[0], "-kafka-brokers", e.brokers[0]}, args[1:]...)...)
+	if args[0] != "diff" && args[0] != "promote" { // those only talk to the hot tier
+		args = append([]string{args[0], "-kafka-brokers", e.brokers[0]}, args[1:]...)
+	}
+	cmd := exec.Command(e.bin, args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut

@@ -4,6 +4,9 @@
 //	bandit score     send a score request and print the ranking
 //	bandit tail      print a topic's records in readable form
 //	bandit redrive   send dead letters back to their topic, once each
+//	bandit replay    re-read a topic range into the stores or a results topic
+//	bandit diff      compare two hot tier namespaces
+//	bandit promote   make a checked shadow namespace the live one
 //
 // `bandit <command> -help` lists a command's flags. Every flag can also be
 // set by its environment variable: -kafka-brokers is
@@ -36,6 +39,9 @@ var commands = map[string]command{
 	"score":   {"send a score request and print the ranking", scoreCommand},
 	"tail":    {"print a topic's records (events, requests, results, dead letters) as JSON lines", tailCommand},
 	"redrive": {"send dead letters back to the topic they came from, each once", redriveCommand},
+	"replay":  {"re-read a topic range into the stores (live or a shadow namespace) or, for requests, into a results topic", replayCommand},
+	"diff":    {"compare the arm counts of two hot tier namespaces", diffCommand},
+	"promote": {"replace a namespace's arm counts with another's (a checked shadow rebuild)", promoteCommand},
 }
 
 func main() {

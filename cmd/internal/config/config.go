@@ -93,14 +93,28 @@ func (k *Kafka) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Register defines the hot tier connection flags on fs (for tools that
+// only talk to the hot tier).
+func (r *Redis) Register(fs *flag.FlagSet) {
+	fs.StringVar(&r.Addr, "redis-addr", DefaultRedisAddr, "hot tier address, host:port")
+	fs.StringVar(&r.Username, "redis-username", "", "hot tier ACL user name")
+	fs.StringVar(&r.Password, "redis-password", "", "hot tier password (prefer the environment variable)")
+	fs.IntVar(&r.DB, "redis-db", 0, "hot tier database number (Redis only; 0 on a cluster)")
+}
+
+// Validate reports a hot tier setting that cannot work.
+func (r *Redis) Validate() error {
+	if r.Addr == "" || !strings.Contains(r.Addr, ":") {
+		return fmt.Errorf("redis-addr: %q is not host:port", r.Addr)
+	}
+	return nil
+}
+
 // Register defines the connection flags on fs, with the documented defaults.
 func (c *Connections) Register(fs *flag.FlagSet) {
 	c.Kafka.Register(fs)
 
-	fs.StringVar(&c.Redis.Addr, "redis-addr", DefaultRedisAddr, "hot tier address, host:port")
-	fs.StringVar(&c.Redis.Username, "redis-username", "", "hot tier ACL user name")
-	fs.StringVar(&c.Redis.Password, "redis-password", "", "hot tier password (prefer the environment variable)")
-	fs.IntVar(&c.Redis.DB, "redis-db", 0, "hot tier database number (Redis only; 0 on a cluster)")
+	c.Redis.Register(fs)
 
 	c.CQL.Hosts = splitList(DefaultCQLHosts)
 	fs.Var((*listFlag)(&c.CQL.Hosts), "cql-hosts", "cold tier contact points, comma separated host:port")
@@ -113,9 +127,7 @@ func (c *Connections) Register(fs *flag.FlagSet) {
 // Validate reports the first setting that cannot work.
 func (c *Connections) Validate() error {
 	errs := []error{c.Kafka.Validate()}
-	if c.Redis.Addr == "" || !strings.Contains(c.Redis.Addr, ":") {
-		errs = append(errs, fmt.Errorf("redis-addr: %q is not host:port", c.Redis.Addr))
-	}
+	errs = append(errs, c.Redis.Validate())
 	if len(c.CQL.Hosts) == 0 {
 		errs = append(errs, errors.New("cql-hosts: at least one contact point is needed"))
 	}

@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/gocql/gocql"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/banditstream/banditstream/cmd/internal/config"
+	"github.com/banditstream/banditstream/consumers"
+	"github.com/banditstream/banditstream/store"
+)
+
+// replayCommand re-reads a range of a topic into the stores (events) or
+// into a results topic (score requests).
+func replayCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, io.Writer) error {
+	var conns config.Connections
+	conns.Register(fs)
+	keys := store.DefaultKeys()
+	topic := fs.String("topic", config.TopicInteractions, "topic to replay")
+	kind := fs.String("kind", "auto", "events (into the stores) or requests (scored into -results-topic); auto: requests if the topic's name has \"request\" in it")
+	partitions := fs.String("partitions", "", "partitions to replay, comma separated (default all)")
+	from := fs.String("from", "earliest", "start: earliest, an offset, or a time (RFC 3339, e.g. 2026-11-22T10:00:00Z) for the first record stamped at or after it")
+	to := fs.String("to", "end", "end (exclusive): end, an offset, or a time")
+	prefix := fs.String("key-prefix", keys.Prefix, "hot tier namespace to replay into; the live one by default, another for a shadow rebuild")
+	shards := fs.Int("shards", keys.Shards, "arm shards of that namespace")
+	historyCap := fs.Int("history-cap", 200, "recent events kept per hot user")
+	replication := fs.String("cql-replication", "{'class': 'SimpleStrategy', 'replication_factor': 1}", "replication of the keyspace when it is created")
+	resultsTopic := fs.String("results-topic", "", "for requests: topic the responses go to (never the live "+config.TopicScoreResults+")")
+	dryRun := fs.Bool("dry-run", false, "events: report how many events would change the namespace, writing nothing; requests: count them")
+	progress := fs.String("progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), always or never")
+	return func(ctx context.Context, _ io.Reader, stdout, stderr io.Writer) error {
+		if err := conns.Validate(); err != nil {
+			return err
+		}
+		fromPos, err := parsePosition(*from, consumers.Earliest)
+		if err != nil {
+			return fmt.Errorf("-from: %w", err)
+		}
+		toPos, err := parsePosition(*to, consumers.End)
+		if err != nil {
+			return fmt.Errorf("-to: %w", err)
+		}
+		parts, err := parsePartitions(*partitions)
+		if err != nil {
+			return err
+		}
+		if *kind == "auto" {
+			*kind = "events"
+			if strings.Contains(*topic, "request") {
+				*kind = "requests"
+			}
+		}
+		if *kind != "events" && *kind != "requests" {
+			return fmt.Errorf("-kind: %q is not events, requests or auto", *kind)
+		}
+		if *kind == "requests" && !*dryRun && (*resultsTopic == "" || *resultsTopic == config.TopicScoreResults) {
+			return errors.New("-results-topic: name a topic for the replayed responses, other than the live " + config.TopicScoreResults)
+		}
+		client := &kafka.Client{Addr: kafka.TCP(conns.Kafka.Brokers...), Timeout: conns.Kafka.Timeout}
+		ranges, err := consumers.PlanReplay(ctx, client, *topic, parts, fromPos, toPos)
+		if err != nil {
+			return err
+		}
+		var total int64
+		for _, r := range ranges {
+			total += r.To - r.From
+		}
+		bar := newProgressBar(stderr, total, *progress)
+		defer bar.stop()
+
+		rdb := conns.Redis.Client()
+		defer rdb.Close()
+		hot, err := store.NewHot(rdb, store.Keys{Prefix: *prefix, Shards: *shards})
+		if err != nil {
+			return err
+		}
+		var st consumers.ReplayStats
+		switch {
+		case *kind == "requests" && *dryRun:
+			fmt.Fprintf(stdout, "would score %d records of %s (offsets in range; bad ones are counted when scored)\n", total, *topic)
+			return nil
+		case *kind == "requests":
+			st, err = replayRequests(ctx, conns, hot, *topic, *resultsTopic, ranges, bar.add)
+		default:
+			st, err = replayEvents(ctx, conns, hot, *topic, *replication, *historyCap, ranges, *dryRun, bar.add)
+		}
+		bar.stop()
+		if err != nil {
+			return err
+		}
+		switch {
+		case *kind == "requests":
+			fmt.Fprintf(stdout, "scored %d requests of %s into %s; %d bad\n", st.New, *topic, *resultsTopic, st.Bad)
+		case *dryRun:
+			fmt.Fprintf(stdout, "dry run: %d records of %s in range; %d events would be applied to namespace %s, %d are applied already, %d bad\n",
+				st.Records, *topic, st.New, *prefix, st.Known, st.Bad)
+		default:
+			fmt.Fprintf(stdout, "replayed %d records of %s into namespace %s (keyspace %s): %d events applied, %d applied before (skipped), %d bad\n",
+				st.Records, *topic, *prefix, conns.CQL.Keyspace, st.New, st.Known, st.Bad)
+		}
+		return nil
+	}
+}
+
+// discard drops dead letters: a replay counts bad records instead.
+type discard struct{}
+
+func (discard) WriteMessages(context.Context, ...kafka.Message) error { return nil }
+
+func replayEvents(ctx context.Context, conns config.Connections, hot *store.Hot, topic, replication string, historyCap int,
+	ranges []consumers.ReplayRange, dry bool, progress func(int)) (consumers.ReplayStats, error) {
+	var total consumers.ReplayStats
+	cluster := conns.CQL.Cluster()
+	cluster.Consistency = gocql.LocalQuorum
+	session, err := cluster.CreateSession()
+	if err != nil {
+		return total, fmt.Errorf("connecting to the cold tier: %w", err)
+	}
+	defer session.Close()
+	var users consumers.UserStore
+	if !dry {
+		cold, err := store.NewCold(ctx, session, store.ColdConfig{Keyspace: conns.CQL.Keyspace, Replication: replication, HistoryLoad: historyCap})
+		if err != nil {
+			return total, err
+		}
+		tier, err := store.NewTier(hot, cold, store.TierConfig{HistoryCap: historyCap})
+		if err != nil {
+			return total, err
+		}
+		users = tier
+	}
+	in, err := consumers.NewIngest(consumers.IngestConfig{Brokers: conns.Kafka.Brokers, Topic: topic}, hot, users, discard{})
+	if err != nil {
+		return total, err
+	}
+	for _, r := range ranges {
+		st, err := in.Replay(ctx, r, dry, progress)
+		total = addStats(total, st)
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+func replayRequests(ctx context.Context, conns config.Connections, hot *store.Hot, topic, results string,
+	ranges []consumers.ReplayRange, progress func(int)) (consumers.ReplayStats, error) {
+	var total consumers.ReplayStats
+	out := &kafka.Writer{Addr: kafka.TCP(conns.Kafka.Brokers...), RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{},
+		BatchSize: 10_000, BatchBytes: 64 << 20, BatchTimeout: time.Millisecond, WriteTimeout: conns.Kafka.Timeout}
+	defer out.Close()
+	sc, err := consumers.NewScorer(consumers.ScorerConfig{Brokers: conns.Kafka.Brokers, Topic: topic, ResultsTopic: results, Replay: true}, hot, nil, out)
+	if err != nil {
+		return total, err
+	}
+	for _, r := range ranges {
+		st, err := sc.Replay(ctx, r, progress)
+		total = addStats(total, st)
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+func addStats(a, b consumers.ReplayStats) consumers.ReplayStats {
+	a.Records += b.Records
+	a.New += b.New
+	a.Known += b.Known
+	a.Bad += b.Bad
+	return a
+}
+
+func parsePosition(s string, def consumers.Position) (consumers.Position, error) {
+	switch s {
+	case "":
+		return def, nil
+	case "earliest":
+		return consumers.Earliest, nil
+	case "end":
+		return consumers.End, nil
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n >= 0 {
+		return consumers.Position{Offset: n}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return def, fmt.Errorf("%q is not earliest, end, an offset or an RFC 3339 time", s)
+	}
+	return consumers.Position{Time: t}, nil
+}
+
+func parsePartitions(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("-partitions: %q is not a partition number", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// progressBar draws "[#####-----]  45%  12,345/27,000  3,456/s  ETA 4s" on
+// a terminal, updated five times a second.
+type progressBar struct {
+	done    atomic.Int64
+	total   int64
+	w       io.Writer
+	start   time.Time
+	quit    chan struct{}
+	stopped chan struct{}
+	on      bool
+}
+
+func newProgressBar(w io.Writer, total int64, mode string) *progressBar {
+	b := &progressBar{total: total, w: w, start: time.Now(), quit: make(chan struct{}), stopped: make(chan struct{})}
+	switch mode {
+	case "always":
+		b.on = true
+	case "auto":
+		if f, ok := w.(*os.File); ok {
+			if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+				b.on = true
+			}
+		}
+	}
+	if !b.on {
+		close(b.stopped)
+		return b
+	}
+	go func() {
+		defer close(b.stopped)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-b.quit:
+				fmt.Fprintf(b.w, "\r%s\n", b.line())
+				return
+			case <-t.C:
+				fmt.Fprintf(b.w, "\r%s", b.line())
+			}
+		}
+	}()
+	return b
+}
+
+func (b *progressBar) add(n int) { b.done.Add(int64(n)) }
+
+func (b *progressBar) line() string {
+	done := b.done.Load()
+	frac := 1.0
+	if b.total > 0 {
+		frac = min(float64(done)/float64(b.total), 1)
+	}
+	const width = 30
+	filled := int(frac * width)
+	elapsed := time.Since(b.start).Seconds()
+	rate := float64(done) / max(elapsed, 1e-3)
+	eta := "?"
+	if rate > 0 {
+		eta = (time.Duration(float64(b.total-done)/rate) * time.Second).Round(time.Second).String()
+	}
+	return fmt.Sprintf("[%s%s] %3.0f%%  %d/%d  %.0f/s  ETA %s ", strings.Repeat("#", filled), strings.Repeat("-", width-filled),
+		100*frac, done, b.total, rate, eta)
+}
+
+func (b *progressBar) stop() {
+	if b.on {
+		select {
+		case <-b.quit:
+		default:
+			close(b.quit)
+		}
+	}
+	<-b.stopped
+}

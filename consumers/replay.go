@@ -1,0 +1,226 @@
+package consumers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Position is one end of a replay range in every partition: the first
+// record at or after Time (Kafka's record timestamp) when Time is set,
+// else Offset, where FirstOffset (-2) is the earliest record and
+// LastOffset (-1) the end.
+type Position struct {
+	Offset int64
+	Time   time.Time
+}
+
+// Earliest and End are the positions of the whole log.
+var (
+	Earliest = Position{Offset: kafka.FirstOffset}
+	End      = Position{Offset: kafka.LastOffset}
+)
+
+// ReplayRange is the part of one partition a replay reads: offsets
+// [From, To), and of those only records stamped in [FromTime, ToTime) when
+// the times are set.
+type ReplayRange struct {
+	Partition        int
+	From, To         int64
+	FromTime, ToTime time.Time
+}
+
+// ReplayStats counts what a replay read.
+type ReplayStats struct {
+	Records int // read in the range (in time, if a time range was given)
+	// New are the valid events above the target's watermarks: those a
+	// replay applies (or, dry, would apply).
+	New int
+	// Known are valid events at or below the watermarks: applied before,
+	// skipped.
+	Known int
+	// Bad records are counted, not dead-lettered again.
+	Bad int
+}
+
+func (s *ReplayStats) count(good []goodEvent, bad int, watermarks []int64) {
+	s.Records += len(good) + bad
+	s.Bad += bad
+	for _, e := range good {
+		if e.offset > watermarks[e.shard] {
+			s.New++
+		} else {
+			s.Known++
+		}
+	}
+}
+
+// PlanReplay resolves from and to into offset ranges of topic's partitions
+// (all when partitions is empty). With times, a record belongs to the range
+// when its timestamp is in [from.Time, to.Time); that selects exactly when
+// timestamps grow with offsets, as with one producer per partition or
+// LogAppendTime topics.
+func PlanReplay(ctx context.Context, client *kafka.Client, topic string, partitions []int, from, to Position) ([]ReplayRange, error) {
+	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, fmt.Errorf("reading metadata of %s: %w", topic, err)
+	}
+	if len(meta.Topics) != 1 || meta.Topics[0].Error != nil {
+		return nil, fmt.Errorf("topic %s not found", topic)
+	}
+	known := map[int]bool{}
+	for _, p := range meta.Topics[0].Partitions {
+		known[p.ID] = true
+	}
+	if len(partitions) == 0 {
+		for _, p := range meta.Topics[0].Partitions {
+			partitions = append(partitions, p.ID)
+		}
+	}
+	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+	for _, p := range partitions {
+		if !known[p] {
+			return nil, fmt.Errorf("topic %s has no partition %d", topic, p)
+		}
+		req.Topics[topic] = append(req.Topics[topic], kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p))
+	}
+	bounds, err := client.ListOffsets(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("listing offsets of %s: %w", topic, err)
+	}
+	first, last := map[int]int64{}, map[int]int64{}
+	for _, po := range bounds.Topics[topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("listing offsets of %s/%d: %w", topic, po.Partition, po.Error)
+		}
+		first[po.Partition], last[po.Partition] = po.FirstOffset, po.LastOffset
+	}
+	resolve := func(pos Position) (map[int]int64, error) {
+		out := map[int]int64{}
+		if pos.Time.IsZero() {
+			for _, p := range partitions {
+				switch {
+				case pos.Offset == kafka.FirstOffset:
+					out[p] = first[p]
+				case pos.Offset == kafka.LastOffset:
+					out[p] = last[p]
+				case pos.Offset < 0:
+					return nil, fmt.Errorf("offset %d is not an offset, earliest or end", pos.Offset)
+				default:
+					out[p] = min(max(pos.Offset, first[p]), last[p])
+				}
+			}
+			return out, nil
+		}
+		req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+		for _, p := range partitions {
+			req.Topics[topic] = append(req.Topics[topic], kafka.TimeOffsetOf(p, pos.Time))
+		}
+		resp, err := client.ListOffsets(ctx, req)
+		if err != nil {
+			return nil, fmt.Errorf("finding offsets of %s at %s: %w", topic, pos.Time, err)
+		}
+		for _, po := range resp.Topics[topic] {
+			if po.Error != nil {
+				return nil, fmt.Errorf("finding offsets of %s/%d at %s: %w", topic, po.Partition, pos.Time, po.Error)
+			}
+			out[po.Partition] = last[po.Partition] // no record at or after the time
+			for off := range po.Offsets {
+				out[po.Partition] = off
+			}
+		}
+		return out, nil
+	}
+	starts, err := resolve(from)
+	if err != nil {
+		return nil, err
+	}
+	ends, err := resolve(to)
+	if err != nil {
+		return nil, err
+	}
+	var out []ReplayRange
+	for _, p := range partitions {
+		out = append(out, ReplayRange{Partition: p, From: starts[p], To: max(ends[p], starts[p]), FromTime: from.Time, ToTime: to.Time})
+	}
+	return out, nil
+}
+
+// readRange fetches the records of r in batches and hands each batch, cut
+// to the range, to use; progress gets the records read so far.
+func (f *fetcher) readRange(ctx context.Context, r ReplayRange, progress func(int), use func([]record) error) error {
+	for offset := r.From; offset < r.To; {
+		batch, next, err := f.fetch(ctx, r.Partition, offset)
+		if err != nil {
+			return fmt.Errorf("fetching %s/%d at %d: %w", f.topic, r.Partition, offset, err)
+		}
+		if next <= offset && len(batch) == 0 {
+			return fmt.Errorf("fetching %s/%d at %d: no progress", f.topic, r.Partition, offset)
+		}
+		kept := batch[:0]
+		for _, rec := range batch {
+			if rec.offset >= r.To {
+				break
+			}
+			if (!r.FromTime.IsZero() && rec.time.Before(r.FromTime)) || (!r.ToTime.IsZero() && !rec.time.Before(r.ToTime)) {
+				continue
+			}
+			kept = append(kept, rec)
+		}
+		if len(kept) > 0 {
+			if err := use(kept); err != nil {
+				return err
+			}
+		}
+		if progress != nil {
+			progress(int(min(next, r.To) - offset))
+		}
+		offset = next
+	}
+	return nil
+}
+
+// Replay applies the records of r to the stores exactly as consumption
+// does: events at or below the stores' watermarks change nothing, so
+// replaying a range twice, or a range ingest already consumed, is
+// harmless, and a replay into a fresh namespace (another key prefix and
+// keyspace) rebuilds it. Bad records are counted, not dead-lettered again.
+// Nothing is committed. With dry, nothing is written either: the stats
+// say what would change. progress, if not nil, gets the offsets passed.
+func (in *Ingest) Replay(ctx context.Context, r ReplayRange, dry bool, progress func(int)) (ReplayStats, error) {
+	p := &partitionState{topic: in.cfg.Topic, partition: r.Partition, replay: true}
+	wms, epoch, err := in.arms.Watermarks(ctx, p.topic, p.partition)
+	if err != nil {
+		return p.stats, err
+	}
+	if epoch == "" && !dry {
+		// A new namespace, or one that lost its state: recover it as
+		// consumption would (restoring its latest snapshot, if any).
+		var rec Recoverer = in.arms
+		if t, ok := in.users.(Recoverer); ok {
+			rec = t
+		}
+		if epoch, err = rec.Recover(ctx, ""); err != nil {
+			return p.stats, err
+		}
+		if wms, _, err = in.arms.Watermarks(ctx, p.topic, p.partition); err != nil {
+			return p.stats, err
+		}
+	}
+	if len(wms) == 0 {
+		return p.stats, errors.New("replay: the hot tier returned no watermarks")
+	}
+	p.watermarks, p.epoch = wms, epoch
+	err = in.readRange(ctx, r, progress, func(batch []record) error {
+		if dry {
+			good, dead := in.decodeBatch(p, batch)
+			p.stats.count(good, len(dead), p.watermarks)
+			return nil
+		}
+		return in.process(ctx, p, batch)
+	})
+	return p.stats, err
+}

@@ -1,0 +1,133 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// NamespaceDiff compares the arm counts of two namespaces (key prefixes).
+type NamespaceDiff struct {
+	Equal, Differ         int
+	OnlyHere, OnlyThere   int
+	Examples              []string // up to 10 differences, readable
+	HereArms, ThereArms   int
+	HereEpoch, ThereEpoch string
+}
+
+// Same reports whether the two namespaces hold the same arms with the same
+// counts.
+func (d NamespaceDiff) Same() bool { return d.Differ == 0 && d.OnlyHere == 0 && d.OnlyThere == 0 }
+
+func (d *NamespaceDiff) example(format string, args ...any) {
+	if len(d.Examples) < 10 {
+		d.Examples = append(d.Examples, fmt.Sprintf(format, args...))
+	}
+}
+
+// Diff compares every arm's counts by event type in h with other's (the
+// latest event time is not compared). Both must have the same number of
+// shards. Each shard is read atomically, but the two namespaces at
+// slightly different times: compare quiet namespaces.
+func (h *Hot) Diff(ctx context.Context, other *Hot) (NamespaceDiff, error) {
+	var d NamespaceDiff
+	if h.keys.Shards != other.keys.Shards {
+		return d, fmt.Errorf("store: %d shards against %d", h.keys.Shards, other.keys.Shards)
+	}
+	var err error
+	if d.HereEpoch, err = h.currentEpoch(ctx); err != nil {
+		return d, err
+	}
+	if d.ThereEpoch, err = other.currentEpoch(ctx); err != nil {
+		return d, err
+	}
+	for s := 0; s < h.keys.Shards; s++ {
+		here, err := h.shardArms(ctx, s, d.HereEpoch)
+		if err != nil {
+			return d, err
+		}
+		there, err := other.shardArms(ctx, s, d.ThereEpoch)
+		if err != nil {
+			return d, err
+		}
+		d.HereArms += len(here)
+		d.ThereArms += len(there)
+		for arm, c := range here {
+			o, ok := there[arm]
+			switch {
+			case !ok:
+				d.OnlyHere++
+				d.example("%s: %v here, absent there", readableArm(arm), c[:NumEventTypes])
+			case !slices.Equal(c[:NumEventTypes], o[:NumEventTypes]):
+				d.Differ++
+				d.example("%s: %v here, %v there", readableArm(arm), c[:NumEventTypes], o[:NumEventTypes])
+			default:
+				d.Equal++
+			}
+		}
+		for arm, c := range there {
+			if _, ok := here[arm]; !ok {
+				d.OnlyThere++
+				d.example("%s: absent here, %v there", readableArm(arm), c[:NumEventTypes])
+			}
+		}
+	}
+	return d, nil
+}
+
+// shardArms reads a shard's arms; a namespace without an epoch (empty, or
+// lost) has none.
+func (h *Hot) shardArms(ctx context.Context, shard int, epoch string) (map[string][]int64, error) {
+	if epoch == "" {
+		return nil, nil
+	}
+	sh, err := h.SnapshotShard(ctx, shard, epoch)
+	if err != nil {
+		return nil, err
+	}
+	return sh.Arms, nil
+}
+
+func readableArm(arm string) string {
+	ctx, item, _ := strings.Cut(arm, "\x1f")
+	return fmt.Sprintf("(%q, %q)", ctx, item)
+}
+
+// Promote replaces every shard of h (arms and watermarks) with src's, as a
+// restore from a snapshot does: after a shadow rebuild is checked, it
+// becomes the live state. Ingest into h must be stopped meanwhile (its
+// partitions then resume from their commits, and the copied watermarks
+// skip what the rebuild holds). Users' sessions are not copied.
+func (h *Hot) Promote(ctx context.Context, src *Hot) error {
+	if h.keys.Shards != src.keys.Shards {
+		return fmt.Errorf("store: %d shards against %d", h.keys.Shards, src.keys.Shards)
+	}
+	srcEpoch, err := src.currentEpoch(ctx)
+	if err != nil {
+		return err
+	}
+	if srcEpoch == "" {
+		return errors.New("store: the namespace to promote has no state")
+	}
+	dstEpoch, err := h.currentEpoch(ctx)
+	if err != nil {
+		return err
+	}
+	if dstEpoch == "" {
+		if dstEpoch, err = h.Recover(ctx, ""); err != nil {
+			return err
+		}
+	}
+	for s := 0; s < h.keys.Shards; s++ {
+		sh, err := src.SnapshotShard(ctx, s, srcEpoch)
+		if err != nil {
+			return err
+		}
+		if err := h.restoreShard(ctx, sh, dstEpoch); err != nil {
+			return fmt.Errorf("promoting shard %d: %w", s, err)
+		}
+	}
+	return nil
+}
