@@ -19,10 +19,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -54,8 +52,7 @@ type options struct {
 	consistency   string
 	commitDelay   time.Duration
 	coldLatency   time.Duration
-	logLevel      string
-	cpuProfile    string
+	observe       config.Observability
 }
 
 func newFlags(o *options) *flag.FlagSet {
@@ -79,8 +76,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.consistency, "cql-consistency", "LOCAL_QUORUM", "consistency of cold tier reads and writes")
 	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long between writing a batch and committing it")
 	fs.DurationVar(&o.coldLatency, "fault-cold-latency", 0, "fault injection for tests: delay every offload's cold-tier writes")
-	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until exit (for benchmarks)")
+	o.observe.Register(fs)
 	return fs
 }
 
@@ -110,26 +106,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if o.mode != "ingest" && o.mode != "sweep" && o.mode != "all" {
 		return fmt.Errorf("-mode: %q is not ingest, sweep or all", o.mode)
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
-	}
 	consistency, err := gocql.ParseConsistencyWrapper(o.consistency)
 	if err != nil {
 		return fmt.Errorf("-cql-consistency: %w", err)
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if o.cpuProfile != "" {
-		f, err := os.Create(o.cpuProfile)
-		if err != nil {
-			return fmt.Errorf("-cpu-profile: %w", err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("-cpu-profile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+	log, stopProfile, err := o.observe.Start(stderr)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 
 	rdb := o.conns.Redis.Client()
 	defer rdb.Close()

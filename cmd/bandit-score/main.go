@@ -21,10 +21,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -70,8 +68,7 @@ type options struct {
 	commitDelay   time.Duration
 	commitEvery   time.Duration
 	replyWait     time.Duration
-	logLevel      string
-	cpuProfile    string
+	observe       config.Observability
 }
 
 func newFlags(o *options) *flag.FlagSet {
@@ -107,8 +104,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.commitEvery, "commit-interval", 200*time.Millisecond, "how often the offset of answered requests is committed; a crash answers at most this much again")
 	fs.DurationVar(&o.replyWait, "reply-topic-wait", 10*time.Second, "how long responses to an unknown reply topic are retried before the request goes to the dead-letter topic")
 	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long before every commit")
-	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until exit (for benchmarks)")
+	o.observe.Register(fs)
 	return fs
 }
 
@@ -157,10 +153,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := o.conns.Validate(); err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
-	}
 	weights, err := parseWeights(o.weights)
 	if err != nil {
 		return err
@@ -174,18 +166,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := limits.Validate(); err != nil {
 		return fmt.Errorf("-max-candidates, -max-k: %w", err)
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if o.cpuProfile != "" {
-		f, err := os.Create(o.cpuProfile)
-		if err != nil {
-			return fmt.Errorf("-cpu-profile: %w", err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("-cpu-profile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+	log, stopProfile, err := o.observe.Start(stderr)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 
 	rdb := o.conns.Redis.Client()
 	defer rdb.Close()

@@ -1,8 +1,11 @@
 package config_test
 
 import (
+	"bytes"
 	"flag"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -124,5 +127,26 @@ func TestEnvNames(t *testing.T) {
 		if !slices.Contains(names, want) {
 			t.Errorf("EnvNames lacks %s: %v", want, names)
 		}
+	}
+}
+
+func TestObservabilityStart(t *testing.T) {
+	var buf bytes.Buffer
+	o := config.Observability{LogLevel: "warn", CPUProfile: filepath.Join(t.TempDir(), "cpu.prof")}
+	log, stop, err := o.Start(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("hidden")
+	log.Warn("shown")
+	stop()
+	if out := buf.String(); strings.Contains(out, "hidden") || !strings.Contains(out, `"msg":"shown"`) {
+		t.Fatalf("log output %q", out)
+	}
+	if fi, err := os.Stat(o.CPUProfile); err != nil || fi.Size() == 0 {
+		t.Fatalf("profile: %v", err)
+	}
+	if _, _, err := (&config.Observability{LogLevel: "loud"}).Start(&buf); err == nil || !strings.Contains(err.Error(), "-log-level") {
+		t.Fatalf("bad level: %v", err)
 	}
 }
