@@ -2,10 +2,6 @@ package consumers_test
 
 import (
 	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -16,33 +12,16 @@ import (
 // Fault tests stop shared local services, so they run only when asked
 // (BANDITSTREAM_FAULT_TESTS=1), one package at a time: make test runs them
 // after the rest of the suite.
-func needFaults(t *testing.T) {
-	t.Helper()
-	if os.Getenv("BANDITSTREAM_FAULT_TESTS") != "1" {
-		t.Skip("stops shared services; set BANDITSTREAM_FAULT_TESTS=1 (make test does, after the other tests)")
-	}
-}
-
-func stack(t *testing.T, args ...string) {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(file), "..", "deploy", "local", "stack.sh")
-	out, err := exec.Command(script, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("stack.sh %v: %v\n%s", args, err, out)
-	}
-}
-
 // Cassandra stops for 30 s while events flow, some of them from users who
 // are not hot (their sessions need the cold tier) and while idle users are
 // being offloaded: ingest pauses where it must, nothing is lost, and
 // offloads resume once Cassandra is back.
 func TestFaultColdTierOutage(t *testing.T) {
-	needFaults(t)
+	stacktest.NeedFaults(t)
 	e := newIngestEnv(t, 3)
 	bin := stacktest.BuildBinary(t, "./cmd/bandit-ingest")
 	stacktest.StartProcess(t, bin, nil, append(e.args(e.group), "-idle-timeout", "1s", "-sweep-interval", "200ms")...)
-	t.Cleanup(func() { stack(t, "start", "cassandra") })
+	t.Cleanup(func() { stacktest.Stack(t, "start", "cassandra") })
 
 	want, wantUsers := oracle{}, userOracle{}
 	w := newWriter(e.brokers, e.topic)
@@ -55,7 +34,7 @@ func TestFaultColdTierOutage(t *testing.T) {
 	stacktest.WaitForLag(t, e.brokers, e.group, e.topic, time.Minute)
 	time.Sleep(2 * time.Second) // let users go idle: offloads will be due during the outage
 
-	stack(t, "stop", "cassandra")
+	stacktest.Stack(t, "stop", "cassandra")
 	down := time.Now()
 	// Known users and users never seen (who need a session load) keep
 	// sending while the cold tier is gone.
@@ -65,7 +44,7 @@ func TestFaultColdTierOutage(t *testing.T) {
 		send(during, 200)
 		time.Sleep(2 * time.Second)
 	}
-	stack(t, "start", "cassandra")
+	stacktest.Stack(t, "start", "cassandra")
 	send(during, 1000)
 	stacktest.WaitForLag(t, e.brokers, e.group, e.topic, 3*time.Minute)
 	e.checkCounts(t, want)
@@ -96,13 +75,13 @@ func TestFaultColdTierOutage(t *testing.T) {
 // With snapshots every second, the recovery restores the latest snapshot
 // and replays from its offsets rather than from the earliest record.
 func TestFaultHotTierLoss(t *testing.T) {
-	needFaults(t)
+	stacktest.NeedFaults(t)
 	e := newIngestEnv(t, 3)
 	bin := stacktest.BuildBinary(t, "./cmd/bandit-ingest")
 	args := append(e.args(e.group), "-idle-timeout", "2s", "-sweep-interval", "300ms", "-snapshot-interval", "1s", "-log-level", "info")
 	p1 := stacktest.StartProcess(t, bin, nil, args...)
 	p2 := stacktest.StartProcess(t, bin, nil, args...)
-	t.Cleanup(func() { stack(t, "start", "redis") })
+	t.Cleanup(func() { stacktest.Stack(t, "start", "redis") })
 
 	want, wantUsers := oracle{}, userOracle{}
 	w := newWriter(e.brokers, e.topic)
@@ -129,10 +108,10 @@ func TestFaultHotTierLoss(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	stack(t, "kill", "redis")
+	stacktest.Stack(t, "kill", "redis")
 	send(2000) // Kafka takes these while the hot tier is gone
 	time.Sleep(2 * time.Second)
-	stack(t, "start", "redis")
+	stacktest.Stack(t, "start", "redis")
 	for i := 0; i < 5; i++ {
 		send(2000)
 		time.Sleep(300 * time.Millisecond)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -19,6 +20,7 @@ type groupConfig struct {
 	sessionTimeout time.Duration
 	dialer         *kafka.Dialer
 	log            *slog.Logger
+	lost           func(partition int) // called when a partition's worker ends
 }
 
 // partitionFunc consumes one partition for the lifetime of a generation,
@@ -70,9 +72,26 @@ func runGroup(ctx context.Context, gc groupConfig, run partitionFunc) error {
 			partition, offset := a.ID, a.Offset
 			gen.Start(func(gctx context.Context) {
 				run(ctx, gctx, gen, partition, offset)
+				gc.lost(partition)
 			})
 		}
 	}
+}
+
+// Observer receives measurements; a prometheus.Histogram is one.
+type Observer interface {
+	Observe(float64)
+}
+
+type noObserver struct{}
+
+func (noObserver) Observe(float64) {}
+
+func orNone(o Observer) Observer {
+	if o == nil {
+		return noObserver{}
+	}
+	return o
 }
 
 // fetcher reads batches of records from the partitions of one topic.
@@ -82,6 +101,18 @@ type fetcher struct {
 	maxBytes int
 	maxWait  time.Duration
 	log      *slog.Logger
+	lag      sync.Map // partition → records behind the end, at the last fetch
+}
+
+// Lag returns, for each partition this worker consumes, how many records
+// were after the last batch it fetched.
+func (f *fetcher) Lag() map[int]int64 {
+	out := map[int]int64{}
+	f.lag.Range(func(k, v any) bool {
+		out[k.(int)] = v.(int64)
+		return true
+	})
+	return out
 }
 
 func (f *fetcher) earliest(ctx context.Context, partition int) (int64, error) {
@@ -137,6 +168,7 @@ func (f *fetcher) fetch(ctx context.Context, partition int, offset int64) ([]rec
 	}
 	var out []record
 	next := offset
+	defer func() { f.lag.Store(partition, max(resp.HighWatermark-next, 0)) }()
 	for {
 		rec, err := resp.Records.ReadRecord()
 		if errors.Is(err, io.EOF) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -82,6 +83,9 @@ type IngestConfig struct {
 	// Dialer for the group coordinator; nil uses kafka-go's default.
 	Dialer *kafka.Dialer
 	Logger *slog.Logger
+	// BatchRecords and BatchSeconds, if set, observe each batch's size and
+	// the time from its fetch to its commit.
+	BatchRecords, BatchSeconds Observer
 }
 
 func (c *IngestConfig) setDefaults() {
@@ -109,6 +113,7 @@ func (c *IngestConfig) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	c.BatchRecords, c.BatchSeconds = orNone(c.BatchRecords), orNone(c.BatchSeconds)
 }
 
 // Validate reports a configuration that cannot work.
@@ -134,6 +139,22 @@ type Ingest struct {
 	dlq   MessageWriter
 	fetcher
 	log *slog.Logger
+
+	batches, records, applied, duplicates, deadLetters atomic.Int64
+}
+
+// IngestStats counts what an ingest worker did since it started.
+type IngestStats struct {
+	Batches, Records int64
+	// Applied events changed the counts; Duplicates were at or below the
+	// watermarks (redelivered or replayed) and changed nothing.
+	Applied, Duplicates, DeadLetters int64
+}
+
+// Stats returns the counts so far.
+func (in *Ingest) Stats() IngestStats {
+	return IngestStats{Batches: in.batches.Load(), Records: in.records.Load(), Applied: in.applied.Load(),
+		Duplicates: in.duplicates.Load(), DeadLetters: in.deadLetters.Load()}
 }
 
 // NewIngest returns an ingest worker. dlq must write to cfg.Topic+".dlq".
@@ -166,6 +187,7 @@ func (in *Ingest) Run(ctx context.Context) error {
 	return runGroup(ctx, groupConfig{
 		brokers: in.cfg.Brokers, groupID: in.cfg.GroupID, topic: in.cfg.Topic,
 		sessionTimeout: in.cfg.SessionTimeout, dialer: in.cfg.Dialer, log: in.log,
+		lost: func(p int) { in.lag.Delete(p) },
 	}, in.runPartition)
 }
 
@@ -197,6 +219,7 @@ func (in *Ingest) runPartition(ctx, gctx context.Context, gen *kafka.Generation,
 			offset = next
 			continue
 		}
+		started := time.Now()
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.cfg.DrainTimeout)
 		err = in.process(wctx, p, batch)
 		if err == nil && in.cfg.FaultCommitDelay > 0 {
@@ -214,6 +237,8 @@ func (in *Ingest) runPartition(ctx, gctx context.Context, gen *kafka.Generation,
 			}
 			offset = next
 			backoff.reset()
+			in.cfg.BatchRecords.Observe(float64(len(batch)))
+			in.cfg.BatchSeconds.Observe(time.Since(started).Seconds())
 		}
 		cancel()
 		if err != nil {
@@ -332,9 +357,9 @@ func (in *Ingest) decodeBatch(p *partitionState, batch []record) ([]goodEvent, [
 // returns nil only when both are durable.
 func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record) error {
 	good, dead := in.decodeBatch(p, batch)
-	if p.replay {
-		p.stats.count(good, len(dead), p.watermarks)
-	} else if len(dead) > 0 {
+	var st ReplayStats
+	st.count(good, len(dead), p.watermarks)
+	if !p.replay && len(dead) > 0 {
 		if err := in.dlq.WriteMessages(ctx, dead...); err != nil {
 			return fmt.Errorf("writing %d dead letters: %w", len(dead), err)
 		}
@@ -347,10 +372,18 @@ func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record
 	}
 	last := batch[len(batch)-1].offset
 	markApplied := func() error {
-		if p.replay {
-			return nil
+		if !p.replay {
+			if err := in.arms.MarkPartitionApplied(ctx, p.topic, p.partition, last, p.epoch); err != nil {
+				return err
+			}
 		}
-		return in.arms.MarkPartitionApplied(ctx, p.topic, p.partition, last, p.epoch)
+		p.stats.add(st)
+		in.batches.Add(1)
+		in.records.Add(int64(st.Records))
+		in.applied.Add(int64(st.New))
+		in.duplicates.Add(int64(st.Known))
+		in.deadLetters.Add(int64(st.Bad))
+		return nil
 	}
 	for attempt := 0; ; attempt++ {
 		shards := aggregate(good, p.watermarks)

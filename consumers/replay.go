@@ -46,6 +46,13 @@ type ReplayStats struct {
 	Bad int
 }
 
+func (s *ReplayStats) add(o ReplayStats) {
+	s.Records += o.Records
+	s.New += o.New
+	s.Known += o.Known
+	s.Bad += o.Bad
+}
+
 func (s *ReplayStats) count(good []goodEvent, bad int, watermarks []int64) {
 	s.Records += len(good) + bad
 	s.Bad += bad
@@ -220,6 +227,7 @@ func (in *Ingest) Replay(ctx context.Context, r ReplayRange, dry bool, progress 
 			p.stats.count(good, len(dead), p.watermarks)
 			return nil
 		}
+		// process counts into p.stats once the batch is applied.
 		return in.process(ctx, p, batch)
 	})
 	return p.stats, err

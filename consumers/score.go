@@ -187,6 +187,11 @@ type ScorerConfig struct {
 	Transport        kafka.RoundTripper
 	Dialer           *kafka.Dialer
 	Logger           *slog.Logger
+	// BatchRecords and BatchSeconds, if set, observe each batch's size and
+	// the time from its fetch to the acknowledgement of its responses;
+	// RequestSeconds each request's time from its sent_time_ms to its
+	// ranking.
+	BatchRecords, BatchSeconds, RequestSeconds Observer
 }
 
 func (c *ScorerConfig) setDefaults() {
@@ -241,6 +246,7 @@ func (c *ScorerConfig) setDefaults() {
 	if c.ReplyTopicWait == 0 {
 		c.ReplyTopicWait = 10 * time.Second
 	}
+	c.BatchRecords, c.BatchSeconds, c.RequestSeconds = orNone(c.BatchRecords), orNone(c.BatchSeconds), orNone(c.RequestSeconds)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -267,12 +273,16 @@ func (c ScorerConfig) Validate() error {
 type ScorerStats struct {
 	Scored, PastDeadline, DeadLetters int64
 	Candidates                        int64
-	CacheHits, CacheMisses            int64
-	CacheStale, CacheEvictions        int64
-	CacheRefreshed                    int64
-	CacheArms                         int
-	CacheBytes                        int64
-	SessionLoads                      int64
+	// CacheHits were found in the in-process cache; CacheMisses were read
+	// from the hot tier, where HotArms had counts and PriorArms none (they
+	// get the prior).
+	CacheHits, CacheMisses     int64
+	HotArms, PriorArms         int64
+	CacheStale, CacheEvictions int64
+	CacheRefreshed             int64
+	CacheArms                  int
+	CacheBytes                 int64
+	SessionLoads               int64
 }
 
 // Scorer answers score requests: per partition it fetches a batch of
@@ -295,6 +305,7 @@ type Scorer struct {
 	loading sync.WaitGroup
 
 	scored, pastDeadline, deadLetters, candidates, sessionLoads atomic.Int64
+	hotArms, priorArms                                          atomic.Int64
 }
 
 // NewScorer returns a scorer. out writes the results and the dead letters;
@@ -335,7 +346,8 @@ func (s *Scorer) Stats() ScorerStats {
 		CacheHits:  s.cache.hits.Load(), CacheMisses: s.cache.misses.Load(),
 		CacheStale: s.cache.stale.Load(), CacheEvictions: s.cache.evictions.Load(),
 		CacheRefreshed: s.cache.refreshed.Load(),
-		SessionLoads:   s.sessionLoads.Load(),
+		HotArms:        s.hotArms.Load(), PriorArms: s.priorArms.Load(),
+		SessionLoads: s.sessionLoads.Load(),
 	}
 }
 
@@ -356,6 +368,7 @@ func (s *Scorer) Run(ctx context.Context) error {
 	return runGroup(ctx, groupConfig{
 		brokers: s.cfg.Brokers, groupID: s.cfg.GroupID, topic: s.cfg.Topic,
 		sessionTimeout: s.cfg.SessionTimeout, dialer: s.cfg.Dialer, log: s.log,
+		lost: func(p int) { s.lag.Delete(p) },
 	}, s.runPartition)
 }
 
@@ -470,9 +483,14 @@ func (s *Scorer) runPartition(ctx, gctx context.Context, gen *kafka.Generation, 
 			}
 			continue
 		}
+		started := time.Now()
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DrainTimeout)
 		err = w.process(wctx, ctx, batch)
 		cancel()
+		if err == nil {
+			s.cfg.BatchRecords.Observe(float64(len(batch)))
+			s.cfg.BatchSeconds.Observe(time.Since(started).Seconds())
+		}
 		if err != nil {
 			log.Warn("scoring batch", "offset", offset, "err", err)
 			backoff.wait(gctx)

@@ -262,9 +262,16 @@ func (w *scoreWorker) lookup(ctx context.Context, now time.Time, n int) error {
 	for i, a := range arms {
 		w.entries = append(w.entries, cacheEntry{ctx: a.Context, item: a.Item, arm: s.cfg.Model.arm(&counts[i])})
 	}
+	var prior int64
 	for _, m := range w.missAt {
-		w.arms[m.pos] = w.entries[unique[m.arm]].arm
+		j := unique[m.arm]
+		w.arms[m.pos] = w.entries[j].arm
+		if counts[j].ByType == ([store.NumEventTypes]int64{}) {
+			prior++
+		}
 	}
+	s.priorArms.Add(prior)
+	s.hotArms.Add(int64(len(w.missAt)) - prior)
 	s.cache.put(w.entries, fetched)
 	return nil
 }
@@ -303,6 +310,9 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 		items[i].Mean = arms[r.Index].Mean()
 	}
 	scored := time.Now()
+	if sent := req.GetSentTimeMs(); sent > 0 {
+		s.cfg.RequestSeconds.Observe(max(float64(scored.UnixMilli()-sent)/1000, 0))
+	}
 	w.timing = schemas.Timing{
 		SentTimeMs: req.GetSentTimeMs(), ReceivedTimeMs: received.UnixMilli(),
 		ScoredTimeMs: scored.UnixMilli(), ScoringMicros: scored.Sub(received).Microseconds(),

@@ -119,24 +119,35 @@ func (c *RankClient) deleteReplyTopic() error {
 
 // replyEnds returns the end offset of every partition of the reply topic:
 // reading starts there, fixed before any request is sent, so no response
-// can slip in between.
+// can slip in between. A topic just created takes a moment to have
+// leaders: failures are retried for up to 10 s.
 func (c *RankClient) replyEnds(ctx context.Context) (map[int]int64, error) {
-	topic := c.cfg.ReplyTopic
-	var meta *kafka.MetadataResponse
 	var err error
-	// A topic just created takes a moment to have leaders.
-	for attempt := 0; ; attempt++ {
-		meta, err = c.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
-		if err == nil && len(meta.Topics) == 1 && meta.Topics[0].Error == nil && len(meta.Topics[0].Partitions) > 0 {
-			break
+	for attempt := 0; attempt < 50; attempt++ {
+		var ends map[int]int64
+		if ends, err = c.tryReplyEnds(ctx); err == nil {
+			return ends, nil
 		}
-		if err == nil && len(meta.Topics) == 1 {
-			err = meta.Topics[0].Error
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("reply topic %s: %w", c.cfg.ReplyTopic, errors.Join(err, ctx.Err()))
+		case <-time.After(200 * time.Millisecond):
 		}
-		if attempt == 50 || ctx.Err() != nil {
-			return nil, fmt.Errorf("reply topic %s: %w", topic, errors.Join(err, ctx.Err()))
+	}
+	return nil, fmt.Errorf("reply topic %s: %w", c.cfg.ReplyTopic, err)
+}
+
+func (c *RankClient) tryReplyEnds(ctx context.Context) (map[int]int64, error) {
+	topic := c.cfg.ReplyTopic
+	meta, err := c.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, err
+	}
+	if len(meta.Topics) != 1 || meta.Topics[0].Error != nil || len(meta.Topics[0].Partitions) == 0 {
+		if len(meta.Topics) == 1 && meta.Topics[0].Error != nil {
+			return nil, meta.Topics[0].Error
 		}
-		time.Sleep(100 * time.Millisecond)
+		return nil, errors.New("no partitions yet")
 	}
 	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
 	for _, p := range meta.Topics[0].Partitions {
@@ -144,14 +155,17 @@ func (c *RankClient) replyEnds(ctx context.Context) (map[int]int64, error) {
 	}
 	resp, err := c.client.ListOffsets(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("reply topic %s: %w", topic, err)
+		return nil, err
 	}
 	ends := map[int]int64{}
 	for _, po := range resp.Topics[topic] {
 		if po.Error != nil {
-			return nil, fmt.Errorf("reply topic %s/%d: %w", topic, po.Partition, po.Error)
+			return nil, fmt.Errorf("partition %d: %w", po.Partition, po.Error)
 		}
 		ends[po.Partition] = po.LastOffset
+	}
+	if len(ends) != len(meta.Topics[0].Partitions) {
+		return nil, errors.New("not every partition has an end offset yet")
 	}
 	return ends, nil
 }

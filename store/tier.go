@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -57,6 +58,22 @@ type Tier struct {
 	cold *Cold
 	cfg  TierConfig
 	log  *slog.Logger
+
+	loads, offloads atomic.Int64
+}
+
+// TierStats counts what a Tier did since it was made.
+type TierStats struct {
+	// SessionLoads are sessions this process installed from the cold tier.
+	SessionLoads int64
+	// Offloads are sessions this process flushed to the cold tier and
+	// evicted.
+	Offloads int64
+}
+
+// Stats returns the counts so far.
+func (t *Tier) Stats() TierStats {
+	return TierStats{SessionLoads: t.loads.Load(), Offloads: t.offloads.Load()}
 }
 
 // NewTier returns the tiering of hot and cold.
@@ -195,9 +212,13 @@ func (t *Tier) install(ctx context.Context, user, token, epoch string) error {
 		}
 	}
 	keys := []string{k.userKey(user, "m"), k.userKey(user, "h"), k.userKey(user, "s"), k.userKey(user, "k")}
-	if err := installScript.Run(ctx, t.hot.rdb, keys, args...).Err(); err != nil {
+	installed, err := installScript.Run(ctx, t.hot.rdb, keys, args...).Int64()
+	if err != nil {
 		release()
 		return fmt.Errorf("installing session of %s: %w", user, err)
+	}
+	if installed == 1 {
+		t.loads.Add(1)
 	}
 	return nil
 }
@@ -307,6 +328,7 @@ func (t *Tier) Offload(ctx context.Context, user, epoch string) (bool, error) {
 		return false, fmt.Errorf("evicting %s: %w", user, err)
 	}
 	if evicted == 1 {
+		t.offloads.Add(1)
 		for field := range snap.state.Watermarks {
 			if err := t.hot.rdb.ZRem(ctx, k.pendingKey(field), user).Err(); err != nil {
 				return true, fmt.Errorf("dropping %s from the pending set of %s: %w", user, field, err)

@@ -25,10 +25,12 @@ import (
 	"time"
 
 	"github.com/gocql/gocql"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
+	"github.com/banditstream/banditstream/cmd/internal/ops"
 	"github.com/banditstream/banditstream/consumers"
 	"github.com/banditstream/banditstream/store"
 )
@@ -53,6 +55,7 @@ type options struct {
 	commitDelay   time.Duration
 	coldLatency   time.Duration
 	observe       config.Observability
+	opsAddr       string
 }
 
 func newFlags(o *options) *flag.FlagSet {
@@ -77,6 +80,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long between writing a batch and committing it")
 	fs.DurationVar(&o.coldLatency, "fault-cold-latency", 0, "fault injection for tests: delay every offload's cold-tier writes")
 	o.observe.Register(fs)
+	fs.StringVar(&o.opsAddr, "ops-addr", "", "address of /metrics, /healthz and /readyz, e.g. :9100 (empty: not served)")
 	return fs
 }
 
@@ -141,7 +145,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	log.Info("starting", "mode", o.mode, "topic", o.topic, "group", o.group, "config", o.conns.Redacted())
+	srv := ops.NewServer([]ops.Check{ops.KafkaCheck(o.conns.Kafka.Brokers, nil), ops.RedisCheck(rdb), ops.CQLCheck(session)}, log)
+	if err := ops.Register(srv.Registry,
+		ops.Func{Name: "session_loads_total", Help: "Sessions this process loaded from the cold tier.", Type: prometheus.CounterValue,
+			Read: func() []ops.Value { return ops.One(tier.Stats().SessionLoads) }},
+		ops.Func{Name: "session_offloads_total", Help: "Sessions this process flushed to the cold tier and evicted.", Type: prometheus.CounterValue,
+			Read: func() []ops.Value { return ops.One(tier.Stats().Offloads) }},
+	); err != nil {
+		return err
+	}
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(ctx, o.opsAddr) })
 	if o.mode == "ingest" || o.mode == "all" {
 		dlq := &kafka.Writer{
 			Addr:         kafka.TCP(o.conns.Kafka.Brokers...),
@@ -153,7 +167,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			WriteTimeout: o.conns.Kafka.Timeout,
 		}
 		defer dlq.Close()
+		batchRecords, batchSeconds := ops.BatchHistograms(srv.Registry, "ingest")
 		in, err := consumers.NewIngest(consumers.IngestConfig{
+			BatchRecords:     batchRecords,
+			BatchSeconds:     batchSeconds,
 			Brokers:          o.conns.Kafka.Brokers,
 			Topic:            o.topic,
 			GroupID:          o.group,
@@ -165,6 +182,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			Logger:           log,
 		}, hot, tier, dlq)
 		if err != nil {
+			return err
+		}
+		if err := ops.Register(srv.Registry,
+			ops.Lag(o.topic, in.Lag),
+			ops.Func{Name: "events_total", Help: "Events read, by outcome: applied to the counts, duplicate (at or below the watermarks: redelivered or replayed), dead_letter.",
+				Type: prometheus.CounterValue, Labels: []string{"outcome"}, Read: func() []ops.Value {
+					st := in.Stats()
+					return []ops.Value{{V: float64(st.Applied), Labels: []string{"applied"}}, {V: float64(st.Duplicates), Labels: []string{"duplicate"}},
+						{V: float64(st.DeadLetters), Labels: []string{"dead_letter"}}}
+				}},
+		); err != nil {
 			return err
 		}
 		g.Go(func() error { return in.Run(ctx) })

@@ -29,9 +29,12 @@ import (
 	"time"
 
 	"github.com/gocql/gocql"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
+	"github.com/banditstream/banditstream/cmd/internal/ops"
 	"github.com/banditstream/banditstream/consumers"
 	"github.com/banditstream/banditstream/sampler"
 	"github.com/banditstream/banditstream/schemas"
@@ -69,6 +72,7 @@ type options struct {
 	commitEvery   time.Duration
 	replyWait     time.Duration
 	observe       config.Observability
+	opsAddr       string
 }
 
 func newFlags(o *options) *flag.FlagSet {
@@ -105,6 +109,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.replyWait, "reply-topic-wait", 10*time.Second, "how long responses to an unknown reply topic are retried before the request goes to the dead-letter topic")
 	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long before every commit")
 	o.observe.Register(fs)
+	fs.StringVar(&o.opsAddr, "ops-addr", "", "address of /metrics, /healthz and /readyz, e.g. :9101 (empty: not served)")
 	return fs
 }
 
@@ -178,7 +183,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	checks := []ops.Check{ops.KafkaCheck(o.conns.Kafka.Brokers, nil), ops.RedisCheck(rdb)}
 	var sessions consumers.SessionStore
+	var tierStats func() store.TierStats
 	if o.sessions {
 		consistency, err := gocql.ParseConsistencyWrapper(o.consistency)
 		if err != nil {
@@ -200,7 +207,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 		sessions = tier
+		tierStats = tier.Stats
+		checks = append(checks, ops.CQLCheck(session))
 	}
+	srv := ops.NewServer(checks, log)
+	batchRecords, batchSeconds := ops.BatchHistograms(srv.Registry, "score")
+	requestSeconds := ops.Histogram(srv.Registry, "request_seconds", "Time from a request's sent_time_ms to its ranking.", ops.SecondsBuckets, nil)
 	out := &kafka.Writer{
 		Addr:         kafka.TCP(o.conns.Kafka.Brokers...),
 		RequiredAcks: kafka.RequireAll,
@@ -235,16 +247,58 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		ReplyTopicWait:   o.replyWait,
 		FaultCommitDelay: o.commitDelay,
 		Logger:           log,
+		BatchRecords:     batchRecords,
+		BatchSeconds:     batchSeconds,
+		RequestSeconds:   requestSeconds,
 	}, hot, sessions, out)
 	if err != nil {
 		return err
 	}
+	if err := registerScorerMetrics(srv, o.topic, sc, tierStats); err != nil {
+		return err
+	}
 	log.Info("starting", "topic", o.topic, "results_topic", o.resultsTopic, "group", o.group,
 		"model", model.Version(), "sessions", o.sessions, "config", o.conns.Redacted())
-	err = sc.Run(ctx)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(ctx, o.opsAddr) })
+	g.Go(func() error { return sc.Run(ctx) })
+	err = g.Wait()
 	st := sc.Stats()
 	log.Info("stopped", "scored", st.Scored, "past_deadline", st.PastDeadline, "dead_letters", st.DeadLetters,
 		"candidates", st.Candidates, "cache_hits", st.CacheHits, "cache_misses", st.CacheMisses,
 		"cache_refreshed", st.CacheRefreshed, "session_loads", st.SessionLoads)
 	return err
+}
+
+// registerScorerMetrics exports the scorer's counts, read at each scrape.
+func registerScorerMetrics(srv *ops.Server, topic string, sc *consumers.Scorer, tierStats func() store.TierStats) error {
+	counter, gauge := prometheus.CounterValue, prometheus.GaugeValue
+	fns := []ops.Func{
+		ops.Lag(topic, sc.Lag),
+		{Name: "requests_total", Help: "Score requests read, by outcome: scored, past_deadline (skipped), dead_letter.", Type: counter,
+			Labels: []string{"outcome"}, Read: func() []ops.Value {
+				st := sc.Stats()
+				return []ops.Value{{V: float64(st.Scored), Labels: []string{"scored"}}, {V: float64(st.PastDeadline), Labels: []string{"past_deadline"}},
+					{V: float64(st.DeadLetters), Labels: []string{"dead_letter"}}}
+			}},
+		{Name: "candidates_total", Help: "Candidates sampled and ranked: the sampler's throughput.", Type: counter,
+			Read: func() []ops.Value { return ops.One(sc.Stats().Candidates) }},
+		{Name: "arm_lookups_total", Help: "Candidate posteriors by where they came from: cache (in process), hot (read from the hot tier), prior (never counted).",
+			Type: counter, Labels: []string{"tier"}, Read: func() []ops.Value {
+				st := sc.Stats()
+				return []ops.Value{{V: float64(st.CacheHits), Labels: []string{"cache"}}, {V: float64(st.HotArms), Labels: []string{"hot"}},
+					{V: float64(st.PriorArms), Labels: []string{"prior"}}}
+			}},
+		{Name: "arm_cache_refreshes_total", Help: "Cached arms read again in the background.", Type: counter,
+			Read: func() []ops.Value { return ops.One(sc.Stats().CacheRefreshed) }},
+		{Name: "arm_cache_arms", Help: "Arms in the in-process cache.", Type: gauge,
+			Read: func() []ops.Value { return ops.One(int64(sc.Stats().CacheArms)) }},
+		{Name: "arm_cache_bytes", Help: "Accounted bytes of the in-process cache.", Type: gauge,
+			Read: func() []ops.Value { return ops.One(sc.Stats().CacheBytes) }},
+	}
+	if tierStats != nil {
+		fns = append(fns, ops.Func{Name: "session_loads_total", Help: "Sessions this process loaded from the cold tier.", Type: counter,
+			Read: func() []ops.Value { return ops.One(tierStats().SessionLoads) }})
+	}
+	return ops.Register(srv.Registry, fns...)
 }

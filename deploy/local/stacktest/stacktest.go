@@ -14,6 +14,8 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -133,4 +135,27 @@ func CreateTopicNamed(t testing.TB, brokers []string, name string, partitions in
 		defer cancel()
 		_, _ = client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{name}})
 	})
+}
+
+// EnvFaults is the variable that, set to 1, lets fault tests run: they
+// stop shared services, so make test runs them apart, one package at a
+// time.
+const EnvFaults = "BANDITSTREAM_FAULT_TESTS"
+
+// NeedFaults skips a fault test unless EnvFaults is 1.
+func NeedFaults(t testing.TB) {
+	t.Helper()
+	if os.Getenv(EnvFaults) != "1" {
+		t.Skip("stops shared services; set " + EnvFaults + "=1 (make test does, before the other tests)")
+	}
+}
+
+// Stack runs deploy/local/stack.sh with args (stop redis, start redis,
+// kill redis, ...), failing the test if it fails.
+func Stack(t testing.TB, args ...string) {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(moduleRoot(), "deploy", "local", "stack.sh"), args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("stack.sh %v: %v\n%s", args, err, out)
+	}
 }

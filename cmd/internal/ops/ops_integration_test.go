@@ -1,0 +1,307 @@
+package ops_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/banditstream/banditstream/deploy/local/stacktest"
+	"github.com/banditstream/banditstream/schemas"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func get(addr, path string) (int, string, error) {
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// waitFor polls path until it answers code, or fails after timeout.
+func waitFor(t *testing.T, addr, path string, code int, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		c, body, err := get(addr, path)
+		if err == nil && c == code {
+			return body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s%s: %d %q %v after %s, want %d", addr, path, c, body, err, timeout, code)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// metrics scrapes addr and returns the samples by name, each keyed by its
+// labels ("outcome=applied", "" for none); a histogram gives its count.
+func metrics(t *testing.T, addr string) map[string]map[string]float64 {
+	t.Helper()
+	code, body, err := get(addr, "/metrics")
+	if err != nil || code != 200 {
+		t.Fatalf("/metrics: %d %v", code, err)
+	}
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string]float64{}
+	for name, f := range families {
+		out[name] = map[string]float64{}
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			key := strings.Join(labels, ",")
+			switch f.GetType() {
+			case dto.MetricType_COUNTER:
+				out[name][key] = m.GetCounter().GetValue()
+			case dto.MetricType_GAUGE:
+				out[name][key] = m.GetGauge().GetValue()
+			case dto.MetricType_HISTOGRAM:
+				out[name][key] = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return out
+}
+
+type daemons struct {
+	brokers          []string
+	redis, cql       string
+	events, requests string
+	args             []string
+}
+
+func newDaemons(t *testing.T) *daemons {
+	d := &daemons{brokers: stacktest.KafkaBrokers(t), redis: stacktest.RedisAddr(t), cql: stacktest.CQLHosts(t)[0]}
+	d.events = stacktest.CreateTopic(t, d.brokers, "it_ops_events", 2)
+	stacktest.CreateTopicNamed(t, d.brokers, d.events+".dlq", 1)
+	d.requests = stacktest.CreateTopic(t, d.brokers, "it_ops_requests", 2)
+	stacktest.CreateTopicNamed(t, d.brokers, d.requests+".dlq", 1)
+	d.args = []string{"-kafka-brokers", d.brokers[0], "-redis-addr", d.redis, "-cql-hosts", d.cql,
+		"-cql-keyspace", stacktest.UniqueName("it"), "-key-prefix", stacktest.UniqueName("it"), "-shards", "8",
+		"-session-timeout", "6s", "-fetch-max-wait", "50ms", "-log-level", "warn"}
+	return d
+}
+
+// After a short run, the daemons' /metrics expose every series an
+// operator needs, with the values the run implies; /healthz and /readyz
+// answer 200.
+func TestOpsEndpointsExposeTheMetrics(t *testing.T) {
+	d := newDaemons(t)
+	results := stacktest.CreateTopic(t, d.brokers, "it_ops_results", 1)
+	ingestAddr, scoreAddr := freeAddr(t), freeAddr(t)
+	ingestGroup, scoreGroup := stacktest.UniqueName("it_ops_ingest"), stacktest.UniqueName("it_ops_score")
+	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-ingest"), nil, append(d.args, "-topic", d.events, "-group", ingestGroup,
+		"-ops-addr", ingestAddr, "-idle-timeout", "1s", "-sweep-interval", "300ms")...)
+	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-score"), nil, append(d.args, "-topic", d.requests, "-results-topic", results,
+		"-group", scoreGroup, "-ops-addr", scoreAddr)...)
+	for _, a := range []string{ingestAddr, scoreAddr} {
+		waitFor(t, a, "/healthz", 200, 30*time.Second)
+		waitFor(t, a, "/readyz", 200, 30*time.Second)
+	}
+
+	ctx := context.Background()
+	now := time.Now().UnixMilli()
+	var events []kafka.Message
+	for i := 0; i < 300; i++ {
+		ev := &schemas.Interaction{EventId: "o" + strconv.Itoa(i), UserId: "u" + strconv.Itoa(i%20), ItemId: "sku-" + strconv.Itoa(i%10),
+			Context: "home", Type: schemas.Impression, EventTimeMs: now}
+		v, _ := schemas.Protobuf.AppendInteraction(nil, ev)
+		events = append(events, kafka.Message{Key: []byte(ev.UserId), Value: v})
+	}
+	for i := 0; i < 3; i++ {
+		events = append(events, kafka.Message{Key: []byte("bad"), Value: []byte{0xff, 0x01}})
+	}
+	var requests []kafka.Message
+	for i := 0; i < 51; i++ {
+		r := &schemas.ScoreRequest{RequestId: "q" + strconv.Itoa(i), UserId: "u" + strconv.Itoa(i%20), Context: "home",
+			Candidates: []string{"sku-1", "sku-2", "sku-3", "new-" + strconv.Itoa(i)}, K: 2, SentTimeMs: time.Now().UnixMilli()}
+		if i == 50 {
+			r.DeadlineMs = now - 1000
+		}
+		v, _ := schemas.Protobuf.AppendScoreRequest(nil, r)
+		requests = append(requests, kafka.Message{Key: []byte(r.UserId), Value: v})
+	}
+	for topic, msgs := range map[string][]kafka.Message{d.events: events, d.requests: requests} {
+		w := &kafka.Writer{Addr: kafka.TCP(d.brokers...), Topic: topic, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{}, BatchTimeout: time.Millisecond}
+		if err := w.WriteMessages(ctx, msgs...); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+	}
+	stacktest.WaitForLag(t, d.brokers, ingestGroup, d.events, time.Minute)
+	stacktest.WaitForLag(t, d.brokers, scoreGroup, d.requests, time.Minute)
+
+	// Sessions go idle after 1 s: every session loaded (by ingest for
+	// events, by the scorer for requests, once per user unless offloaded
+	// in between) is offloaded by the sweeper.
+	var in, sc map[string]map[string]float64
+	loads := func() float64 {
+		return in["banditstream_session_loads_total"][""] + sc["banditstream_session_loads_total"][""]
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(300 * time.Millisecond) {
+		in, sc = metrics(t, ingestAddr), metrics(t, scoreAddr)
+		if (loads() >= 20 && in["banditstream_session_offloads_total"][""] == loads()) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if offloads := in["banditstream_session_offloads_total"][""]; loads() < 20 || offloads != loads() {
+		t.Errorf("%v session loads (ingest and scorer), %v offloads: want at least 20 loads, each offloaded", loads(), offloads)
+	}
+	check := func(m map[string]map[string]float64, name, labels string, ok func(float64) bool, want string) {
+		t.Helper()
+		v, found := m[name][labels]
+		if !found || !ok(v) {
+			t.Errorf("%s{%s} = %v (present %v), want %s", name, labels, v, found, want)
+		}
+	}
+	eq := func(x float64) func(float64) bool { return func(v float64) bool { return v == x } }
+	pos := func(v float64) bool { return v > 0 }
+	check(in, "banditstream_events_total", "outcome=applied", eq(300), "300")
+	check(in, "banditstream_events_total", "outcome=duplicate", eq(0), "0")
+	check(in, "banditstream_events_total", "outcome=dead_letter", eq(3), "3")
+	check(in, "banditstream_batch_records", "component=ingest", pos, "> 0 batches")
+	check(in, "banditstream_batch_seconds", "component=ingest", pos, "> 0 batches")
+	for p := 0; p < 2; p++ {
+		check(in, "banditstream_consumer_lag", "partition="+strconv.Itoa(p)+",topic="+d.events, eq(0), "0")
+		check(sc, "banditstream_consumer_lag", "partition="+strconv.Itoa(p)+",topic="+d.requests, eq(0), "0")
+	}
+	check(sc, "banditstream_requests_total", "outcome=scored", eq(50), "50")
+	check(sc, "banditstream_requests_total", "outcome=past_deadline", eq(1), "1")
+	check(sc, "banditstream_requests_total", "outcome=dead_letter", eq(0), "0")
+	check(sc, "banditstream_candidates_total", "", eq(200), "200")
+	check(sc, "banditstream_request_seconds", "", eq(50), "50 observations")
+	check(sc, "banditstream_batch_records", "component=score", pos, "> 0 batches")
+	check(sc, "banditstream_arm_lookups_total", "tier=prior", func(v float64) bool { return v >= 50 }, "≥ 50 (the new items)")
+	check(sc, "banditstream_arm_lookups_total", "tier=hot", func(v float64) bool { return v >= 3 }, "≥ 3 (sku-1…3)")
+	lookups := sc["banditstream_arm_lookups_total"]
+	if total := lookups["tier=cache"] + lookups["tier=hot"] + lookups["tier=prior"]; total != 200 {
+		t.Errorf("arm lookups add up to %v, want the 200 candidates", total)
+	}
+	check(sc, "banditstream_arm_cache_arms", "", pos, "> 0")
+	check(sc, "process_resident_memory_bytes", "", pos, "> 0")
+	if t.Failed() {
+		_, body, _ := get(scoreAddr, "/metrics")
+		t.Logf("score metrics:\n%.3000s", body)
+	}
+}
+
+// /readyz turns 503, naming Redis, while Redis is down, and 200 again once
+// it is back.
+func TestFaultReadyzFollowsRedis(t *testing.T) {
+	stacktest.NeedFaults(t)
+	d := newDaemons(t)
+	addr := freeAddr(t)
+	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-score"), nil, append(d.args, "-topic", d.requests,
+		"-group", stacktest.UniqueName("it_ready"), "-ops-addr", addr, "-sessions=false")...)
+	waitFor(t, addr, "/readyz", 200, 30*time.Second)
+	stacktest.Stack(t, "stop", "redis")
+	restarted := false
+	defer func() {
+		if !restarted {
+			stacktest.Stack(t, "start", "redis")
+		}
+	}()
+	body := waitFor(t, addr, "/readyz", 503, 15*time.Second)
+	if !strings.Contains(body, "redis:") || strings.Contains(body, "kafka:") {
+		t.Fatalf("/readyz while Redis is down: %q", body)
+	}
+	if code, _, err := get(addr, "/healthz"); err != nil || code != 200 {
+		t.Fatalf("/healthz while Redis is down: %d %v (the process is alive)", code, err)
+	}
+	stacktest.Stack(t, "start", "redis")
+	restarted = true
+	waitFor(t, addr, "/readyz", 200, 30*time.Second)
+}
+
+// SIGTERM under load: bandit-ingest drains its batches, commits and exits
+// within 30 s; the next start redoes no committed work: it reads on from
+// the commit, so it meets no event twice (no duplicates), and every event
+// is counted.
+func TestSIGTERMUnderLoadRedoesNothing(t *testing.T) {
+	d := newDaemons(t)
+	group := stacktest.UniqueName("it_term")
+	bin := stacktest.BuildBinary(t, "./cmd/bandit-ingest")
+	args := append(d.args, "-mode", "ingest", "-topic", d.events, "-group", group, "-fetch-max-bytes", "65536")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const total = 60_000
+	sent := make(chan error, 1)
+	go func() {
+		w := &kafka.Writer{Addr: kafka.TCP(d.brokers...), Topic: d.events, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{},
+			BatchTimeout: time.Millisecond, BatchSize: 2000}
+		defer w.Close()
+		now := time.Now().UnixMilli()
+		for i := 0; i < total; i += 2000 {
+			var msgs []kafka.Message
+			for j := i; j < i+2000; j++ {
+				ev := &schemas.Interaction{EventId: "t" + strconv.Itoa(j), UserId: "u" + strconv.Itoa(j%500), ItemId: "sku-" + strconv.Itoa(j%50),
+					Context: "home", Type: schemas.Impression, EventTimeMs: now}
+				v, _ := schemas.Protobuf.AppendInteraction(nil, ev)
+				msgs = append(msgs, kafka.Message{Key: []byte(ev.UserId), Value: v})
+			}
+			if err := w.WriteMessages(ctx, msgs...); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	addr := freeAddr(t)
+	p := stacktest.StartProcess(t, bin, nil, append(args, "-ops-addr", addr)...)
+	waitFor(t, addr, "/healthz", 200, 30*time.Second)
+	// Stop it mid-stream, with batches in flight.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		if m := metrics(t, addr); m["banditstream_events_total"]["outcome=applied"] > total/10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ingest applied too little in a minute")
+		}
+	}
+	before := metrics(t, addr)["banditstream_events_total"]["outcome=applied"]
+	took, clean := p.Stop(30 * time.Second)
+	if !clean || p.ExitCode() != 0 {
+		t.Fatalf("SIGTERM: exited clean %v with code %d after %s, want 0 within 30 s", clean, p.ExitCode(), took)
+	}
+	t.Logf("SIGTERM after %.0f events applied: exit in %s", before, took)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	addr2 := freeAddr(t)
+	stacktest.StartProcess(t, bin, nil, append(args, "-ops-addr", addr2)...)
+	stacktest.WaitForLag(t, d.brokers, group, d.events, 2*time.Minute)
+	m := metrics(t, addr2)["banditstream_events_total"]
+	if m["outcome=duplicate"] != 0 {
+		t.Fatalf("the restart met %v events the first run had committed", m["outcome=duplicate"])
+	}
+	if first := total - m["outcome=applied"]; first < before {
+		t.Fatalf("the first run committed %v events, fewer than the %v it applied before SIGTERM", first, before)
+	}
+}
