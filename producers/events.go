@@ -37,6 +37,9 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Transport to the brokers (TLS, SASL); nil uses kafka-go's default.
 	Transport kafka.RoundTripper
+	// Dialer of the readers (RankClient's reply topic), with the same TLS
+	// and SASL as Transport; nil dials plain connections.
+	Dialer *kafka.Dialer
 }
 
 func (c *Config) setDefaults() {

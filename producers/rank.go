@@ -175,7 +175,7 @@ func (c *RankClient) read(ctx context.Context, partition int, from int64) {
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers: c.cfg.Brokers, Topic: c.cfg.ReplyTopic, Partition: partition,
 		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 50 * time.Millisecond,
-		Dialer: &kafka.Dialer{Timeout: c.cfg.WriteTimeout},
+		Dialer: c.dialer(),
 	})
 	defer r.Close()
 	if err := r.SetOffset(from); err != nil {
@@ -206,6 +206,13 @@ func (c *RankClient) read(ctx context.Context, partition int, from int64) {
 			ch <- resp // buffered: never blocks; a duplicate finds no channel
 		}
 	}
+}
+
+func (c *RankClient) dialer() *kafka.Dialer {
+	if c.cfg.Dialer != nil {
+		return c.cfg.Dialer
+	}
+	return &kafka.Dialer{Timeout: c.cfg.WriteTimeout}
 }
 
 func (c *RankClient) fail(err error) {

@@ -120,13 +120,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer stopProfile()
 
-	rdb := o.conns.Redis.Client()
+	rdb, err := o.conns.Redis.Client()
+	if err != nil {
+		return err
+	}
 	defer rdb.Close()
 	hot, err := store.NewHot(rdb, store.Keys{Prefix: o.keyPrefix, Shards: o.shards})
 	if err != nil {
 		return err
 	}
-	cluster := o.conns.CQL.Cluster()
+	cluster, err := o.conns.CQL.Cluster()
+	if err != nil {
+		return err
+	}
 	cluster.Consistency = consistency
 	session, err := cluster.CreateSession()
 	if err != nil {
@@ -145,7 +151,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	log.Info("starting", "mode", o.mode, "topic", o.topic, "group", o.group, "config", o.conns.Redacted())
-	srv := ops.NewServer([]ops.Check{ops.KafkaCheck(o.conns.Kafka.Brokers, nil), ops.RedisCheck(rdb), ops.CQLCheck(session)}, log)
+	transport, err := o.conns.Kafka.Transport()
+	if err != nil {
+		return err
+	}
+	dialer, err := o.conns.Kafka.Dialer()
+	if err != nil {
+		return err
+	}
+	srv := ops.NewServer([]ops.Check{ops.KafkaCheck(o.conns.Kafka.Brokers, transport), ops.RedisCheck(rdb), ops.CQLCheck(session)}, log)
 	if err := ops.Register(srv.Registry,
 		ops.Func{Name: "session_loads_total", Help: "Sessions this process loaded from the cold tier.", Type: prometheus.CounterValue,
 			Read: func() []ops.Value { return ops.One(tier.Stats().SessionLoads) }},
@@ -165,6 +179,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			BatchTimeout: 5 * time.Millisecond,
 			BatchBytes:   1 << 20,
 			WriteTimeout: o.conns.Kafka.Timeout,
+			Transport:    transport,
 		}
 		defer dlq.Close()
 		batchRecords, batchSeconds := ops.BatchHistograms(srv.Registry, "ingest")
@@ -180,6 +195,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			SessionTimeout:   o.session,
 			FaultCommitDelay: o.commitDelay,
 			Logger:           log,
+			Transport:        transport,
+			Dialer:           dialer,
 		}, hot, tier, dlq)
 		if err != nil {
 			return err

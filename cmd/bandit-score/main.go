@@ -177,13 +177,31 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer stopProfile()
 
-	rdb := o.conns.Redis.Client()
+	rdb, err := o.conns.Redis.Client()
+	if err != nil {
+		return err
+	}
 	defer rdb.Close()
 	hot, err := store.NewHot(rdb, store.Keys{Prefix: o.keyPrefix, Shards: o.shards})
 	if err != nil {
 		return err
 	}
-	checks := []ops.Check{ops.KafkaCheck(o.conns.Kafka.Brokers, nil), ops.RedisCheck(rdb)}
+	transport, err := o.conns.Kafka.Transport()
+	if err != nil {
+		return err
+	}
+	dialer, err := o.conns.Kafka.Dialer()
+	if err != nil {
+		return err
+	}
+	// Clients create their reply topics just before asking: the writer
+	// refreshes topic metadata every second rather than kafka-go's 6 s.
+	writerTransport, err := o.conns.Kafka.Transport()
+	if err != nil {
+		return err
+	}
+	writerTransport.MetadataTTL = time.Second
+	checks := []ops.Check{ops.KafkaCheck(o.conns.Kafka.Brokers, transport), ops.RedisCheck(rdb)}
 	var sessions consumers.SessionStore
 	var tierStats func() store.TierStats
 	if o.sessions {
@@ -191,7 +209,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("-cql-consistency: %w", err)
 		}
-		cluster := o.conns.CQL.Cluster()
+		cluster, err := o.conns.CQL.Cluster()
+		if err != nil {
+			return err
+		}
 		cluster.Consistency = consistency
 		session, err := cluster.CreateSession()
 		if err != nil {
@@ -221,9 +242,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		BatchBytes:   64 << 20,
 		BatchTimeout: time.Millisecond,
 		WriteTimeout: o.conns.Kafka.Timeout,
-		// Clients create their reply topics just before asking: refresh
-		// the topic metadata every second rather than kafka-go's 6 s.
-		Transport: &kafka.Transport{MetadataTTL: time.Second, ClientID: o.conns.Kafka.ClientID},
+		Transport:    writerTransport,
 	}
 	defer out.Close()
 	sc, err := consumers.NewScorer(consumers.ScorerConfig{
@@ -250,6 +269,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		BatchRecords:     batchRecords,
 		BatchSeconds:     batchSeconds,
 		RequestSeconds:   requestSeconds,
+		Transport:        transport,
+		Dialer:           dialer,
 	}, hot, sessions, out)
 	if err != nil {
 		return err

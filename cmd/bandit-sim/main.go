@@ -149,11 +149,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // picture and the summary.
 func simulate(ctx context.Context, o *options, live io.Writer) (_ *result, err error) {
 	brokers := o.conns.Kafka.Brokers
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: o.conns.Kafka.Timeout}
+	client, err := o.conns.Kafka.Client()
+	if err != nil {
+		return nil, err
+	}
+	dialer, err := o.conns.Kafka.Dialer()
+	if err != nil {
+		return nil, err
+	}
 	if err := ensureTopic(ctx, client, o.replyTopic); err != nil {
 		return nil, err
 	}
-	rdb := o.conns.Redis.Client()
+	rdb, err := o.conns.Redis.Client()
+	if err != nil {
+		return nil, err
+	}
 	defer rdb.Close()
 	keys := store.DefaultKeys()
 	keys.Prefix = o.keyPrefix
@@ -165,7 +175,7 @@ func simulate(ctx context.Context, o *options, live io.Writer) (_ *result, err e
 	replies := make(chan *schemas.ScoreResponse, 1024)
 	rctx, stopReading := context.WithCancel(ctx)
 	readErr := make(chan error, 1)
-	go func() { readErr <- readReplies(rctx, brokers, o.replyTopic, replies) }()
+	go func() { readErr <- readReplies(rctx, brokers, dialer, o.replyTopic, replies) }()
 	defer func() {
 		stopReading()
 		// The reader retries transient errors itself and ends with ctx.
@@ -175,7 +185,7 @@ func simulate(ctx context.Context, o *options, live io.Writer) (_ *result, err e
 	}()
 
 	out := &kafka.Writer{Addr: kafka.TCP(brokers...), RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{},
-		BatchTimeout: 2 * time.Millisecond, WriteTimeout: o.conns.Kafka.Timeout}
+		BatchTimeout: 2 * time.Millisecond, WriteTimeout: o.conns.Kafka.Timeout, Transport: client.Transport}
 	defer out.Close()
 
 	w := newWorld(o.seed, splitList(o.contexts), o.items, o.k)
@@ -226,8 +236,8 @@ func ensureTopic(ctx context.Context, client *kafka.Client, topic string) error 
 }
 
 // readReplies reads the reply topic from its end until ctx ends.
-func readReplies(ctx context.Context, brokers []string, topic string, out chan<- *schemas.ScoreResponse) error {
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MaxWait: 50 * time.Millisecond})
+func readReplies(ctx context.Context, brokers []string, dialer *kafka.Dialer, topic string, out chan<- *schemas.ScoreResponse) error {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MaxWait: 50 * time.Millisecond, Dialer: dialer})
 	defer r.Close()
 	if err := r.SetOffset(kafka.LastOffset); err != nil {
 		return err

@@ -21,7 +21,10 @@ import (
 func checkKafka(ctx context.Context, cfg config.Kafka, topic string) error {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
-	client := newKafkaClient(cfg)
+	client, err := cfg.Client()
+	if err != nil {
+		return err
+	}
 	if err := ensureTopics(ctx, cfg, []topicSpec{{name: topic, partitions: 1}}, -1, io.Discard); err != nil {
 		return err
 	}
@@ -74,7 +77,10 @@ func checkKafka(ctx context.Context, cfg config.Kafka, topic string) error {
 func checkRedis(ctx context.Context, cfg config.Redis) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	rdb := cfg.Client()
+	rdb, err := cfg.Client()
+	if err != nil {
+		return err
+	}
 	defer rdb.Close()
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("ping: %w", err)
@@ -88,7 +94,10 @@ func checkRedis(ctx context.Context, cfg config.Redis) error {
 }
 
 func checkCQL(ctx context.Context, cfg config.CQL) error {
-	cluster := cfg.Cluster()
+	cluster, err := cfg.Cluster()
+	if err != nil {
+		return err
+	}
 	// One query answers the question; no need to discover the ring.
 	cluster.DisableInitialHostLookup = true
 	session, err := cluster.CreateSession()

@@ -65,7 +65,10 @@ func TestEnsureTopicsIdempotent(t *testing.T) {
 	cfg := config.Kafka{Brokers: brokers, ClientID: "test", Timeout: 10 * time.Second}
 	name := stacktest.UniqueName("it_topics")
 	t.Cleanup(func() {
-		client := newKafkaClient(cfg)
+		client, err := cfg.Client()
+		if err != nil {
+			t.Fatal(err)
+		}
 		_, _ = client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{name}})
 	})
 	steps := []struct {
@@ -85,7 +88,7 @@ func TestEnsureTopicsIdempotent(t *testing.T) {
 		if !strings.Contains(out.String(), s.says) {
 			t.Errorf("ask %d: output %q does not say %q", s.ask, out.String(), s.says)
 		}
-		got, err := partitionCounts(ctx, newKafkaClient(cfg), []string{name})
+		got, err := partitionCounts(ctx, mustClient(t, cfg), []string{name})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,4 +123,13 @@ func TestCheckAllOnLocalStack(t *testing.T) {
 			t.Errorf("output %q does not report %s serving", out.String(), svc)
 		}
 	}
+}
+
+func mustClient(t *testing.T, cfg config.Kafka) *kafka.Client {
+	t.Helper()
+	c, err := cfg.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

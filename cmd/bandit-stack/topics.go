@@ -53,7 +53,10 @@ func parseTopicSpec(s string) ([]topicSpec, error) {
 // too small. Shrinking is impossible in Kafka, so a larger count is left as
 // it is.
 func ensureTopics(ctx context.Context, cfg config.Kafka, topics []topicSpec, rf int, out io.Writer) error {
-	client := newKafkaClient(cfg)
+	client, err := cfg.Client()
+	if err != nil {
+		return err
+	}
 	names := make([]string, len(topics))
 	for i, t := range topics {
 		names[i] = t.name
@@ -100,17 +103,6 @@ func ensureTopics(ctx context.Context, cfg config.Kafka, topics []topicSpec, rf 
 		}
 	}
 	return nil
-}
-
-func newKafkaClient(cfg config.Kafka) *kafka.Client {
-	return &kafka.Client{
-		Addr:    kafka.TCP(cfg.Brokers...),
-		Timeout: cfg.Timeout,
-		Transport: &kafka.Transport{
-			ClientID:    cfg.ClientID,
-			DialTimeout: cfg.Timeout,
-		},
-	}
 }
 
 // partitionCounts returns the partition count of each named topic that exists.

@@ -81,7 +81,10 @@ func twoNamespaces(r config.Redis, a, b string, shards int) (*store.Hot, *store.
 	if err := r.Validate(); err != nil {
 		return nil, nil, nil, err
 	}
-	rdb := r.Client()
+	rdb, err := r.Client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	ha, err := store.NewHot(rdb, store.Keys{Prefix: a, Shards: shards})
 	if err != nil {
 		rdb.Close()

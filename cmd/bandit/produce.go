@@ -42,8 +42,12 @@ func produceCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer
 			defer f.Close()
 			in = f
 		}
+		transport, err := k.Transport()
+		if err != nil {
+			return err
+		}
 		p, err := producers.NewEventProducer(producers.Config{
-			Brokers: k.Brokers, Compression: *compression, WriteTimeout: k.Timeout,
+			Brokers: k.Brokers, Compression: *compression, WriteTimeout: k.Timeout, Transport: transport,
 		}, *topic)
 		if err != nil {
 			return err

@@ -52,12 +52,20 @@ func redriveCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer
 				return fmt.Errorf("-content-type: %w", err)
 			}
 		}
+		client, err := k.Client()
+		if err != nil {
+			return err
+		}
+		dialer, err := k.Dialer()
+		if err != nil {
+			return err
+		}
 		rd := &redriver{
 			brokers: k.Brokers, topic: *topic, group: *group, errorContains: *errorContains,
 			contentType: *contentType, batch: max(*batchSize, 1), dryRun: *dryRun, faultStop: *faultStop,
-			client: &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: k.Timeout},
+			client: client, dialer: dialer,
 			w: &kafka.Writer{Addr: kafka.TCP(k.Brokers...), Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
-				BatchTimeout: 5 * time.Millisecond, BatchBytes: 16 << 20, WriteTimeout: k.Timeout},
+				BatchTimeout: 5 * time.Millisecond, BatchBytes: 16 << 20, WriteTimeout: k.Timeout, Transport: client.Transport},
 			stderr: stderr,
 		}
 		defer rd.w.Close()
@@ -92,6 +100,7 @@ type redriver struct {
 	dryRun        bool
 	faultStop     bool
 	client        *kafka.Client
+	dialer        *kafka.Dialer
 	w             *kafka.Writer
 	stderr        io.Writer
 }
@@ -162,7 +171,7 @@ func (rd *redriver) partition(ctx context.Context, pr partitionRange, st *redriv
 	if from >= pr.last {
 		return nil
 	}
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: rd.brokers, Topic: rd.topic, Partition: pr.partition, MaxWait: 200 * time.Millisecond, MaxBytes: 16 << 20})
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: rd.brokers, Topic: rd.topic, Partition: pr.partition, MaxWait: 200 * time.Millisecond, MaxBytes: 16 << 20, Dialer: rd.dialer})
 	defer r.Close()
 	if err := r.SetOffset(from); err != nil {
 		return err
@@ -299,7 +308,7 @@ func (rd *redriver) alreadySent(ctx context.Context, partition int, at time.Time
 }
 
 func (rd *redriver) scan(ctx context.Context, topic string, partition int, start, end int64, prefix string, sent map[int64]bool) error {
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: rd.brokers, Topic: topic, Partition: partition, MaxWait: 200 * time.Millisecond, MaxBytes: 16 << 20})
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: rd.brokers, Topic: topic, Partition: partition, MaxWait: 200 * time.Millisecond, MaxBytes: 16 << 20, Dialer: rd.dialer})
 	defer r.Close()
 	if err := r.SetOffset(start); err != nil {
 		return err

@@ -66,7 +66,10 @@ func replayCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer,
 		if *kind == "requests" && !*dryRun && (*resultsTopic == "" || *resultsTopic == config.TopicScoreResults) {
 			return errors.New("-results-topic: name a topic for the replayed responses, other than the live " + config.TopicScoreResults)
 		}
-		client := &kafka.Client{Addr: kafka.TCP(conns.Kafka.Brokers...), Timeout: conns.Kafka.Timeout}
+		client, err := conns.Kafka.Client()
+		if err != nil {
+			return err
+		}
 		ranges, err := consumers.PlanReplay(ctx, client, *topic, parts, fromPos, toPos)
 		if err != nil {
 			return err
@@ -78,7 +81,10 @@ func replayCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer,
 		bar := newProgressBar(stderr, total, *progress)
 		defer bar.stop()
 
-		rdb := conns.Redis.Client()
+		rdb, err := conns.Redis.Client()
+		if err != nil {
+			return err
+		}
 		defer rdb.Close()
 		hot, err := store.NewHot(rdb, store.Keys{Prefix: *prefix, Shards: *shards})
 		if err != nil {
@@ -120,7 +126,10 @@ func (discard) WriteMessages(context.Context, ...kafka.Message) error { return n
 func replayEvents(ctx context.Context, conns config.Connections, hot *store.Hot, topic, replication string, historyCap int,
 	ranges []consumers.ReplayRange, dry bool, progress func(int)) (consumers.ReplayStats, error) {
 	var total consumers.ReplayStats
-	cluster := conns.CQL.Cluster()
+	cluster, err := conns.CQL.Cluster()
+	if err != nil {
+		return total, err
+	}
 	cluster.Consistency = gocql.LocalQuorum
 	session, err := cluster.CreateSession()
 	if err != nil {
@@ -139,7 +148,11 @@ func replayEvents(ctx context.Context, conns config.Connections, hot *store.Hot,
 		}
 		users = tier
 	}
-	in, err := consumers.NewIngest(consumers.IngestConfig{Brokers: conns.Kafka.Brokers, Topic: topic}, hot, users, discard{})
+	transport, err := conns.Kafka.Transport()
+	if err != nil {
+		return total, err
+	}
+	in, err := consumers.NewIngest(consumers.IngestConfig{Brokers: conns.Kafka.Brokers, Topic: topic, Transport: transport}, hot, users, discard{})
 	if err != nil {
 		return total, err
 	}
@@ -156,10 +169,15 @@ func replayEvents(ctx context.Context, conns config.Connections, hot *store.Hot,
 func replayRequests(ctx context.Context, conns config.Connections, hot *store.Hot, topic, results string,
 	ranges []consumers.ReplayRange, progress func(int)) (consumers.ReplayStats, error) {
 	var total consumers.ReplayStats
+	transport, err := conns.Kafka.Transport()
+	if err != nil {
+		return total, err
+	}
 	out := &kafka.Writer{Addr: kafka.TCP(conns.Kafka.Brokers...), RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{},
-		BatchSize: 10_000, BatchBytes: 64 << 20, BatchTimeout: time.Millisecond, WriteTimeout: conns.Kafka.Timeout}
+		BatchSize: 10_000, BatchBytes: 64 << 20, BatchTimeout: time.Millisecond, WriteTimeout: conns.Kafka.Timeout, Transport: transport}
 	defer out.Close()
-	sc, err := consumers.NewScorer(consumers.ScorerConfig{Brokers: conns.Kafka.Brokers, Topic: topic, ResultsTopic: results, Replay: true}, hot, nil, out)
+	sc, err := consumers.NewScorer(consumers.ScorerConfig{Brokers: conns.Kafka.Brokers, Topic: topic, ResultsTopic: results, Replay: true,
+		Transport: transport}, hot, nil, out)
 	if err != nil {
 		return total, err
 	}

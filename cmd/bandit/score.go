@@ -77,8 +77,17 @@ func scoreCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, 
 		if len(req.Candidates) == 0 {
 			return errors.New("no candidates: give -candidates or -candidates-file")
 		}
+		transport, err := k.Transport()
+		if err != nil {
+			return err
+		}
+		dialer, err := k.Dialer()
+		if err != nil {
+			return err
+		}
 		c, err := producers.NewRankClient(ctx, producers.RankConfig{
-			Config:        producers.Config{Brokers: k.Brokers, WriteTimeout: k.Timeout, BatchTimeout: time.Millisecond},
+			Config: producers.Config{Brokers: k.Brokers, WriteTimeout: k.Timeout, BatchTimeout: time.Millisecond,
+				Transport: transport, Dialer: dialer},
 			RequestsTopic: *topic, ReplyTopic: *reply, Timeout: *timeout,
 		})
 		if err != nil {

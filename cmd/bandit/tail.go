@@ -35,7 +35,14 @@ func tailCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, i
 		if err != nil {
 			return err
 		}
-		client := &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: k.Timeout}
+		client, err := k.Client()
+		if err != nil {
+			return err
+		}
+		dialer, err := k.Dialer()
+		if err != nil {
+			return err
+		}
 		ranges, err := partitionRanges(ctx, client, *topic)
 		if err != nil {
 			return err
@@ -54,7 +61,7 @@ func tailCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, i
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				r := kafka.NewReader(kafka.ReaderConfig{Brokers: k.Brokers, Topic: *topic, Partition: pr.partition, MaxWait: 200 * time.Millisecond, MaxBytes: 16 << 20})
+				r := kafka.NewReader(kafka.ReaderConfig{Brokers: k.Brokers, Topic: *topic, Partition: pr.partition, MaxWait: 200 * time.Millisecond, MaxBytes: 16 << 20, Dialer: dialer})
 				defer r.Close()
 				if err := r.SetOffset(start); err != nil {
 					errs[i] = err

@@ -41,23 +41,34 @@ type Kafka struct {
 	Brokers  []string      // bootstrap brokers, host:port
 	ClientID string        // reported to the brokers
 	Timeout  time.Duration // dial and request timeout
+	TLS      TLS
+	// SASL is the mechanism (SASLPlain, SASLScramSHA256, SASLScramSHA512)
+	// or SASLNone.
+	SASL         string
+	Username     string
+	Password     string // never logged; see Redacted
+	PasswordFile string
 }
 
 // Redis is how to reach the hot tier (Redis, Redis Cluster or Dragonfly).
 type Redis struct {
-	Addr     string
-	Username string
-	Password string // never logged; see Redacted
-	DB       int
+	Addr         string
+	Username     string
+	Password     string // never logged; see Redacted
+	PasswordFile string
+	DB           int
+	TLS          TLS
 }
 
 // CQL is how to reach the cold tier (ScyllaDB or Cassandra).
 type CQL struct {
-	Hosts    []string
-	Keyspace string
-	Username string
-	Password string // never logged; see Redacted
-	Timeout  time.Duration
+	Hosts        []string
+	Keyspace     string
+	Username     string
+	Password     string // never logged; see Redacted
+	PasswordFile string
+	Timeout      time.Duration
+	TLS          TLS
 }
 
 // Connections groups the settings of the three external systems.
@@ -74,6 +85,7 @@ func (k *Kafka) Register(fs *flag.FlagSet) {
 	fs.Var((*listFlag)(&k.Brokers), "kafka-brokers", "Kafka bootstrap brokers, comma separated")
 	fs.StringVar(&k.ClientID, "kafka-client-id", "banditstream", "client id reported to Kafka")
 	fs.DurationVar(&k.Timeout, "kafka-timeout", 10*time.Second, "Kafka dial and request timeout")
+	k.registerSecurity(fs)
 }
 
 // Validate reports the first Kafka setting that cannot work.
@@ -98,8 +110,10 @@ func (k *Kafka) Validate() error {
 func (r *Redis) Register(fs *flag.FlagSet) {
 	fs.StringVar(&r.Addr, "redis-addr", DefaultRedisAddr, "hot tier address, host:port")
 	fs.StringVar(&r.Username, "redis-username", "", "hot tier ACL user name")
-	fs.StringVar(&r.Password, "redis-password", "", "hot tier password (prefer the environment variable)")
+	fs.StringVar(&r.Password, "redis-password", "", "hot tier password (prefer the environment variable or -redis-password-file)")
+	fs.StringVar(&r.PasswordFile, "redis-password-file", "", "file holding the hot tier password")
 	fs.IntVar(&r.DB, "redis-db", 0, "hot tier database number (Redis only; 0 on a cluster)")
+	r.TLS.register(fs, "redis", "the hot tier")
 }
 
 // Validate reports a hot tier setting that cannot work.
@@ -120,8 +134,10 @@ func (c *Connections) Register(fs *flag.FlagSet) {
 	fs.Var((*listFlag)(&c.CQL.Hosts), "cql-hosts", "cold tier contact points, comma separated host:port")
 	fs.StringVar(&c.CQL.Keyspace, "cql-keyspace", DefaultCQLKeyspace, "cold tier keyspace")
 	fs.StringVar(&c.CQL.Username, "cql-username", "", "cold tier user name")
-	fs.StringVar(&c.CQL.Password, "cql-password", "", "cold tier password (prefer the environment variable)")
+	fs.StringVar(&c.CQL.Password, "cql-password", "", "cold tier password (prefer the environment variable or -cql-password-file)")
+	fs.StringVar(&c.CQL.PasswordFile, "cql-password-file", "", "file holding the cold tier password")
 	fs.DurationVar(&c.CQL.Timeout, "cql-timeout", 10*time.Second, "cold tier connect and query timeout")
+	c.CQL.TLS.register(fs, "cql", "the cold tier")
 }
 
 // Validate reports the first setting that cannot work.
@@ -184,11 +200,10 @@ func Parse(fs *flag.FlagSet, args []string, lookup func(string) (string, bool)) 
 
 // Redacted returns a copy of c that is safe to log.
 func (c Connections) Redacted() Connections {
-	if c.Redis.Password != "" {
-		c.Redis.Password = "REDACTED"
-	}
-	if c.CQL.Password != "" {
-		c.CQL.Password = "REDACTED"
+	for _, p := range []*string{&c.Kafka.Password, &c.Redis.Password, &c.CQL.Password} {
+		if *p != "" {
+			*p = "REDACTED"
+		}
 	}
 	return c
 }
