@@ -4,19 +4,30 @@ import (
 	"os"
 	"testing"
 
-	"github.com/banditstream/banditstream/cmd/internal/composetest"
+	"github.com/banditstream/banditstream/cmd/internal/deploytest"
 )
 
 // The ingest service in deploy/compose sets only variables bandit-ingest
 // reads, each to a value it accepts, and points at services that exist.
 func TestComposeIngestService(t *testing.T) {
 	var o options
-	composetest.CheckService(t, "ingest", "bandit-ingest", newFlags(&o), &o.conns)
+	deploytest.CheckService(t, "ingest", "bandit-ingest", newFlags(&o), &o.conns)
 }
 
 func TestFlagsRejectBadMode(t *testing.T) {
 	err := run(t.Context(), []string{"-mode", "sideways"}, os.Stderr)
 	if err == nil {
 		t.Fatal("bad mode accepted")
+	}
+}
+
+// The Kubernetes Deployments of ingest and of the sweeper run bandit-ingest
+// with a configuration it accepts, probes on its ops port and resources.
+func TestKubernetesIngest(t *testing.T) {
+	for _, name := range []string{"bandit-ingest", "bandit-sweeper"} {
+		t.Run(name, func(t *testing.T) {
+			var o options
+			deploytest.CheckDeployment(t, name, "bandit-ingest", newFlags(&o), &o.conns)
+		})
 	}
 }

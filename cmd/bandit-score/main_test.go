@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/banditstream/banditstream/cmd/internal/composetest"
+	"github.com/banditstream/banditstream/cmd/internal/deploytest"
 	"github.com/banditstream/banditstream/store"
 )
 
@@ -13,7 +13,7 @@ import (
 // reads, each to a value it accepts, and points at services that exist.
 func TestComposeScoreService(t *testing.T) {
 	var o options
-	composetest.CheckService(t, "score", "bandit-score", newFlags(&o), &o.conns)
+	deploytest.CheckService(t, "score", "bandit-score", newFlags(&o), &o.conns)
 }
 
 func TestParseWeights(t *testing.T) {
@@ -55,4 +55,11 @@ func TestFlagsRejectBadModel(t *testing.T) {
 			t.Errorf("%v accepted", args)
 		}
 	}
+}
+
+// The Kubernetes Deployment of the scorer runs bandit-score with a
+// configuration it accepts, probes on its ops port and resources.
+func TestKubernetesScore(t *testing.T) {
+	var o options
+	deploytest.CheckDeployment(t, "bandit-score", "bandit-score", newFlags(&o), &o.conns)
 }

@@ -2,9 +2,14 @@ package ops_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -122,8 +127,8 @@ func TestOpsEndpointsExposeTheMetrics(t *testing.T) {
 	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-score"), nil, append(d.args, "-topic", d.requests, "-results-topic", results,
 		"-group", scoreGroup, "-ops-addr", scoreAddr)...)
 	for _, a := range []string{ingestAddr, scoreAddr} {
-		waitFor(t, a, "/healthz", 200, 30*time.Second)
-		waitFor(t, a, "/readyz", 200, 30*time.Second)
+		waitFor(t, a, "/healthz", 200, time.Minute)
+		waitFor(t, a, "/readyz", 200, time.Minute)
 	}
 
 	ctx := context.Background()
@@ -148,15 +153,19 @@ func TestOpsEndpointsExposeTheMetrics(t *testing.T) {
 		v, _ := schemas.Protobuf.AppendScoreRequest(nil, r)
 		requests = append(requests, kafka.Message{Key: []byte(r.UserId), Value: v})
 	}
-	for topic, msgs := range map[string][]kafka.Message{d.events: events, d.requests: requests} {
-		w := &kafka.Writer{Addr: kafka.TCP(d.brokers...), Topic: topic, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{}, BatchTimeout: time.Millisecond}
-		if err := w.WriteMessages(ctx, msgs...); err != nil {
+	// Events first, counted before the requests come: the requests' known
+	// items are then read from the hot tier with counts.
+	for _, step := range []struct {
+		topic, group string
+		msgs         []kafka.Message
+	}{{d.events, ingestGroup, events}, {d.requests, scoreGroup, requests}} {
+		w := &kafka.Writer{Addr: kafka.TCP(d.brokers...), Topic: step.topic, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{}, BatchTimeout: time.Millisecond}
+		if err := w.WriteMessages(ctx, step.msgs...); err != nil {
 			t.Fatal(err)
 		}
 		w.Close()
+		stacktest.WaitForLag(t, d.brokers, step.group, step.topic, time.Minute)
 	}
-	stacktest.WaitForLag(t, d.brokers, ingestGroup, d.events, time.Minute)
-	stacktest.WaitForLag(t, d.brokers, scoreGroup, d.requests, time.Minute)
 
 	// Sessions go idle after 1 s: every session loaded (by ingest for
 	// events, by the scorer for requests, once per user unless offloaded
@@ -209,6 +218,54 @@ func TestOpsEndpointsExposeTheMetrics(t *testing.T) {
 	if t.Failed() {
 		_, body, _ := get(scoreAddr, "/metrics")
 		t.Logf("score metrics:\n%.3000s", body)
+	}
+	checkDashboard(t, in, sc)
+}
+
+// checkDashboard checks that every metric the Grafana dashboard queries is
+// one the daemons export.
+func checkDashboard(t *testing.T, exported ...map[string]map[string]float64) {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	data, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "..", "deploy", "grafana", "banditstream.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatal(err)
+	}
+	name := regexp.MustCompile(`banditstream_[a-z_]+`)
+	n := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, m := range name.FindAllString(tg.Expr, -1) {
+				n++
+				base := m
+				for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+					base = strings.TrimSuffix(base, suffix)
+				}
+				found := false
+				for _, e := range exported {
+					if _, ok := e[base]; ok {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("dashboard panel %q queries %s, which no daemon exports", p.Title, m)
+				}
+			}
+		}
+	}
+	if n < 10 {
+		t.Fatalf("the dashboard queries %d metrics: the check tests little", n)
 	}
 }
 

@@ -1,0 +1,291 @@
+// Package deploytest checks the deployment files in deploy/ (the compose
+// services, the Kubernetes manifests) against the binaries they run: tests
+// of each cmd/ package share it.
+package deploytest
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/banditstream/banditstream/cmd/internal/config"
+)
+
+// Service is one service of the compose file.
+type Service struct {
+	Command     []string          `yaml:"command"`
+	Environment map[string]string `yaml:"environment"`
+	DependsOn   map[string]any    `yaml:"depends_on"`
+}
+
+// Services reads deploy/compose/docker-compose.yml.
+func Services(t testing.TB) map[string]Service {
+	t.Helper()
+	data, err := os.ReadFile(deployFile("compose", "docker-compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Services map[string]Service `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(data, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c.Services
+}
+
+// CheckService checks that service name runs binary, sets only variables
+// the binary reads (its flags fs), each to a value it accepts, points at
+// services that exist, and waits for the topics (init).
+func CheckService(t *testing.T, name, binary string, fs *flag.FlagSet, conns *config.Connections) {
+	t.Helper()
+	services := Services(t)
+	s, ok := services[name]
+	if !ok {
+		t.Fatalf("service %s missing", name)
+	}
+	if len(s.Command) == 0 || s.Command[0] != binary {
+		t.Fatalf("%s runs %v, want %s", name, s.Command, binary)
+	}
+	known := config.EnvNames(fs)
+	for v := range s.Environment {
+		if !slices.Contains(known, v) {
+			t.Errorf("%s sets %s, which %s does not read", name, v, binary)
+		}
+	}
+	if err := config.Parse(fs, s.Command[1:], func(k string) (string, bool) { v, ok := s.Environment[k]; return v, ok }); err != nil {
+		t.Fatalf("%s rejects the compose configuration: %v", binary, err)
+	}
+	if err := conns.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, hostport := range append(append(conns.Kafka.Brokers, conns.CQL.Hosts...), conns.Redis.Addr) {
+		host, _, err := net.SplitHostPort(hostport)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := services[host]; !ok {
+			t.Errorf("%s points at %s, not a compose service", name, hostport)
+		}
+	}
+	if _, ok := s.DependsOn["init"]; !ok {
+		t.Errorf("%s does not wait for init (topics)", name)
+	}
+}
+
+func deployFile(parts ...string) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(append([]string{filepath.Dir(file), "..", "..", "..", "deploy"}, parts...)...)
+}
+
+// Container is what the checks read of a Kubernetes container.
+type Container struct {
+	Name    string   `yaml:"name"`
+	Image   string   `yaml:"image"`
+	Command []string `yaml:"command"`
+	Args    []string `yaml:"args"`
+	Env     []struct {
+		Name  string `yaml:"name"`
+		Value string `yaml:"value"`
+	} `yaml:"env"`
+	EnvFrom []struct {
+		ConfigMapRef *struct {
+			Name string `yaml:"name"`
+		} `yaml:"configMapRef"`
+		SecretRef *struct {
+			Name     string `yaml:"name"`
+			Optional bool   `yaml:"optional"`
+		} `yaml:"secretRef"`
+	} `yaml:"envFrom"`
+	Ports []struct {
+		Name          string `yaml:"name"`
+		ContainerPort int    `yaml:"containerPort"`
+	} `yaml:"ports"`
+	LivenessProbe  *Probe `yaml:"livenessProbe"`
+	ReadinessProbe *Probe `yaml:"readinessProbe"`
+	Resources      struct {
+		Requests map[string]string `yaml:"requests"`
+		Limits   map[string]string `yaml:"limits"`
+	} `yaml:"resources"`
+}
+
+// Probe is an HTTP probe.
+type Probe struct {
+	HTTPGet struct {
+		Path string `yaml:"path"`
+		Port string `yaml:"port"`
+	} `yaml:"httpGet"`
+}
+
+type manifest struct {
+	APIVersion string `yaml:"apiVersion"`
+	Kind       string `yaml:"kind"`
+	Metadata   struct {
+		Name string `yaml:"name"`
+	} `yaml:"metadata"`
+	Data map[string]string `yaml:"data"`
+	Spec struct {
+		Selector struct {
+			MatchLabels map[string]string `yaml:"matchLabels"`
+		} `yaml:"selector"`
+		Template struct {
+			Metadata struct {
+				Labels map[string]string `yaml:"labels"`
+			} `yaml:"metadata"`
+			Spec struct {
+				TerminationGracePeriodSeconds int         `yaml:"terminationGracePeriodSeconds"`
+				Containers                    []Container `yaml:"containers"`
+			} `yaml:"spec"`
+		} `yaml:"template"`
+	} `yaml:"spec"`
+}
+
+// manifests reads every document of every file in deploy/k8s.
+func manifests(t *testing.T) []manifest {
+	t.Helper()
+	files, err := filepath.Glob(deployFile("k8s", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no manifests in deploy/k8s: %v", err)
+	}
+	var out []manifest
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		for {
+			var m manifest
+			if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			if m.APIVersion == "" || m.Kind == "" || m.Metadata.Name == "" {
+				t.Fatalf("%s: a document without apiVersion, kind or name", f)
+			}
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// goRuntimeEnv are the variables a container may set besides the
+// binary's own.
+var goRuntimeEnv = []string{"GOMEMLIMIT", "GOGC", "GOMAXPROCS"}
+
+// CheckDeployment checks the Kubernetes Deployment called name: it runs
+// binary with arguments and environment (its own, the ConfigMaps it
+// reads) that the binary's flags fs accept and the connections validate;
+// the selector matches the pod labels; liveness and readiness probe
+// /healthz and /readyz on the port the daemon serves them (-ops-addr); it
+// requests CPU and memory, references its Secret as optional, and gives
+// SIGTERM more time than the drain timeout.
+func CheckDeployment(t *testing.T, name, binary string, fs *flag.FlagSet, conns *config.Connections) {
+	t.Helper()
+	all := manifests(t)
+	maps := map[string]map[string]string{}
+	var dep *manifest
+	for i, m := range all {
+		switch {
+		case m.Kind == "ConfigMap":
+			maps[m.Metadata.Name] = m.Data
+		case m.Kind == "Deployment" && m.Metadata.Name == name:
+			dep = &all[i]
+		}
+	}
+	if dep == nil {
+		t.Fatalf("no Deployment %s in deploy/k8s", name)
+	}
+	if dep.APIVersion != "apps/v1" {
+		t.Errorf("%s: apiVersion %s", name, dep.APIVersion)
+	}
+	for k, v := range dep.Spec.Selector.MatchLabels {
+		if dep.Spec.Template.Metadata.Labels[k] != v {
+			t.Errorf("%s: selector %s=%s does not match the pod labels", name, k, v)
+		}
+	}
+	if len(dep.Spec.Template.Spec.Containers) != 1 {
+		t.Fatalf("%s: %d containers, want 1", name, len(dep.Spec.Template.Spec.Containers))
+	}
+	c := dep.Spec.Template.Spec.Containers[0]
+	if len(c.Command) != 1 || c.Command[0] != binary || c.Image == "" {
+		t.Fatalf("%s runs %v from %q, want %s", name, c.Command, c.Image, binary)
+	}
+	env := map[string]string{}
+	for _, from := range c.EnvFrom {
+		switch {
+		case from.ConfigMapRef != nil:
+			data, ok := maps[from.ConfigMapRef.Name]
+			if !ok {
+				t.Errorf("%s reads ConfigMap %s, which deploy/k8s does not define", name, from.ConfigMapRef.Name)
+			}
+			for k, v := range data {
+				env[k] = v
+			}
+		case from.SecretRef != nil && !from.SecretRef.Optional:
+			t.Errorf("%s needs Secret %s; make it optional (a deployment without passwords has none)", name, from.SecretRef.Name)
+		}
+	}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	known := config.EnvNames(fs)
+	for v := range env {
+		if !slices.Contains(known, v) && !slices.Contains(goRuntimeEnv, v) {
+			t.Errorf("%s sets %s, which %s does not read", name, v, binary)
+		}
+	}
+	if err := config.Parse(fs, c.Args, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatalf("%s rejects the manifest's configuration: %v", binary, err)
+	}
+	if err := conns.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ops := fs.Lookup("ops-addr").Value.String()
+	_, portText, err := net.SplitHostPort(ops)
+	if err != nil {
+		t.Fatalf("%s: -ops-addr %q: %v", name, ops, err)
+	}
+	port, _ := strconv.Atoi(portText)
+	for probe, want := range map[string]string{"liveness": "/healthz", "readiness": "/readyz"} {
+		p := c.LivenessProbe
+		if probe == "readiness" {
+			p = c.ReadinessProbe
+		}
+		if p == nil || p.HTTPGet.Path != want {
+			t.Errorf("%s: %s probe %+v, want GET %s", name, probe, p, want)
+			continue
+		}
+		found := false
+		for _, cp := range c.Ports {
+			if cp.Name == p.HTTPGet.Port && cp.ContainerPort == port {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s: %s probe port %q is not the ops port %d", name, probe, p.HTTPGet.Port, port)
+		}
+	}
+	if c.Resources.Requests["cpu"] == "" || c.Resources.Requests["memory"] == "" || c.Resources.Limits["memory"] == "" {
+		t.Errorf("%s: resources %+v: want CPU and memory requests and a memory limit", name, c.Resources)
+	}
+	drain, err := time.ParseDuration(fs.Lookup("drain-timeout").Value.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if grace := time.Duration(dep.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second; grace <= drain {
+		t.Errorf("%s: terminationGracePeriodSeconds %s is not above the drain timeout %s", name, grace, drain)
+	}
+}
