@@ -102,6 +102,12 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		which = fs.Arg(0)
 	}
+	if fs.NArg() > 1 {
+		// Flags stop at the first argument: flags after the service
+		// would be ignored silently.
+		// (The arguments are not echoed: one may be a password.)
+		return fmt.Errorf("%d unexpected arguments after %q: flags go before the service", fs.NArg()-1, which)
+	}
 	checks := map[string]func(context.Context) error{
 		"kafka": func(ctx context.Context) error { return checkKafka(ctx, conns.Kafka, o.healthTopic) },
 		"redis": func(ctx context.Context) error { return checkRedis(ctx, conns.Redis) },

@@ -133,3 +133,11 @@ func mustClient(t *testing.T, cfg config.Kafka) *kafka.Client {
 	}
 	return c
 }
+
+// Flags after the service would be ignored by the flag package: refused.
+func TestCheckRefusesFlagsAfterTheService(t *testing.T) {
+	err := run(context.Background(), []string{"check", "redis", "-redis-password", "pw-42"}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "flags go before the service") || strings.Contains(err.Error(), "pw-42") {
+		t.Fatalf("error %v", err)
+	}
+}

@@ -102,7 +102,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return errUsage
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "bandit %s: unexpected arguments %q\n", args[0], fs.Args())
+		// Flags stop at the first argument; the rest are not echoed (one
+		// may be a password).
+		fmt.Fprintf(stderr, "bandit %s: %d unexpected arguments starting at the first that is not a flag: flags go before, none after\n", args[0], fs.NArg())
 		return errUsage
 	}
 	return do(ctx, stdin, stdout, stderr)

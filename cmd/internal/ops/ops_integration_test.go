@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -360,5 +361,59 @@ func TestSIGTERMUnderLoadRedoesNothing(t *testing.T) {
 	}
 	if first := total - m["outcome=applied"]; first < before {
 		t.Fatalf("the first run committed %v events, fewer than the %v it applied before SIGTERM", first, before)
+	}
+}
+
+// An authenticated hot tier: bandit-score with the password from a file is
+// ready and scores; with a wrong password, /readyz says so without the
+// password, and neither its logs nor bandit-stack's error show it.
+func TestAuthenticatedRedis(t *testing.T) {
+	d := newDaemons(t)
+	const password, wrong = "s3cret-hot-tier-password", "wrong-password-123"
+	redisAddr := stacktest.StartRedis(t, password)
+	pwFile := filepath.Join(t.TempDir(), "redis-password")
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	results := stacktest.CreateTopic(t, d.brokers, "it_auth_results", 1)
+	bin := stacktest.BuildBinary(t, "./cmd/bandit-score")
+	args := func(extra ...string) []string {
+		a := append([]string{}, d.args...)
+		for i := range a {
+			if a[i] == d.redis {
+				a[i] = redisAddr
+			}
+		}
+		return append(append(a, "-topic", d.requests, "-results-topic", results, "-sessions=false"), extra...)
+	}
+
+	good, group := freeAddr(t), stacktest.UniqueName("it_auth")
+	stacktest.StartProcess(t, bin, nil, args("-group", group, "-ops-addr", good, "-redis-password-file", pwFile)...)
+	waitFor(t, good, "/readyz", 200, time.Minute)
+	v, _ := schemas.Protobuf.AppendScoreRequest(nil, &schemas.ScoreRequest{RequestId: "a1", UserId: "u", Candidates: []string{"x", "y"}, K: 1})
+	w := &kafka.Writer{Addr: kafka.TCP(d.brokers...), Topic: d.requests, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+	if err := w.WriteMessages(context.Background(), kafka.Message{Key: []byte("u"), Value: v}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	stacktest.WaitForLag(t, d.brokers, group, d.requests, time.Minute)
+	if n := metrics(t, good)["banditstream_requests_total"]["outcome=scored"]; n != 1 {
+		t.Fatalf("scored %v requests with the authenticated hot tier, want 1", n)
+	}
+
+	bad := freeAddr(t)
+	p := stacktest.StartProcess(t, bin, nil, args("-group", stacktest.UniqueName("it_auth"), "-ops-addr", bad, "-redis-password", wrong, "-log-level", "debug")...)
+	body := waitFor(t, bad, "/readyz", 503, time.Minute)
+	if !strings.Contains(body, "redis:") || !strings.Contains(body, "WRONGPASS") || strings.Contains(body, wrong) {
+		t.Fatalf("/readyz with a wrong password: %q", body)
+	}
+	p.Stop(30 * time.Second)
+	if out := p.Output(); strings.Contains(out, wrong) || !strings.Contains(out, "REDACTED") {
+		t.Fatalf("bandit-score's log shows the password or no redaction:\n%s", out)
+	}
+	stack := stacktest.BuildBinary(t, "./cmd/bandit-stack")
+	out, err := exec.Command(stack, "check", "-redis-addr", redisAddr, "-redis-password", wrong, "redis").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "WRONGPASS") || strings.Contains(string(out), wrong) {
+		t.Fatalf("bandit-stack check redis with a wrong password: %v\n%s", err, out)
 	}
 }
