@@ -24,7 +24,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gocql/gocql"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
@@ -110,39 +109,22 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if o.mode != "ingest" && o.mode != "sweep" && o.mode != "all" {
 		return fmt.Errorf("-mode: %q is not ingest, sweep or all", o.mode)
 	}
-	consistency, err := gocql.ParseConsistencyWrapper(o.consistency)
-	if err != nil {
-		return fmt.Errorf("-cql-consistency: %w", err)
-	}
 	log, stopProfile, err := o.observe.Start(stderr)
 	if err != nil {
 		return err
 	}
 	defer stopProfile()
 
-	rdb, err := o.conns.Redis.Client()
+	rdb, hot, err := o.conns.Redis.Hot(store.Keys{Prefix: o.keyPrefix, Shards: o.shards})
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	hot, err := store.NewHot(rdb, store.Keys{Prefix: o.keyPrefix, Shards: o.shards})
+	session, cold, err := o.conns.CQL.Cold(ctx, o.consistency, o.replication, o.historyCap)
 	if err != nil {
 		return err
-	}
-	cluster, err := o.conns.CQL.Cluster()
-	if err != nil {
-		return err
-	}
-	cluster.Consistency = consistency
-	session, err := cluster.CreateSession()
-	if err != nil {
-		return fmt.Errorf("connecting to the cold tier: %w", err)
 	}
 	defer session.Close()
-	cold, err := store.NewCold(ctx, session, store.ColdConfig{Keyspace: o.conns.CQL.Keyspace, Replication: o.replication, HistoryLoad: o.historyCap})
-	if err != nil {
-		return err
-	}
 	tier, err := store.NewTier(hot, cold, store.TierConfig{
 		HistoryCap: o.historyCap, IdleTimeout: o.idleTimeout, FaultColdLatency: o.coldLatency, Logger: log,
 	})

@@ -28,7 +28,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gocql/gocql"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
@@ -177,15 +176,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer stopProfile()
 
-	rdb, err := o.conns.Redis.Client()
+	rdb, hot, err := o.conns.Redis.Hot(store.Keys{Prefix: o.keyPrefix, Shards: o.shards})
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	hot, err := store.NewHot(rdb, store.Keys{Prefix: o.keyPrefix, Shards: o.shards})
-	if err != nil {
-		return err
-	}
 	transport, err := o.conns.Kafka.Transport()
 	if err != nil {
 		return err
@@ -205,24 +200,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	var sessions consumers.SessionStore
 	var tierStats func() store.TierStats
 	if o.sessions {
-		consistency, err := gocql.ParseConsistencyWrapper(o.consistency)
-		if err != nil {
-			return fmt.Errorf("-cql-consistency: %w", err)
-		}
-		cluster, err := o.conns.CQL.Cluster()
+		session, cold, err := o.conns.CQL.Cold(ctx, o.consistency, o.replication, o.historyCap)
 		if err != nil {
 			return err
-		}
-		cluster.Consistency = consistency
-		session, err := cluster.CreateSession()
-		if err != nil {
-			return fmt.Errorf("connecting to the cold tier: %w", err)
 		}
 		defer session.Close()
-		cold, err := store.NewCold(ctx, session, store.ColdConfig{Keyspace: o.conns.CQL.Keyspace, Replication: o.replication, HistoryLoad: o.historyCap})
-		if err != nil {
-			return err
-		}
 		tier, err := store.NewTier(hot, cold, store.TierConfig{HistoryCap: o.historyCap, Logger: log})
 		if err != nil {
 			return err

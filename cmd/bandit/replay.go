@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gocql/gocql"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
@@ -81,15 +80,11 @@ func replayCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer,
 		bar := newProgressBar(stderr, total, *progress)
 		defer bar.stop()
 
-		rdb, err := conns.Redis.Client()
+		rdb, hot, err := conns.Redis.Hot(store.Keys{Prefix: *prefix, Shards: *shards})
 		if err != nil {
 			return err
 		}
 		defer rdb.Close()
-		hot, err := store.NewHot(rdb, store.Keys{Prefix: *prefix, Shards: *shards})
-		if err != nil {
-			return err
-		}
 		var st consumers.ReplayStats
 		switch {
 		case *kind == "requests" && *dryRun:
@@ -126,22 +121,13 @@ func (discard) WriteMessages(context.Context, ...kafka.Message) error { return n
 func replayEvents(ctx context.Context, conns config.Connections, hot *store.Hot, topic, replication string, historyCap int,
 	ranges []consumers.ReplayRange, dry bool, progress func(int)) (consumers.ReplayStats, error) {
 	var total consumers.ReplayStats
-	cluster, err := conns.CQL.Cluster()
-	if err != nil {
-		return total, err
-	}
-	cluster.Consistency = gocql.LocalQuorum
-	session, err := cluster.CreateSession()
-	if err != nil {
-		return total, fmt.Errorf("connecting to the cold tier: %w", err)
-	}
-	defer session.Close()
 	var users consumers.UserStore
 	if !dry {
-		cold, err := store.NewCold(ctx, session, store.ColdConfig{Keyspace: conns.CQL.Keyspace, Replication: replication, HistoryLoad: historyCap})
+		session, cold, err := conns.CQL.Cold(ctx, "LOCAL_QUORUM", replication, historyCap)
 		if err != nil {
 			return total, err
 		}
+		defer session.Close()
 		tier, err := store.NewTier(hot, cold, store.TierConfig{HistoryCap: historyCap})
 		if err != nil {
 			return total, err

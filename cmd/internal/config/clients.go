@@ -1,11 +1,14 @@
 package config
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
 	"github.com/gocql/gocql"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/banditstream/banditstream/store"
 )
 
 // Client returns a client for the hot tier: a single server, or a Redis
@@ -49,4 +52,44 @@ func (c CQL) Cluster() (*gocql.ClusterConfig, error) {
 		cluster.SslOpts = &gocql.SslOptions{Config: tlsCfg, EnableHostVerification: true}
 	}
 	return cluster, nil
+}
+
+// Hot opens the hot tier: the Redis client and the arm store under keys.
+// Close the client when done.
+func (r Redis) Hot(keys store.Keys) (redis.UniversalClient, *store.Hot, error) {
+	rdb, err := r.Client()
+	if err != nil {
+		return nil, nil, err
+	}
+	hot, err := store.NewHot(rdb, keys)
+	if err != nil {
+		rdb.Close()
+		return nil, nil, err
+	}
+	return rdb, hot, nil
+}
+
+// Cold opens a session at consistency (a CQL name such as LOCAL_QUORUM)
+// and the cold tier in the keyspace, created with replication if missing.
+// Close the session when done.
+func (c CQL) Cold(ctx context.Context, consistency, replication string, historyLoad int) (*gocql.Session, *store.Cold, error) {
+	cons, err := gocql.ParseConsistencyWrapper(consistency)
+	if err != nil {
+		return nil, nil, fmt.Errorf("-cql-consistency: %w", err)
+	}
+	cluster, err := c.Cluster()
+	if err != nil {
+		return nil, nil, err
+	}
+	cluster.Consistency = cons
+	session, err := cluster.CreateSession()
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting to the cold tier: %w", err)
+	}
+	cold, err := store.NewCold(ctx, session, store.ColdConfig{Keyspace: c.Keyspace, Replication: replication, HistoryLoad: historyLoad})
+	if err != nil {
+		session.Close()
+		return nil, nil, err
+	}
+	return session, cold, nil
 }
