@@ -56,7 +56,7 @@ demo: up ## the whole pipeline with simulated users: live status, summary, pictu
 	@echo
 	@echo "== end-to-end health (Kafka produce+fetch, Redis write, CQL query) =="
 	@$(GO) build -o $(LOCAL)/bin/ ./cmd/bandit-stack
-	@$(LOCAL)/bin/bandit-stack check all
+	@env $$($(STACK) env) $(LOCAL)/bin/bandit-stack check all
 	@echo
 	@DEMO_SECONDS=$(DEMO_SECONDS) DEMO_KEEP=$(DEMO_KEEP) GO=$(GO) deploy/local/demo.sh
 

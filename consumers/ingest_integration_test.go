@@ -205,8 +205,7 @@ func (e *ingestEnv) checkCounts(t *testing.T, want oracle) {
 // tier opens the tiered user state the ingest processes write.
 func (e *ingestEnv) tier(t *testing.T) *store.Tier {
 	t.Helper()
-	cluster := gocql.NewCluster(e.cql)
-	cluster.Timeout = 20 * time.Second
+	cluster := stacktest.CQLCluster(t)
 	cluster.Consistency = gocql.LocalQuorum
 	session, err := cluster.CreateSession()
 	if err != nil {

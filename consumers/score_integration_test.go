@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gocql/gocql"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
@@ -52,8 +51,7 @@ func newScoreEnv(t *testing.T, partitions int) *scoreEnv {
 	if e.epoch, err = e.hot.Recover(context.Background(), ""); err != nil {
 		t.Fatal(err)
 	}
-	cluster := gocql.NewCluster(e.cql)
-	cluster.Timeout = 20 * time.Second
+	cluster := stacktest.CQLCluster(t)
 	session, err := cluster.CreateSession()
 	if err != nil {
 		t.Fatal(err)

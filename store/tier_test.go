@@ -29,8 +29,7 @@ func newEnv(t *testing.T, cfg store.TierConfig) *env {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: stacktest.RedisAddr(t)})
 	t.Cleanup(func() { rdb.Close() })
-	cluster := gocql.NewCluster(stacktest.CQLHosts(t)...)
-	cluster.Timeout = 20 * time.Second
+	cluster := stacktest.CQLCluster(t)
 	cluster.Consistency = gocql.LocalQuorum
 	session, err := cluster.CreateSession()
 	if err != nil {

@@ -113,8 +113,9 @@ func TestCheckAllOnLocalStack(t *testing.T) {
 	redisAddr := stacktest.RedisAddr(t)
 	cql := stacktest.CQLHosts(t)
 	var out, errOut bytes.Buffer
+	user, password := stacktest.CQLCredentials()
 	args := []string{"check", "-kafka-brokers", strings.Join(brokers, ","), "-redis-addr", redisAddr,
-		"-cql-hosts", strings.Join(cql, ","), "all"}
+		"-cql-hosts", strings.Join(cql, ","), "-cql-username", user, "-cql-password", password, "all"}
 	if err := run(context.Background(), args, &out, &errOut); err != nil {
 		t.Fatalf("check all: %v\n%s", err, errOut.String())
 	}

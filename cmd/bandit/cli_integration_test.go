@@ -68,6 +68,7 @@ func (e *cliEnv) bandit(t *testing.T, stdin string, args ...string) (string, str
 		args = append([]string{args[0], "-kafka-brokers", e.brokers[0]}, args[1:]...)
 	}
 	cmd := exec.Command(e.bin, args...)
+	cmd.Env = append(os.Environ(), stacktest.CQLEnv()...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut

@@ -66,8 +66,7 @@ func TestReplay(t *testing.T) {
 	e := newCLIEnv(t)
 	ctx := context.Background()
 	session := func() *gocql.Session {
-		cluster := gocql.NewCluster(e.cql)
-		cluster.Timeout = 20 * time.Second
+		cluster := stacktest.CQLCluster(t)
 		s, err := cluster.CreateSession()
 		if err != nil {
 			t.Fatal(err)

@@ -33,10 +33,7 @@ var historyTable = table.New(table.Metadata{
 // Keyspace and table creation is idempotent, inserts are idempotent by
 // primary key, and prepared statements read back what was written.
 func TestCQLSchemaInsertSelect(t *testing.T) {
-	hosts := stacktest.CQLHosts(t)
-	cluster := gocql.NewCluster(hosts...)
-	cluster.Timeout = 20 * time.Second
-	cluster.ConnectTimeout = 20 * time.Second
+	cluster := stacktest.CQLCluster(t)
 	cluster.Consistency = gocql.LocalQuorum
 	cluster.DisableInitialHostLookup = true
 	admin, err := gocqlx.WrapSession(cluster.CreateSession())

@@ -18,6 +18,10 @@ DEMO_KEEP=${DEMO_KEEP:-0}
 GO=${GO:-go}
 
 cd "$ROOT"
+# The local stack's addresses and credentials, for every binary below.
+set -a
+eval "$(deploy/local/stack.sh env)"
+set +a
 mkdir -p "$BIN" "$OUT"
 echo "== building"
 "$GO" build -o "$BIN/" ./cmd/bandit-ingest ./cmd/bandit-score ./cmd/bandit-sim ./cmd/bandit-stack

@@ -22,6 +22,12 @@ run() {
     { grep -E '^(ok|FAIL|panic:|--- FAIL|\s+\S+_test\.go:[0-9]+:)' || true; }
 }
 
+# The local stack's addresses and credentials, for the binaries and for
+# tests that read the environment.
+set -a
+eval "$(deploy/local/stack.sh env)"
+set +a
+
 status=0
 echo "== fault tests"
 BANDITSTREAM_FAULT_TESTS=1 run -p 1 -run '^TestFault' ./... || status=1

@@ -83,7 +83,7 @@ stack_tool() {
     mkdir -p "$BIN"
     (cd "$ROOT" && go build -o "$out" ./cmd/bandit-stack) || die "building cmd/bandit-stack failed"
   fi
-  "$out" "$@"
+  BANDITSTREAM_CQL_USERNAME=$CASSANDRA_USER BANDITSTREAM_CQL_PASSWORD=$CASSANDRA_PASSWORD "$out" "$@"
 }
 
 maven_libs() {
@@ -442,6 +442,8 @@ main() {
       echo "BANDITSTREAM_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
       echo "BANDITSTREAM_CQL_HOSTS=127.0.0.1:$CASSANDRA_PORT"
       echo "BANDITSTREAM_REDIS_ADDR=127.0.0.1:$REDIS_PORT"
+      echo "BANDITSTREAM_CQL_USERNAME=$CASSANDRA_USER"
+      echo "BANDITSTREAM_CQL_PASSWORD=$CASSANDRA_PASSWORD"
       ;;
     *)
       sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'

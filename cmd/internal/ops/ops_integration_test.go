@@ -417,3 +417,37 @@ func TestAuthenticatedRedis(t *testing.T) {
 		t.Fatalf("bandit-stack check redis with a wrong password: %v\n%s", err, out)
 	}
 }
+
+// An authenticated cold tier (the local Cassandra runs
+// PasswordAuthenticator): bandit-ingest given the credentials by flags,
+// the password from a file, is ready; given a wrong password it exits with
+// an error that says so without the password, in its output or its log.
+func TestAuthenticatedCassandra(t *testing.T) {
+	d := newDaemons(t)
+	user, password := stacktest.CQLCredentials()
+	pwFile := filepath.Join(t.TempDir(), "cql-password")
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := stacktest.BuildBinary(t, "./cmd/bandit-ingest")
+	addr := freeAddr(t)
+	// The environment's credentials are cleared: only the flags log in.
+	noEnv := []string{stacktest.EnvCQLUsername + "=", stacktest.EnvCQLPassword + "="}
+	stacktest.StartProcess(t, bin, noEnv, append(d.args, "-topic", d.events, "-group", stacktest.UniqueName("it_cqlauth"),
+		"-ops-addr", addr, "-cql-username", user, "-cql-password-file", pwFile)...)
+	waitFor(t, addr, "/readyz", 200, time.Minute)
+
+	const wrong = "wrong-cql-password-77"
+	p := stacktest.StartProcess(t, bin, noEnv, append(d.args, "-topic", d.events, "-group", stacktest.UniqueName("it_cqlauth"),
+		"-cql-username", user, "-cql-password", wrong)...)
+	for deadline := time.Now().Add(time.Minute); p.ExitCode() < 0; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("bandit-ingest with a wrong CQL password did not exit")
+		}
+	}
+	out := p.Output()
+	if p.ExitCode() == 0 || !strings.Contains(out, "connecting to the cold tier") || !strings.Contains(strings.ToLower(out), "password") ||
+		strings.Contains(out, wrong) {
+		t.Fatalf("exit %d, output:\n%s", p.ExitCode(), out)
+	}
+}

@@ -96,7 +96,9 @@ func (p *Process) Start() {
 		p.t.Fatal(err)
 	}
 	cmd := exec.Command(p.path, p.args...)
-	cmd.Env = append(os.Environ(), p.env...)
+	// The local stack's credentials unless the test gives others (later
+	// entries win).
+	cmd.Env = append(append(os.Environ(), CQLEnv()...), p.env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		f.Close()

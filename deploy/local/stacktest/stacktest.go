@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gocql/gocql"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -71,6 +72,37 @@ func CQLHosts(t testing.TB) []string {
 	a := addr(EnvCQL, "127.0.0.1:9042")
 	need(t, "Cassandra", a)
 	return strings.Split(a, ",")
+}
+
+// The local Cassandra's credentials, unless the environment names others:
+// the defaults of deploy/local/versions.env.
+const (
+	EnvCQLUsername = "BANDITSTREAM_CQL_USERNAME"
+	EnvCQLPassword = "BANDITSTREAM_CQL_PASSWORD"
+)
+
+// CQLCredentials returns the user and password of the local Cassandra.
+func CQLCredentials() (string, string) {
+	return addr(EnvCQLUsername, "cassandra"), addr(EnvCQLPassword, "cassandra")
+}
+
+// CQLEnv returns the credentials as environment variables for a binary
+// (StartProcess adds them to every process it starts).
+func CQLEnv() []string {
+	u, p := CQLCredentials()
+	return []string{EnvCQLUsername + "=" + u, EnvCQLPassword + "=" + p}
+}
+
+// CQLCluster returns a driver configuration for the local Cassandra, logged
+// in, with a timeout for a shared machine.
+func CQLCluster(t testing.TB) *gocql.ClusterConfig {
+	t.Helper()
+	cluster := gocql.NewCluster(CQLHosts(t)...)
+	cluster.Timeout = 20 * time.Second
+	cluster.ConnectTimeout = 20 * time.Second
+	u, p := CQLCredentials()
+	cluster.Authenticator = gocql.PasswordAuthenticator{Username: u, Password: p}
+	return cluster
 }
 
 // UniqueName returns prefix followed by a random suffix, valid as a topic,
