@@ -451,3 +451,48 @@ func TestAuthenticatedCassandra(t *testing.T) {
 		t.Fatalf("exit %d, output:\n%s", p.ExitCode(), out)
 	}
 }
+
+// An authenticated Kafka listener (SASL/PLAIN): bandit-stack's check
+// produces and fetches through it with the password from a file, and a
+// wrong password fails without showing it; bandit-score consumes and
+// answers through it (group membership, fetches and writes all log in).
+func TestKafkaSASL(t *testing.T) {
+	broker, user, password := stacktest.KafkaSASL(t)
+	d := newDaemons(t)
+	pwFile := filepath.Join(t.TempDir(), "kafka-password")
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sasl := []string{"-kafka-brokers", broker, "-kafka-sasl", "plain", "-kafka-username", user}
+	stack := stacktest.BuildBinary(t, "./cmd/bandit-stack")
+	if out, err := exec.Command(stack, append(append([]string{"check"}, sasl...), "-kafka-password-file", pwFile, "kafka")...).CombinedOutput(); err != nil {
+		t.Fatalf("check through SASL: %v\n%s", err, out)
+	}
+	const wrong = "wrong-kafka-password-5"
+	out, err := exec.Command(stack, append(append([]string{"check"}, sasl...), "-kafka-password", wrong, "-kafka-timeout", "5s", "kafka")...).CombinedOutput()
+	if err == nil || strings.Contains(string(out), wrong) {
+		t.Fatalf("check with a wrong SASL password: %v\n%s", err, out)
+	}
+
+	results := stacktest.CreateTopic(t, d.brokers, "it_sasl_results", 1)
+	args := append([]string{}, d.args...)
+	for i := range args {
+		if args[i] == d.brokers[0] {
+			args[i] = broker
+		}
+	}
+	addr, group := freeAddr(t), stacktest.UniqueName("it_sasl")
+	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-score"), nil, append(append(args, sasl[2:]...),
+		"-kafka-password-file", pwFile, "-topic", d.requests, "-results-topic", results, "-group", group, "-ops-addr", addr, "-sessions=false")...)
+	waitFor(t, addr, "/readyz", 200, time.Minute)
+	v, _ := schemas.Protobuf.AppendScoreRequest(nil, &schemas.ScoreRequest{RequestId: "s1", UserId: "u", Candidates: []string{"x", "y"}, K: 1})
+	w := &kafka.Writer{Addr: kafka.TCP(d.brokers...), Topic: d.requests, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+	if err := w.WriteMessages(context.Background(), kafka.Message{Key: []byte("u"), Value: v}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	stacktest.WaitForLag(t, d.brokers, group, d.requests, time.Minute)
+	if n := metrics(t, addr)["banditstream_requests_total"]["outcome=scored"]; n != 1 {
+		t.Fatalf("scored %v requests through SASL, want 1", n)
+	}
+}

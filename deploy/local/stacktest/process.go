@@ -150,11 +150,17 @@ func (p *Process) signal(sig syscall.Signal, timeout time.Duration) (time.Durati
 // still running).
 func (p *Process) ExitCode() int {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil || p.cmd.ProcessState == nil {
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
 		return -1
 	}
-	return p.cmd.ProcessState.ExitCode()
+	select {
+	case <-done: // Wait has returned: ProcessState is set and no longer written
+		return cmd.ProcessState.ExitCode()
+	default:
+		return -1
+	}
 }
 
 // Lag returns the group's total lag on topic: end offsets minus committed

@@ -93,6 +93,15 @@ func CQLEnv() []string {
 	return []string{EnvCQLUsername + "=" + u, EnvCQLPassword + "=" + p}
 }
 
+// KafkaSASL returns the local broker's SASL/PLAIN listener and its user,
+// or fails (the defaults of deploy/local/versions.env).
+func KafkaSASL(t testing.TB) (broker, user, password string) {
+	t.Helper()
+	broker = addr("KAFKA_SASL_BROKER", "127.0.0.1:9094")
+	need(t, "Kafka's SASL listener", broker)
+	return broker, addr("KAFKA_SASL_USER", "banditstream"), addr("KAFKA_SASL_PASSWORD", "banditstream-local-sasl")
+}
+
 // CQLCluster returns a driver configuration for the local Cassandra, logged
 // in, with a timeout for a shared machine.
 func CQLCluster(t testing.TB) *gocql.ClusterConfig {
