@@ -496,3 +496,71 @@ func TestKafkaSASL(t *testing.T) {
 		t.Fatalf("scored %v requests through SASL, want 1", n)
 	}
 }
+
+// SIGTERM under load, for the scorer: it answers what it fetched, commits
+// and exits in time; the next start answers the rest and none again.
+func TestScorerSIGTERMUnderLoadAnswersOnce(t *testing.T) {
+	d := newDaemons(t)
+	results := stacktest.CreateTopic(t, d.brokers, "it_term_results", 2)
+	group := stacktest.UniqueName("it_term_score")
+	bin := stacktest.BuildBinary(t, "./cmd/bandit-score")
+	args := append(d.args, "-topic", d.requests, "-results-topic", results, "-group", group, "-sessions=false", "-fetch-max-bytes", "4096")
+	const total = 30_000
+	var msgs []kafka.Message
+	for i := 0; i < total; i++ {
+		v, _ := schemas.Protobuf.AppendScoreRequest(nil, &schemas.ScoreRequest{RequestId: "t" + strconv.Itoa(i), UserId: "u" + strconv.Itoa(i%100),
+			Candidates: []string{"a", "b", "c", "d"}, K: 2})
+		msgs = append(msgs, kafka.Message{Key: []byte("u" + strconv.Itoa(i%100)), Value: v})
+	}
+	w := &kafka.Writer{Addr: kafka.TCP(d.brokers...), Topic: d.requests, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{}, BatchTimeout: time.Millisecond}
+	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	addr := freeAddr(t)
+	p := stacktest.StartProcess(t, bin, nil, append(args, "-ops-addr", addr)...)
+	waitFor(t, addr, "/healthz", 200, time.Minute)
+	var before float64
+	for deadline := time.Now().Add(time.Minute); before < 1000; time.Sleep(20 * time.Millisecond) {
+		before = metrics(t, addr)["banditstream_requests_total"]["outcome=scored"]
+		if time.Now().After(deadline) {
+			t.Fatal("the scorer answered too little in a minute")
+		}
+	}
+	took, clean := p.Stop(30 * time.Second)
+	if !clean || p.ExitCode() != 0 || before >= total {
+		t.Fatalf("SIGTERM after %v of %d answers: clean %v, code %d, in %s", before, total, clean, p.ExitCode(), took)
+	}
+	stacktest.StartProcess(t, bin, nil, args...)
+	stacktest.WaitForLag(t, d.brokers, group, d.requests, 2*time.Minute)
+
+	// Read every response back: each request answered exactly once.
+	counts := map[string]int{}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for part := 0; part < 2; part++ {
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: d.brokers, Topic: results, Partition: part, MaxWait: 100 * time.Millisecond})
+		lag, err := r.ReadLag(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n := int64(0); n < lag; n++ {
+			m, err := r.ReadMessage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			counts[string(m.Key)]++
+		}
+		r.Close()
+	}
+	twice := 0
+	for _, c := range counts {
+		if c > 1 {
+			twice++
+		}
+	}
+	if len(counts) != total || twice > 0 {
+		t.Fatalf("%d of %d requests answered, %d more than once (SIGTERM after %v answers, exit in %s)", len(counts), total, twice, before, took)
+	}
+	t.Logf("SIGTERM after at least %v answers: exit in %s; every request answered once across the two runs", before, took)
+}
