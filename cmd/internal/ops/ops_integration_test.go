@@ -564,3 +564,24 @@ func TestScorerSIGTERMUnderLoadAnswersOnce(t *testing.T) {
 	}
 	t.Logf("SIGTERM after at least %v answers: exit in %s; every request answered once across the two runs", before, took)
 }
+
+// A hot tier reached over TLS: bandit-stack's check writes through it when
+// told to trust the server's certificate, and fails without TLS or without
+// that trust.
+func TestRedisOverTLS(t *testing.T) {
+	addr, ca := stacktest.StartRedisTLS(t)
+	stack := stacktest.BuildBinary(t, "./cmd/bandit-stack")
+	check := func(args ...string) (string, error) {
+		out, err := exec.Command(stack, append(append([]string{"check", "-redis-addr", addr}, args...), "redis")...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := check("-redis-tls", "-redis-tls-ca", ca); err != nil || !strings.Contains(out, "redis: serving") {
+		t.Fatalf("check over TLS: %v\n%s", err, out)
+	}
+	if out, err := check(); err == nil {
+		t.Fatalf("plain connection to a TLS-only server passed:\n%s", out)
+	}
+	if out, err := check("-redis-tls"); err == nil || !strings.Contains(out, "certificate") {
+		t.Fatalf("TLS without trusting the test certificate: %v\n%s", err, out)
+	}
+}
