@@ -46,7 +46,8 @@ type ReplayStats struct {
 	Bad int
 }
 
-func (s *ReplayStats) add(o ReplayStats) {
+// Add adds the counts of o to s (the stats of several ranges).
+func (s *ReplayStats) Add(o ReplayStats) {
 	s.Records += o.Records
 	s.New += o.New
 	s.Known += o.Known
@@ -136,7 +137,9 @@ func PlanReplay(ctx context.Context, client *kafka.Client, topic string, partiti
 			}
 			out[po.Partition] = last[po.Partition] // no record at or after the time
 			for off := range po.Offsets {
-				out[po.Partition] = off
+				if off >= 0 { // the broker answers -1 when no record is that recent
+					out[po.Partition] = off
+				}
 			}
 		}
 		return out, nil
