@@ -377,7 +377,7 @@ func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record
 				return err
 			}
 		}
-		p.stats.add(st)
+		p.stats.Add(st)
 		in.batches.Add(1)
 		in.records.Add(int64(st.Records))
 		in.applied.Add(int64(st.New))

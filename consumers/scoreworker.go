@@ -338,9 +338,16 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 	}
 	w.out = append(w.out, kafka.Message{
 		Topic: topic, Key: []byte(req.GetRequestId()), Value: w.values[start:len(w.values):len(w.values)],
-		Headers: []kafka.Header{{Key: schemas.HeaderContentType, Value: []byte(l.codec.ContentType())}},
+		Headers: responseHeaders[l.codec],
 	})
 	w.origin = append(w.origin, l.rec)
+}
+
+// responseHeaders are a response's headers by codec, shared by every
+// message: the writer only reads them.
+var responseHeaders = map[schemas.Codec][]kafka.Header{
+	schemas.Protobuf: {{Key: schemas.HeaderContentType, Value: []byte(schemas.Protobuf.ContentType())}},
+	schemas.JSON:     {{Key: schemas.HeaderContentType, Value: []byte(schemas.JSON.ContentType())}},
 }
 
 // publish writes the batch's responses and dead letters and returns once

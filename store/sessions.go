@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -80,21 +79,15 @@ func parseUserArms(flat []string) (map[Arm]Counts, error) {
 	}
 	arms := make(map[Arm]Counts, len(flat)/2)
 	for i := 0; i+1 < len(flat); i += 2 {
-		f := flat[i]
-		last := strings.LastIndexByte(f, 0x1f)
-		first := strings.IndexByte(f, 0x1f)
-		if first < 0 || last <= first {
-			return nil, fmt.Errorf("store: user-arm field %q is malformed", f)
-		}
-		ty, err := strconv.Atoi(f[last+1:])
-		if err != nil || ty < 0 || ty >= NumEventTypes {
-			return nil, fmt.Errorf("store: user-arm field %q has no event type", f)
-		}
-		n, err := strconv.ParseInt(flat[i+1], 10, 64)
+		arm, ty, n, err := parseUserArmField(flat[i], flat[i+1])
 		if err != nil {
-			return nil, fmt.Errorf("store: user-arm count %q is not a number", flat[i+1])
+			return nil, err
 		}
-		a := Arm{Context: f[:first], Item: f[first+1 : last]}
+		ctx, item, ok := strings.Cut(arm, "\x1f")
+		if !ok {
+			return nil, fmt.Errorf("store: user-arm field %q has no item", flat[i])
+		}
+		a := Arm{Context: ctx, Item: item}
 		c := arms[a]
 		c.ByType[ty] = n
 		arms[a] = c

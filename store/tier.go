@@ -397,14 +397,10 @@ func parseSnapshot(user string, res []string) (snapshot, error) {
 		}
 	}
 	for i := 0; i+1 < len(stats); i += 2 {
-		f := stats[i]
-		cut := strings.LastIndexByte(f, 0x1f)
-		ty, err := strconv.Atoi(f[cut+1:])
-		n, err2 := strconv.ParseInt(stats[i+1], 10, 64)
-		if cut < 0 || err != nil || err2 != nil || ty < 0 || ty >= NumEventTypes {
-			return s, fmt.Errorf("store: user-arm field %q of %s is malformed", f, user)
+		arm, ty, n, err := parseUserArmField(stats[i], stats[i+1])
+		if err != nil {
+			return s, fmt.Errorf("user %s: %w", user, err)
 		}
-		arm := f[:cut]
 		c := s.state.ArmCounts[arm]
 		if c == nil {
 			c = make([]int64, NumEventTypes)

@@ -87,6 +87,23 @@ func userArmField(e HistoryEvent, typeIndex int) string {
 	return e.Context + "\x1f" + e.ItemID + "\x1f" + strconv.Itoa(typeIndex)
 }
 
+// parseUserArmField reads a field made by userArmField and its count: the
+// arm as "<context>\x1f<item>", the type index and the count.
+func parseUserArmField(field, count string) (arm string, typeIndex int, n int64, err error) {
+	cut := strings.LastIndexByte(field, 0x1f)
+	if cut < 0 {
+		return "", 0, 0, fmt.Errorf("store: user-arm field %q is malformed", field)
+	}
+	typeIndex, err = strconv.Atoi(field[cut+1:])
+	if err != nil || typeIndex < 0 || typeIndex >= NumEventTypes {
+		return "", 0, 0, fmt.Errorf("store: user-arm field %q has no event type", field)
+	}
+	if n, err = strconv.ParseInt(count, 10, 64); err != nil {
+		return "", 0, 0, fmt.Errorf("store: user-arm count %q of %q is not a number", count, field)
+	}
+	return field[:cut], typeIndex, n, nil
+}
+
 // applyUserScript applies a user's events above the user's watermark for
 // the partition. It refuses a user who is not loaded (returns -1): the
 // caller loads the session and tries again; and a session loaded in another

@@ -270,36 +270,16 @@ func (rd *redriver) alreadySent(ctx context.Context, partition int, at time.Time
 	prefix := rd.topic + "/" + strconv.Itoa(partition) + "/"
 	sent := map[int64]bool{}
 	for _, t := range topics {
-		ranges, err := partitionRanges(ctx, rd.client, t)
+		// From the first record stamped at or after the intent to the end.
+		ranges, err := consumers.PlanReplay(ctx, rd.client, t, nil, consumers.Position{Time: at}, consumers.End)
 		if err != nil {
 			return nil, err
 		}
-		req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
-		for _, pr := range ranges {
-			req.Topics[t] = append(req.Topics[t], kafka.TimeOffsetOf(pr.partition, at))
-		}
-		resp, err := rd.client.ListOffsets(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		for _, po := range resp.Topics[t] {
-			if po.Error != nil {
-				return nil, po.Error
-			}
-			var end int64
-			for _, pr := range ranges {
-				if pr.partition == po.Partition {
-					end = pr.last
-				}
-			}
-			start := end // no record at or after the time
-			for off := range po.Offsets {
-				start = off
-			}
-			if start < 0 || start >= end {
+		for _, r := range ranges {
+			if r.From >= r.To {
 				continue
 			}
-			if err := rd.scan(ctx, t, po.Partition, start, end, prefix, sent); err != nil {
+			if err := rd.scan(ctx, t, r.Partition, r.From, r.To, prefix, sent); err != nil {
 				return nil, err
 			}
 		}

@@ -144,7 +144,7 @@ func replayEvents(ctx context.Context, conns config.Connections, hot *store.Hot,
 	}
 	for _, r := range ranges {
 		st, err := in.Replay(ctx, r, dry, progress)
-		total = addStats(total, st)
+		total.Add(st)
 		if err != nil {
 			return total, err
 		}
@@ -169,20 +169,12 @@ func replayRequests(ctx context.Context, conns config.Connections, hot *store.Ho
 	}
 	for _, r := range ranges {
 		st, err := sc.Replay(ctx, r, progress)
-		total = addStats(total, st)
+		total.Add(st)
 		if err != nil {
 			return total, err
 		}
 	}
 	return total, nil
-}
-
-func addStats(a, b consumers.ReplayStats) consumers.ReplayStats {
-	a.Records += b.Records
-	a.New += b.New
-	a.Known += b.Known
-	a.Bad += b.Bad
-	return a
 }
 
 func parsePosition(s string, def consumers.Position) (consumers.Position, error) {

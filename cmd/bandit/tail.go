@@ -15,6 +15,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
+	"github.com/banditstream/banditstream/consumers"
 	"github.com/banditstream/banditstream/schemas"
 )
 
@@ -106,32 +107,16 @@ func (p partitionRange) start(from string) (int64, error) {
 	return max(p.first, p.last-n), nil
 }
 
+// partitionRanges returns every partition of topic with its first offset
+// and the offset after its newest record.
 func partitionRanges(ctx context.Context, client *kafka.Client, topic string) ([]partitionRange, error) {
-	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	ranges, err := consumers.PlanReplay(ctx, client, topic, nil, consumers.Earliest, consumers.End)
 	if err != nil {
 		return nil, err
 	}
-	if len(meta.Topics) != 1 || meta.Topics[0].Error != nil {
-		var terr error
-		if len(meta.Topics) == 1 {
-			terr = meta.Topics[0].Error
-		}
-		return nil, fmt.Errorf("topic %s: %w", topic, errors.Join(terr, errors.New("not found")))
-	}
-	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
-	for _, p := range meta.Topics[0].Partitions {
-		req.Topics[topic] = append(req.Topics[topic], kafka.FirstOffsetOf(p.ID), kafka.LastOffsetOf(p.ID))
-	}
-	resp, err := client.ListOffsets(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	var out []partitionRange
-	for _, po := range resp.Topics[topic] {
-		if po.Error != nil {
-			return nil, fmt.Errorf("%s/%d: %w", topic, po.Partition, po.Error)
-		}
-		out = append(out, partitionRange{partition: po.Partition, first: po.FirstOffset, last: po.LastOffset})
+	out := make([]partitionRange, len(ranges))
+	for i, r := range ranges {
+		out[i] = partitionRange{partition: r.Partition, first: r.From, last: r.To}
 	}
 	return out, nil
 }

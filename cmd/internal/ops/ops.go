@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -183,18 +182,3 @@ var (
 	RecordBuckets  = prometheus.ExponentialBuckets(1, 4, 9)         // 1 … 65536
 	SecondsBuckets = prometheus.ExponentialBuckets(0.0005, 2.5, 12) // 0.5 ms … 30 s
 )
-
-// Redact hides credentials in a readiness error's text: the drivers do not
-// put passwords in errors, but an address may carry user info.
-func Redact(err error, secrets ...string) error {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
-	for _, s := range secrets {
-		if s != "" {
-			msg = strings.ReplaceAll(msg, s, "REDACTED")
-		}
-	}
-	return errors.New(msg)
-}
