@@ -48,7 +48,7 @@ func TestSimulationLearnsThroughThePipeline(t *testing.T) {
 		"-requests-topic", requests, "-events-topic", events, "-reply-topic", run + "_replies",
 		"-dlq-topics", events + ".dlq," + requests + ".dlq",
 		"-duration", "35s", "-rate", "40", "-users", "40", "-session-requests", "6", "-idle", "4s",
-		"-items", "20", "-contexts", "home", "-k", "3", "-bad-every", "100", "-seed", "3", "-out", out,
+		"-items", "20", "-contexts", "home", "-k", "3", "-bad-every", "100", "-seed", "5", "-out", out,
 	}, func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
