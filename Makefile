@@ -62,6 +62,17 @@ demo: up ## the whole pipeline with simulated users: live status, summary, pictu
 
 # ------------------------------------------------------------------- test --
 
+.PHONY: chaos
+# The fault scenarios of deploy/local/chaos at full size (make test runs
+# them small): a table per scenario of events sent, counted, lost and
+# counted twice, and requests sent and answered; also in .local/chaos.md,
+# the full log in .local/chaos.log.
+chaos: up ## fault scenarios at full size on the local stack, with a table of what was lost or counted twice
+	@set -a; eval "$$($(STACK) env)"; set +a; \
+	  BANDITSTREAM_CHAOS=full BANDITSTREAM_FAULT_TESTS=1 BANDITSTREAM_CHAOS_REPORT=$(LOCAL)/chaos.md \
+	  $(GO) test -count=1 -v -timeout 60m -run '^TestFaultChaos' ./deploy/local/chaos/ 2>&1 | tee $(LOCAL)/chaos.log | \
+	  { grep -E '^(--- |ok|FAIL|panic:|\|)|^\s+\S+_test\.go:[0-9]+: .' || true; }
+
 .PHONY: test test-unit build vet fuzz
 # deploy/local/run-tests.sh runs the fault tests (TestFault*: they stop
 # shared services) first, one package at a time, then every other test with
@@ -89,11 +100,18 @@ fuzz: ## run every fuzz target for FUZZTIME each
 
 # ------------------------------------------------------------- benchmarks --
 
-.PHONY: bench
+.PHONY: bench bench-micro
+# make bench: the micro-benchmarks, then the end-to-end load runs of ingest
+# and scoring on the local stack, then deploy/local/bench-report.sh puts
+# them together in .local/bench/report.md (with the charts and the CPU and
+# allocation profiles next to it) and prints the headline figures.
+bench: bench-micro bench-ingest bench-score ## micro-benchmarks and load runs: a report with charts and profiles in .local/bench/
+	@deploy/local/bench-report.sh $(LOCAL)/bench
+
 # Each pass runs every benchmark once, BENCHCOUNT passes in a row: on a
 # shared machine whose speed drifts, a baseline and its contender are then
 # measured in the same stretches of time.
-bench: $(BENCHSTAT) ## micro-benchmarks against their baselines, summarised by benchstat
+bench-micro: $(BENCHSTAT) ## micro-benchmarks against their baselines, summarised by benchstat
 	@mkdir -p $(LOCAL)/bench
 	@$(GO) test -c -o $(LOCAL)/bench/sampler.test ./sampler/
 	@$(GO) test -c -o $(LOCAL)/bench/consumers.test ./consumers/
@@ -102,14 +120,15 @@ bench: $(BENCHSTAT) ## micro-benchmarks against their baselines, summarised by b
 	  (cd sampler && $(LOCAL)/bench/sampler.test -test.run '^$$' -test.bench . -test.benchmem) >> $(LOCAL)/bench/sampler.txt; \
 	  (cd consumers && $(LOCAL)/bench/consumers.test -test.run '^$$' -test.bench 'BenchmarkScoreCore' -test.benchmem) >> $(LOCAL)/bench/scorer.txt; \
 	done
-	$(BENCHSTAT) -col /impl $(LOCAL)/bench/sampler.txt
-	$(BENCHSTAT) -col /impl $(LOCAL)/bench/scorer.txt
+	$(BENCHSTAT) -col /impl $(LOCAL)/bench/sampler.txt | tee $(LOCAL)/bench/sampler.stat
+	$(BENCHSTAT) -col /impl $(LOCAL)/bench/scorer.txt | tee $(LOCAL)/bench/scorer.stat
 
 LOAD_EVENTS ?= 1000000
 
 .PHONY: bench-ingest
 bench-ingest: up ## end-to-end ingest load run on the local stack; report in .local/bench/ingest.md
 	@mkdir -p $(LOCAL)/bench
+	@rm -f $(LOCAL)/bench/ingest.* $(LOCAL)/bench/ingest-*
 	BANDITSTREAM_LOAD_EVENTS=$(LOAD_EVENTS) BANDITSTREAM_LOAD_REPORT=$(LOCAL)/bench/ingest.md \
 	  $(GO) test -count=1 -run '^TestLoadIngestEndToEnd$$' -timeout 30m ./consumers/
 	@cat $(LOCAL)/bench/ingest.md
@@ -120,6 +139,7 @@ LOAD_SECONDS ?= 20
 .PHONY: bench-score
 bench-score: up ## end-to-end scoring load run on the local stack; report in .local/bench/score.md
 	@mkdir -p $(LOCAL)/bench
+	@rm -f $(LOCAL)/bench/score.* $(LOCAL)/bench/score-*
 	BANDITSTREAM_LOAD_RATES=$(LOAD_RATES) BANDITSTREAM_LOAD_SECONDS=$(LOAD_SECONDS) BANDITSTREAM_LOAD_REPORT=$(LOCAL)/bench/score.md \
 	  $(GO) test -count=1 -run '^TestLoadScoreEndToEnd$$' -timeout 30m ./consumers/
 	@cat $(LOCAL)/bench/score.md

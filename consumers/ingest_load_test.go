@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"gonum.org/v1/plot/plotter"
 
 	"github.com/banditstream/banditstream/deploy/local/stacktest"
 	"github.com/banditstream/banditstream/schemas"
@@ -64,8 +64,9 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 
 	// Consume it.
 	bin := stacktest.BuildBinary(t, "./cmd/bandit-ingest")
-	profile := filepath.Join(t.TempDir(), "ingest.prof")
-	p := stacktest.StartProcess(t, bin, nil, append(e.args(e.group), "-mode", "ingest", "-cpu-profile", profile)...)
+	dir := loadDir(t)
+	profile, allocs := filepath.Join(dir, "ingest.cpu.pprof"), filepath.Join(dir, "ingest.alloc.pprof")
+	p := stacktest.StartProcess(t, bin, nil, append(e.args(e.group), "-mode", "ingest", "-cpu-profile", profile, "-alloc-profile", allocs)...)
 	pids := map[string]int{"bandit-ingest": p.Pid(), "kafka": stackPid(t, "kafka"), "redis": stackPid(t, "redis"), "cassandra": stackPid(t, "cassandra")}
 	cpu0 := map[string]float64{}
 	for name, pid := range pids {
@@ -74,6 +75,8 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 	cmds0 := redisCommands(ctx, t, e)
 	start = time.Now()
 	var rows []string
+	var rate plotter.XYs // events/s committed, per sample
+	prevT, prevLag := 0.0, int64(n)
 	var firstCommit time.Time
 	var lagAtFirst int64
 	for {
@@ -84,7 +87,12 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 		if firstCommit.IsZero() && lag < int64(n) {
 			firstCommit, lagAtFirst = time.Now(), lag
 		}
-		rows = append(rows, fmt.Sprintf("| %5.1f | %9d |", time.Since(start).Seconds(), lag))
+		now := time.Since(start).Seconds()
+		rows = append(rows, fmt.Sprintf("| %5.1f | %9d |", now, lag))
+		if now > prevT {
+			rate = append(rate, plotter.XY{X: now, Y: float64(prevLag-lag) / (now - prevT)})
+		}
+		prevT, prevLag = now, lag
 		if lag == 0 {
 			break
 		}
@@ -107,27 +115,42 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 	fmt.Fprintf(&report, "| measure | value |\n|---|---|\n")
 	fmt.Fprintf(&report, "| produce (lz4, acks=all, one producer) | %.0f events/s |\n", float64(n)/produce.Seconds())
 	fmt.Fprintf(&report, "| ingest, start to lag 0 (group join, 10k session loads included) | %.0f events/s (%.1f s) |\n", float64(n)/elapsed.Seconds(), elapsed.Seconds())
+	headline := fmt.Sprintf("ingest: %.0f events/s start to lag 0", float64(n)/elapsed.Seconds())
 	if steady := time.Since(firstCommit); !firstCommit.IsZero() && steady > 0 && lagAtFirst > 0 {
 		fmt.Fprintf(&report, "| ingest, first commit to lag 0 | %.0f events/s (%d events in %.1f s) |\n", float64(lagAtFirst)/steady.Seconds(), lagAtFirst, steady.Seconds())
+		headline = fmt.Sprintf("ingest: %.0f events/s from the first commit to lag 0", float64(lagAtFirst)/steady.Seconds())
 	}
+	headline += fmt.Sprintf(" (%d events, bandit-ingest %.2f cores, Redis %.2f cores)", n, cpu["bandit-ingest"]/elapsed.Seconds(), cpu["redis"]/elapsed.Seconds())
 	fmt.Fprintf(&report, "| Redis commands | %.0f /s |\n", float64(cmds)/elapsed.Seconds())
 	for _, name := range []string{"bandit-ingest", "kafka", "redis", "cassandra"} {
 		fmt.Fprintf(&report, "| CPU %s | %.2f cores |\n", name, cpu[name]/elapsed.Seconds())
 	}
 	fmt.Fprintf(&report, "| SIGTERM to exit | %.2f s (clean: %v) |\n", stopTook.Seconds(), clean)
-	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", bin, profile).CombinedOutput()
-	if err != nil {
-		t.Logf("pprof: %v\n%s", err, top)
+	chart := filepath.Join(dir, "ingest-throughput.png")
+	if err := writeChart(chart, "Ingest: events committed per second", "seconds", "events/s", false, line{"bandit-ingest", rate}); err != nil {
+		t.Fatal(err)
 	}
-	fmt.Fprintf(&report, "\nCPU profile of bandit-ingest (go tool pprof -top):\n\n```\n%s```\n", top)
+	fmt.Fprintf(&report, "\n![events committed per second](%s)\n", filepath.Base(chart))
+	fmt.Fprintf(&report, "\nCPU profile of bandit-ingest (%s; go tool pprof -top):\n\n```\n%s```\n", filepath.Base(profile), pprofTop(t, bin, profile))
+	fmt.Fprintf(&report, "\nAllocations of bandit-ingest (%s; go tool pprof -top -sample_index=alloc_space):\n\n```\n%s```\n",
+		filepath.Base(allocs), pprofTop(t, bin, allocs, "-sample_index=alloc_space"))
 	stats, err := e.rdb.Info(ctx, "commandstats").Result()
 	if err == nil {
 		fmt.Fprintf(&report, "\nRedis commandstats (whole server, since start):\n\n```\n%s```\n", stats)
 	}
 	fmt.Fprintf(&report, "\nLag over time:\n\n| s | lag |\n|---|---|\n%s\n", strings.Join(rows, "\n"))
-	t.Log("\n" + report.String())
+	writeLoadReport(t, report.String(), headline)
+}
+
+// writeLoadReport writes the report to BANDITSTREAM_LOAD_REPORT and its
+// headline, one line, next to it (<report>.headline), and logs both.
+func writeLoadReport(t *testing.T, report, headline string) {
+	t.Log("\n" + report + "\n" + headline)
 	if out := os.Getenv("BANDITSTREAM_LOAD_REPORT"); out != "" {
-		if err := os.WriteFile(out, []byte(report.String()), 0o644); err != nil {
+		if err := os.WriteFile(out, []byte(report), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(out+".headline", []byte(headline+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

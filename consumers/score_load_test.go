@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"gonum.org/v1/plot/plotter"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/banditstream/banditstream/deploy/local/stacktest"
@@ -116,11 +116,12 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 	}
 
 	bin := stacktest.BuildBinary(t, "./cmd/bandit-score")
-	profile := filepath.Join(t.TempDir(), "score.prof")
+	dir := loadDir(t)
+	profile, allocs := filepath.Join(dir, "score.cpu.pprof"), filepath.Join(dir, "score.alloc.pprof")
 	p := stacktest.StartProcess(t, bin, nil,
 		"-kafka-brokers", e.brokers[0], "-redis-addr", e.redis, "-cql-hosts", e.cql, "-cql-keyspace", e.keyspace,
 		"-topic", e.requests, "-results-topic", e.results, "-group", e.group, "-key-prefix", e.prefix, "-shards", "16",
-		"-session-timeout", "6s", "-log-level", "warn", "-cpu-profile", profile)
+		"-session-timeout", "6s", "-log-level", "warn", "-cpu-profile", profile, "-alloc-profile", allocs)
 	pids := map[string]int{"bandit-score": p.Pid(), "load generator (this test)": os.Getpid(),
 		"kafka": stackPid(t, "kafka"), "redis": stackPid(t, "redis"), "cassandra": stackPid(t, "cassandra")}
 	names := []string{"bandit-score", "load generator (this test)", "kafka", "redis", "cassandra"}
@@ -141,6 +142,9 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 	fmt.Fprintf(&report, "| offered req/s | answered req/s | candidates/s | p50 ms | p99 ms | max ms | %s |\n|---|---|---|---|---|---|%s\n",
 		strings.Join(names, " cores | ")+" cores", strings.Repeat("---|", len(names)))
 
+	var pcts [4]plotter.XYs // p50, p90, p99, max by offered rate
+	headline := "scoring: no step answered at its offered rate"
+	runStart := time.Now()
 	next := 0
 	for step, rate := range append([]int{warmRate}, rates...) {
 		seconds := seconds
@@ -198,8 +202,20 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 		if step == 0 {
 			label += " (warm-up: a first request per user)"
 		}
-		row := fmt.Sprintf("| %s | %.0f | %.0f | %.1f | %.1f | %.1f |", label, float64(len(ls))/elapsed.Seconds(),
-			float64(len(ls)*candidates)/elapsed.Seconds(), pct(0.5), pct(0.99), pct(1))
+		achieved := float64(len(ls)) / elapsed.Seconds()
+		row := fmt.Sprintf("| %s | %.0f | %.0f | %.1f | %.1f | %.1f |", label, achieved,
+			achieved*candidates, pct(0.5), pct(0.99), pct(1))
+		if step > 0 {
+			for i, q := range []float64{0.5, 0.9, 0.99, 1} {
+				pcts[i] = append(pcts[i], plotter.XY{X: float64(rate), Y: max(pct(q), 0.1)})
+			}
+			// The headline is the highest rate answered in full at
+			// (nearly) the pace it was offered.
+			if len(ls) == next-first && achieved >= 0.9*float64(rate) {
+				headline = fmt.Sprintf("scoring: %.0f requests/s (%.2fM candidates/s) sustained at p50 %.0f ms, p99 %.0f ms (offered %d/s, one bandit-score process)",
+					achieved, achieved*candidates/1e6, pct(0.5), pct(0.99), rate)
+			}
+		}
 		for _, name := range names {
 			row += fmt.Sprintf(" %.2f |", (cpuSeconds(pids[name])-cpu0[name])/elapsed.Seconds())
 		}
@@ -213,15 +229,44 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 	readers.Wait()
 	stopTook, clean := p.Stop(30 * time.Second)
 	fmt.Fprintf(&report, "\nSend errors: %d. SIGTERM to exit: %.2f s (clean: %v). Answered rate counts each step from its first send to its last answer.\n", sendErrs.Load(), stopTook.Seconds(), clean)
-	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", bin, profile).CombinedOutput()
-	if err != nil {
-		t.Logf("pprof: %v\n%s", err, top)
-	}
-	fmt.Fprintf(&report, "\nCPU profile of bandit-score over the whole run (go tool pprof -top):\n\n```\n%s```\n", top)
-	t.Log("\n" + report.String())
-	if out := os.Getenv("BANDITSTREAM_LOAD_REPORT"); out != "" {
-		if err := os.WriteFile(out, []byte(report.String()), 0o644); err != nil {
-			t.Fatal(err)
+
+	// Requests sent and answered per second over the whole run.
+	var offered, done plotter.XYs
+	for i := 0; i < next; i++ {
+		at := float64(atomic.LoadInt64(&sent[i])-runStart.UnixNano()) / 1e9
+		offered = bump(offered, at)
+		if l := atomic.LoadInt64(&lat[i]); l > 0 {
+			done = bump(done, at+float64(l)/1e9)
 		}
 	}
+	charts := []struct {
+		file, title, x, y string
+		log               bool
+		lines             []line
+	}{
+		{"score-throughput.png", "Scoring: requests per second", "seconds", "requests/s", false,
+			[]line{{"sent", offered}, {"answered", done}}},
+		{"score-latency.png", "Scoring: latency from send to result", "offered requests/s", "ms", true,
+			[]line{{"p50", pcts[0]}, {"p90", pcts[1]}, {"p99", pcts[2]}, {"max", pcts[3]}}},
+	}
+	for _, c := range charts {
+		if err := writeChart(filepath.Join(dir, c.file), c.title, c.x, c.y, c.log, c.lines...); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&report, "\n![%s](%s)\n", c.title, c.file)
+	}
+	fmt.Fprintf(&report, "\nCPU profile of bandit-score over the whole run (%s; go tool pprof -top):\n\n```\n%s```\n", filepath.Base(profile), pprofTop(t, bin, profile))
+	fmt.Fprintf(&report, "\nAllocations of bandit-score over the whole run (%s; go tool pprof -top -sample_index=alloc_space):\n\n```\n%s```\n",
+		filepath.Base(allocs), pprofTop(t, bin, allocs, "-sample_index=alloc_space"))
+	writeLoadReport(t, report.String(), headline)
+}
+
+// bump counts one event at second at into a per-second series.
+func bump(xys plotter.XYs, at float64) plotter.XYs {
+	i := max(0, int(at))
+	for len(xys) <= i {
+		xys = append(xys, plotter.XY{X: float64(len(xys))})
+	}
+	xys[i].Y++
+	return xys
 }

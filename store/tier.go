@@ -313,6 +313,7 @@ func (t *Tier) Offload(ctx context.Context, user, epoch string) (bool, error) {
 	if now, err := t.hot.currentEpoch(ctx); err != nil || now != epoch {
 		return false, errors.Join(err, errors.New("store: hot tier epoch changed during an offload"))
 	}
+	t.log.Debug("offload: session read", "user", user, "version", snap.version)
 	if t.cfg.FaultColdLatency > 0 {
 		time.Sleep(t.cfg.FaultColdLatency)
 	}
@@ -327,6 +328,7 @@ func (t *Tier) Offload(ctx context.Context, user, epoch string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("evicting %s: %w", user, err)
 	}
+	t.log.Debug("offload: cold state written", "user", user, "version", snap.version, "evicted", evicted == 1)
 	if evicted == 1 {
 		t.offloads.Add(1)
 		for field := range snap.state.Watermarks {
@@ -583,20 +585,29 @@ func (t *Tier) ColdState(ctx context.Context, user string) (UserState, error) {
 	return t.cold.ReadUserState(ctx, user)
 }
 
-// UserHistory returns a hot user's recent history, newest first (for tests
-// and the scorer).
+// UserHistory returns a hot user's recent history, newest first, each
+// event once: an event a producer wrote to the topic twice (a retried
+// send) is in the hot list twice but, as in the cold tier's history, one
+// event by (time, event id).
 func (t *Tier) UserHistory(ctx context.Context, user string) ([]HistoryEvent, error) {
 	vals, err := t.hot.rdb.LRange(ctx, t.hot.keys.userKey(user, "h"), 0, -1).Result()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]HistoryEvent, 0, len(vals))
+	type key struct {
+		ms int64
+		id string
+	}
+	out, seen := make([]HistoryEvent, 0, len(vals)), make(map[key]bool, len(vals))
 	for _, v := range vals {
 		e, err := decodeEvent(user, v)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, e)
+		if k := (key{e.EventTimeMs, e.EventID}); !seen[k] {
+			seen[k] = true
+			out = append(out, e)
+		}
 	}
 	return out, nil
 }

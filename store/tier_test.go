@@ -83,6 +83,39 @@ func (e *env) apply(t *testing.T, ctx context.Context, partition int, evs ...sto
 	}
 }
 
+// An event a producer wrote twice (a retried send: the same event at two
+// offsets) counts as the topic holds it, twice, and is in the history once,
+// hot and after an offload and reload alike (the cold tier's history is
+// keyed by time and event id).
+func TestHistoryHoldsAProducerDuplicateOnce(t *testing.T) {
+	e := newEnv(t, store.TierConfig{IdleTimeout: time.Millisecond})
+	ctx := context.Background()
+	const user = "u-dup"
+	first, again := event(user, 1, schemas.Click), event(user, 1, schemas.Click)
+	again.Offset = 2
+	e.apply(t, ctx, 0, event(user, 0, schemas.Impression), first, again)
+	check := func(when string) {
+		t.Helper()
+		counts, err := e.tier.UserArmCounts(ctx, user)
+		if err != nil || counts["home\x1fsku-1"][store.TypeIndex(schemas.Click)] != 2 {
+			t.Fatalf("%s: counts %v, %v; want 2 clicks on sku-1", when, counts, err)
+		}
+		hist, err := e.tier.UserHistory(ctx, user)
+		if err != nil || len(hist) != 2 || hist[0].EventID != "e-1" || hist[1].EventID != "e-0" {
+			t.Fatalf("%s: history %+v, %v; want e-1, e-0", when, hist, err)
+		}
+	}
+	check("hot")
+	time.Sleep(5 * time.Millisecond)
+	if n, err := e.tier.Sweep(ctx, 100); err != nil || n != 1 {
+		t.Fatalf("sweep offloaded %d, err %v; want 1", n, err)
+	}
+	if err := e.tier.EnsureLoaded(ctx, []string{user}, e.epoch); err != nil {
+		t.Fatal(err)
+	}
+	check("reloaded")
+}
+
 // A user's state survives offload and reload exactly: counts, history, and
 // the watermark, so events redelivered after the reload are not counted
 // again.

@@ -132,7 +132,8 @@ func TestEnvNames(t *testing.T) {
 
 func TestObservabilityStart(t *testing.T) {
 	var buf bytes.Buffer
-	o := config.Observability{LogLevel: "warn", CPUProfile: filepath.Join(t.TempDir(), "cpu.prof")}
+	dir := t.TempDir()
+	o := config.Observability{LogLevel: "warn", CPUProfile: filepath.Join(dir, "cpu.prof"), AllocProfile: filepath.Join(dir, "alloc.prof")}
 	log, stop, err := o.Start(&buf)
 	if err != nil {
 		t.Fatal(err)
@@ -143,8 +144,15 @@ func TestObservabilityStart(t *testing.T) {
 	if out := buf.String(); strings.Contains(out, "hidden") || !strings.Contains(out, `"msg":"shown"`) {
 		t.Fatalf("log output %q", out)
 	}
-	if fi, err := os.Stat(o.CPUProfile); err != nil || fi.Size() == 0 {
-		t.Fatalf("profile: %v", err)
+	for _, p := range []string{o.CPUProfile, o.AllocProfile} {
+		if fi, err := os.Stat(p); err != nil || fi.Size() == 0 {
+			t.Fatalf("profile %s: %v", p, err)
+		}
+	}
+	// An allocation profile that cannot be written fails at start.
+	bad := config.Observability{LogLevel: "info", AllocProfile: filepath.Join(dir, "missing", "alloc.prof")}
+	if _, _, err := bad.Start(&buf); err == nil || !strings.Contains(err.Error(), "-alloc-profile") {
+		t.Fatalf("unwritable allocation profile: %v", err)
 	}
 	if _, _, err := (&config.Observability{LogLevel: "loud"}).Start(&buf); err == nil || !strings.Contains(err.Error(), "-log-level") {
 		t.Fatalf("bad level: %v", err)

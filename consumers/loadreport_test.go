@@ -1,0 +1,74 @@
+package consumers_test
+
+import (
+	"fmt"
+	"image/color"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+)
+
+// loadDir is where a load run keeps its report, charts and profiles: the
+// folder of BANDITSTREAM_LOAD_REPORT, or the test's temporary folder.
+func loadDir(t *testing.T) string {
+	if out := os.Getenv("BANDITSTREAM_LOAD_REPORT"); out != "" {
+		return filepath.Dir(out)
+	}
+	return t.TempDir()
+}
+
+// line is one named curve of a chart.
+type line struct {
+	name string
+	xys  plotter.XYs
+}
+
+var palette = []color.Color{
+	color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}, color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
+	color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}, color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
+	color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
+}
+
+// writeChart draws lines into a PNG at path.
+func writeChart(path, title, xLabel, yLabel string, logY bool, lines ...line) error {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text, p.Y.Label.Text = xLabel, yLabel
+	p.Add(plotter.NewGrid())
+	p.Legend.Top, p.Legend.Left = true, true
+	if logY {
+		p.Y.Scale = plot.LogScale{}
+		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	} else {
+		p.Y.Min = 0
+	}
+	for i, l := range lines {
+		if len(l.xys) == 0 {
+			continue
+		}
+		lp, sp, err := plotter.NewLinePoints(l.xys)
+		if err != nil {
+			return fmt.Errorf("%s: %w", l.name, err)
+		}
+		lp.Color, sp.Color = palette[i%len(palette)], palette[i%len(palette)]
+		lp.Width, sp.Radius = vg.Points(1.5), vg.Points(2)
+		p.Add(lp, sp)
+		p.Legend.Add(l.name, lp, sp)
+	}
+	return p.Save(vg.Points(720), vg.Points(400), path)
+}
+
+// pprofTop is the top of a profile as text, for the report.
+func pprofTop(t *testing.T, bin, profile string, extra ...string) string {
+	args := append([]string{"tool", "pprof", "-top", "-nodecount=20"}, extra...)
+	out, err := exec.Command("go", append(args, bin, profile)...).CombinedOutput()
+	if err != nil {
+		t.Logf("pprof %s: %v\n%s", profile, err, out)
+	}
+	return string(out)
+}

@@ -1,0 +1,370 @@
+package chaos_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/banditstream/banditstream/deploy/local/stacktest"
+	"github.com/banditstream/banditstream/schemas"
+	"github.com/banditstream/banditstream/store"
+)
+
+// result is one scenario's row of the table.
+type result struct {
+	scenario, faults string
+	seconds          int
+	// Events: acknowledged by Kafka (poison included), valid ones read
+	// back from the topic, counted in the arm counts, lost (acknowledged
+	// but missing from the topic, or in the topic but not counted),
+	// counted more often than they are in the topic; users whose own
+	// counts or history differ from the topic.
+	sent, inTopic, counted, lost, twice, usersWrong int
+	// Records in the events topic beyond the first of each event id: a
+	// producer's retried send (kafka-go has no idempotent producer) that
+	// Kafka had stored already. Counted as the topic holds them.
+	producerDups int
+	// Malformed records sent and found in the dead-letter topics.
+	poison, deadLetters int
+	// Requests acknowledged, answered at least once, answered more than
+	// once (allowed: at-least-once, same request id), malformed ones sent
+	// and dead-lettered.
+	requests, answered, duplicates, badRequests, requestDeadLetters int
+	crashes                                                         int
+}
+
+var (
+	rowsMu sync.Mutex
+	rows   []result
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	rowsMu.Lock()
+	table := formatTable(rows)
+	rowsMu.Unlock()
+	if table != "" {
+		fmt.Print("\n" + table)
+		if path := os.Getenv("BANDITSTREAM_CHAOS_REPORT"); path != "" {
+			if err := os.WriteFile(path, []byte(table), 0o644); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				code = 1
+			}
+		}
+	}
+	os.Exit(code)
+}
+
+func formatTable(rs []result) string {
+	if len(rs) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("| scenario | faults | s | events sent | in topic (producer duplicates) | counted | lost | counted twice | users wrong | poison → DLQ | requests sent | answered | answered twice | bad requests → DLQ | crashes |\n")
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d (%d) | %d | %d | %d | %d | %d → %d | %d | %d | %d | %d → %d | %d |\n",
+			r.scenario, r.faults, r.seconds, r.sent, r.inTopic, r.producerDups, r.counted, r.lost, r.twice, r.usersWrong, r.poison, r.deadLetters,
+			r.requests, r.answered, r.duplicates, r.badRequests, r.requestDeadLetters, r.crashes)
+	}
+	return b.String()
+}
+
+// settle stops the load, lets the pipeline catch up, reads the truth back
+// from the topics and compares the stores and the answers with it. The
+// row is printed by make chaos; any loss or double count fails the test.
+func (s *system) settle(scenario, faults string) result {
+	t := s.t
+	t.Helper()
+	s.stopLoad()
+	s.loadDone.Wait()
+	stacktest.WaitForLag(t, s.brokers, s.ingestGroup, s.events, 5*time.Minute)
+	stacktest.WaitForLag(t, s.brokers, s.scoreGroup, s.requests, 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	s.mu.Lock()
+	r := result{scenario: scenario, faults: faults, sent: s.eventsSent, poison: s.poisonSent, requests: len(s.requestIDs),
+		badRequests: s.badRequests}
+	eventIDs := s.eventIDs
+	s.mu.Unlock()
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		s.mu.Lock()
+		r.answered = 0
+		for id := range s.requestIDs {
+			if s.answers[id] > 0 {
+				r.answered++
+			}
+		}
+		r.duplicates = s.duplicates
+		s.mu.Unlock()
+		if r.answered == r.requests || time.Now().After(deadline) {
+			break
+		}
+	}
+	s.stopReader()
+	<-s.readerDone
+
+	// The truth: what the events topic holds.
+	arms := map[store.Arm]store.Counts{}
+	truth := map[string]*userTruth{}
+	inTopic := map[string]int{}
+	poisonInTopic := 0
+	err := readTopic(ctx, s.brokers, s.events, func(m kafka.Message) error {
+		if string(m.Key) == poisonKey {
+			poisonInTopic++
+			return nil
+		}
+		codec, err := schemas.CodecFor(header(m, schemas.HeaderContentType))
+		if err != nil {
+			return err
+		}
+		var ev schemas.Interaction
+		if err := codec.DecodeInteraction(schemas.DefaultLimits(), m.Value, &ev); err != nil {
+			return fmt.Errorf("event at %d/%d: %w", m.Partition, m.Offset, err)
+		}
+		r.inTopic++
+		if inTopic[ev.EventId]++; inTopic[ev.EventId] > 1 {
+			r.producerDups++
+		}
+		a := store.Arm{Context: ev.Context, Item: ev.ItemId}
+		c := arms[a]
+		c.ByType[store.TypeIndex(ev.Type)]++
+		c.LastEventMs = max(c.LastEventMs, ev.EventTimeMs)
+		arms[a] = c
+		u := truth[ev.UserId]
+		if u == nil {
+			u = &userTruth{counts: map[string][]int64{}, events: map[string]bool{}}
+			truth[ev.UserId] = u
+		}
+		key := ev.Context + "\x1f" + ev.ItemId
+		if u.counts[key] == nil {
+			u.counts[key] = make([]int64, store.NumEventTypes)
+		}
+		u.counts[key][store.TypeIndex(ev.Type)]++
+		u.events[ev.EventId] = true
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("reading %s back: %v", s.events, err)
+	}
+	for id := range eventIDs {
+		if inTopic[id] == 0 {
+			r.lost++ // acknowledged by Kafka, not in the topic
+		}
+	}
+	badInTopic := 0
+	if err := readTopic(ctx, s.brokers, s.requests, func(m kafka.Message) error {
+		if string(m.Key) == poisonKey {
+			badInTopic++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r.deadLetters = countRecords(t, ctx, s.brokers, s.events+".dlq")
+	r.requestDeadLetters = countRecords(t, ctx, s.brokers, s.requests+".dlq")
+
+	hot, tier := s.stores(t)
+	s.compareArms(t, ctx, hot, arms, &r)
+	r.usersWrong = compareUsers(t, ctx, tier, truth)
+	r.seconds = int(time.Since(s.start).Seconds())
+	r.crashes = s.crashes()
+
+	rowsMu.Lock()
+	rows = append(rows, r)
+	rowsMu.Unlock()
+	t.Logf("\n%s", formatTable([]result{r}))
+	if r.lost != 0 || r.twice != 0 || r.usersWrong != 0 {
+		t.Errorf("%d events lost, %d counted twice, %d users wrong", r.lost, r.twice, r.usersWrong)
+	}
+	if r.answered != r.requests {
+		t.Errorf("%d of %d requests answered", r.answered, r.requests)
+	}
+	if r.deadLetters != poisonInTopic || r.poison > poisonInTopic {
+		t.Errorf("%d malformed events sent (%d in the topic), %d dead letters", r.poison, poisonInTopic, r.deadLetters)
+	}
+	if r.requestDeadLetters != badInTopic || r.badRequests > badInTopic {
+		t.Errorf("%d malformed requests sent (%d in the topic), %d dead letters", r.badRequests, badInTopic, r.requestDeadLetters)
+	}
+	if r.inTopic == 0 || (r.requests == 0 && r.badRequests == 0) {
+		t.Errorf("nothing sent: the scenario tests nothing")
+	}
+	return r
+}
+
+func header(m kafka.Message, key string) string {
+	for _, h := range m.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// stores opens the hot and tiered stores the processes write.
+func (s *system) stores(t *testing.T) (*store.Hot, *store.Tier) {
+	rdb := redis.NewClient(&redis.Options{Addr: s.redis})
+	t.Cleanup(func() { rdb.Close() })
+	hot, err := store.NewHot(rdb, store.Keys{Prefix: s.prefix, Shards: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	session, err := stacktest.CQLCluster(t).CreateSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(session.Close)
+	cold, err := store.NewCold(context.Background(), session, store.ColdConfig{Keyspace: s.keyspace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tier, err := store.NewTier(hot, cold, store.TierConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hot, tier
+}
+
+func (s *system) compareArms(t *testing.T, ctx context.Context, hot *store.Hot, want map[store.Arm]store.Counts, r *result) {
+	list := make([]store.Arm, 0, len(want))
+	for a := range want {
+		list = append(list, a)
+	}
+	got, err := hot.Counts(ctx, list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := 0
+	for i, a := range list {
+		w := want[a]
+		for ty := range w.ByType {
+			r.counted += int(got[i].ByType[ty])
+			switch d := got[i].ByType[ty] - w.ByType[ty]; {
+			case d < 0:
+				r.lost += int(-d)
+			case d > 0:
+				r.twice += int(d)
+			}
+		}
+		if got[i].ByType != w.ByType {
+			if wrong++; wrong <= 3 {
+				t.Errorf("arm %+v: counts %v, the topic holds %v", a, got[i].ByType, w.ByType)
+			}
+		}
+	}
+}
+
+// userTruth is what a user's own state must be: counts per arm and the
+// ids of the user's events.
+type userTruth struct {
+	counts map[string][]int64 // "context\x1fitem" → counts by type
+	events map[string]bool
+}
+
+// compareUsers loads every user (from the cold tier if offloaded) and
+// compares own counts and recent history with the topic; it returns the
+// number of users who differ.
+func compareUsers(t *testing.T, ctx context.Context, tier *store.Tier, truth map[string]*userTruth) int {
+	epoch, err := tier.Epoch(ctx)
+	if err != nil || epoch == "" {
+		t.Fatalf("hot tier epoch %q, %v", epoch, err)
+	}
+	const historyCap = 200 // bandit-ingest's -history-cap default
+	bad := 0
+	for user, want := range truth {
+		if err := tier.EnsureLoaded(ctx, []string{user}, epoch); err != nil {
+			t.Fatal(err)
+		}
+		counts, err := tier.UserArmCounts(ctx, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hist, err := tier.UserHistory(ctx, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := len(counts) == len(want.counts) && len(hist) == min(historyCap, len(want.events))
+		for arm, c := range want.counts {
+			ok = ok && slices.Equal(counts[arm], c)
+		}
+		seen := map[string]bool{}
+		for _, h := range hist {
+			ok = ok && want.events[h.EventID] && !seen[h.EventID]
+			seen[h.EventID] = true
+		}
+		if !ok {
+			if bad++; bad <= 3 {
+				t.Errorf("user %s: counts %v, history of %d; the topic holds counts %v, %d events",
+					user, counts, len(hist), want.counts, len(want.events))
+			}
+		}
+	}
+	return bad
+}
+
+// readTopic calls fn for every record of every partition of topic, up to
+// the end offsets at the time of the call.
+func readTopic(ctx context.Context, brokers []string, topic string, fn func(kafka.Message) error) error {
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return err
+	}
+	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
+		return fmt.Errorf("metadata of %s: %v", topic, md.Topics)
+	}
+	var reqs []kafka.OffsetRequest
+	for _, p := range md.Topics[0].Partitions {
+		reqs = append(reqs, kafka.FirstOffsetOf(p.ID), kafka.LastOffsetOf(p.ID))
+	}
+	offs, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return err
+	}
+	for _, po := range offs.Topics[topic] {
+		if po.Error != nil {
+			return po.Error
+		}
+		if po.LastOffset <= po.FirstOffset {
+			continue
+		}
+		rd := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: po.Partition, MaxBytes: 16 << 20,
+			MaxWait: 100 * time.Millisecond})
+		if err := rd.SetOffset(po.FirstOffset); err != nil {
+			rd.Close()
+			return err
+		}
+		for {
+			m, err := rd.ReadMessage(ctx)
+			if err == nil {
+				err = fn(m)
+			}
+			if err != nil {
+				rd.Close()
+				return err
+			}
+			if m.Offset >= po.LastOffset-1 {
+				break
+			}
+		}
+		rd.Close()
+	}
+	return nil
+}
+
+func countRecords(t *testing.T, ctx context.Context, brokers []string, topic string) int {
+	n := 0
+	if err := readTopic(ctx, brokers, topic, func(kafka.Message) error { n++; return nil }); err != nil {
+		t.Fatalf("reading %s: %v", topic, err)
+	}
+	return n
+}
