@@ -71,7 +71,7 @@ chaos: up ## fault scenarios at full size on the local stack, with a table of wh
 	@set -a; eval "$$($(STACK) env)"; set +a; \
 	  BANDITSTREAM_CHAOS=full BANDITSTREAM_FAULT_TESTS=1 BANDITSTREAM_CHAOS_REPORT=$(LOCAL)/chaos.md \
 	  $(GO) test -count=1 -v -timeout 60m -run '^TestFaultChaos' ./deploy/local/chaos/ 2>&1 | tee $(LOCAL)/chaos.log | \
-	  { grep -E '^(--- |ok|FAIL|panic:|\|)|^\s+\S+_test\.go:[0-9]+: .' || true; }
+	  { grep --line-buffered -E '^(--- |ok|FAIL|panic:|\|)|^\s+\S+_test\.go:[0-9]+: .' || true; }
 
 .PHONY: test test-unit build vet fuzz
 # deploy/local/run-tests.sh runs the fault tests (TestFault*: they stop

@@ -1,9 +1,10 @@
 // Command bandit-stack checks that Kafka, the hot tier and the cold tier
-// really serve, through the same client libraries as the pipeline, and
-// creates the pipeline's topics idempotently.
+// really serve, through the same client libraries as the pipeline, creates
+// the pipeline's topics idempotently, and sets Kafka SCRAM users.
 //
 //	bandit-stack check [kafka|redis|cql|all]   exit 0 when serving
 //	bandit-stack topics -topics interactions:6,score-requests:6,...
+//	bandit-stack scram-user -scram-user NAME   (password from the environment)
 //
 // deploy/local/stack.sh uses it to wait for the local servers; in
 // deploy/compose it runs once as the init service.
@@ -30,6 +31,8 @@ commands:
                                write); exit status 0 when all do
   topics                       create the pipeline's topics, growing partition
                                counts that are too small (never shrinking them)
+  scram-user                   create or update a Kafka SASL/SCRAM user (password
+                               from BANDITSTREAM_SCRAM_PASSWORD or a file)
 
 Every flag can also be set by its environment variable: -kafka-brokers is
 BANDITSTREAM_KAFKA_BROKERS. Run "bandit-stack <command> -h" for the flags.
@@ -55,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runCheck(ctx, args[1:], stdout, stderr)
 	case "topics":
 		return runTopics(ctx, args[1:], stdout, stderr)
+	case "scram-user":
+		return runScramUser(ctx, args[1:], stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", args[0])

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -113,9 +115,21 @@ func TestCheckAllOnLocalStack(t *testing.T) {
 	redisAddr := stacktest.RedisAddr(t)
 	cql := stacktest.CQLHosts(t)
 	var out, errOut bytes.Buffer
+	// The CQL credentials come from a configuration file (and not from
+	// the environment, which would win over it).
 	user, password := stacktest.CQLCredentials()
+	for _, name := range []string{"BANDITSTREAM_CQL_USERNAME", "BANDITSTREAM_CQL_PASSWORD"} {
+		if v, ok := os.LookupEnv(name); ok {
+			os.Unsetenv(name)
+			t.Cleanup(func() { os.Setenv(name, v) })
+		}
+	}
+	file := filepath.Join(t.TempDir(), "banditstream.env")
+	if err := os.WriteFile(file, []byte("BANDITSTREAM_CQL_USERNAME="+user+"\nBANDITSTREAM_CQL_PASSWORD="+password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	args := []string{"check", "-kafka-brokers", strings.Join(brokers, ","), "-redis-addr", redisAddr,
-		"-cql-hosts", strings.Join(cql, ","), "-cql-username", user, "-cql-password", password, "all"}
+		"-cql-hosts", strings.Join(cql, ","), "-config", file, "all"}
 	if err := run(context.Background(), args, &out, &errOut); err != nil {
 		t.Fatalf("check all: %v\n%s", err, errOut.String())
 	}

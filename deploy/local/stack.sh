@@ -10,6 +10,7 @@
 #   stack.sh stop   service        SIGTERM and wait
 #   stack.sh start  service        start (again) and wait
 #   stack.sh env                   the addresses, as shell assignments
+#   stack.sh tls                   the PEM certificate of the TLS listeners
 #
 # Services: kafka, cassandra, redis. State, data and logs live in
 # $BANDITSTREAM_LOCAL_DIR (default: <repo>/.local), which git ignores.
@@ -84,6 +85,22 @@ stack_tool() {
     (cd "$ROOT" && go build -o "$out" ./cmd/bandit-stack) || die "building cmd/bandit-stack failed"
   fi
   BANDITSTREAM_CQL_USERNAME=$CASSANDRA_USER BANDITSTREAM_CQL_PASSWORD=$CASSANDRA_PASSWORD "$out" "$@"
+}
+
+tls_material() {
+  # A self-signed certificate for 127.0.0.1, made once: the servers' PKCS12
+  # key store and the certificate as PEM, for clients to trust.
+  local dir=$STATE/tls
+  [[ -f $dir/keystore.p12 && -f $dir/ca.pem ]] && return
+  mkdir -p "$dir"
+  rm -f "$dir/keystore.p12" "$dir/ca.pem"
+  keytool -genkeypair -alias banditstream-local -keyalg RSA -keysize 2048 -validity 3650 \
+    -dname "CN=127.0.0.1" -ext "SAN=IP:127.0.0.1,DNS:localhost" \
+    -keystore "$dir/keystore.p12" -storetype PKCS12 -storepass "$TLS_STORE_PASSWORD" \
+    >"$dir/keytool.log" 2>&1 || { cat "$dir/keytool.log" >&2; die "making the local TLS certificate failed"; }
+  keytool -exportcert -rfc -alias banditstream-local -keystore "$dir/keystore.p12" -storetype PKCS12 \
+    -storepass "$TLS_STORE_PASSWORD" -file "$dir/ca.pem" >>"$dir/keytool.log" 2>&1 ||
+    { cat "$dir/keytool.log" >&2; die "exporting the local TLS certificate failed"; }
 }
 
 maven_libs() {
@@ -186,18 +203,25 @@ kafka_start() {
   dir=$(svc_dir kafka)
   mkdir -p "$dir/data" "$dir/logs"
   lib=$(maven_libs kafka "$KAFKA_VERSION" kafka.version)
+  tls_material
   cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT,SASL_SSL://127.0.0.1:$KAFKA_SSL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT,SASL_SSL://127.0.0.1:$KAFKA_SSL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
-sasl.enabled.mechanisms=PLAIN
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
 listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_SASL_USER="$KAFKA_SASL_PASSWORD";
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=$STATE/tls/keystore.p12
+listener.name.sasl_ssl.ssl.keystore.password=$TLS_STORE_PASSWORD
+listener.name.sasl_ssl.ssl.key.password=$TLS_STORE_PASSWORD
 log.dirs=$dir/data
 num.partitions=1
 auto.create.topics.enable=false
@@ -246,6 +270,8 @@ EOF
   wait_for kafka 90 port_open "$KAFKA_PORT"
   wait_for kafka 90 stack_tool check kafka
   stack_tool topics --topics "$KAFKA_TOPICS" || fail_with_log kafka "creating topics failed"
+  BANDITSTREAM_SCRAM_PASSWORD=$KAFKA_SCRAM_PASSWORD stack_tool scram-user -scram-user "$KAFKA_SCRAM_USER" ||
+    fail_with_log kafka "creating the SCRAM user failed"
 }
 
 # ------------------------------------------------------------ cassandra ----
@@ -255,6 +281,7 @@ cassandra_start() {
   dir=$(svc_dir cassandra)
   mkdir -p "$dir/data" "$dir/logs" "$dir/conf/triggers"
   lib=$(maven_libs cassandra "$CASSANDRA_VERSION" cassandra.version)
+  tls_material
   cat >"$dir/conf/cassandra.yaml" <<EOF
 cluster_name: banditstream-local
 num_tokens: 16
@@ -282,6 +309,13 @@ authorizer: AllowAllAuthorizer
 concurrent_reads: 16
 concurrent_writes: 32
 concurrent_compactors: 1
+client_encryption_options:
+  enabled: true
+  optional: true
+  keystore: $STATE/tls/keystore.p12
+  keystore_password: $TLS_STORE_PASSWORD
+  store_type: PKCS12
+  require_client_auth: false
 EOF
   cat >"$dir/conf/logback.xml" <<EOF
 <configuration scan="false">
@@ -448,8 +482,13 @@ main() {
       echo "BANDITSTREAM_CQL_USERNAME=$CASSANDRA_USER"
       echo "BANDITSTREAM_CQL_PASSWORD=$CASSANDRA_PASSWORD"
       ;;
+    tls)
+      # The material of the TLS listeners, made if missing.
+      tls_material
+      echo "$STATE/tls/ca.pem"
+      ;;
     *)
-      sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       [[ -z $cmd ]] || die "unknown command $cmd"
       ;;
   esac

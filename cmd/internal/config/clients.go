@@ -14,7 +14,7 @@ import (
 // Client returns a client for the hot tier: a single server, or a Redis
 // Cluster when Addr lists several nodes, comma separated.
 func (r Redis) Client() (redis.UniversalClient, error) {
-	password, err := secret(r.Password, r.PasswordFile, "redis-password")
+	password, err := Secret(r.Password, r.PasswordFile, "redis-password")
 	if err != nil {
 		return nil, err
 	}
@@ -34,7 +34,7 @@ func (r Redis) Client() (redis.UniversalClient, error) {
 // Cluster returns the driver configuration for the cold tier, with the
 // timeouts and credentials set; the keyspace is left to the caller.
 func (c CQL) Cluster() (*gocql.ClusterConfig, error) {
-	password, err := secret(c.Password, c.PasswordFile, "cql-password")
+	password, err := Secret(c.Password, c.PasswordFile, "cql-password")
 	if err != nil {
 		return nil, err
 	}

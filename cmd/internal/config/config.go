@@ -169,33 +169,93 @@ func EnvNames(fs *flag.FlagSet) []string {
 	return names
 }
 
+// ConfigFlag is the flag (and BANDITSTREAM_CONFIG the variable) naming an
+// optional configuration file that every binary reads.
+const ConfigFlag = "config"
+
 // Parse parses args into fs, then fills every flag not given on the command
-// line from its environment variable, if set. lookup is os.LookupEnv in the
-// binaries and a map in tests. Errors name the variable but never its value,
-// which may be a secret.
+// line from its environment variable, if set, and then from the
+// configuration file of -config, if any: lines of VARIABLE=value with the
+// environment's names (# starts a comment), the format of an env file. The
+// command line wins over the environment, the environment over the file.
+// lookup is os.LookupEnv in the binaries and a map in tests. Errors name
+// the variable but never its value, which may be a secret.
 func Parse(fs *flag.FlagSet, args []string, lookup func(string) (string, bool)) error {
+	if fs.Lookup(ConfigFlag) == nil {
+		fs.String(ConfigFlag, "", "configuration file: lines of "+EnvPrefix+"*=value; the command line and the environment win over it")
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if lookup == nil {
 		lookup = os.LookupEnv
 	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] {
+		if set[f.Name] {
 			return
 		}
 		v, ok := lookup(EnvName(f.Name))
 		if !ok {
 			return
 		}
+		set[f.Name] = true
 		if err := fs.Set(f.Name, v); err != nil {
 			errs = append(errs, fmt.Errorf("environment variable %s: invalid value for -%s", EnvName(f.Name), f.Name))
 		}
 	})
+	if path := fs.Lookup(ConfigFlag).Value.String(); path != "" && len(errs) == 0 {
+		errs = append(errs, parseFile(fs, path, set))
+	}
 	return errors.Join(errs...)
+}
+
+// parseFile sets, from the configuration file at path, every flag not set
+// yet.
+func parseFile(fs *flag.FlagSet, path string, set map[string]bool) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("-%s: %w", ConfigFlag, err)
+	}
+	byEnv := map[string]string{}
+	fs.VisitAll(func(f *flag.Flag) { byEnv[EnvName(f.Name)] = f.Name })
+	var errs []error
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		key, value, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		key = strings.TrimSpace(key)
+		where := fmt.Sprintf("%s line %d", path, i+1)
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s: not VARIABLE=value", where))
+			continue
+		}
+		name, known := byEnv[key]
+		switch {
+		case !known:
+			errs = append(errs, fmt.Errorf("%s: %s is not a setting of this program", where, key))
+		case name == ConfigFlag:
+			errs = append(errs, fmt.Errorf("%s: a configuration file cannot name another", where))
+		case !set[name]:
+			set[name] = true
+			if err := fs.Set(name, unquote(strings.TrimSpace(value))); err != nil {
+				errs = append(errs, fmt.Errorf("%s: invalid value of %s for -%s", where, key, name))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unquote strips one pair of matching single or double quotes.
+func unquote(v string) string {
+	if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+		return v[1 : len(v)-1]
+	}
+	return v
 }
 
 // Redacted returns a copy of c that is safe to log.

@@ -54,6 +54,60 @@ func TestParsePrecedence(t *testing.T) {
 	}
 }
 
+// The configuration file: the command line wins over the environment, the
+// environment over the file; comments, blank lines, quotes and "export"
+// are understood; -config may come from the environment.
+func TestConfigFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "banditstream.env")
+	file := `# the local stack
+BANDITSTREAM_KAFKA_BROKERS=file-k1:9092,file-k2:9092
+
+export BANDITSTREAM_REDIS_ADDR = "file-redis:6379"
+BANDITSTREAM_REDIS_PASSWORD='from file'
+BANDITSTREAM_CQL_TIMEOUT=7s
+`
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"BANDITSTREAM_CONFIG": path, "BANDITSTREAM_CQL_TIMEOUT": "3s"}
+	var c config.Connections
+	err := config.Parse(newFlags(&c), []string{"-kafka-brokers", "flag-k:9092"}, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.Kafka.Brokers, ",") != "flag-k:9092" || c.CQL.Timeout != 3*time.Second ||
+		c.Redis.Addr != "file-redis:6379" || c.Redis.Password != "from file" {
+		t.Fatalf("brokers %v (want the flag's), CQL timeout %v (the environment's), Redis %q password %q (the file's)",
+			c.Kafka.Brokers, c.CQL.Timeout, c.Redis.Addr, c.Redis.Password)
+	}
+}
+
+// A configuration file with an unknown setting, a line without "=" or a
+// bad value fails with the file, the line and the variable, never a value.
+func TestConfigFileErrors(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.env")
+	file := "BANDITSTREAM_REDIS_DB=s3cret-not-a-number\nBANDITSTREAM_KAFKA_BROKRES=k:9092\njust words\n"
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var c config.Connections
+	err := config.Parse(newFlags(&c), []string{"-config", path}, func(string) (string, bool) { return "", false })
+	if err == nil {
+		t.Fatal("bad file accepted")
+	}
+	for _, want := range []string{path + " line 1: invalid value of BANDITSTREAM_REDIS_DB", "line 2: BANDITSTREAM_KAFKA_BROKRES is not a setting", "line 3: not VARIABLE=value"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("error %q shows a value", err)
+	}
+	if err := config.Parse(newFlags(&c), []string{"-config", path + ".missing"}, nil); err == nil || !strings.Contains(err.Error(), "-config") {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
 func TestDefaults(t *testing.T) {
 	var c config.Connections
 	if err := config.Parse(newFlags(&c), nil, func(string) (string, bool) { return "", false }); err != nil {

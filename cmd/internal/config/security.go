@@ -68,9 +68,9 @@ func (t TLS) Config() (*tls.Config, error) {
 	return cfg, nil
 }
 
-// secret returns a password given directly or in a file (its first line).
+// Secret returns a password given directly or in a file (its first line).
 // Errors name the flag and the file, never the content.
-func secret(value, file, flagName string) (string, error) {
+func Secret(value, file, flagName string) (string, error) {
 	if file == "" {
 		return value, nil
 	}
@@ -102,7 +102,7 @@ func (k *Kafka) registerSecurity(fs *flag.FlagSet) {
 }
 
 func (k Kafka) mechanism() (sasl.Mechanism, error) {
-	password, err := secret(k.Password, k.PasswordFile, "kafka-password")
+	password, err := Secret(k.Password, k.PasswordFile, "kafka-password")
 	if err != nil {
 		return nil, err
 	}

@@ -452,37 +452,53 @@ func TestAuthenticatedCassandra(t *testing.T) {
 	}
 }
 
-// An authenticated Kafka listener (SASL/PLAIN): bandit-stack's check
-// produces and fetches through it with the password from a file, and a
-// wrong password fails without showing it; bandit-score consumes and
-// answers through it (group membership, fetches and writes all log in).
-func TestKafkaSASL(t *testing.T) {
-	broker, user, password := stacktest.KafkaSASL(t)
+// The authenticated Kafka listeners: SASL/PLAIN, and TLS with
+// SASL/SCRAM-SHA-512 (the certificate the local stack made, trusted through
+// -kafka-tls-ca). bandit-stack's check produces and fetches through each
+// with the password from a file, and a wrong password fails without showing
+// it; bandit-score consumes and answers through each (group membership,
+// fetches and writes all log in).
+func TestKafkaAuthenticatedListeners(t *testing.T) {
+	plainBroker, plainUser, plainPassword := stacktest.KafkaSASL(t)
+	scramBroker, scramUser, scramPassword, ca := stacktest.KafkaSCRAM(t)
+	for _, tc := range []struct {
+		name, broker, password string
+		flags                  []string
+	}{
+		{"plain", plainBroker, plainPassword, []string{"-kafka-sasl", "plain", "-kafka-username", plainUser}},
+		{"tls+scram-sha-512", scramBroker, scramPassword, []string{"-kafka-sasl", "scram-sha-512", "-kafka-username", scramUser,
+			"-kafka-tls", "-kafka-tls-ca", ca}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testKafkaListener(t, tc.broker, tc.password, tc.flags) })
+	}
+}
+
+func testKafkaListener(t *testing.T, broker, password string, flags []string) {
 	d := newDaemons(t)
 	pwFile := filepath.Join(t.TempDir(), "kafka-password")
 	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sasl := []string{"-kafka-brokers", broker, "-kafka-sasl", "plain", "-kafka-username", user}
+	auth := append([]string{"-kafka-brokers", broker}, flags...)
 	stack := stacktest.BuildBinary(t, "./cmd/bandit-stack")
-	if out, err := exec.Command(stack, append(append([]string{"check"}, sasl...), "-kafka-password-file", pwFile, "kafka")...).CombinedOutput(); err != nil {
-		t.Fatalf("check through SASL: %v\n%s", err, out)
+	if out, err := exec.Command(stack, append(append([]string{"check"}, auth...), "-kafka-password-file", pwFile, "kafka")...).CombinedOutput(); err != nil {
+		t.Fatalf("check through %s: %v\n%s", broker, err, out)
 	}
 	const wrong = "wrong-kafka-password-5"
-	out, err := exec.Command(stack, append(append([]string{"check"}, sasl...), "-kafka-password", wrong, "-kafka-timeout", "5s", "kafka")...).CombinedOutput()
+	out, err := exec.Command(stack, append(append([]string{"check"}, auth...), "-kafka-password", wrong, "-kafka-timeout", "5s", "kafka")...).CombinedOutput()
 	if err == nil || strings.Contains(string(out), wrong) {
-		t.Fatalf("check with a wrong SASL password: %v\n%s", err, out)
+		t.Fatalf("check with a wrong password: %v\n%s", err, out)
 	}
 
-	results := stacktest.CreateTopic(t, d.brokers, "it_sasl_results", 1)
+	results := stacktest.CreateTopic(t, d.brokers, "it_auth_results", 1)
 	args := append([]string{}, d.args...)
 	for i := range args {
 		if args[i] == d.brokers[0] {
 			args[i] = broker
 		}
 	}
-	addr, group := freeAddr(t), stacktest.UniqueName("it_sasl")
-	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-score"), nil, append(append(args, sasl[2:]...),
+	addr, group := freeAddr(t), stacktest.UniqueName("it_auth")
+	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-score"), nil, append(append(args, flags...),
 		"-kafka-password-file", pwFile, "-topic", d.requests, "-results-topic", results, "-group", group, "-ops-addr", addr, "-sessions=false")...)
 	waitFor(t, addr, "/readyz", 200, time.Minute)
 	v, _ := schemas.Protobuf.AppendScoreRequest(nil, &schemas.ScoreRequest{RequestId: "s1", UserId: "u", Candidates: []string{"x", "y"}, K: 1})
@@ -493,7 +509,47 @@ func TestKafkaSASL(t *testing.T) {
 	w.Close()
 	stacktest.WaitForLag(t, d.brokers, group, d.requests, time.Minute)
 	if n := metrics(t, addr)["banditstream_requests_total"]["outcome=scored"]; n != 1 {
-		t.Fatalf("scored %v requests through SASL, want 1", n)
+		t.Fatalf("scored %v requests through %s, want 1", n, broker)
+	}
+}
+
+// The cold tier over TLS: Cassandra's native port accepts TLS with the
+// local stack's certificate. bandit-stack's check queries through it, and
+// bandit-ingest, with -cql-tls, creates its keyspace, turns ready and loads
+// and offloads sessions through it; trusting only the system's
+// authorities, the same connection fails on the certificate.
+func TestCQLOverTLS(t *testing.T) {
+	d := newDaemons(t)
+	ca := stacktest.LocalCA(t)
+	stack := stacktest.BuildBinary(t, "./cmd/bandit-stack")
+	tls := []string{"-cql-hosts", d.cql, "-cql-tls", "-cql-tls-ca", ca}
+	if out, err := exec.Command(stack, append(append([]string{"check"}, tls...), "cql")...).CombinedOutput(); err != nil {
+		t.Fatalf("check over TLS: %v\n%s", err, out)
+	}
+	out, err := exec.Command(stack, "check", "-cql-hosts", d.cql, "-cql-tls", "-cql-timeout", "5s", "cql").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "certificate") {
+		t.Fatalf("check over TLS trusting only the system's authorities: %v\n%s", err, out)
+	}
+
+	addr := freeAddr(t)
+	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-ingest"), nil, append(append(d.args, tls[2:]...),
+		"-topic", d.events, "-group", stacktest.UniqueName("it_cqltls"), "-ops-addr", addr, "-idle-timeout", "1s", "-sweep-interval", "200ms")...)
+	waitFor(t, addr, "/readyz", 200, time.Minute)
+	v, _ := schemas.Protobuf.AppendInteraction(nil, &schemas.Interaction{EventId: "e1", UserId: "u-tls", ItemId: "sku-1",
+		Type: schemas.Click, EventTimeMs: time.Now().UnixMilli()})
+	w := &kafka.Writer{Addr: kafka.TCP(d.brokers...), Topic: d.events, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+	if err := w.WriteMessages(context.Background(), kafka.Message{Key: []byte("u-tls"), Value: v}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		m := metrics(t, addr)
+		if m["banditstream_session_loads_total"][""] >= 1 && m["banditstream_session_offloads_total"][""] >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no session load and offload through TLS: %v %v", m["banditstream_session_loads_total"], m["banditstream_session_offloads_total"])
+		}
 	}
 }
 

@@ -102,6 +102,31 @@ func KafkaSASL(t testing.TB) (broker, user, password string) {
 	return broker, addr("KAFKA_SASL_USER", "banditstream"), addr("KAFKA_SASL_PASSWORD", "banditstream-local-sasl")
 }
 
+// KafkaSCRAM returns the local broker's TLS listener with SASL/SCRAM-SHA-512,
+// its user, and the PEM certificate to trust, or fails (the defaults of
+// deploy/local/versions.env).
+func KafkaSCRAM(t testing.TB) (broker, user, password, caFile string) {
+	t.Helper()
+	broker = addr("KAFKA_SSL_BROKER", "127.0.0.1:9095")
+	need(t, "Kafka's TLS listener", broker)
+	return broker, addr("KAFKA_SCRAM_USER", "banditstream-scram"), addr("KAFKA_SCRAM_PASSWORD", "banditstream-local-scram"), LocalCA(t)
+}
+
+// LocalCA returns the PEM certificate of the local stack's TLS listeners
+// (Kafka's SASL_SSL listener, Cassandra's native port), made by stack.sh.
+func LocalCA(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("BANDITSTREAM_LOCAL_DIR")
+	if dir == "" {
+		dir = filepath.Join(moduleRoot(), ".local")
+	}
+	ca := filepath.Join(dir, "tls", "ca.pem")
+	if _, err := os.Stat(ca); err != nil {
+		t.Fatal("the local TLS certificate is missing (make up makes it): " + err.Error())
+	}
+	return ca
+}
+
 // CQLCluster returns a driver configuration for the local Cassandra, logged
 // in, with a timeout for a shared machine.
 func CQLCluster(t testing.TB) *gocql.ClusterConfig {
