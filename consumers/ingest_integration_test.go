@@ -23,36 +23,13 @@ import (
 // oracle is what the arm counts must be after the events sent.
 type oracle map[store.Arm]store.Counts
 
-func (o oracle) add(ev *schemas.Interaction) {
-	a := store.Arm{Context: ev.GetContext(), Item: ev.GetItemId()}
-	c := o[a]
-	c.ByType[store.TypeIndex(ev.GetType())]++
-	c.LastEventMs = max(c.LastEventMs, ev.GetEventTimeMs())
-	o[a] = c
-}
+func (o oracle) add(ev *schemas.Interaction) { stacktest.AddArmEvent(o, ev) }
 
 // userOracle is what each user's own state must be: counts per arm and the
 // ids of the user's events.
-type userOracle map[string]*userTruth
+type userOracle map[string]*stacktest.UserTruth
 
-type userTruth struct {
-	counts map[string][]int64 // "context\x1fitem" → counts by type
-	events map[string]bool
-}
-
-func (o userOracle) add(ev *schemas.Interaction) {
-	u := o[ev.GetUserId()]
-	if u == nil {
-		u = &userTruth{counts: map[string][]int64{}, events: map[string]bool{}}
-		o[ev.GetUserId()] = u
-	}
-	arm := ev.GetContext() + "\x1f" + ev.GetItemId()
-	if u.counts[arm] == nil {
-		u.counts[arm] = make([]int64, store.NumEventTypes)
-	}
-	u.counts[arm][store.TypeIndex(ev.GetType())]++
-	u.events[ev.GetEventId()] = true
-}
+func (o userOracle) add(ev *schemas.Interaction) { stacktest.AddUserEvent(o, ev) }
 
 // eventGen makes events over a small catalogue so arms repeat.
 type eventGen struct {
@@ -170,35 +147,12 @@ func (e *ingestEnv) killArgs() []string {
 // checkCounts compares every arm of the oracle with the hot tier.
 func (e *ingestEnv) checkCounts(t *testing.T, want oracle) {
 	t.Helper()
-	arms := make([]store.Arm, 0, len(want))
-	for a := range want {
-		arms = append(arms, a)
-	}
-	got, err := e.hot.Counts(context.Background(), arms)
+	d, err := stacktest.CompareArms(context.Background(), e.hot, want)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var lost, twice, wrong int
-	for i, a := range arms {
-		w := want[a]
-		if got[i] == w {
-			continue
-		}
-		wrong++
-		for ty := range w.ByType {
-			switch d := got[i].ByType[ty] - w.ByType[ty]; {
-			case d < 0:
-				lost += int(-d)
-			case d > 0:
-				twice += int(d)
-			}
-		}
-		if wrong <= 5 {
-			t.Errorf("arm %+v: got %+v, want %+v", a, got[i], w)
-		}
-	}
-	if wrong > 0 {
-		t.Fatalf("%d of %d arms wrong: %d events lost, %d counted twice", wrong, len(arms), lost, twice)
+	if d.WrongArms > 0 {
+		t.Fatalf("%d of %d arms wrong: %d events lost, %d counted twice; %v", d.WrongArms, len(want), d.Lost, d.Twice, d.Wrong)
 	}
 }
 
@@ -223,50 +177,16 @@ func (e *ingestEnv) tier(t *testing.T) *store.Tier {
 	return tier
 }
 
-// checkUsers compares every user's hot state with the oracle: own counts
-// per arm, and the recent history holding each event exactly once.
+// checkUsers compares every user's state with the oracle: own counts per
+// arm, and the recent history holding each event exactly once.
 func (e *ingestEnv) checkUsers(t *testing.T, want userOracle) {
 	t.Helper()
-	tier := e.tier(t)
-	ctx := context.Background()
-	epoch, err := tier.Epoch(ctx)
-	if err != nil || epoch == "" {
-		t.Fatalf("hot tier epoch %q, %v", epoch, err)
-	}
-	bad := 0
-	for user, truth := range want {
-		if err := tier.EnsureLoaded(ctx, []string{user}, epoch); err != nil {
-			t.Fatal(err)
-		}
-		counts, err := tier.UserArmCounts(ctx, user)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hist, err := tier.UserHistory(ctx, user)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids := map[string]int{}
-		for _, h := range hist {
-			ids[h.EventID]++
-		}
-		ok := len(counts) == len(truth.counts) && len(ids) == len(truth.events) && len(hist) == len(truth.events)
-		for arm, c := range truth.counts {
-			ok = ok && slices.Equal(counts[arm], c)
-		}
-		for id := range truth.events {
-			ok = ok && ids[id] == 1
-		}
-		if !ok {
-			bad++
-			if bad <= 3 {
-				t.Errorf("user %s: counts %v history %d entries (%d distinct); want counts %v, %d events",
-					user, counts, len(hist), len(ids), truth.counts, len(truth.events))
-			}
-		}
+	bad, wrong, err := stacktest.CompareUsers(context.Background(), e.tier(t), want, 200)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if bad > 0 {
-		t.Fatalf("%d of %d users wrong", bad, len(want))
+		t.Fatalf("%d of %d users wrong: %v", bad, len(want), wrong)
 	}
 }
 

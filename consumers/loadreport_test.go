@@ -3,9 +3,14 @@ package consumers_test
 import (
 	"fmt"
 	"image/color"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"gonum.org/v1/plot"
@@ -35,18 +40,13 @@ var palette = []color.Color{
 }
 
 // writeChart draws lines into a PNG at path.
-func writeChart(path, title, xLabel, yLabel string, logY bool, lines ...line) error {
+func writeChart(path, title, xLabel, yLabel string, lines ...line) error {
 	p := plot.New()
 	p.Title.Text = title
 	p.X.Label.Text, p.Y.Label.Text = xLabel, yLabel
 	p.Add(plotter.NewGrid())
 	p.Legend.Top, p.Legend.Left = true, true
-	if logY {
-		p.Y.Scale = plot.LogScale{}
-		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
-	} else {
-		p.Y.Min = 0
-	}
+	p.Y.Min = 0
 	for i, l := range lines {
 		if len(l.xys) == 0 {
 			continue
@@ -61,6 +61,55 @@ func writeChart(path, title, xLabel, yLabel string, logY bool, lines ...line) er
 		p.Legend.Add(l.name, lp, sp)
 	}
 	return p.Save(vg.Points(720), vg.Points(400), path)
+}
+
+// smooth is the centred moving average of xys over window points.
+func smooth(xys plotter.XYs, window int) plotter.XYs {
+	out := make(plotter.XYs, len(xys))
+	for i := range xys {
+		lo, hi := max(0, i-window/2), min(len(xys), i+window/2+1)
+		var sum float64
+		for _, p := range xys[lo:hi] {
+			sum += p.Y
+		}
+		out[i] = plotter.XY{X: xys[i].X, Y: sum / float64(hi-lo)}
+	}
+	return out
+}
+
+// counter reads the sum of a counter's series (every label set) from a
+// daemon's /metrics.
+func counter(addr, name string) (float64, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, name+" ") || strings.HasPrefix(l, name+"{") {
+			v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %w", l, err)
+			}
+			sum += v
+		}
+	}
+	return sum, nil
+}
+
+// freeAddr is a free loopback address for a daemon's -ops-addr.
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 // pprofTop is the top of a profile as text, for the report.

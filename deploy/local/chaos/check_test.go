@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -115,7 +114,7 @@ func (s *system) settle(scenario, faults string) result {
 
 	// The truth: what the events topic holds.
 	arms := map[store.Arm]store.Counts{}
-	truth := map[string]*userTruth{}
+	truth := map[string]*stacktest.UserTruth{}
 	inTopic := map[string]int{}
 	poisonInTopic := 0
 	err := readTopic(ctx, s.brokers, s.events, func(m kafka.Message) error {
@@ -135,22 +134,8 @@ func (s *system) settle(scenario, faults string) result {
 		if inTopic[ev.EventId]++; inTopic[ev.EventId] > 1 {
 			r.producerDups++
 		}
-		a := store.Arm{Context: ev.Context, Item: ev.ItemId}
-		c := arms[a]
-		c.ByType[store.TypeIndex(ev.Type)]++
-		c.LastEventMs = max(c.LastEventMs, ev.EventTimeMs)
-		arms[a] = c
-		u := truth[ev.UserId]
-		if u == nil {
-			u = &userTruth{counts: map[string][]int64{}, events: map[string]bool{}}
-			truth[ev.UserId] = u
-		}
-		key := ev.Context + "\x1f" + ev.ItemId
-		if u.counts[key] == nil {
-			u.counts[key] = make([]int64, store.NumEventTypes)
-		}
-		u.counts[key][store.TypeIndex(ev.Type)]++
-		u.events[ev.EventId] = true
+		stacktest.AddArmEvent(arms, &ev)
+		stacktest.AddUserEvent(truth, &ev)
 		return nil
 	})
 	if err != nil {
@@ -174,8 +159,20 @@ func (s *system) settle(scenario, faults string) result {
 	r.requestDeadLetters = countRecords(t, ctx, s.brokers, s.requests+".dlq")
 
 	hot, tier := s.stores(t)
-	s.compareArms(t, ctx, hot, arms, &r)
-	r.usersWrong = compareUsers(t, ctx, tier, truth)
+	d, err := stacktest.CompareArms(ctx, hot, arms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.counted, r.lost, r.twice = d.Counted, r.lost+d.Lost, d.Twice
+	// bandit-ingest's -history-cap default.
+	usersWrong, wrong, err := stacktest.CompareUsers(ctx, tier, truth, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.usersWrong = usersWrong
+	for _, w := range append(d.Wrong, wrong...) {
+		t.Error(w)
+	}
 	r.seconds = int(time.Since(s.start).Seconds())
 	r.crashes = s.crashes()
 
@@ -232,83 +229,6 @@ func (s *system) stores(t *testing.T) (*store.Hot, *store.Tier) {
 		t.Fatal(err)
 	}
 	return hot, tier
-}
-
-func (s *system) compareArms(t *testing.T, ctx context.Context, hot *store.Hot, want map[store.Arm]store.Counts, r *result) {
-	list := make([]store.Arm, 0, len(want))
-	for a := range want {
-		list = append(list, a)
-	}
-	got, err := hot.Counts(ctx, list)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wrong := 0
-	for i, a := range list {
-		w := want[a]
-		for ty := range w.ByType {
-			r.counted += int(got[i].ByType[ty])
-			switch d := got[i].ByType[ty] - w.ByType[ty]; {
-			case d < 0:
-				r.lost += int(-d)
-			case d > 0:
-				r.twice += int(d)
-			}
-		}
-		if got[i].ByType != w.ByType {
-			if wrong++; wrong <= 3 {
-				t.Errorf("arm %+v: counts %v, the topic holds %v", a, got[i].ByType, w.ByType)
-			}
-		}
-	}
-}
-
-// userTruth is what a user's own state must be: counts per arm and the
-// ids of the user's events.
-type userTruth struct {
-	counts map[string][]int64 // "context\x1fitem" → counts by type
-	events map[string]bool
-}
-
-// compareUsers loads every user (from the cold tier if offloaded) and
-// compares own counts and recent history with the topic; it returns the
-// number of users who differ.
-func compareUsers(t *testing.T, ctx context.Context, tier *store.Tier, truth map[string]*userTruth) int {
-	epoch, err := tier.Epoch(ctx)
-	if err != nil || epoch == "" {
-		t.Fatalf("hot tier epoch %q, %v", epoch, err)
-	}
-	const historyCap = 200 // bandit-ingest's -history-cap default
-	bad := 0
-	for user, want := range truth {
-		if err := tier.EnsureLoaded(ctx, []string{user}, epoch); err != nil {
-			t.Fatal(err)
-		}
-		counts, err := tier.UserArmCounts(ctx, user)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hist, err := tier.UserHistory(ctx, user)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ok := len(counts) == len(want.counts) && len(hist) == min(historyCap, len(want.events))
-		for arm, c := range want.counts {
-			ok = ok && slices.Equal(counts[arm], c)
-		}
-		seen := map[string]bool{}
-		for _, h := range hist {
-			ok = ok && want.events[h.EventID] && !seen[h.EventID]
-			seen[h.EventID] = true
-		}
-		if !ok {
-			if bad++; bad <= 3 {
-				t.Errorf("user %s: counts %v, history of %d; the topic holds counts %v, %d events",
-					user, counts, len(hist), want.counts, len(want.events))
-			}
-		}
-	}
-	return bad
 }
 
 // readTopic calls fn for every record of every partition of topic, up to
