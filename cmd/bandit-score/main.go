@@ -220,7 +220,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Addr:         kafka.TCP(o.conns.Kafka.Brokers...),
 		RequiredAcks: kafka.RequireAll,
 		Balancer:     &kafka.Hash{},
-		BatchSize:    10_000,
+		// kafka-go allocates BatchSize messages for every partition's batch
+		// (make([]Message, 0, BatchSize)): 10,000 made 1.5 MB, zeroed and
+		// scanned by the GC, per partition per published batch. A batch's
+		// responses per partition are in the tens; more go out as several
+		// batches.
+		BatchSize:    512,
 		BatchBytes:   64 << 20,
 		BatchTimeout: time.Millisecond,
 		WriteTimeout: o.conns.Kafka.Timeout,

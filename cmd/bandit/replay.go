@@ -160,7 +160,7 @@ func replayRequests(ctx context.Context, conns config.Connections, hot *store.Ho
 		return total, err
 	}
 	out := &kafka.Writer{Addr: kafka.TCP(conns.Kafka.Brokers...), RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{},
-		BatchSize: 10_000, BatchBytes: 64 << 20, BatchTimeout: time.Millisecond, WriteTimeout: conns.Kafka.Timeout, Transport: transport}
+		BatchSize: 512, BatchBytes: 64 << 20, BatchTimeout: time.Millisecond, WriteTimeout: conns.Kafka.Timeout, Transport: transport}
 	defer out.Close()
 	sc, err := consumers.NewScorer(consumers.ScorerConfig{Brokers: conns.Kafka.Brokers, Topic: topic, ResultsTopic: results, Replay: true,
 		Transport: transport}, hot, nil, out)
