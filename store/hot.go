@@ -87,11 +87,11 @@ func (h *Hot) Recover(ctx context.Context, seen string) (string, error) {
 // recoverWith is Recover with restore, run under the lock before the new
 // epoch is set on the shards (restore may set it on shards it restores).
 func (h *Hot) recoverWith(ctx context.Context, seen string, restore func(epoch string) error) (string, error) {
-	lock := h.keys.Prefix + ":recover-lock"
+	// A lease, renewed while a large snapshot is restored: a recoverer
+	// killed half-way holds the others up for at most LeaseTTL.
+	key := h.keys.Prefix + ":recover-lock"
 	for {
-		token := newToken()
-		// Long enough for a restore of a large snapshot.
-		got, err := h.rdb.SetNX(ctx, lock, token, 10*time.Minute).Result()
+		l, got, err := acquireLease(ctx, h.rdb, key, LeaseTTL)
 		if err != nil {
 			return "", fmt.Errorf("locking recovery: %w", err)
 		}
@@ -105,19 +105,19 @@ func (h *Hot) recoverWith(ctx context.Context, seen string, restore func(epoch s
 		}
 		epoch, err := h.currentEpoch(ctx)
 		if err == nil && (epoch == "" || epoch == seen) {
-			epoch = token
+			epoch = l.token
 			if restore != nil {
 				err = restore(epoch)
 			}
 		}
-		if err == nil && epoch == token {
+		if err == nil && epoch == l.token {
 			pipe := h.rdb.Pipeline()
 			for s := 0; s < h.keys.Shards; s++ {
 				pipe.HSet(ctx, h.keys.WatermarkKey(s), epochField, epoch)
 			}
 			_, err = pipe.Exec(ctx)
 		}
-		h.rdb.Del(context.WithoutCancel(ctx), lock)
+		l.release(ctx)
 		if err != nil {
 			return "", fmt.Errorf("recovering the hot tier: %w", err)
 		}

@@ -489,13 +489,11 @@ func (t *Tier) RunSweeper(ctx context.Context, interval, snapshotEvery time.Dura
 // snapshot at a time across instances.
 func (t *Tier) Snapshot(ctx context.Context) (Snapshot, error) {
 	k := t.hot.keys
-	lock := k.Prefix + ":snapshot-lock"
-	token := newToken()
-	got, err := t.hot.rdb.SetNX(ctx, lock, token, 10*time.Minute).Result()
+	l, got, err := acquireLease(ctx, t.hot.rdb, k.Prefix+":snapshot-lock", LeaseTTL)
 	if err != nil || !got {
 		return Snapshot{}, errors.Join(err, errors.New("store: another snapshot is running"))
 	}
-	defer t.hot.rdb.Del(context.WithoutCancel(ctx), lock)
+	defer l.release(ctx)
 	epoch, err := t.hot.currentEpoch(ctx)
 	if err != nil || epoch == "" {
 		return Snapshot{}, errors.Join(err, errors.New("store: no snapshot while the hot tier is not recovered"))

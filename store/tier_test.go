@@ -408,3 +408,55 @@ func TestSessionsReadAndKeepActive(t *testing.T) {
 		t.Fatalf("after the sweep: reader loaded %v (want true), idle loaded %v (want false)", stats[0].Loaded, stats[1].Loaded)
 	}
 }
+
+// A recoverer killed half-way (its lease left behind, no longer renewed)
+// holds the next recovery up for at most store.LeaseTTL; a live holder's
+// lease outlasts its time to live because it is renewed, and only its
+// holder releases it.
+func TestLeases(t *testing.T) {
+	e := newEnv(t, store.TierConfig{})
+	ctx := context.Background()
+	key := e.hot.Keys().Prefix + ":recover-lock"
+	if ok, err := store.AbandonLease(ctx, e.rdb, key, store.LeaseTTL); !ok || err != nil {
+		t.Fatalf("taking the lease: %v, %v", ok, err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 3*store.LeaseTTL)
+	defer cancel()
+	// While a recovery runs, its lock would outlive a killed holder by
+	// LeaseTTL at most.
+	var ttl time.Duration
+	epoch, err := e.hot.RecoverWith(rctx, e.epoch, func(string) error {
+		var err error
+		ttl, err = e.rdb.PTTL(ctx, key).Result()
+		return err
+	})
+	if err != nil || epoch == "" || epoch == e.epoch {
+		t.Fatalf("recovery after an abandoned lease: epoch %q (was %q), %v", epoch, e.epoch, err)
+	}
+	if ttl <= 0 || ttl > store.LeaseTTL {
+		t.Fatalf("the recovery lock lives %s without renewal; want at most %s", ttl, store.LeaseTTL)
+	}
+
+	const short = 600 * time.Millisecond
+	other := e.hot.Keys().Prefix + ":test-lease"
+	release, ok, err := store.HoldLease(ctx, e.rdb, other, short)
+	if !ok || err != nil {
+		t.Fatalf("taking a lease: %v, %v", ok, err)
+	}
+	time.Sleep(3 * short)
+	if _, ok, _ := store.HoldLease(ctx, e.rdb, other, short); ok {
+		t.Fatal("a held lease expired although its holder renews it")
+	}
+	release()
+	if n, err := e.rdb.Exists(ctx, other).Result(); err != nil || n != 0 {
+		t.Fatalf("released lease still there: %d, %v", n, err)
+	}
+	// An abandoned lease expires by itself.
+	if ok, err := store.AbandonLease(ctx, e.rdb, other, short); !ok || err != nil {
+		t.Fatalf("taking the lease again: %v, %v", ok, err)
+	}
+	time.Sleep(2 * short)
+	if n, err := e.rdb.Exists(ctx, other).Result(); err != nil || n != 0 {
+		t.Fatalf("abandoned lease still there after twice its time to live: %d, %v", n, err)
+	}
+}

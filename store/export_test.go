@@ -1,0 +1,34 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// AbandonLease takes the lease at key and stops renewing it without
+// releasing it, as a holder killed mid-work would.
+func AbandonLease(ctx context.Context, rdb redis.UniversalClient, key string, ttl time.Duration) (bool, error) {
+	l, ok, err := acquireLease(ctx, rdb, key, ttl)
+	if ok {
+		l.abandon()
+	}
+	return ok, err
+}
+
+// HoldLease takes the lease at key and returns its release; the lease is
+// renewed until then.
+func HoldLease(ctx context.Context, rdb redis.UniversalClient, key string, ttl time.Duration) (release func(), ok bool, err error) {
+	l, ok, err := acquireLease(ctx, rdb, key, ttl)
+	if !ok {
+		return nil, ok, err
+	}
+	return func() { l.release(ctx) }, true, nil
+}
+
+// RecoverWith is recoverWith, for tests that look at the recovery while it
+// runs.
+func (h *Hot) RecoverWith(ctx context.Context, seen string, restore func(epoch string) error) (string, error) {
+	return h.recoverWith(ctx, seen, restore)
+}
