@@ -66,7 +66,7 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 	bin := stacktest.BuildBinary(t, "./cmd/bandit-ingest")
 	dir := loadDir(t)
 	profile, allocs := filepath.Join(dir, "ingest.cpu.pprof"), filepath.Join(dir, "ingest.alloc.pprof")
-	ops := freeAddr(t)
+	ops := stacktest.FreeAddr(t)
 	p := stacktest.StartProcess(t, bin, nil, append(e.args(e.group), "-mode", "ingest", "-cpu-profile", profile, "-alloc-profile", allocs,
 		"-ops-addr", ops)...)
 	pids := map[string]int{"bandit-ingest": p.Pid(), "kafka": stackPid(t, "kafka"), "redis": stackPid(t, "redis"), "cassandra": stackPid(t, "cassandra")}

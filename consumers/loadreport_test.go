@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"image/color"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -100,16 +99,6 @@ func counter(addr, name string) (float64, error) {
 		}
 	}
 	return sum, nil
-}
-
-// freeAddr is a free loopback address for a daemon's -ops-addr.
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // pprofTop is the top of a profile as text, for the report.

@@ -119,7 +119,7 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 	bin := stacktest.BuildBinary(t, "./cmd/bandit-score")
 	dir := loadDir(t)
 	profile, allocs := filepath.Join(dir, "score.cpu.pprof"), filepath.Join(dir, "score.alloc.pprof")
-	ops := freeAddr(t)
+	ops := stacktest.FreeAddr(t)
 	p := stacktest.StartProcess(t, bin, nil,
 		"-kafka-brokers", e.brokers[0], "-redis-addr", e.redis, "-cql-hosts", e.cql, "-cql-keyspace", e.keyspace,
 		"-topic", e.requests, "-results-topic", e.results, "-group", e.group, "-key-prefix", e.prefix, "-shards", "16",

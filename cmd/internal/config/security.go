@@ -128,14 +128,24 @@ func (k Kafka) mechanism() (sasl.Mechanism, error) {
 	return nil, fmt.Errorf("-kafka-sasl: %q is not plain, scram-sha-256 or scram-sha-512", k.SASL)
 }
 
+// security returns the TLS configuration (nil: none) and the SASL
+// mechanism (nil: none) of Kafka connections.
+func (k Kafka) security() (*tls.Config, sasl.Mechanism, error) {
+	tlsCfg, err := k.TLS.Config()
+	if err != nil {
+		return nil, nil, fmt.Errorf("-kafka-tls: %w", err)
+	}
+	m, err := k.mechanism()
+	if err != nil {
+		return nil, nil, err
+	}
+	return tlsCfg, m, nil
+}
+
 // Transport returns the transport of Kafka clients and writers: TLS, SASL,
 // the client id and the dial timeout.
 func (k Kafka) Transport() (*kafka.Transport, error) {
-	tlsCfg, err := k.TLS.Config()
-	if err != nil {
-		return nil, fmt.Errorf("-kafka-tls: %w", err)
-	}
-	m, err := k.mechanism()
+	tlsCfg, m, err := k.security()
 	if err != nil {
 		return nil, err
 	}
@@ -145,11 +155,7 @@ func (k Kafka) Transport() (*kafka.Transport, error) {
 // Dialer returns the dialer of consumer groups and readers, with the same
 // TLS and SASL.
 func (k Kafka) Dialer() (*kafka.Dialer, error) {
-	tlsCfg, err := k.TLS.Config()
-	if err != nil {
-		return nil, fmt.Errorf("-kafka-tls: %w", err)
-	}
-	m, err := k.mechanism()
+	tlsCfg, m, err := k.security()
 	if err != nil {
 		return nil, err
 	}

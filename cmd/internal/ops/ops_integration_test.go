@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,16 +23,6 @@ import (
 	"github.com/banditstream/banditstream/deploy/local/stacktest"
 	"github.com/banditstream/banditstream/schemas"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 func get(addr, path string) (int, string, error) {
 	resp, err := http.Get("http://" + addr + path)
@@ -121,7 +110,7 @@ func newDaemons(t *testing.T) *daemons {
 func TestOpsEndpointsExposeTheMetrics(t *testing.T) {
 	d := newDaemons(t)
 	results := stacktest.CreateTopic(t, d.brokers, "it_ops_results", 1)
-	ingestAddr, scoreAddr := freeAddr(t), freeAddr(t)
+	ingestAddr, scoreAddr := stacktest.FreeAddr(t), stacktest.FreeAddr(t)
 	ingestGroup, scoreGroup := stacktest.UniqueName("it_ops_ingest"), stacktest.UniqueName("it_ops_score")
 	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-ingest"), nil, append(d.args, "-topic", d.events, "-group", ingestGroup,
 		"-ops-addr", ingestAddr, "-idle-timeout", "1s", "-sweep-interval", "300ms")...)
@@ -275,7 +264,7 @@ func checkDashboard(t *testing.T, exported ...map[string]map[string]float64) {
 func TestFaultReadyzFollowsRedis(t *testing.T) {
 	stacktest.NeedFaults(t)
 	d := newDaemons(t)
-	addr := freeAddr(t)
+	addr := stacktest.FreeAddr(t)
 	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-score"), nil, append(d.args, "-topic", d.requests,
 		"-group", stacktest.UniqueName("it_ready"), "-ops-addr", addr, "-sessions=false")...)
 	waitFor(t, addr, "/readyz", 200, 30*time.Second)
@@ -331,7 +320,7 @@ func TestSIGTERMUnderLoadRedoesNothing(t *testing.T) {
 		}
 		sent <- nil
 	}()
-	addr := freeAddr(t)
+	addr := stacktest.FreeAddr(t)
 	p := stacktest.StartProcess(t, bin, nil, append(args, "-ops-addr", addr)...)
 	waitFor(t, addr, "/healthz", 200, 30*time.Second)
 	// Stop it mid-stream, with batches in flight.
@@ -352,7 +341,7 @@ func TestSIGTERMUnderLoadRedoesNothing(t *testing.T) {
 	if err := <-sent; err != nil {
 		t.Fatal(err)
 	}
-	addr2 := freeAddr(t)
+	addr2 := stacktest.FreeAddr(t)
 	stacktest.StartProcess(t, bin, nil, append(args, "-ops-addr", addr2)...)
 	stacktest.WaitForLag(t, d.brokers, group, d.events, 2*time.Minute)
 	m := metrics(t, addr2)["banditstream_events_total"]
@@ -387,7 +376,7 @@ func TestAuthenticatedRedis(t *testing.T) {
 		return append(append(a, "-topic", d.requests, "-results-topic", results, "-sessions=false"), extra...)
 	}
 
-	good, group := freeAddr(t), stacktest.UniqueName("it_auth")
+	good, group := stacktest.FreeAddr(t), stacktest.UniqueName("it_auth")
 	stacktest.StartProcess(t, bin, nil, args("-group", group, "-ops-addr", good, "-redis-password-file", pwFile)...)
 	waitFor(t, good, "/readyz", 200, time.Minute)
 	v, _ := schemas.Protobuf.AppendScoreRequest(nil, &schemas.ScoreRequest{RequestId: "a1", UserId: "u", Candidates: []string{"x", "y"}, K: 1})
@@ -401,7 +390,7 @@ func TestAuthenticatedRedis(t *testing.T) {
 		t.Fatalf("scored %v requests with the authenticated hot tier, want 1", n)
 	}
 
-	bad := freeAddr(t)
+	bad := stacktest.FreeAddr(t)
 	p := stacktest.StartProcess(t, bin, nil, args("-group", stacktest.UniqueName("it_auth"), "-ops-addr", bad, "-redis-password", wrong, "-log-level", "debug")...)
 	body := waitFor(t, bad, "/readyz", 503, time.Minute)
 	if !strings.Contains(body, "redis:") || !strings.Contains(body, "WRONGPASS") || strings.Contains(body, wrong) {
@@ -430,7 +419,7 @@ func TestAuthenticatedCassandra(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := stacktest.BuildBinary(t, "./cmd/bandit-ingest")
-	addr := freeAddr(t)
+	addr := stacktest.FreeAddr(t)
 	// The environment's credentials are cleared: only the flags log in.
 	noEnv := []string{stacktest.EnvCQLUsername + "=", stacktest.EnvCQLPassword + "="}
 	stacktest.StartProcess(t, bin, noEnv, append(d.args, "-topic", d.events, "-group", stacktest.UniqueName("it_cqlauth"),
@@ -497,7 +486,7 @@ func testKafkaListener(t *testing.T, broker, password string, flags []string) {
 			args[i] = broker
 		}
 	}
-	addr, group := freeAddr(t), stacktest.UniqueName("it_auth")
+	addr, group := stacktest.FreeAddr(t), stacktest.UniqueName("it_auth")
 	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-score"), nil, append(append(args, flags...),
 		"-kafka-password-file", pwFile, "-topic", d.requests, "-results-topic", results, "-group", group, "-ops-addr", addr, "-sessions=false")...)
 	waitFor(t, addr, "/readyz", 200, time.Minute)
@@ -531,7 +520,7 @@ func TestCQLOverTLS(t *testing.T) {
 		t.Fatalf("check over TLS trusting only the system's authorities: %v\n%s", err, out)
 	}
 
-	addr := freeAddr(t)
+	addr := stacktest.FreeAddr(t)
 	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-ingest"), nil, append(append(d.args, tls[2:]...),
 		"-topic", d.events, "-group", stacktest.UniqueName("it_cqltls"), "-ops-addr", addr, "-idle-timeout", "1s", "-sweep-interval", "200ms")...)
 	waitFor(t, addr, "/readyz", 200, time.Minute)
@@ -573,7 +562,7 @@ func TestScorerSIGTERMUnderLoadAnswersOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Close()
-	addr := freeAddr(t)
+	addr := stacktest.FreeAddr(t)
 	p := stacktest.StartProcess(t, bin, nil, append(args, "-ops-addr", addr)...)
 	waitFor(t, addr, "/healthz", 200, time.Minute)
 	var before float64

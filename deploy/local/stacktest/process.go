@@ -274,6 +274,12 @@ func StartRedisTLS(t testing.TB) (addr, caFile string) {
 	return "127.0.0.1:" + strconv.Itoa(port), certFile
 }
 
+// FreeAddr returns a free loopback address, e.g. for a daemon's -ops-addr.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	return "127.0.0.1:" + strconv.Itoa(freePort(t))
+}
+
 func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
