@@ -309,7 +309,12 @@ func TestScoreMatchesSamplerOnStoredPosteriors(t *testing.T) {
 		reqs = append(reqs, r)
 		msgs = append(msgs, requestMsg(t, r))
 	}
-	e.send(t, msgs...)
+	// Half, then the other half once the first is answered: the second
+	// half finds the arms the first cached (all at once, each partition may
+	// take its requests in one batch, all of them misses).
+	e.send(t, msgs[:20]...)
+	readTopic(t, e.brokers, e.results, 3, time.Minute, atLeast(19)) // r5 goes to its reply topic
+	e.send(t, msgs[20:]...)
 	got := readTopic(t, e.brokers, e.results, 3, time.Minute, atLeast(len(reqs)-1))
 	replies := readTopic(t, e.brokers, replyTopic, 1, time.Minute, atLeast(1))
 	if len(replies) != 1 || replies["r5"] == nil {
