@@ -5,46 +5,49 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
 	"github.com/banditstream/banditstream/schemas"
-	"github.com/banditstream/banditstream/store"
+	"github.com/banditstream/banditstream/store/state"
 )
 
-// ArmStore is what ingest needs of the hot tier: watermarks and atomic
-// per-shard application of arm deltas (store.Hot implements it).
+// ArmStore is what ingest needs of the hot tier: the shard of an arm,
+// watermarks and atomic per-shard application of arm deltas.
 type ArmStore interface {
-	Keys() store.Keys
+	Shard(a state.Arm) int
 	Watermarks(ctx context.Context, topic string, partition int) ([]int64, string, error)
-	Apply(ctx context.Context, topic string, partition int, last int64, epoch string, shards []store.ShardBatch) (map[int]int64, error)
-	Recover(ctx context.Context, seen string) (string, error)
+	Apply(ctx context.Context, topic string, partition int, last int64, epoch string, shards []state.ShardBatch) (map[int]int64, error)
 	MarkPartitionApplied(ctx context.Context, topic string, partition int, last int64, epoch string) error
 	PartitionApplied(ctx context.Context, topic string, partition int, epoch string) (int64, bool, error)
 }
 
-// Recoverer recovers a hot tier that lost its state (store.Tier restores
-// the latest snapshot; store.Hot only starts a new epoch).
+// Recoverer recovers a hot tier that lost its state and returns the new
+// epoch: the tiering restores the latest snapshot first; the hot tier alone
+// only starts a new epoch.
 type Recoverer interface {
 	Recover(ctx context.Context, seen string) (string, error)
 }
 
-var _ Recoverer = (*store.Tier)(nil)
-
-var _ ArmStore = (*store.Hot)(nil)
-
 // UserStore is what ingest needs of the tiered user state: session loads
-// and per-user application of events above the user's watermark
-// (store.Tier implements it).
+// and per-user application of events above the user's watermark.
 type UserStore interface {
 	EnsureLoaded(ctx context.Context, users []string, epoch string) error
-	ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]store.UserEvent) (notLoaded []string, err error)
+	ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent) (notLoaded []string, err error)
 }
 
-var _ UserStore = (*store.Tier)(nil)
+// IngestStores are the stores ingest writes to.
+type IngestStores struct {
+	Arms ArmStore
+	// Users, if set, get every event applied to the user's session; nil
+	// keeps the arm counts only.
+	Users UserStore
+	// Recoverer recovers the hot tier when it lost its state; it must be
+	// set (the tiering, or the hot tier itself without users).
+	Recoverer Recoverer
+}
 
 // MessageWriter writes Kafka messages synchronously (a *kafka.Writer with
 // RequiredAcks = RequireAll and Async = false).
@@ -74,10 +77,10 @@ type IngestConfig struct {
 	// before reassigning its partitions; default 10 s (Kafka's minimum is
 	// 6 s).
 	SessionTimeout time.Duration
-	// FaultCommitDelay waits between writing a batch's state and committing
-	// its offset: fault injection, so that tests which kill the process
-	// land in that window often. Zero in production.
-	FaultCommitDelay time.Duration
+	// BeforeCommit, if set, runs between writing a batch's state and
+	// committing its offset: a hook for tests that kill the process in
+	// that window. It must return when ctx ends.
+	BeforeCommit func(ctx context.Context) error
 	// Transport to the brokers; nil uses kafka-go's default.
 	Transport kafka.RoundTripper
 	// Dialer for the group coordinator; nil uses kafka-go's default.
@@ -88,27 +91,40 @@ type IngestConfig struct {
 	BatchRecords, BatchSeconds Observer
 }
 
+// DefaultIngestConfig returns the defaults: topic "interactions", group
+// "banditstream-ingest", 4 MiB fetches waiting up to 250 ms, 20 s to drain,
+// a 10 s group session.
+func DefaultIngestConfig() IngestConfig {
+	return IngestConfig{
+		Topic: schemas.TopicInteractions, GroupID: "banditstream-ingest",
+		FetchMaxBytes: 4 << 20, FetchMaxWait: 250 * time.Millisecond,
+		Limits:       schemas.DefaultLimits(),
+		DrainTimeout: 20 * time.Second, SessionTimeout: 10 * time.Second,
+	}
+}
+
 func (c *IngestConfig) setDefaults() {
+	d := DefaultIngestConfig()
 	if c.Topic == "" {
-		c.Topic = "interactions"
+		c.Topic = d.Topic
 	}
 	if c.GroupID == "" {
-		c.GroupID = "banditstream-ingest"
+		c.GroupID = d.GroupID
 	}
 	if c.FetchMaxBytes == 0 {
-		c.FetchMaxBytes = 4 << 20
+		c.FetchMaxBytes = d.FetchMaxBytes
 	}
 	if c.FetchMaxWait == 0 {
-		c.FetchMaxWait = 250 * time.Millisecond
+		c.FetchMaxWait = d.FetchMaxWait
 	}
 	if c.Limits == (schemas.Limits{}) {
-		c.Limits = schemas.DefaultLimits()
+		c.Limits = d.Limits
 	}
 	if c.DrainTimeout == 0 {
-		c.DrainTimeout = 20 * time.Second
+		c.DrainTimeout = d.DrainTimeout
 	}
 	if c.SessionTimeout == 0 {
-		c.SessionTimeout = 10 * time.Second
+		c.SessionTimeout = d.SessionTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -133,10 +149,11 @@ func (c IngestConfig) Validate() error {
 // good ones to the hot tier together with the partition's offset
 // watermark, and only then commits the offset.
 type Ingest struct {
-	cfg   IngestConfig
-	arms  ArmStore
-	users UserStore
-	dlq   MessageWriter
+	cfg     IngestConfig
+	arms    ArmStore
+	users   UserStore
+	recover Recoverer
+	dlq     MessageWriter
 	fetcher
 	log *slog.Logger
 
@@ -157,23 +174,24 @@ func (in *Ingest) Stats() IngestStats {
 		Duplicates: in.duplicates.Load(), DeadLetters: in.deadLetters.Load()}
 }
 
-// NewIngest returns an ingest worker. dlq must write to cfg.Topic+".dlq".
-// users may be nil: then only the arm counts are kept.
-func NewIngest(cfg IngestConfig, arms ArmStore, users UserStore, dlq MessageWriter) (*Ingest, error) {
+// NewIngest returns an ingest worker. dlq must write to the dead-letter
+// topic of cfg.Topic (schemas.DeadLetterTopic).
+func NewIngest(cfg IngestConfig, stores IngestStores, dlq MessageWriter) (*Ingest, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if arms == nil || dlq == nil {
-		return nil, errors.New("ingest: nil store or dead-letter writer")
+	if stores.Arms == nil || stores.Recoverer == nil || dlq == nil {
+		return nil, errors.New("ingest: nil arm store, recoverer or dead-letter writer")
 	}
 	log := cfg.Logger.With("component", "ingest", "topic", cfg.Topic)
 	return &Ingest{
-		cfg:   cfg,
-		arms:  arms,
-		users: users,
-		dlq:   dlq,
-		log:   log,
+		cfg:     cfg,
+		arms:    stores.Arms,
+		users:   stores.Users,
+		recover: stores.Recoverer,
+		dlq:     dlq,
+		log:     log,
 		fetcher: fetcher{
 			client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Transport},
 			topic:  cfg.Topic, maxBytes: cfg.FetchMaxBytes, maxWait: cfg.FetchMaxWait, log: log,
@@ -192,62 +210,41 @@ func (in *Ingest) Run(ctx context.Context) error {
 }
 
 // runPartition consumes one partition for the lifetime of a generation.
-// ctx is the worker's, gctx the generation's: either ending stops it, but a
-// batch already fetched is finished, within DrainTimeout.
 func (in *Ingest) runPartition(ctx, gctx context.Context, gen *kafka.Generation, partition int, offset int64) {
-	log := in.log.With("partition", partition)
 	p := &partitionState{topic: in.cfg.Topic, partition: partition}
-	stop := func() bool { return ctx.Err() != nil || gctx.Err() != nil }
-	backoff := newBackoff()
-	for !stop() {
-		if p.watermarks == nil {
-			if err := in.startPartition(gctx, p, &offset); err != nil {
-				log.Warn("starting partition", "err", err)
-				backoff.wait(gctx)
-				continue
-			}
-		}
-		batch, next, err := in.fetch(gctx, partition, offset)
-		if err != nil {
-			if !stop() {
-				log.Warn("fetching", "offset", offset, "err", err)
-				backoff.wait(gctx)
-			}
-			continue
-		}
-		if len(batch) == 0 {
-			offset = next
-			continue
-		}
-		started := time.Now()
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.cfg.DrainTimeout)
-		err = in.process(wctx, p, batch)
-		if err == nil && in.cfg.FaultCommitDelay > 0 {
-			time.Sleep(in.cfg.FaultCommitDelay)
-		}
-		if err == nil {
-			last := batch[len(batch)-1].offset
-			err = gen.CommitOffsets(map[string]map[int]int64{in.cfg.Topic: {partition: last + 1}})
-			if err != nil {
-				// The generation is over; the next owner resumes from the
-				// last commit, and the watermarks make the replay harmless.
-				cancel()
-				log.Info("commit refused; generation ended", "err", err)
-				return
-			}
-			offset = next
-			backoff.reset()
-			in.cfg.BatchRecords.Observe(float64(len(batch)))
-			in.cfg.BatchSeconds.Observe(time.Since(started).Seconds())
-		}
-		cancel()
-		if err != nil {
-			// Nothing was committed: fetch the same batch again.
-			log.Warn("processing batch", "offset", offset, "err", err)
-			p.watermarks = nil
-			backoff.wait(gctx)
-		}
+	l := &loop{
+		src: &in.fetcher, h: &ingestPartition{in: in, p: p}, topic: in.cfg.Topic, partition: partition,
+		gen: gen, drainTimeout: in.cfg.DrainTimeout, beforeCommit: in.cfg.BeforeCommit,
+		batchRecords: in.cfg.BatchRecords, batchSeconds: in.cfg.BatchSeconds, log: in.log,
 	}
+	l.consume(ctx, gctx, offset)
+}
+
+// ingestPartition is the batch handler of one partition's loop: consumed
+// (start decides the resume offset) or replayed (from the range's start;
+// with dry, nothing is written).
+type ingestPartition struct {
+	in  *Ingest
+	p   *partitionState
+	dry bool
+}
+
+func (h *ingestPartition) start(ctx context.Context, offset int64) (int64, error) {
+	if h.p.replay {
+		return offset, h.in.startReplay(ctx, h.p, h.dry)
+	}
+	err := h.in.startPartition(ctx, h.p, &offset)
+	return offset, err
+}
+
+func (h *ingestPartition) handle(ctx, _ context.Context, batch []record) error {
+	if h.dry {
+		good, dead := h.in.decodeBatch(h.p, batch)
+		h.p.stats.count(good, len(dead), h.p.watermarks)
+		return nil
+	}
+	// process counts into p.stats once the batch is applied.
+	return h.in.process(ctx, h.p, batch)
 }
 
 // startPartition reads the partition's watermarks and decides where to
@@ -265,11 +262,7 @@ func (in *Ingest) startPartition(ctx context.Context, p *partitionState, offset 
 		return err
 	}
 	if epoch == "" || (p.epoch != "" && epoch != p.epoch) {
-		var rec Recoverer = in.arms
-		if r, ok := in.users.(Recoverer); ok {
-			rec = r
-		}
-		if epoch, err = rec.Recover(ctx, p.epoch); err != nil {
+		if epoch, err = in.recover.Recover(ctx, p.epoch); err != nil {
 			return err
 		}
 		if wms, _, err = in.arms.Watermarks(ctx, p.topic, p.partition); err != nil {
@@ -322,15 +315,14 @@ type partitionState struct {
 type goodEvent struct {
 	offset int64
 	shard  int
-	arm    store.Arm
+	arm    state.Arm
 	typ    int
 	timeMs int64
-	hist   store.HistoryEvent
+	hist   state.HistoryEvent
 }
 
 // decodeBatch splits a batch into valid events and dead letters.
 func (in *Ingest) decodeBatch(p *partitionState, batch []record) ([]goodEvent, []kafka.Message) {
-	keys := in.arms.Keys()
 	now := time.Now()
 	var good []goodEvent
 	var dead []kafka.Message
@@ -341,10 +333,10 @@ func (in *Ingest) decodeBatch(p *partitionState, batch []record) ([]goodEvent, [
 			dead = append(dead, deadLetter(in.cfg.Topic, p.partition, r, err))
 			continue
 		}
-		a := store.Arm{Context: ev.GetContext(), Item: ev.GetItemId()}
-		good = append(good, goodEvent{offset: r.offset, shard: keys.Shard(a), arm: a,
-			typ: store.TypeIndex(ev.GetType()), timeMs: ev.GetEventTimeMs(),
-			hist: store.HistoryEvent{
+		a := state.Arm{Context: ev.GetContext(), Item: ev.GetItemId()}
+		good = append(good, goodEvent{offset: r.offset, shard: in.arms.Shard(a), arm: a,
+			typ: state.TypeIndex(ev.GetType()), timeMs: ev.GetEventTimeMs(),
+			hist: state.HistoryEvent{
 				UserID: ev.GetUserId(), EventTimeMs: ev.GetEventTimeMs(), EventID: ev.GetEventId(),
 				ItemID: ev.GetItemId(), Context: ev.GetContext(), Type: int32(ev.GetType()),
 				SessionID: ev.GetSessionId(), Value: ev.GetValue(),
@@ -397,7 +389,7 @@ func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record
 			}
 			return markApplied()
 		}
-		if !errors.Is(err, store.ErrConflict) || attempt >= 3 {
+		if !errors.Is(err, state.ErrConflict) || attempt >= 3 {
 			return err
 		}
 		// Another writer got there first: the shards it did apply are
@@ -416,9 +408,9 @@ func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record
 // then applies each user's events; a user evicted in between is loaded
 // again.
 func (in *Ingest) applyUsers(ctx context.Context, p *partitionState, good []goodEvent) error {
-	byUser := map[string][]store.UserEvent{}
+	byUser := map[string][]state.UserEvent{}
 	for _, e := range good {
-		byUser[e.hist.UserID] = append(byUser[e.hist.UserID], store.UserEvent{Offset: e.offset, Event: e.hist})
+		byUser[e.hist.UserID] = append(byUser[e.hist.UserID], state.UserEvent{Offset: e.offset, Event: e.hist})
 	}
 	for attempt := 0; len(byUser) > 0; attempt++ {
 		users := make([]string, 0, len(byUser))
@@ -438,7 +430,7 @@ func (in *Ingest) applyUsers(ctx context.Context, p *partitionState, good []good
 		if attempt >= 5 {
 			return fmt.Errorf("%d users evicted again and again while applying", len(notLoaded))
 		}
-		again := make(map[string][]store.UserEvent, len(notLoaded))
+		again := make(map[string][]state.UserEvent, len(notLoaded))
 		for _, u := range notLoaded {
 			again[u] = byUser[u]
 		}
@@ -462,101 +454,32 @@ func (in *Ingest) decode(p *partitionState, r *record, now time.Time) (*schemas.
 }
 
 // aggregate sums the events above each shard's watermark, per shard and arm.
-func aggregate(events []goodEvent, watermarks []int64) []store.ShardBatch {
-	byShard := map[int]map[store.Arm]*store.Counts{}
+func aggregate(events []goodEvent, watermarks []int64) []state.ShardBatch {
+	byShard := map[int]map[state.Arm]*state.Counts{}
 	for _, e := range events {
 		if e.offset <= watermarks[e.shard] {
 			continue // applied before: a redelivery or a replay
 		}
 		arms := byShard[e.shard]
 		if arms == nil {
-			arms = map[store.Arm]*store.Counts{}
+			arms = map[state.Arm]*state.Counts{}
 			byShard[e.shard] = arms
 		}
 		c := arms[e.arm]
 		if c == nil {
-			c = &store.Counts{}
+			c = &state.Counts{}
 			arms[e.arm] = c
 		}
 		c.ByType[e.typ]++
 		c.LastEventMs = max(c.LastEventMs, e.timeMs)
 	}
-	out := make([]store.ShardBatch, 0, len(byShard))
+	out := make([]state.ShardBatch, 0, len(byShard))
 	for s, arms := range byShard {
-		sb := store.ShardBatch{Shard: s, Expected: watermarks[s], Deltas: make([]store.ArmDelta, 0, len(arms))}
+		sb := state.ShardBatch{Shard: s, Expected: watermarks[s], Deltas: make([]state.ArmDelta, 0, len(arms))}
 		for a, c := range arms {
-			sb.Deltas = append(sb.Deltas, store.ArmDelta{Arm: a, Counts: *c})
+			sb.Deltas = append(sb.Deltas, state.ArmDelta{Arm: a, Counts: *c})
 		}
 		out = append(out, sb)
 	}
 	return out
-}
-
-// Dead-letter headers, added to the record's own.
-const (
-	HeaderError           = "dlq-error"
-	HeaderErrorField      = "dlq-error-field"
-	HeaderOriginTopic     = "dlq-origin-topic"
-	HeaderOriginPartition = "dlq-origin-partition"
-	HeaderOriginOffset    = "dlq-origin-offset"
-	// HeaderTruncated holds the original size of a value cut to
-	// DeadLetterMaxValueBytes, so an oversize record cannot block its
-	// partition by being too large for the dead-letter topic as well.
-	HeaderTruncated = "dlq-value-truncated"
-)
-
-// DeadLetterSuffix is appended to a topic's name to name its dead-letter
-// topic.
-const DeadLetterSuffix = ".dlq"
-
-// DeadLetterMaxValueBytes bounds the value of a dead letter.
-const DeadLetterMaxValueBytes = 256 << 10
-
-func deadLetter(topic string, partition int, r *record, cause error) kafka.Message {
-	field := ""
-	var fe *schemas.FieldError
-	if errors.As(cause, &fe) {
-		field = fe.Field
-	}
-	headers := append([]kafka.Header{}, r.headers...)
-	headers = append(headers,
-		kafka.Header{Key: HeaderError, Value: []byte(cause.Error())},
-		kafka.Header{Key: HeaderErrorField, Value: []byte(field)},
-		kafka.Header{Key: HeaderOriginTopic, Value: []byte(topic)},
-		kafka.Header{Key: HeaderOriginPartition, Value: []byte(strconv.Itoa(partition))},
-		kafka.Header{Key: HeaderOriginOffset, Value: []byte(strconv.FormatInt(r.offset, 10))},
-	)
-	value := r.value
-	if len(value) > DeadLetterMaxValueBytes {
-		headers = append(headers, kafka.Header{Key: HeaderTruncated, Value: []byte(strconv.Itoa(len(value)))})
-		value = value[:DeadLetterMaxValueBytes]
-	}
-	return kafka.Message{Key: r.key, Value: value, Headers: headers}
-}
-
-func headerValue(headers []kafka.Header, key string) string {
-	for _, h := range headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
-}
-
-// backoff waits between retries of a failing dependency: 100 ms doubling
-// to 5 s.
-type backoff struct{ d time.Duration }
-
-func newBackoff() *backoff { return &backoff{d: 100 * time.Millisecond} }
-
-func (b *backoff) reset() { b.d = 100 * time.Millisecond }
-
-func (b *backoff) wait(ctx context.Context) {
-	t := time.NewTimer(b.d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-	b.d = min(2*b.d, 5*time.Second)
 }

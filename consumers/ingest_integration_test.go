@@ -18,10 +18,13 @@ import (
 	"github.com/banditstream/banditstream/deploy/local/stacktest"
 	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store"
+	"github.com/banditstream/banditstream/store/cold"
+	"github.com/banditstream/banditstream/store/hot"
+	"github.com/banditstream/banditstream/store/state"
 )
 
 // oracle is what the arm counts must be after the events sent.
-type oracle map[store.Arm]store.Counts
+type oracle map[state.Arm]state.Counts
 
 func (o oracle) add(ev *schemas.Interaction) { stacktest.AddArmEvent(o, ev) }
 
@@ -108,7 +111,7 @@ type ingestEnv struct {
 	topic    string
 	prefix   string
 	group    string
-	hot      *store.Hot
+	hot      *hot.Hot
 	rdb      *redis.Client
 }
 
@@ -123,7 +126,7 @@ func newIngestEnv(t *testing.T, partitions int) *ingestEnv {
 	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis})
 	t.Cleanup(func() { e.rdb.Close() })
 	var err error
-	e.hot, err = store.NewHot(e.rdb, store.Keys{Prefix: e.prefix, Shards: 64})
+	e.hot, err = hot.New(e.rdb, hot.Keys{Prefix: e.prefix, Shards: 64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +137,7 @@ func (e *ingestEnv) args(group string) []string {
 	return []string{
 		"-kafka-brokers", e.brokers[0], "-redis-addr", e.redis, "-topic", e.topic, "-group", group,
 		"-key-prefix", e.prefix, "-shards", "64", "-session-timeout", "6s", "-fetch-max-wait", "100ms",
-		"-cql-hosts", e.cql, "-cql-keyspace", e.keyspace, "-log-level", "warn",
+		"-cql-hosts", e.cql, "-cql-keyspace", e.keyspace, "-cql-migrate", "-log-level", "warn",
 	}
 }
 
@@ -166,7 +169,7 @@ func (e *ingestEnv) tier(t *testing.T) *store.Tier {
 		t.Fatal(err)
 	}
 	t.Cleanup(session.Close)
-	cold, err := store.NewCold(context.Background(), session, store.ColdConfig{Keyspace: e.keyspace})
+	cold, err := stacktest.NewCold(context.Background(), session, cold.Config{Keyspace: e.keyspace})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +184,7 @@ func (e *ingestEnv) tier(t *testing.T) *store.Tier {
 // arm, and the recent history holding each event exactly once.
 func (e *ingestEnv) checkUsers(t *testing.T, want userOracle) {
 	t.Helper()
-	bad, wrong, err := stacktest.CompareUsers(context.Background(), e.tier(t), want, 200)
+	bad, wrong, err := stacktest.CompareUsers(context.Background(), e.tier(t), e.hot, want, 200)
 	if err != nil {
 		t.Fatal(err)
 	}

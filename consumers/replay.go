@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -159,38 +160,10 @@ func PlanReplay(ctx context.Context, client *kafka.Client, topic string, partiti
 	return out, nil
 }
 
-// readRange fetches the records of r in batches and hands each batch, cut
-// to the range, to use; progress gets the records read so far.
-func (f *fetcher) readRange(ctx context.Context, r ReplayRange, progress func(int), use func([]record) error) error {
-	for offset := r.From; offset < r.To; {
-		batch, next, err := f.fetch(ctx, r.Partition, offset)
-		if err != nil {
-			return fmt.Errorf("fetching %s/%d at %d: %w", f.topic, r.Partition, offset, err)
-		}
-		if next <= offset && len(batch) == 0 {
-			return fmt.Errorf("fetching %s/%d at %d: no progress", f.topic, r.Partition, offset)
-		}
-		kept := batch[:0]
-		for _, rec := range batch {
-			if rec.offset >= r.To {
-				break
-			}
-			if (!r.FromTime.IsZero() && rec.time.Before(r.FromTime)) || (!r.ToTime.IsZero() && !rec.time.Before(r.ToTime)) {
-				continue
-			}
-			kept = append(kept, rec)
-		}
-		if len(kept) > 0 {
-			if err := use(kept); err != nil {
-				return err
-			}
-		}
-		if progress != nil {
-			progress(int(min(next, r.To) - offset))
-		}
-		offset = next
-	}
-	return nil
+// replayLoop returns the loop that replays r through h.
+func (f *fetcher) replayLoop(r ReplayRange, h batchHandler, progress func(int), log *slog.Logger) *loop {
+	return &loop{src: f, h: h, topic: f.topic, partition: r.Partition, end: r.To,
+		fromTime: r.FromTime, toTime: r.ToTime, progress: progress, log: log}
 }
 
 // Replay applies the records of r to the stores exactly as consumption
@@ -202,36 +175,29 @@ func (f *fetcher) readRange(ctx context.Context, r ReplayRange, progress func(in
 // say what would change. progress, if not nil, gets the offsets passed.
 func (in *Ingest) Replay(ctx context.Context, r ReplayRange, dry bool, progress func(int)) (ReplayStats, error) {
 	p := &partitionState{topic: in.cfg.Topic, partition: r.Partition, replay: true}
+	err := in.replayLoop(r, &ingestPartition{in: in, p: p, dry: dry}, progress, in.log).replay(ctx, r.From)
+	return p.stats, err
+}
+
+// startReplay reads the watermarks a replay filters by. A new namespace,
+// or one that lost its state, is recovered first as consumption would
+// (restoring its latest snapshot, if any), unless dry.
+func (in *Ingest) startReplay(ctx context.Context, p *partitionState, dry bool) error {
 	wms, epoch, err := in.arms.Watermarks(ctx, p.topic, p.partition)
 	if err != nil {
-		return p.stats, err
+		return err
 	}
 	if epoch == "" && !dry {
-		// A new namespace, or one that lost its state: recover it as
-		// consumption would (restoring its latest snapshot, if any).
-		var rec Recoverer = in.arms
-		if t, ok := in.users.(Recoverer); ok {
-			rec = t
-		}
-		if epoch, err = rec.Recover(ctx, ""); err != nil {
-			return p.stats, err
+		if epoch, err = in.recover.Recover(ctx, ""); err != nil {
+			return err
 		}
 		if wms, _, err = in.arms.Watermarks(ctx, p.topic, p.partition); err != nil {
-			return p.stats, err
+			return err
 		}
 	}
 	if len(wms) == 0 {
-		return p.stats, errors.New("replay: the hot tier returned no watermarks")
+		return errors.New("replay: the hot tier returned no watermarks")
 	}
 	p.watermarks, p.epoch = wms, epoch
-	err = in.readRange(ctx, r, progress, func(batch []record) error {
-		if dry {
-			good, dead := in.decodeBatch(p, batch)
-			p.stats.count(good, len(dead), p.watermarks)
-			return nil
-		}
-		// process counts into p.stats once the batch is applied.
-		return in.process(ctx, p, batch)
-	})
-	return p.stats, err
+	return nil
 }

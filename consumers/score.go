@@ -15,26 +15,22 @@ import (
 
 	"github.com/banditstream/banditstream/sampler"
 	"github.com/banditstream/banditstream/schemas"
-	"github.com/banditstream/banditstream/store"
+	"github.com/banditstream/banditstream/store/state"
 )
 
-// ArmReader reads arm counts from the hot tier (store.Hot implements it).
+// ArmReader reads arm counts from the hot tier.
 type ArmReader interface {
-	Counts(ctx context.Context, arms []store.Arm) ([]store.Counts, error)
+	Counts(ctx context.Context, arms []state.Arm) ([]state.Counts, error)
 }
-
-var _ ArmReader = (*store.Hot)(nil)
 
 // SessionStore is what the scorer needs of the tiered user state: the
 // users' own counts while their session is hot, and session loads
-// (store.Tier implements it).
+// (the tiering).
 type SessionStore interface {
 	Epoch(ctx context.Context) (string, error)
 	EnsureLoaded(ctx context.Context, users []string, epoch string) error
-	Sessions(ctx context.Context, users []string) ([]store.SessionStats, error)
+	Sessions(ctx context.Context, users []string) ([]state.SessionStats, error)
 }
-
-var _ SessionStore = (*store.Tier)(nil)
 
 // RewardModel turns counts into Beta posteriors: trials are impressions,
 // reward r = Σ Weights[type]·count(type), α = α0 + r and
@@ -42,17 +38,17 @@ var _ SessionStore = (*store.Tier)(nil)
 // own counts are added with weight Lambda: α += λ·r_u, β += λ·max(t_u − r_u, 0).
 type RewardModel struct {
 	Prior sampler.Prior
-	// Weights by store.TypeIndex (impression, click, wishlist, add to
+	// Weights by state.TypeIndex (impression, click, wishlist, add to
 	// cart, order). The impression weight must be 0: impressions are the
 	// trials.
-	Weights [store.NumEventTypes]float64
+	Weights [state.NumEventTypes]float64
 	Lambda  float64
 }
 
 // DefaultRewardModel is Beta(1, 1), a click worth 1 and everything else 0,
 // and the user's own counts at weight 1.
 func DefaultRewardModel() RewardModel {
-	return RewardModel{Prior: sampler.DefaultPrior, Weights: [store.NumEventTypes]float64{0, 1, 0, 0, 0}, Lambda: 1}
+	return RewardModel{Prior: sampler.DefaultPrior, Weights: [state.NumEventTypes]float64{0, 1, 0, 0, 0}, Lambda: 1}
 }
 
 // Validate reports a model that cannot work.
@@ -75,22 +71,22 @@ func (m RewardModel) Validate() error {
 }
 
 // trialsReward returns an arm's trials and reward.
-func (m *RewardModel) trialsReward(c *store.Counts) (float64, float64) {
+func (m *RewardModel) trialsReward(c *state.Counts) (float64, float64) {
 	var r float64
-	for t := 1; t < store.NumEventTypes; t++ {
+	for t := 1; t < state.NumEventTypes; t++ {
 		r += m.Weights[t] * float64(c.ByType[t])
 	}
 	return float64(c.ByType[0]), r
 }
 
 // arm returns the global posterior of an arm with counts c.
-func (m *RewardModel) arm(c *store.Counts) sampler.Arm {
+func (m *RewardModel) arm(c *state.Counts) sampler.Arm {
 	t, r := m.trialsReward(c)
 	return m.Prior.Arm(t, r)
 }
 
 // personalize adds a user's own counts to a global posterior.
-func (m *RewardModel) personalize(a *sampler.Arm, c *store.Counts) {
+func (m *RewardModel) personalize(a *sampler.Arm, c *state.Counts) {
 	t, r := m.trialsReward(c)
 	alpha := a.Alpha() + m.Lambda*r
 	beta := a.Beta() + m.Lambda*max(t-r, 0)
@@ -99,7 +95,7 @@ func (m *RewardModel) personalize(a *sampler.Arm, c *store.Counts) {
 
 // Posterior returns an arm's posterior from its global counts and, if own
 // is not nil, the user's own counts on it: what the scorer ranks.
-func (m RewardModel) Posterior(global store.Counts, own *store.Counts) sampler.Arm {
+func (m RewardModel) Posterior(global state.Counts, own *state.Counts) sampler.Arm {
 	a := m.arm(&global)
 	if own != nil && m.Lambda > 0 {
 		m.personalize(&a, own)
@@ -181,12 +177,13 @@ type ScorerConfig struct {
 	// operator's choice (offline evaluation), which never touches live
 	// results.
 	Replay bool
-	// FaultCommitDelay waits before every commit: fault injection for
-	// tests. Zero in production.
-	FaultCommitDelay time.Duration
-	Transport        kafka.RoundTripper
-	Dialer           *kafka.Dialer
-	Logger           *slog.Logger
+	// BeforeCommit, if set, runs before every commit: a hook for tests
+	// that kill the process between publishing and committing. It must
+	// return when ctx ends.
+	BeforeCommit func(ctx context.Context) error
+	Transport    kafka.RoundTripper
+	Dialer       *kafka.Dialer
+	Logger       *slog.Logger
 	// BatchRecords and BatchSeconds, if set, observe each batch's size and
 	// the time from its fetch to the acknowledgement of its responses;
 	// RequestSeconds each request's time from its sent_time_ms to its
@@ -196,10 +193,10 @@ type ScorerConfig struct {
 
 func (c *ScorerConfig) setDefaults() {
 	if c.Topic == "" {
-		c.Topic = "score-requests"
+		c.Topic = schemas.TopicScoreRequests
 	}
 	if c.ResultsTopic == "" {
-		c.ResultsTopic = "score-results"
+		c.ResultsTopic = schemas.TopicScoreResults
 	}
 	if c.GroupID == "" {
 		c.GroupID = "banditstream-scorer"
@@ -380,10 +377,7 @@ func (s *Scorer) Replay(ctx context.Context, r ReplayRange, progress func(int)) 
 	}
 	w := newScoreWorker(s, r.Partition)
 	before := s.Stats()
-	err := s.readRange(ctx, r, progress, func(batch []record) error {
-		w.stats.Records += len(batch)
-		return w.process(ctx, ctx, batch)
-	})
+	err := s.replayLoop(r, w, progress, s.log).replay(ctx, r.From)
 	after := s.Stats()
 	w.stats.New = int(after.Scored - before.Scored)
 	return w.stats, err
@@ -398,7 +392,7 @@ func (s *Scorer) refreshCache(ctx context.Context) {
 	tick := time.NewTicker(max(s.cfg.CacheMaxAge/4, 10*time.Millisecond))
 	defer tick.Stop()
 	var todo []cacheEntry
-	arms := make([]store.Arm, 0, refreshBatch)
+	arms := make([]state.Arm, 0, refreshBatch)
 	for {
 		select {
 		case <-ctx.Done():
@@ -411,7 +405,7 @@ func (s *Scorer) refreshCache(ctx context.Context) {
 			todo = todo[len(chunk):]
 			arms = arms[:0]
 			for _, e := range chunk {
-				arms = append(arms, store.Arm{Context: e.ctx, Item: e.item})
+				arms = append(arms, state.Arm{Context: e.ctx, Item: e.item})
 			}
 			fetched := time.Now().UnixNano()
 			counts, err := s.arms.Counts(ctx, arms)
@@ -431,76 +425,10 @@ func (s *Scorer) refreshCache(ctx context.Context) {
 }
 
 func (s *Scorer) runPartition(ctx, gctx context.Context, gen *kafka.Generation, partition int, offset int64) {
-	log := s.log.With("partition", partition)
-	w := newScoreWorker(s, partition)
-	stop := func() bool { return ctx.Err() != nil || gctx.Err() != nil }
-	backoff := newBackoff()
-	committed, lastCommit := offset, time.Now()
-	// commit commits the offset of the batches answered so far; it reports
-	// false when the generation is over.
-	commit := func() bool {
-		if offset == committed {
-			return true
-		}
-		if s.cfg.FaultCommitDelay > 0 {
-			time.Sleep(s.cfg.FaultCommitDelay)
-		}
-		if err := gen.CommitOffsets(map[string]map[int]int64{s.cfg.Topic: {partition: offset}}); err != nil {
-			// The next owner answers the uncommitted batches again: clients
-			// see duplicates with the same request id, never a gap.
-			log.Info("commit refused; generation ended", "err", err)
-			return false
-		}
-		committed, lastCommit = offset, time.Now()
-		return true
+	l := &loop{
+		src: &s.fetcher, h: newScoreWorker(s, partition), topic: s.cfg.Topic, partition: partition,
+		gen: gen, commitInterval: s.cfg.CommitInterval, drainTimeout: s.cfg.DrainTimeout, beforeCommit: s.cfg.BeforeCommit,
+		batchRecords: s.cfg.BatchRecords, batchSeconds: s.cfg.BatchSeconds, log: s.log,
 	}
-	defer commit()
-	for !stop() {
-		if offset < 0 {
-			first, err := s.earliest(gctx, partition)
-			if err != nil {
-				log.Warn("finding the earliest offset", "err", err)
-				backoff.wait(gctx)
-				continue
-			}
-			offset, committed = first, first
-		}
-		batch, next, err := s.fetch(gctx, partition, offset)
-		if err != nil {
-			if !stop() {
-				log.Warn("fetching", "offset", offset, "err", err)
-				backoff.wait(gctx)
-			}
-			continue
-		}
-		if len(batch) == 0 {
-			if next != offset && !commit() {
-				return
-			}
-			offset = next
-			if !commit() {
-				return
-			}
-			continue
-		}
-		started := time.Now()
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DrainTimeout)
-		err = w.process(wctx, ctx, batch)
-		cancel()
-		if err == nil {
-			s.cfg.BatchRecords.Observe(float64(len(batch)))
-			s.cfg.BatchSeconds.Observe(time.Since(started).Seconds())
-		}
-		if err != nil {
-			log.Warn("scoring batch", "offset", offset, "err", err)
-			backoff.wait(gctx)
-			continue
-		}
-		// Answered and acknowledged: the offset may be committed.
-		offset = next
-		backoff.reset()
-		if time.Since(lastCommit) >= s.cfg.CommitInterval && !commit() {
-			return
-		}
-	}
+	l.consume(ctx, gctx, offset)
 }

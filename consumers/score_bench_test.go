@@ -15,7 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/banditstream/banditstream/schemas"
-	"github.com/banditstream/banditstream/store"
+	"github.com/banditstream/banditstream/store/state"
 )
 
 // BenchmarkScoreCore measures the scorer's in-process work on a batch of
@@ -49,10 +49,10 @@ var benchRequests struct {
 // benchCounts returns the counts of catalogue item i: the same in both
 // implementations, computed rather than stored so that neither pays for the
 // other's memory.
-func benchCounts(i int) store.Counts {
+func benchCounts(i int) state.Counts {
 	r := rand.New(rand.NewPCG(uint64(i), 7))
 	imp := 100 + r.Int64N(100_000)
-	return store.Counts{ByType: [store.NumEventTypes]int64{imp, r.Int64N(imp / 10)}}
+	return state.Counts{ByType: [state.NumEventTypes]int64{imp, r.Int64N(imp / 10)}}
 }
 
 func benchItem(i int) string { return "sku-" + strconv.Itoa(i) }
@@ -81,9 +81,9 @@ func BenchmarkScoreCore(b *testing.B) {
 	perOp := float64(benchBatch * benchCandidates)
 
 	b.Run("impl=baseline", func(b *testing.B) {
-		counts := make(map[store.Arm]store.Counts, benchArms)
+		counts := make(map[state.Arm]state.Counts, benchArms)
 		for i := 0; i < benchArms; i++ {
-			counts[store.Arm{Context: "home", Item: benchItem(i)}] = benchCounts(i)
+			counts[state.Arm{Context: "home", Item: benchItem(i)}] = benchCounts(i)
 		}
 		runtime.GC()
 		src := rand.NewPCG(3, 4)
@@ -104,7 +104,7 @@ func BenchmarkScoreCore(b *testing.B) {
 				}
 				all := make([]scored, len(req.Candidates))
 				for j, item := range req.Candidates {
-					cnt := counts[store.Arm{Context: req.Context, Item: item}]
+					cnt := counts[state.Arm{Context: req.Context, Item: item}]
 					alpha := 1 + float64(cnt.ByType[1])
 					beta := 1 + float64(cnt.ByType[0]-cnt.ByType[1])
 					all[j] = scored{item, distuv.Beta{Alpha: alpha, Beta: beta, Src: src}.Rand(), alpha / (alpha + beta)}
@@ -156,6 +156,6 @@ func BenchmarkScoreCore(b *testing.B) {
 // read would mean the benchmark measures something else.
 type cachedOnly struct{}
 
-func (cachedOnly) Counts(context.Context, []store.Arm) ([]store.Counts, error) {
+func (cachedOnly) Counts(context.Context, []state.Arm) ([]state.Counts, error) {
 	panic("the benchmark's arms are all cached")
 }

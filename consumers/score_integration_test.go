@@ -16,6 +16,9 @@ import (
 	"github.com/banditstream/banditstream/sampler"
 	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store"
+	"github.com/banditstream/banditstream/store/cold"
+	"github.com/banditstream/banditstream/store/hot"
+	"github.com/banditstream/banditstream/store/state"
 )
 
 type scoreEnv struct {
@@ -28,7 +31,7 @@ type scoreEnv struct {
 	keyspace string
 	group    string
 	rdb      *redis.Client
-	hot      *store.Hot
+	hot      *hot.Hot
 	tier     *store.Tier
 	epoch    string
 }
@@ -37,7 +40,7 @@ func newScoreEnv(t *testing.T, partitions int) *scoreEnv {
 	t.Helper()
 	e := &scoreEnv{brokers: stacktest.KafkaBrokers(t), redis: stacktest.RedisAddr(t), cql: stacktest.CQLHosts(t)[0]}
 	e.requests = stacktest.CreateTopic(t, e.brokers, "it_requests", partitions)
-	stacktest.CreateTopicNamed(t, e.brokers, e.requests+consumers.DeadLetterSuffix, 1)
+	stacktest.CreateTopicNamed(t, e.brokers, e.requests+schemas.DeadLetterSuffix, 1)
 	e.results = stacktest.CreateTopic(t, e.brokers, "it_results", partitions)
 	e.prefix = stacktest.UniqueName("it")
 	e.keyspace = stacktest.UniqueName("it")
@@ -45,7 +48,7 @@ func newScoreEnv(t *testing.T, partitions int) *scoreEnv {
 	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis})
 	t.Cleanup(func() { e.rdb.Close() })
 	var err error
-	if e.hot, err = store.NewHot(e.rdb, store.Keys{Prefix: e.prefix, Shards: 16}); err != nil {
+	if e.hot, err = hot.New(e.rdb, hot.Keys{Prefix: e.prefix, Shards: 16}); err != nil {
 		t.Fatal(err)
 	}
 	if e.epoch, err = e.hot.Recover(context.Background(), ""); err != nil {
@@ -57,7 +60,7 @@ func newScoreEnv(t *testing.T, partitions int) *scoreEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(session.Close)
-	cold, err := store.NewCold(context.Background(), session, store.ColdConfig{Keyspace: e.keyspace})
+	cold, err := stacktest.NewCold(context.Background(), session, cold.Config{Keyspace: e.keyspace})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,17 +72,17 @@ func newScoreEnv(t *testing.T, partitions int) *scoreEnv {
 }
 
 // seedArms writes arm counts to the hot tier as ingest would.
-func (e *scoreEnv) seedArms(t *testing.T, counts map[store.Arm]store.Counts) {
+func (e *scoreEnv) seedArms(t *testing.T, counts map[state.Arm]state.Counts) {
 	t.Helper()
 	keys := e.hot.Keys()
-	byShard := map[int][]store.ArmDelta{}
+	byShard := map[int][]state.ArmDelta{}
 	for a, c := range counts {
 		s := keys.Shard(a)
-		byShard[s] = append(byShard[s], store.ArmDelta{Arm: a, Counts: c})
+		byShard[s] = append(byShard[s], state.ArmDelta{Arm: a, Counts: c})
 	}
-	var batches []store.ShardBatch
+	var batches []state.ShardBatch
 	for s, d := range byShard {
-		batches = append(batches, store.ShardBatch{Shard: s, Expected: store.NoWatermark, Deltas: d})
+		batches = append(batches, state.ShardBatch{Shard: s, Expected: state.NoWatermark, Deltas: d})
 	}
 	if _, err := e.hot.Apply(context.Background(), "seed", 0, 0, e.epoch, batches); err != nil {
 		t.Fatal(err)
@@ -209,12 +212,12 @@ func atLeast(n int) func(map[string][]*schemas.ScoreResponse) bool {
 
 // catalogue returns counts for items sku-0 … sku-(n-1) in ctx with
 // click-through rates spread from 1% to 30%.
-func catalogue(ctx string, n int) map[store.Arm]store.Counts {
-	out := map[store.Arm]store.Counts{}
+func catalogue(ctx string, n int) map[state.Arm]state.Counts {
+	out := map[state.Arm]state.Counts{}
 	for i := 0; i < n; i++ {
 		imp := int64(100 + 37*i)
 		clicks := imp * int64(1+(i*29)%30) / 100
-		out[store.Arm{Context: ctx, Item: "sku-" + strconv.Itoa(i)}] = store.Counts{ByType: [store.NumEventTypes]int64{imp, clicks, int64(i % 3), 0, int64(i % 2)}}
+		out[state.Arm{Context: ctx, Item: "sku-" + strconv.Itoa(i)}] = state.Counts{ByType: [state.NumEventTypes]int64{imp, clicks, int64(i % 3), 0, int64(i % 2)}}
 	}
 	return out
 }
@@ -223,10 +226,10 @@ func catalogue(ctx string, n int) map[store.Arm]store.Counts {
 // contract (trials = impressions, reward = clicks, prior Beta(1, 1), the
 // user's own counts added at weight 1) and ranking with the sampler and
 // the request's seed.
-func expectRank(counts map[store.Arm]store.Counts, own map[store.Arm]store.Counts, r *schemas.ScoreRequest, seed uint64) ([]sampler.Ranked, []sampler.Arm) {
+func expectRank(counts map[state.Arm]state.Counts, own map[state.Arm]state.Counts, r *schemas.ScoreRequest, seed uint64) ([]sampler.Ranked, []sampler.Arm) {
 	arms := make([]sampler.Arm, len(r.GetCandidates()))
 	for i, c := range r.GetCandidates() {
-		a := store.Arm{Context: r.GetContext(), Item: c}
+		a := state.Arm{Context: r.GetContext(), Item: c}
 		g := counts[a]
 		alpha := 1 + float64(g.ByType[1])
 		beta := 1 + max(float64(g.ByType[0])-float64(g.ByType[1]), 0)
@@ -259,17 +262,17 @@ func TestScoreMatchesSamplerOnStoredPosteriors(t *testing.T) {
 
 	// A hot user who clicked sku-3 on each of 30 impressions and never sku-7 in 50.
 	ctx := context.Background()
-	own := map[store.Arm]store.Counts{
-		{Context: "home", Item: "sku-3"}: {ByType: [store.NumEventTypes]int64{30, 30, 0, 0, 0}},
-		{Context: "home", Item: "sku-7"}: {ByType: [store.NumEventTypes]int64{50, 0, 0, 0, 0}},
+	own := map[state.Arm]state.Counts{
+		{Context: "home", Item: "sku-3"}: {ByType: [state.NumEventTypes]int64{30, 30, 0, 0, 0}},
+		{Context: "home", Item: "sku-7"}: {ByType: [state.NumEventTypes]int64{50, 0, 0, 0, 0}},
 	}
-	var evs []store.UserEvent
+	var evs []state.UserEvent
 	off := int64(0)
 	for a, c := range own {
 		for ty, n := range c.ByType {
 			for j := int64(0); j < n; j++ {
 				off++
-				evs = append(evs, store.UserEvent{Offset: off, Event: store.HistoryEvent{
+				evs = append(evs, state.UserEvent{Offset: off, Event: state.HistoryEvent{
 					UserID: "hot", EventID: "e" + strconv.FormatInt(off, 10), ItemID: a.Item, Context: a.Context,
 					Type: int32(schemas.Impression) + int32(ty), EventTimeMs: 1_767_225_600_000 + off,
 				}})
@@ -279,7 +282,7 @@ func TestScoreMatchesSamplerOnStoredPosteriors(t *testing.T) {
 	if err := e.tier.EnsureLoaded(ctx, []string{"hot"}, e.epoch); err != nil {
 		t.Fatal(err)
 	}
-	if notLoaded, err := e.tier.ApplyUserEvents(ctx, "interactions", 0, e.epoch, map[string][]store.UserEvent{"hot": evs}); err != nil || len(notLoaded) > 0 {
+	if notLoaded, err := e.tier.ApplyUserEvents(ctx, "interactions", 0, e.epoch, map[string][]state.UserEvent{"hot": evs}); err != nil || len(notLoaded) > 0 {
 		t.Fatalf("applying the user's events: %v %v", err, notLoaded)
 	}
 
@@ -327,7 +330,7 @@ func TestScoreMatchesSamplerOnStoredPosteriors(t *testing.T) {
 
 	for _, r := range reqs {
 		resp := got[r.GetRequestId()][0]
-		var userCounts map[store.Arm]store.Counts
+		var userCounts map[state.Arm]state.Counts
 		if r.GetUserId() == "hot" {
 			userCounts = own
 		}
@@ -350,7 +353,7 @@ func TestScoreMatchesSamplerOnStoredPosteriors(t *testing.T) {
 		}
 		if r.GetK() == 70 {
 			for _, it := range resp.GetItems() {
-				if _, seen := counts[store.Arm{Context: "home", Item: it.GetItemId()}]; !seen && it.GetMean() != 0.5 {
+				if _, seen := counts[state.Arm{Context: "home", Item: it.GetItemId()}]; !seen && it.GetMean() != 0.5 {
 					t.Fatalf("unseen %s has mean %v, want the prior's 0.5", it.GetItemId(), it.GetMean())
 				}
 			}
@@ -374,14 +377,14 @@ func TestScoreMatchesSamplerOnStoredPosteriors(t *testing.T) {
 // rarely clicked.
 func TestScoreStrongArmRanksFirst(t *testing.T) {
 	e := newScoreEnv(t, 2)
-	counts := map[store.Arm]store.Counts{}
+	counts := map[state.Arm]state.Counts{}
 	var candidates []string
 	for i := 0; i < 50; i++ {
 		id := "sku-" + strconv.Itoa(i)
 		candidates = append(candidates, id)
-		counts[store.Arm{Context: "search", Item: id}] = store.Counts{ByType: [store.NumEventTypes]int64{2000, 40, 0, 0, 0}}
+		counts[state.Arm{Context: "search", Item: id}] = state.Counts{ByType: [state.NumEventTypes]int64{2000, 40, 0, 0, 0}}
 	}
-	counts[store.Arm{Context: "search", Item: "sku-17"}] = store.Counts{ByType: [store.NumEventTypes]int64{60, 45, 0, 0, 0}}
+	counts[state.Arm{Context: "search", Item: "sku-17"}] = state.Counts{ByType: [state.NumEventTypes]int64{60, 45, 0, 0, 0}}
 	e.seedArms(t, counts)
 	e.startScorer(t, consumers.ScorerConfig{})
 	const n = 400
@@ -468,7 +471,7 @@ func TestScoreDeadLetters(t *testing.T) {
 		t.Fatalf("stats %+v: want 1 past deadline and 30 dead letters", st)
 	}
 
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.brokers, Topic: e.requests + consumers.DeadLetterSuffix, Partition: 0, MaxWait: 200 * time.Millisecond})
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.brokers, Topic: e.requests + schemas.DeadLetterSuffix, Partition: 0, MaxWait: 200 * time.Millisecond})
 	defer r.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -545,7 +548,7 @@ func TestScoreAnswersEveryRequestUnderKills(t *testing.T) {
 	}
 	bin := stacktest.BuildBinary(t, "./cmd/bandit-score")
 	args := []string{
-		"-kafka-brokers", e.brokers[0], "-redis-addr", e.redis, "-cql-hosts", e.cql, "-cql-keyspace", e.keyspace,
+		"-kafka-brokers", e.brokers[0], "-redis-addr", e.redis, "-cql-hosts", e.cql, "-cql-keyspace", e.keyspace, "-cql-migrate",
 		"-topic", e.requests, "-results-topic", e.results, "-group", e.group, "-key-prefix", e.prefix, "-shards", "16",
 		"-session-timeout", "6s", "-fetch-max-wait", "50ms", "-fetch-max-bytes", "65536",
 		"-fault-commit-delay", "100ms", "-log-level", "warn",

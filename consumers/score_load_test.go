@@ -21,7 +21,7 @@ import (
 
 	"github.com/banditstream/banditstream/deploy/local/stacktest"
 	"github.com/banditstream/banditstream/schemas"
-	"github.com/banditstream/banditstream/store"
+	"github.com/banditstream/banditstream/store/state"
 )
 
 // TestLoadScoreEndToEnd measures the scoring path on the real local stack:
@@ -55,10 +55,10 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 		k          = 20
 	)
 	e := newScoreEnv(t, partitions)
-	counts := map[store.Arm]store.Counts{}
+	counts := map[state.Arm]state.Counts{}
 	for i := 0; i < items; i++ {
 		imp := int64(50 + (i*7919)%5000)
-		counts[store.Arm{Context: "home", Item: "sku-" + strconv.Itoa(i)}] = store.Counts{ByType: [store.NumEventTypes]int64{imp, imp * int64(i%50) / 1000}}
+		counts[state.Arm{Context: "home", Item: "sku-" + strconv.Itoa(i)}] = state.Counts{ByType: [state.NumEventTypes]int64{imp, imp * int64(i%50) / 1000}}
 	}
 	e.seedArms(t, counts)
 
@@ -121,7 +121,7 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 	profile, allocs := filepath.Join(dir, "score.cpu.pprof"), filepath.Join(dir, "score.alloc.pprof")
 	ops := stacktest.FreeAddr(t)
 	p := stacktest.StartProcess(t, bin, nil,
-		"-kafka-brokers", e.brokers[0], "-redis-addr", e.redis, "-cql-hosts", e.cql, "-cql-keyspace", e.keyspace,
+		"-kafka-brokers", e.brokers[0], "-redis-addr", e.redis, "-cql-hosts", e.cql, "-cql-keyspace", e.keyspace, "-cql-migrate",
 		"-topic", e.requests, "-results-topic", e.results, "-group", e.group, "-key-prefix", e.prefix, "-shards", "16",
 		"-session-timeout", "6s", "-log-level", "warn", "-cpu-profile", profile, "-alloc-profile", allocs, "-ops-addr", ops)
 	pids := map[string]int{"bandit-score": p.Pid(), "load generator (this test)": os.Getpid(),

@@ -10,7 +10,7 @@ import (
 
 	"github.com/banditstream/banditstream/sampler"
 	"github.com/banditstream/banditstream/schemas"
-	"github.com/banditstream/banditstream/store"
+	"github.com/banditstream/banditstream/store/state"
 )
 
 // scoreWorker scores the batches of one partition. Its buffers grow to the
@@ -44,19 +44,36 @@ type liveRequest struct {
 	rec, off int
 	req      *schemas.ScoreRequest
 	codec    schemas.Codec
-	user     *store.SessionStats
+	user     *state.SessionStats
 }
 
 // missRef is a candidate to read from the hot tier: arms[pos] is arm.
 type missRef struct {
 	pos int
-	arm store.Arm
+	arm state.Arm
 }
 
 func newScoreWorker(s *Scorer, partition int) *scoreWorker {
 	w := &scoreWorker{s: s, partition: partition}
 	w.seeds.Seed(uint64(time.Now().UnixNano()) ^ uint64(partition)<<32)
 	return w
+}
+
+// start fetches from the committed offset, or from the earliest record
+// when the group has none.
+func (w *scoreWorker) start(ctx context.Context, offset int64) (int64, error) {
+	if offset >= 0 {
+		return offset, nil
+	}
+	return w.s.earliest(ctx, w.partition)
+}
+
+// handle answers a batch: nil once every response is acknowledged.
+func (w *scoreWorker) handle(ctx, member context.Context, batch []record) error {
+	if w.s.cfg.Replay {
+		w.stats.Records += len(batch)
+	}
+	return w.process(ctx, member, batch)
 }
 
 // process scores one batch and publishes its responses and dead letters.
@@ -239,14 +256,14 @@ func (w *scoreWorker) lookup(ctx context.Context, now time.Time, n int) error {
 		c := l.req.GetCandidates()
 		w.misses = s.cache.lookup(l.req.GetContext(), c, now.UnixNano(), w.arms[l.off:l.off+len(c)], w.misses[:0])
 		for _, i := range w.misses {
-			w.missAt = append(w.missAt, missRef{pos: l.off + int(i), arm: store.Arm{Context: l.req.GetContext(), Item: c[i]}})
+			w.missAt = append(w.missAt, missRef{pos: l.off + int(i), arm: state.Arm{Context: l.req.GetContext(), Item: c[i]}})
 		}
 	}
 	if len(w.missAt) == 0 {
 		return nil
 	}
-	unique := make(map[store.Arm]int, len(w.missAt))
-	var arms []store.Arm
+	unique := make(map[state.Arm]int, len(w.missAt))
+	var arms []state.Arm
 	for _, m := range w.missAt {
 		if _, ok := unique[m.arm]; !ok {
 			unique[m.arm] = len(arms)
@@ -266,7 +283,7 @@ func (w *scoreWorker) lookup(ctx context.Context, now time.Time, n int) error {
 	for _, m := range w.missAt {
 		j := unique[m.arm]
 		w.arms[m.pos] = w.entries[j].arm
-		if counts[j].ByType == ([store.NumEventTypes]int64{}) {
+		if counts[j].ByType == ([state.NumEventTypes]int64{}) {
 			prior++
 		}
 	}
@@ -284,7 +301,7 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 	arms := w.arms[l.off : l.off+len(c)]
 	if u := l.user; u != nil && len(u.Arms) > 0 && s.cfg.Model.Lambda > 0 {
 		for i, item := range c {
-			if uc, ok := u.Arms[store.Arm{Context: req.GetContext(), Item: item}]; ok {
+			if uc, ok := u.Arms[state.Arm{Context: req.GetContext(), Item: item}]; ok {
 				s.cfg.Model.personalize(&arms[i], &uc)
 			}
 		}
@@ -434,7 +451,7 @@ func (w *scoreWorker) publishByTopic(ctx context.Context, batch []record, msgs [
 		if err == nil {
 			continue
 		}
-		reply := t != w.s.cfg.ResultsTopic && t != w.s.cfg.Topic+DeadLetterSuffix
+		reply := t != w.s.cfg.ResultsTopic && t != schemas.DeadLetterTopic(w.s.cfg.Topic)
 		for _, i := range byTopic[t] {
 			if giveUp && reply && errors.Is(err, kafka.UnknownTopicOrPartition) && origin[i] >= 0 {
 				cause := fmt.Errorf("reply topic %q: %w", t, kafka.UnknownTopicOrPartition)
@@ -453,6 +470,6 @@ func (w *scoreWorker) publishByTopic(ctx context.Context, batch []record, msgs [
 // deadLetter returns the dead letter of a request.
 func (w *scoreWorker) deadLetter(r *record, cause error) kafka.Message {
 	m := deadLetter(w.s.cfg.Topic, w.partition, r, cause)
-	m.Topic = w.s.cfg.Topic + DeadLetterSuffix
+	m.Topic = schemas.DeadLetterTopic(w.s.cfg.Topic)
 	return m
 }

@@ -101,17 +101,10 @@ func compression(name string) (compress.Compression, error) {
 // messages name their topic.
 func (c Config) writer() *kafka.Writer {
 	comp, _ := compression(c.Compression)
-	return &kafka.Writer{
-		Addr:         kafka.TCP(c.Brokers...),
-		Balancer:     &kafka.Hash{},
-		RequiredAcks: kafka.RequireAll,
-		BatchSize:    c.BatchSize,
-		BatchBytes:   c.BatchBytes,
-		BatchTimeout: c.BatchTimeout,
-		WriteTimeout: c.WriteTimeout,
-		Compression:  comp,
-		Transport:    c.Transport,
-	}
+	return NewSyncWriter(WriterConfig{
+		Brokers: c.Brokers, BatchSize: c.BatchSize, BatchBytes: c.BatchBytes, BatchTimeout: c.BatchTimeout,
+		WriteTimeout: c.WriteTimeout, Compression: comp, Transport: c.Transport,
+	})
 }
 
 func (c Config) headers() []kafka.Header {
@@ -135,7 +128,7 @@ func NewEventProducer(cfg Config, topic string) (*EventProducer, error) {
 		return nil, fmt.Errorf("event producer: %w", err)
 	}
 	if topic == "" {
-		topic = "interactions"
+		topic = schemas.TopicInteractions
 	}
 	return &EventProducer{cfg: cfg, topic: topic, w: cfg.writer()}, nil
 }

@@ -20,7 +20,8 @@ import (
 	"github.com/banditstream/banditstream/deploy/local/stacktest"
 	"github.com/banditstream/banditstream/producers"
 	"github.com/banditstream/banditstream/schemas"
-	"github.com/banditstream/banditstream/store"
+	"github.com/banditstream/banditstream/store/hot"
+	"github.com/banditstream/banditstream/store/state"
 )
 
 // Examples and tests share one scorer, started in TestMain on its own
@@ -85,7 +86,7 @@ func startScorer() (func(), error) {
 		}
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
-	hot, err := store.NewHot(rdb, store.Keys{Prefix: run, Shards: 4})
+	hot, err := hot.New(rdb, hot.Keys{Prefix: run, Shards: 4})
 	if err != nil {
 		return nil, err
 	}
@@ -94,19 +95,19 @@ func startScorer() (func(), error) {
 		return nil, err
 	}
 	// sku-1: 30 clicks in 100 impressions; sku-2: 5 in 100; sku-3 unseen.
-	a1, a2 := store.Arm{Context: "home", Item: "sku-1"}, store.Arm{Context: "home", Item: "sku-2"}
-	batches := map[int]*store.ShardBatch{}
-	for _, d := range []store.ArmDelta{
-		{Arm: a1, Counts: store.Counts{ByType: [store.NumEventTypes]int64{100, 30}}},
-		{Arm: a2, Counts: store.Counts{ByType: [store.NumEventTypes]int64{100, 5}}},
+	a1, a2 := state.Arm{Context: "home", Item: "sku-1"}, state.Arm{Context: "home", Item: "sku-2"}
+	batches := map[int]*state.ShardBatch{}
+	for _, d := range []state.ArmDelta{
+		{Arm: a1, Counts: state.Counts{ByType: [state.NumEventTypes]int64{100, 30}}},
+		{Arm: a2, Counts: state.Counts{ByType: [state.NumEventTypes]int64{100, 5}}},
 	} {
 		s := hot.Keys().Shard(d.Arm)
 		if batches[s] == nil {
-			batches[s] = &store.ShardBatch{Shard: s, Expected: store.NoWatermark}
+			batches[s] = &state.ShardBatch{Shard: s, Expected: state.NoWatermark}
 		}
 		batches[s].Deltas = append(batches[s].Deltas, d)
 	}
-	var list []store.ShardBatch
+	var list []state.ShardBatch
 	for _, b := range batches {
 		list = append(list, *b)
 	}

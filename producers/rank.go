@@ -53,7 +53,7 @@ func NewRankClient(ctx context.Context, cfg RankConfig) (*RankClient, error) {
 		return nil, fmt.Errorf("rank client: %w", err)
 	}
 	if cfg.RequestsTopic == "" {
-		cfg.RequestsTopic = "score-requests"
+		cfg.RequestsTopic = schemas.TopicScoreRequests
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second

@@ -11,51 +11,112 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/banditstream/banditstream/store/state"
 )
+
+// HotTier is the hot tier as tiering uses it (hot.Hot implements it): each
+// method is one atomic step; the order of the steps is decided here.
+type HotTier interface {
+	Shards() int
+	Epoch(ctx context.Context) (string, error)
+
+	SessionsLoaded(ctx context.Context, users []string) ([]bool, error)
+	LockSession(ctx context.Context, user string, ttl time.Duration) (token string, ok bool, err error)
+	UnlockSession(ctx context.Context, user, token string) error
+	InstallSession(ctx context.Context, token, epoch string, st state.UserState, recent []state.HistoryEvent, nowMs int64) (bool, error)
+	ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent, historyCap int, nowMs int64) (notLoaded, stale []string, err error)
+	DropStaleSession(ctx context.Context, user, epoch string) error
+	TouchSessions(ctx context.Context, users []string, nowMs int64) ([]state.SessionStats, error)
+
+	ReadSession(ctx context.Context, user string) (state.HotSession, bool, error)
+	EvictSession(ctx context.Context, s state.HotSession) (bool, error)
+	DropActivity(ctx context.Context, user string, seenMs int64) error
+	IdleUsers(ctx context.Context, cutoffMs int64, limit int) ([]string, error)
+
+	LockSnapshot(ctx context.Context) (release func(), ok bool, err error)
+	ReplayPositions(ctx context.Context, epoch string) (map[string]int64, error)
+	SnapshotShard(ctx context.Context, shard int, epoch string) (state.ShardSnapshot, error)
+	RecoverWith(ctx context.Context, seen string, restore func(epoch string) error) (string, error)
+	RestoreShard(ctx context.Context, sh state.ShardSnapshot, epoch string) error
+	MarkPartitionApplied(ctx context.Context, topic string, partition int, last int64, epoch string) error
+}
+
+// ColdTier is the cold tier as tiering uses it (cold.Cold implements it).
+type ColdTier interface {
+	ReadUserState(ctx context.Context, user string) (state.UserState, error)
+	RecentHistory(ctx context.Context, user string, limit int) ([]state.HistoryEvent, error)
+	WriteHistory(ctx context.Context, events []state.HistoryEvent) error
+	WriteUserState(ctx context.Context, st state.UserState) error
+
+	WriteShardSnapshot(ctx context.Context, id int64, sh state.ShardSnapshot) error
+	CompleteSnapshot(ctx context.Context, s state.Snapshot) error
+	LatestSnapshot(ctx context.Context) (state.Snapshot, error)
+	ReadShardSnapshot(ctx context.Context, id int64, shard int) (state.ShardSnapshot, error)
+}
 
 // TierConfig configures the tiering of user state.
 type TierConfig struct {
-	// HistoryCap bounds a hot user's recent-history list; default 200.
+	// HistoryCap bounds a hot user's recent-history list.
 	HistoryCap int
-	// IdleTimeout is how long a user stays hot without activity; default
-	// 30 min.
+	// IdleTimeout is how long a user stays hot without activity.
 	IdleTimeout time.Duration
-	// LoadWait bounds waiting for another loader of the same session;
-	// default 10 s.
+	// LoadWait bounds waiting for another loader of the same session.
 	LoadWait time.Duration
-	// LoadParallelism bounds concurrent session loads; default 16.
+	// LoadParallelism bounds concurrent session loads.
 	LoadParallelism int
-	// FaultColdLatency delays every cold-tier write of an offload: fault
-	// injection for tests. Zero in production.
-	FaultColdLatency time.Duration
-	Logger           *slog.Logger
+	// LoadLockTTL is how long a session-load lock outlives a loader that
+	// died holding it.
+	LoadLockTTL time.Duration
+	Logger      *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// DefaultTierConfig returns the defaults: 200 recent events per user, 30
+// minutes idle, 10 s to wait for another loader, 16 loads at a time.
+func DefaultTierConfig() TierConfig {
+	return TierConfig{HistoryCap: 200, IdleTimeout: 30 * time.Minute, LoadWait: 10 * time.Second, LoadParallelism: 16, LoadLockTTL: 30 * time.Second}
 }
 
 func (c *TierConfig) setDefaults() {
+	d := DefaultTierConfig()
 	if c.HistoryCap == 0 {
-		c.HistoryCap = 200
+		c.HistoryCap = d.HistoryCap
 	}
 	if c.IdleTimeout == 0 {
-		c.IdleTimeout = 30 * time.Minute
+		c.IdleTimeout = d.IdleTimeout
 	}
 	if c.LoadWait == 0 {
-		c.LoadWait = 10 * time.Second
+		c.LoadWait = d.LoadWait
 	}
 	if c.LoadParallelism == 0 {
-		c.LoadParallelism = 16
+		c.LoadParallelism = d.LoadParallelism
+	}
+	if c.LoadLockTTL == 0 {
+		c.LoadLockTTL = d.LoadLockTTL
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c TierConfig) Validate() error {
+	if c.HistoryCap < 1 || c.IdleTimeout <= 0 || c.LoadWait <= 0 || c.LoadParallelism < 1 || c.LoadLockTTL <= 0 {
+		return errors.New("store: history cap, idle timeout, load wait, load lock TTL and load parallelism must be positive")
+	}
+	return nil
 }
 
 // Tier keeps per-user state hot while a user is active and in the cold
 // tier otherwise: a session is loaded from the cold tier on a user's first
 // event or request, and flushed back and evicted when the user goes idle.
 type Tier struct {
-	hot  *Hot
-	cold *Cold
+	hot  HotTier
+	cold ColdTier
 	cfg  TierConfig
 	log  *slog.Logger
 
@@ -77,47 +138,36 @@ func (t *Tier) Stats() TierStats {
 }
 
 // NewTier returns the tiering of hot and cold.
-func NewTier(hot *Hot, cold *Cold, cfg TierConfig) (*Tier, error) {
+func NewTier(hot HotTier, cold ColdTier, cfg TierConfig) (*Tier, error) {
 	cfg.setDefaults()
 	if hot == nil || cold == nil {
 		return nil, errors.New("store: tier needs a hot and a cold tier")
 	}
-	if cfg.HistoryCap < 1 || cfg.IdleTimeout <= 0 || cfg.LoadWait <= 0 || cfg.LoadParallelism < 1 {
-		return nil, errors.New("store: history cap, idle timeout, load wait and load parallelism must be positive")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	return &Tier{hot: hot, cold: cold, cfg: cfg, log: cfg.Logger.With("component", "tier")}, nil
 }
 
-// Hot returns the hot tier.
-func (t *Tier) Hot() *Hot { return t.hot }
-
-// loaded reports which users have a session in the hot tier.
-func (t *Tier) loaded(ctx context.Context, users []string) ([]bool, error) {
-	pipe := t.hot.rdb.Pipeline()
-	cmds := make([]*redis.StringCmd, len(users))
-	for i, u := range users {
-		cmds[i] = pipe.HGet(ctx, t.hot.keys.userKey(u, "m"), "l")
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("checking sessions: %w", err)
-	}
-	out := make([]bool, len(users))
-	for i, c := range cmds {
-		out[i] = c.Val() == "1"
-	}
-	return out, nil
-}
+func (t *Tier) nowMs() int64 { return t.cfg.Now().UnixMilli() }
 
 // Epoch returns the hot tier's current epoch, "" when it has lost its state
-// and is not recovered yet (see Hot.Recover).
-func (t *Tier) Epoch(ctx context.Context) (string, error) { return t.hot.currentEpoch(ctx) }
+// and is not recovered yet.
+func (t *Tier) Epoch(ctx context.Context) (string, error) { return t.hot.Epoch(ctx) }
+
+// Sessions reads the session state of users in one round trip and records
+// their activity, so a user who keeps asking for rankings stays hot. A user
+// not hot gets Loaded false: start the session with EnsureLoaded.
+func (t *Tier) Sessions(ctx context.Context, users []string) ([]state.SessionStats, error) {
+	return t.hot.TouchSessions(ctx, users, t.nowMs())
+}
 
 // EnsureLoaded starts the session of every user not hot: it loads the
 // user's state and recent history from the cold tier, once, however many
 // goroutines and processes ask at the same time. Sessions are tagged with
 // epoch, the hot tier's epoch the caller works in.
 func (t *Tier) EnsureLoaded(ctx context.Context, users []string, epoch string) error {
-	ok, err := t.loaded(ctx, users)
+	ok, err := t.hot.SessionsLoaded(ctx, users)
 	if err != nil {
 		return err
 	}
@@ -151,28 +201,26 @@ func (t *Tier) EnsureLoaded(ctx context.Context, users []string, epoch string) e
 	return errors.Join(errs...)
 }
 
+// load installs a user's session under the session-load lock, or waits for
+// whoever holds it to install it.
 func (t *Tier) load(ctx context.Context, user, epoch string) error {
-	k := t.hot.keys
-	lock := k.userKey(user, "k")
-	deadline := time.Now().Add(t.cfg.LoadWait)
+	deadline := t.cfg.Now().Add(t.cfg.LoadWait)
 	for {
-		token := newToken()
-		got, err := t.hot.rdb.SetNX(ctx, lock, token, 30*time.Second).Result()
+		token, got, err := t.hot.LockSession(ctx, user, t.cfg.LoadLockTTL)
 		if err != nil {
-			return fmt.Errorf("locking session of %s: %w", user, err)
+			return err
 		}
 		if got {
 			return t.install(ctx, user, token, epoch)
 		}
-		// Someone else is loading: wait for them.
-		ok, err := t.loaded(ctx, []string{user})
+		ok, err := t.hot.SessionsLoaded(ctx, []string{user})
 		if err != nil {
 			return err
 		}
 		if ok[0] {
 			return nil
 		}
-		if time.Now().After(deadline) {
+		if t.cfg.Now().After(deadline) {
 			return fmt.Errorf("session of %s: still loading elsewhere after %s", user, t.cfg.LoadWait)
 		}
 		select {
@@ -184,40 +232,27 @@ func (t *Tier) load(ctx context.Context, user, epoch string) error {
 }
 
 func (t *Tier) install(ctx context.Context, user, token, epoch string) error {
-	k := t.hot.keys
-	release := func() { t.hot.rdb.Del(context.WithoutCancel(ctx), k.userKey(user, "k")) }
+	release := func() { _ = t.hot.UnlockSession(context.WithoutCancel(ctx), user, token) }
 	st, err := t.cold.ReadUserState(ctx, user)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	if errors.Is(err, state.ErrNotFound) {
+		st, err = state.UserState{UserID: user}, nil
+	}
+	if err != nil {
 		release()
 		return err
 	}
+	st.UserID = user
 	hist, err := t.cold.RecentHistory(ctx, user, t.cfg.HistoryCap)
 	if err != nil {
 		release()
 		return err
 	}
-	args := []any{token, st.Version, nowMs(), epoch, len(hist)}
-	for _, e := range hist {
-		args = append(args, encodeEvent(e))
-	}
-	args = append(args, len(st.Watermarks))
-	for f, v := range st.Watermarks {
-		args = append(args, "w:"+f, v)
-	}
-	for arm, counts := range st.ArmCounts {
-		for ty, n := range counts {
-			if n != 0 && ty < NumEventTypes {
-				args = append(args, arm+"\x1f"+strconv.Itoa(ty), n)
-			}
-		}
-	}
-	keys := []string{k.userKey(user, "m"), k.userKey(user, "h"), k.userKey(user, "s"), k.userKey(user, "k")}
-	installed, err := installScript.Run(ctx, t.hot.rdb, keys, args...).Int64()
+	installed, err := t.hot.InstallSession(ctx, token, epoch, st, hist, t.nowMs())
 	if err != nil {
 		release()
-		return fmt.Errorf("installing session of %s: %w", user, err)
+		return err
 	}
-	if installed == 1 {
+	if installed {
 		t.loads.Add(1)
 	}
 	return nil
@@ -227,51 +262,14 @@ func (t *Tier) install(ctx context.Context, user, token, epoch string) error {
 // for topic/partition, atomically per user, and records the activity. It
 // returns the users whose session was not loaded (evicted meanwhile, or
 // loaded in another epoch and now dropped); load them and apply again.
-func (t *Tier) ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]UserEvent) ([]string, error) {
-	k := t.hot.keys
-	field := "w:" + watermarkField(topic, partition)
-	now := nowMs()
-	capArg := strconv.Itoa(t.cfg.HistoryCap)
-	pipe := t.hot.rdb.Pipeline()
-	users := make([]string, 0, len(byUser))
-	cmds := make([]*redis.Cmd, 0, len(byUser))
-	for u, evs := range byUser {
-		args := make([]any, 4, 4+3*len(evs))
-		args[0], args[1], args[2], args[3] = field, capArg, now, epoch
-		for _, e := range evs {
-			args = append(args, e.Offset, encodeEvent(e.Event), userArmField(e.Event, int(e.Event.Type)-1))
-		}
-		users = append(users, u)
-		cmds = append(cmds, applyUserScript.Run(ctx, pipe, k.userKeys(u), args...))
+func (t *Tier) ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent) ([]string, error) {
+	notLoaded, stale, err := t.hot.ApplyUserEvents(ctx, topic, partition, epoch, byUser, t.cfg.HistoryCap, t.nowMs())
+	if err != nil {
+		return nil, err
 	}
-	pend := k.pendingKey(watermarkField(topic, partition))
-	for u, evs := range byUser {
-		pipe.ZAddGT(ctx, k.ActivityKey(u), redis.Z{Score: float64(now), Member: u})
-		// The user's oldest event of this partition not yet in the cold
-		// tier is at or after this one: a replay from here loses none.
-		pipe.ZAddNX(ctx, pend, redis.Z{Score: float64(evs[0].Offset), Member: u})
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		if redis.HasErrorPrefix(err, "NOSCRIPT") {
-			if err := applyUserScript.Load(ctx, t.hot.rdb).Err(); err != nil {
-				return nil, err
-			}
-			// Every user's script checks its watermark: running all again
-			// applies nothing twice.
-			return t.ApplyUserEvents(ctx, topic, partition, epoch, byUser)
-		}
-		return nil, fmt.Errorf("applying user events: %w", err)
-	}
-	var notLoaded []string
-	for i, c := range cmds {
-		n, _ := c.Int64()
-		if n == -2 {
-			if err := dropStaleScript.Run(ctx, t.hot.rdb, k.userKeys(users[i]), epoch).Err(); err != nil {
-				return nil, fmt.Errorf("dropping a stale session of %s: %w", users[i], err)
-			}
-		}
-		if n < 0 {
-			notLoaded = append(notLoaded, users[i])
+	for _, u := range stale {
+		if err := t.hot.DropStaleSession(ctx, u, epoch); err != nil {
+			return nil, err
 		}
 	}
 	return notLoaded, nil
@@ -286,138 +284,47 @@ func (t *Tier) ApplyUserEvents(ctx context.Context, topic string, partition int,
 // dropped without a flush (it is replayed), and nothing is written to the
 // cold tier if the epoch changes during the offload.
 func (t *Tier) Offload(ctx context.Context, user, epoch string) (bool, error) {
-	k := t.hot.keys
 	if epoch == "" {
 		return false, errors.New("store: no offload while the hot tier is not recovered")
 	}
-	res, err := snapshotScript.Run(ctx, t.hot.rdb, []string{k.userKey(user, "m"), k.userKey(user, "p"), k.userKey(user, "s")}).StringSlice()
-	if err != nil {
-		return false, fmt.Errorf("reading hot state of %s: %w", user, err)
-	}
-	if len(res) == 0 || res[0] != "1" {
-		// Not hot: only the activity entry is left.
-		_, err := dropActivityScript.Run(ctx, t.hot.rdb, []string{k.ActivityKey(user)}, user, nowMs()).Result()
-		return true, err
-	}
-	snap, err := parseSnapshot(user, res[1:])
+	s, ok, err := t.hot.ReadSession(ctx, user)
 	if err != nil {
 		return false, err
 	}
-	if snap.epoch != epoch {
-		err := dropStaleScript.Run(ctx, t.hot.rdb, k.userKeys(user), epoch).Err()
+	if !ok {
+		// Not hot: only the activity entry is left.
+		return true, t.hot.DropActivity(ctx, user, t.nowMs())
+	}
+	if s.Epoch != epoch {
+		err := t.hot.DropStaleSession(ctx, user, epoch)
 		return err == nil, err
 	}
-	// A session snapshotted after a loss carries the old epoch while the
-	// hot tier has none: checking after the snapshot keeps it out of the
-	// cold tier.
-	if now, err := t.hot.currentEpoch(ctx); err != nil || now != epoch {
+	// A session read after a loss carries the old epoch while the hot tier
+	// has none: checking after the read keeps it out of the cold tier.
+	if now, err := t.hot.Epoch(ctx); err != nil || now != epoch {
 		return false, errors.Join(err, errors.New("store: hot tier epoch changed during an offload"))
 	}
-	t.log.Debug("offload: session read", "user", user, "version", snap.version)
-	if t.cfg.FaultColdLatency > 0 {
-		time.Sleep(t.cfg.FaultColdLatency)
-	}
-	if err := t.cold.WriteHistory(ctx, snap.pending); err != nil {
+	t.log.Debug("offload: session read", "user", user, "version", s.Version)
+	if err := t.cold.WriteHistory(ctx, s.Pending); err != nil {
 		return false, err
 	}
-	snap.state.FlushedMs = nowMs()
-	if err := t.cold.WriteUserState(ctx, snap.state); err != nil {
+	s.State.FlushedMs = t.nowMs()
+	if err := t.cold.WriteUserState(ctx, s.State); err != nil {
 		return false, err
 	}
-	evicted, err := evictScript.Run(ctx, t.hot.rdb, k.userKeys(user), snap.sid, snap.version, snap.seen, snap.pendingEnd).Int64()
-	if err != nil {
-		return false, fmt.Errorf("evicting %s: %w", user, err)
-	}
-	t.log.Debug("offload: cold state written", "user", user, "version", snap.version, "evicted", evicted == 1)
-	if evicted == 1 {
+	evicted, err := t.hot.EvictSession(ctx, s)
+	t.log.Debug("offload: cold state written", "user", user, "version", s.Version, "evicted", evicted)
+	if evicted {
 		t.offloads.Add(1)
-		for field := range snap.state.Watermarks {
-			if err := t.hot.rdb.ZRem(ctx, k.pendingKey(field), user).Err(); err != nil {
-				return true, fmt.Errorf("dropping %s from the pending set of %s: %w", user, field, err)
-			}
-		}
-		seen, _ := strconv.ParseInt(snap.seen, 10, 64)
-		if _, err := dropActivityScript.Run(ctx, t.hot.rdb, []string{k.ActivityKey(user)}, user, seen).Result(); err != nil {
-			return true, fmt.Errorf("dropping activity of %s: %w", user, err)
-		}
 	}
-	return evicted == 1, nil
-}
-
-type snapshot struct {
-	epoch      string
-	sid        string
-	version    string
-	seen       string
-	pendingEnd string
-	pending    []HistoryEvent
-	state      UserState
-}
-
-func parseSnapshot(user string, res []string) (snapshot, error) {
-	s := snapshot{state: UserState{UserID: user, ArmCounts: map[string][]int64{}, Watermarks: map[string]int64{}}}
-	part := 0
-	var meta, stats []string
-	for _, v := range res {
-		if v == "|" {
-			part++
-			continue
-		}
-		switch part {
-		case 0:
-			meta = append(meta, v)
-		case 1:
-			e, err := decodeEvent(user, v)
-			if err != nil {
-				return s, err
-			}
-			s.pending = append(s.pending, e)
-		default:
-			stats = append(stats, v)
-		}
-	}
-	for i := 0; i+1 < len(meta); i += 2 {
-		f, v := meta[i], meta[i+1]
-		switch {
-		case f == "v":
-			s.version = v
-			s.state.Version, _ = strconv.ParseInt(v, 10, 64)
-		case f == "seen":
-			s.seen = v
-		case f == "sid":
-			s.sid = v
-		case f == "ep":
-			s.epoch = v
-		case f == "pe":
-			s.pendingEnd = v
-		case strings.HasPrefix(f, "w:"):
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				return s, fmt.Errorf("store: watermark %s of %s is %q", f, user, v)
-			}
-			s.state.Watermarks[f[2:]] = n
-		}
-	}
-	for i := 0; i+1 < len(stats); i += 2 {
-		arm, ty, n, err := parseUserArmField(stats[i], stats[i+1])
-		if err != nil {
-			return s, fmt.Errorf("user %s: %w", user, err)
-		}
-		c := s.state.ArmCounts[arm]
-		if c == nil {
-			c = make([]int64, NumEventTypes)
-			s.state.ArmCounts[arm] = c
-		}
-		c[ty] = n
-	}
-	return s, nil
+	return evicted, err
 }
 
 // Sweep offloads up to limit users idle longer than the idle timeout from
 // each activity shard. Any number of sweepers may run: offloads of the same
 // user by two of them write the same cold state and evict once.
 func (t *Tier) Sweep(ctx context.Context, limit int) (offloaded int, err error) {
-	epoch, err := t.hot.currentEpoch(ctx)
+	epoch, err := t.hot.Epoch(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -425,145 +332,84 @@ func (t *Tier) Sweep(ctx context.Context, limit int) (offloaded int, err error) 
 		// Lost and not recovered yet: ingest recovers it; sweep after.
 		return 0, nil
 	}
-	cutoff := nowMs() - t.cfg.IdleTimeout.Milliseconds()
-	var errs []error
-	for n := 0; n < ActivityShards; n++ {
-		users, err := t.hot.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
-			Key: t.hot.keys.activityShardKey(n), ByScore: true, Start: "-inf", Stop: strconv.FormatInt(cutoff, 10),
-			Offset: 0, Count: int64(limit),
-		}).Result()
+	users, err := t.hot.IdleUsers(ctx, t.nowMs()-t.cfg.IdleTimeout.Milliseconds(), limit)
+	errs := []error{err}
+	for _, u := range users {
+		evicted, err := t.Offload(ctx, u, epoch)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("reading activity shard %d: %w", n, err))
+			errs = append(errs, err)
 			continue
 		}
-		for _, u := range users {
-			evicted, err := t.Offload(ctx, u, epoch)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			if evicted {
-				offloaded++
-			}
+		if evicted {
+			offloaded++
 		}
 	}
 	return offloaded, errors.Join(errs...)
 }
 
-// RunSweeper sweeps every interval, and snapshots the arm counts every
-// snapshotEvery (0: never), until ctx ends. Errors (a cold tier that is
-// down) are logged and the work is tried again next time.
-func (t *Tier) RunSweeper(ctx context.Context, interval, snapshotEvery time.Duration) error {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	var lastSnapshot time.Time
-	for {
-		n, err := t.Sweep(ctx, 1000)
-		if err != nil && ctx.Err() == nil {
-			t.log.Warn("sweep", "offloaded", n, "err", err)
-		} else if n > 0 {
-			t.log.Info("sweep", "offloaded", n)
-		}
-		if snapshotEvery > 0 && time.Since(lastSnapshot) >= snapshotEvery {
-			if s, err := t.Snapshot(ctx); err != nil {
-				if ctx.Err() == nil {
-					t.log.Warn("snapshot", "err", err)
-				}
-			} else {
-				lastSnapshot = time.Now()
-				t.log.Info("snapshot", "id", s.ID, "replay_from", s.ReplayFrom)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-	}
-}
-
 // Snapshot writes the arm counts of every shard, with their watermarks,
 // to the cold tier, and where a replay after restoring them must start for
-// each partition: after the last offset applied to every shard, and not
-// after the oldest event of a hot user not yet in the cold tier. One
-// snapshot at a time across instances.
-func (t *Tier) Snapshot(ctx context.Context) (Snapshot, error) {
-	k := t.hot.keys
-	l, got, err := acquireLease(ctx, t.hot.rdb, k.Prefix+":snapshot-lock", LeaseTTL)
+// each partition. One snapshot at a time across instances.
+func (t *Tier) Snapshot(ctx context.Context) (state.Snapshot, error) {
+	release, got, err := t.hot.LockSnapshot(ctx)
 	if err != nil || !got {
-		return Snapshot{}, errors.Join(err, errors.New("store: another snapshot is running"))
+		return state.Snapshot{}, errors.Join(err, errors.New("store: another snapshot is running"))
 	}
-	defer l.release(ctx)
-	epoch, err := t.hot.currentEpoch(ctx)
+	defer release()
+	epoch, err := t.hot.Epoch(ctx)
 	if err != nil || epoch == "" {
-		return Snapshot{}, errors.Join(err, errors.New("store: no snapshot while the hot tier is not recovered"))
+		return state.Snapshot{}, errors.Join(err, errors.New("store: no snapshot while the hot tier is not recovered"))
 	}
-	parts, err := t.hot.rdb.SMembers(ctx, k.Prefix+":parts").Result()
+	replay, err := t.hot.ReplayPositions(ctx, epoch)
 	if err != nil {
-		return Snapshot{}, err
+		return state.Snapshot{}, err
 	}
-	// Read before the shards: the shards then hold at least this much.
-	replay := map[string]int64{}
-	for _, field := range parts {
-		topic, pstr, _ := strings.Cut(field, "/")
-		partition, _ := strconv.Atoi(pstr)
-		from := int64(0)
-		if o, ok, err := t.hot.PartitionApplied(ctx, topic, partition, epoch); err != nil {
-			return Snapshot{}, err
-		} else if ok {
-			from = o + 1
-		}
-		oldest, err := t.hot.rdb.ZRangeWithScores(ctx, k.pendingKey(field), 0, 0).Result()
-		if err != nil {
-			return Snapshot{}, err
-		}
-		if len(oldest) == 1 && int64(oldest[0].Score) < from {
-			from = int64(oldest[0].Score)
-		}
-		replay[field] = from
-	}
-	s := Snapshot{ID: time.Now().UnixMicro(), Epoch: epoch, Shards: k.Shards, TakenMs: nowMs(), ReplayFrom: replay}
-	for shard := 0; shard < k.Shards; shard++ {
+	now := t.cfg.Now()
+	s := state.Snapshot{ID: now.UnixMicro(), Epoch: epoch, Shards: t.hot.Shards(), TakenMs: now.UnixMilli(), ReplayFrom: replay}
+	for shard := 0; shard < s.Shards; shard++ {
 		sh, err := t.hot.SnapshotShard(ctx, shard, epoch)
 		if err != nil {
-			return Snapshot{}, err
+			return state.Snapshot{}, err
 		}
 		if err := t.cold.WriteShardSnapshot(ctx, s.ID, sh); err != nil {
-			return Snapshot{}, err
+			return state.Snapshot{}, err
 		}
 	}
 	return s, t.cold.CompleteSnapshot(ctx, s)
 }
 
-// Recover starts a new epoch after the hot tier lost its state (see
-// Hot.Recover), first restoring the latest snapshot of the arm counts and
-// where each partition's replay must start. Writers then replay each
-// partition from PartitionApplied + 1, or from the earliest record when no
-// snapshot covers it.
+// Recover starts a new epoch after the hot tier lost its state, first
+// restoring the latest snapshot of the arm counts and where each
+// partition's replay must start. Writers then replay each partition from
+// PartitionApplied + 1, or from the earliest record when no snapshot
+// covers it.
 func (t *Tier) Recover(ctx context.Context, seen string) (string, error) {
-	return t.hot.recoverWith(ctx, seen, func(epoch string) error {
+	return t.hot.RecoverWith(ctx, seen, func(epoch string) error {
 		s, err := t.cold.LatestSnapshot(ctx)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, state.ErrNotFound) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		if s.Shards != t.hot.keys.Shards {
-			return fmt.Errorf("store: snapshot %d has %d shards, the hot tier %d", s.ID, s.Shards, t.hot.keys.Shards)
+		if s.Shards != t.hot.Shards() {
+			return fmt.Errorf("store: snapshot %d has %d shards, the hot tier %d", s.ID, s.Shards, t.hot.Shards())
 		}
 		for shard := 0; shard < s.Shards; shard++ {
 			sh, err := t.cold.ReadShardSnapshot(ctx, s.ID, shard)
 			if err != nil {
 				return err
 			}
-			if err := t.hot.restoreShard(ctx, sh, epoch); err != nil {
+			if err := t.hot.RestoreShard(ctx, sh, epoch); err != nil {
 				return fmt.Errorf("restoring shard %d of snapshot %d: %w", shard, s.ID, err)
 			}
 		}
 		for field, from := range s.ReplayFrom {
 			topic, pstr, _ := strings.Cut(field, "/")
-			partition, _ := strconv.Atoi(pstr)
+			partition, err := strconv.Atoi(pstr)
+			if err != nil {
+				return fmt.Errorf("store: snapshot %d names partition %q", s.ID, field)
+			}
 			if err := t.hot.MarkPartitionApplied(ctx, topic, partition, from-1, epoch); err != nil {
 				return err
 			}
@@ -573,53 +419,13 @@ func (t *Tier) Recover(ctx context.Context, seen string) (string, error) {
 	})
 }
 
-// LatestSnapshot returns the newest complete arm snapshot, or ErrNotFound.
-func (t *Tier) LatestSnapshot(ctx context.Context) (Snapshot, error) {
+// LatestSnapshot returns the newest complete arm snapshot, or
+// state.ErrNotFound.
+func (t *Tier) LatestSnapshot(ctx context.Context) (state.Snapshot, error) {
 	return t.cold.LatestSnapshot(ctx)
 }
 
-// ColdState returns a user's state as last offloaded, or ErrNotFound.
-func (t *Tier) ColdState(ctx context.Context, user string) (UserState, error) {
+// ColdState returns a user's state as last offloaded, or state.ErrNotFound.
+func (t *Tier) ColdState(ctx context.Context, user string) (state.UserState, error) {
 	return t.cold.ReadUserState(ctx, user)
-}
-
-// UserHistory returns a hot user's recent history, newest first, each
-// event once: an event a producer wrote to the topic twice (a retried
-// send) is in the hot list twice but, as in the cold tier's history, one
-// event by (time, event id).
-func (t *Tier) UserHistory(ctx context.Context, user string) ([]HistoryEvent, error) {
-	vals, err := t.hot.rdb.LRange(ctx, t.hot.keys.userKey(user, "h"), 0, -1).Result()
-	if err != nil {
-		return nil, err
-	}
-	type key struct {
-		ms int64
-		id string
-	}
-	out, seen := make([]HistoryEvent, 0, len(vals)), make(map[key]bool, len(vals))
-	for _, v := range vals {
-		e, err := decodeEvent(user, v)
-		if err != nil {
-			return nil, err
-		}
-		if k := (key{e.EventTimeMs, e.EventID}); !seen[k] {
-			seen[k] = true
-			out = append(out, e)
-		}
-	}
-	return out, nil
-}
-
-// UserArmCounts returns a hot user's own counts per arm ("context\x1fitem").
-func (t *Tier) UserArmCounts(ctx context.Context, user string) (map[string][]int64, error) {
-	vals, err := t.hot.rdb.HGetAll(ctx, t.hot.keys.userKey(user, "s")).Result()
-	if err != nil {
-		return nil, err
-	}
-	flat := make([]string, 0, 2*len(vals))
-	for f, v := range vals {
-		flat = append(flat, f, v)
-	}
-	s, err := parseSnapshot(user, append([]string{"|", "|"}, flat...))
-	return s.state.ArmCounts, err
 }

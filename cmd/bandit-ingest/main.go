@@ -25,13 +25,17 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
+	"github.com/banditstream/banditstream/cmd/internal/faults"
 	"github.com/banditstream/banditstream/cmd/internal/ops"
 	"github.com/banditstream/banditstream/consumers"
+	"github.com/banditstream/banditstream/producers"
+	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store"
+	"github.com/banditstream/banditstream/store/cold"
+	"github.com/banditstream/banditstream/store/hot"
 )
 
 type options struct {
@@ -60,21 +64,22 @@ type options struct {
 func newFlags(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("bandit-ingest", flag.ContinueOnError)
 	o.conns.Register(fs)
-	keys := store.DefaultKeys()
+	keys := hot.DefaultKeys()
+	in, tier, sweep := consumers.DefaultIngestConfig(), store.DefaultTierConfig(), store.DefaultSweeperConfig()
 	fs.StringVar(&o.mode, "mode", "all", "ingest (consume events), sweep (offload idle users) or all")
 	fs.StringVar(&o.topic, "topic", config.TopicInteractions, "topic of interaction events; bad records go to <topic>"+config.DLQSuffix)
-	fs.StringVar(&o.group, "group", "banditstream-ingest", "consumer group id")
+	fs.StringVar(&o.group, "group", in.GroupID, "consumer group id")
 	fs.StringVar(&o.keyPrefix, "key-prefix", keys.Prefix, "hot tier key prefix (a separate namespace per prefix)")
 	fs.IntVar(&o.shards, "shards", keys.Shards, "arm shards in the hot tier; never change it for a given prefix")
-	fs.IntVar(&o.fetchBytes, "fetch-max-bytes", 4<<20, "largest fetch from one partition, bytes")
-	fs.DurationVar(&o.fetchWait, "fetch-max-wait", 250*time.Millisecond, "how long a fetch waits for new records")
-	fs.DurationVar(&o.drainTimeout, "drain-timeout", 20*time.Second, "time to finish in-flight batches after SIGTERM")
-	fs.DurationVar(&o.session, "session-timeout", 10*time.Second, "consumer group session timeout (at least Kafka's group.min.session.timeout.ms, 6s by default)")
-	fs.IntVar(&o.historyCap, "history-cap", 200, "recent events kept per hot user")
-	fs.DurationVar(&o.idleTimeout, "idle-timeout", 30*time.Minute, "inactivity after which a user is offloaded to the cold tier")
-	fs.DurationVar(&o.sweepInterval, "sweep-interval", 10*time.Second, "how often the sweeper looks for idle users")
-	fs.DurationVar(&o.snapshotEvery, "snapshot-interval", 5*time.Minute, "how often the sweeper snapshots the arm counts to the cold tier (0: never); recovery replays from the latest snapshot")
-	fs.StringVar(&o.replication, "cql-replication", "{'class': 'SimpleStrategy', 'replication_factor': 1}", "replication of the keyspace when it is created")
+	fs.IntVar(&o.fetchBytes, "fetch-max-bytes", in.FetchMaxBytes, "largest fetch from one partition, bytes")
+	fs.DurationVar(&o.fetchWait, "fetch-max-wait", in.FetchMaxWait, "how long a fetch waits for new records")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", in.DrainTimeout, "time to finish in-flight batches after SIGTERM")
+	fs.DurationVar(&o.session, "session-timeout", in.SessionTimeout, "consumer group session timeout (at least Kafka's group.min.session.timeout.ms, 6s by default)")
+	fs.IntVar(&o.historyCap, "history-cap", tier.HistoryCap, "recent events kept per hot user")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", tier.IdleTimeout, "inactivity after which a user is offloaded to the cold tier")
+	fs.DurationVar(&o.sweepInterval, "sweep-interval", sweep.Interval, "how often the sweeper looks for idle users")
+	fs.DurationVar(&o.snapshotEvery, "snapshot-interval", sweep.SnapshotEvery, "how often the sweeper snapshots the arm counts to the cold tier (0: never); recovery replays from the latest snapshot")
+	fs.StringVar(&o.replication, "cql-replication", cold.DefaultReplication, "replication of the keyspace when it is created (with -cql-migrate)")
 	fs.StringVar(&o.consistency, "cql-consistency", "LOCAL_QUORUM", "consistency of cold tier reads and writes")
 	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long between writing a batch and committing it")
 	fs.DurationVar(&o.coldLatency, "fault-cold-latency", 0, "fault injection for tests: delay every offload's cold-tier writes")
@@ -115,7 +120,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer stopProfile()
 
-	rdb, hot, err := o.conns.Redis.Hot(store.Keys{Prefix: o.keyPrefix, Shards: o.shards})
+	rdb, hot, err := o.conns.Redis.Hot(hot.Keys{Prefix: o.keyPrefix, Shards: o.shards})
 	if err != nil {
 		return err
 	}
@@ -125,8 +130,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer session.Close()
-	tier, err := store.NewTier(hot, cold, store.TierConfig{
-		HistoryCap: o.historyCap, IdleTimeout: o.idleTimeout, FaultColdLatency: o.coldLatency, Logger: log,
+	var coldTier store.ColdTier = cold
+	if o.coldLatency > 0 {
+		coldTier = faults.SlowCold{ColdTier: cold, Delay: o.coldLatency}
+	}
+	tier, err := store.NewTier(hot, coldTier, store.TierConfig{
+		HistoryCap: o.historyCap, IdleTimeout: o.idleTimeout, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -153,33 +162,27 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx, o.opsAddr) })
 	if o.mode == "ingest" || o.mode == "all" {
-		dlq := &kafka.Writer{
-			Addr:         kafka.TCP(o.conns.Kafka.Brokers...),
-			Topic:        o.topic + config.DLQSuffix,
-			RequiredAcks: kafka.RequireAll,
-			Balancer:     &kafka.Hash{},
-			BatchTimeout: 5 * time.Millisecond,
-			BatchBytes:   1 << 20,
-			WriteTimeout: o.conns.Kafka.Timeout,
-			Transport:    transport,
-		}
+		dlq := producers.NewSyncWriter(producers.WriterConfig{
+			Brokers: o.conns.Kafka.Brokers, Topic: schemas.DeadLetterTopic(o.topic),
+			BatchTimeout: 5 * time.Millisecond, BatchBytes: 1 << 20, WriteTimeout: o.conns.Kafka.Timeout, Transport: transport,
+		})
 		defer dlq.Close()
 		batchRecords, batchSeconds := ops.BatchHistograms(srv.Registry, "ingest")
 		in, err := consumers.NewIngest(consumers.IngestConfig{
-			BatchRecords:     batchRecords,
-			BatchSeconds:     batchSeconds,
-			Brokers:          o.conns.Kafka.Brokers,
-			Topic:            o.topic,
-			GroupID:          o.group,
-			FetchMaxBytes:    o.fetchBytes,
-			FetchMaxWait:     o.fetchWait,
-			DrainTimeout:     o.drainTimeout,
-			SessionTimeout:   o.session,
-			FaultCommitDelay: o.commitDelay,
-			Logger:           log,
-			Transport:        transport,
-			Dialer:           dialer,
-		}, hot, tier, dlq)
+			BatchRecords:   batchRecords,
+			BatchSeconds:   batchSeconds,
+			Brokers:        o.conns.Kafka.Brokers,
+			Topic:          o.topic,
+			GroupID:        o.group,
+			FetchMaxBytes:  o.fetchBytes,
+			FetchMaxWait:   o.fetchWait,
+			DrainTimeout:   o.drainTimeout,
+			SessionTimeout: o.session,
+			BeforeCommit:   faults.CommitDelay(o.commitDelay),
+			Logger:         log,
+			Transport:      transport,
+			Dialer:         dialer,
+		}, consumers.IngestStores{Arms: hot, Users: tier, Recoverer: tier}, dlq)
 		if err != nil {
 			return err
 		}
@@ -197,7 +200,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		g.Go(func() error { return in.Run(ctx) })
 	}
 	if o.mode == "sweep" || o.mode == "all" {
-		g.Go(func() error { return tier.RunSweeper(ctx, o.sweepInterval, o.snapshotEvery) })
+		sweeper, err := store.NewSweeper(tier, store.SweeperConfig{
+			Interval: o.sweepInterval, SnapshotEvery: o.snapshotEvery, Limit: store.DefaultSweeperConfig().Limit, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return sweeper.Run(ctx) })
 	}
 	return g.Wait()
 }

@@ -29,15 +29,19 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
+	"github.com/banditstream/banditstream/cmd/internal/faults"
 	"github.com/banditstream/banditstream/cmd/internal/ops"
 	"github.com/banditstream/banditstream/consumers"
+	"github.com/banditstream/banditstream/producers"
 	"github.com/banditstream/banditstream/sampler"
 	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store"
+	"github.com/banditstream/banditstream/store/cold"
+	"github.com/banditstream/banditstream/store/hot"
+	"github.com/banditstream/banditstream/store/state"
 )
 
 type options struct {
@@ -77,7 +81,7 @@ type options struct {
 func newFlags(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("bandit-score", flag.ContinueOnError)
 	o.conns.Register(fs)
-	keys := store.DefaultKeys()
+	keys := hot.DefaultKeys()
 	lim := schemas.DefaultLimits()
 	fs.StringVar(&o.topic, "topic", config.TopicScoreRequests, "topic of score requests; bad requests go to <topic>"+config.DLQSuffix)
 	fs.StringVar(&o.resultsTopic, "results-topic", config.TopicScoreResults, "topic of responses to requests without a reply topic")
@@ -102,7 +106,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.modelVersion, "model-version", "", "label of the model in every response (default: the prior, weights and lambda)")
 	fs.IntVar(&o.maxCandidates, "max-candidates", lim.MaxCandidates, "largest candidate list accepted")
 	fs.IntVar(&o.maxK, "max-k", lim.MaxK, "largest k accepted")
-	fs.StringVar(&o.replication, "cql-replication", "{'class': 'SimpleStrategy', 'replication_factor': 1}", "replication of the keyspace when it is created")
+	fs.StringVar(&o.replication, "cql-replication", cold.DefaultReplication, "replication of the keyspace when it is created (with -cql-migrate)")
 	fs.StringVar(&o.consistency, "cql-consistency", "LOCAL_QUORUM", "consistency of cold tier reads and writes")
 	fs.DurationVar(&o.commitEvery, "commit-interval", 200*time.Millisecond, "how often the offset of answered requests is committed; a crash answers at most this much again")
 	fs.DurationVar(&o.replyWait, "reply-topic-wait", 10*time.Second, "how long responses to an unknown reply topic are retried before the request goes to the dead-letter topic")
@@ -123,8 +127,8 @@ func main() {
 }
 
 // parseWeights reads "click=1,order=5".
-func parseWeights(s string) ([store.NumEventTypes]float64, error) {
-	var w [store.NumEventTypes]float64
+func parseWeights(s string) ([state.NumEventTypes]float64, error) {
+	var w [state.NumEventTypes]float64
 	for _, part := range strings.Split(s, ",") {
 		part = strings.TrimSpace(part)
 		if part == "" {
@@ -139,7 +143,7 @@ func parseWeights(s string) ([store.NumEventTypes]float64, error) {
 		if err != nil {
 			return w, fmt.Errorf("-reward-weights: %q: %w", part, err)
 		}
-		w[store.TypeIndex(t)] = x
+		w[state.TypeIndex(t)] = x
 	}
 	return w, nil
 }
@@ -176,7 +180,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer stopProfile()
 
-	rdb, hot, err := o.conns.Redis.Hot(store.Keys{Prefix: o.keyPrefix, Shards: o.shards})
+	rdb, hot, err := o.conns.Redis.Hot(hot.Keys{Prefix: o.keyPrefix, Shards: o.shards})
 	if err != nil {
 		return err
 	}
@@ -216,10 +220,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	srv := ops.NewServer(checks, log)
 	batchRecords, batchSeconds := ops.BatchHistograms(srv.Registry, "score")
 	requestSeconds := ops.Histogram(srv.Registry, "request_seconds", "Time from a request's sent_time_ms to its ranking.", ops.SecondsBuckets, nil)
-	out := &kafka.Writer{
-		Addr:         kafka.TCP(o.conns.Kafka.Brokers...),
-		RequiredAcks: kafka.RequireAll,
-		Balancer:     &kafka.Hash{},
+	out := producers.NewSyncWriter(producers.WriterConfig{
+		Brokers: o.conns.Kafka.Brokers,
 		// kafka-go allocates BatchSize messages for every partition's batch
 		// (make([]Message, 0, BatchSize)): 10,000 made 1.5 MB, zeroed and
 		// scanned by the GC, per partition per published batch. A batch's
@@ -230,34 +232,34 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		BatchTimeout: time.Millisecond,
 		WriteTimeout: o.conns.Kafka.Timeout,
 		Transport:    writerTransport,
-	}
+	})
 	defer out.Close()
 	sc, err := consumers.NewScorer(consumers.ScorerConfig{
-		Brokers:          o.conns.Kafka.Brokers,
-		Topic:            o.topic,
-		ResultsTopic:     o.resultsTopic,
-		GroupID:          o.group,
-		FetchMaxBytes:    o.fetchBytes,
-		FetchMaxWait:     o.fetchWait,
-		Limits:           limits,
-		Model:            model,
-		ModelVersion:     o.modelVersion,
-		CacheBytes:       o.cacheBytes,
-		CacheMaxAge:      o.cacheMaxAge,
-		CacheMaxStale:    o.cacheMaxStale,
-		SessionWait:      o.sessionWait,
-		SessionLoads:     o.sessionLoads,
-		DrainTimeout:     o.drainTimeout,
-		SessionTimeout:   o.session,
-		CommitInterval:   o.commitEvery,
-		ReplyTopicWait:   o.replyWait,
-		FaultCommitDelay: o.commitDelay,
-		Logger:           log,
-		BatchRecords:     batchRecords,
-		BatchSeconds:     batchSeconds,
-		RequestSeconds:   requestSeconds,
-		Transport:        transport,
-		Dialer:           dialer,
+		Brokers:        o.conns.Kafka.Brokers,
+		Topic:          o.topic,
+		ResultsTopic:   o.resultsTopic,
+		GroupID:        o.group,
+		FetchMaxBytes:  o.fetchBytes,
+		FetchMaxWait:   o.fetchWait,
+		Limits:         limits,
+		Model:          model,
+		ModelVersion:   o.modelVersion,
+		CacheBytes:     o.cacheBytes,
+		CacheMaxAge:    o.cacheMaxAge,
+		CacheMaxStale:  o.cacheMaxStale,
+		SessionWait:    o.sessionWait,
+		SessionLoads:   o.sessionLoads,
+		DrainTimeout:   o.drainTimeout,
+		SessionTimeout: o.session,
+		CommitInterval: o.commitEvery,
+		ReplyTopicWait: o.replyWait,
+		BeforeCommit:   faults.CommitDelay(o.commitDelay),
+		Logger:         log,
+		BatchRecords:   batchRecords,
+		BatchSeconds:   batchSeconds,
+		RequestSeconds: requestSeconds,
+		Transport:      transport,
+		Dialer:         dialer,
 	}, hot, sessions, out)
 	if err != nil {
 		return err

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/banditstream/banditstream/cmd/internal/deploytest"
-	"github.com/banditstream/banditstream/store"
+	"github.com/banditstream/banditstream/store/state"
 )
 
 // The score service in deploy/compose sets only variables bandit-score
@@ -19,12 +19,12 @@ func TestComposeScoreService(t *testing.T) {
 func TestParseWeights(t *testing.T) {
 	for _, tc := range []struct {
 		name, in string
-		want     [store.NumEventTypes]float64
+		want     [state.NumEventTypes]float64
 		err      string
 	}{
-		{name: "default", in: "click=1", want: [store.NumEventTypes]float64{0, 1, 0, 0, 0}},
-		{name: "several, spaced", in: "click=1, order = 5,add_to_cart=0.5", want: [store.NumEventTypes]float64{0, 1, 0, 0.5, 5}},
-		{name: "empty", in: "", want: [store.NumEventTypes]float64{}},
+		{name: "default", in: "click=1", want: [state.NumEventTypes]float64{0, 1, 0, 0, 0}},
+		{name: "several, spaced", in: "click=1, order = 5,add_to_cart=0.5", want: [state.NumEventTypes]float64{0, 1, 0, 0.5, 5}},
+		{name: "empty", in: "", want: [state.NumEventTypes]float64{}},
 		{name: "impressions are the trials", in: "impression=1", err: "not type=weight"},
 		{name: "unknown type", in: "purchase=1", err: "not type=weight"},
 		{name: "not a number", in: "click=lots", err: "invalid syntax"},

@@ -33,8 +33,9 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
+	"github.com/banditstream/banditstream/producers"
 	"github.com/banditstream/banditstream/schemas"
-	"github.com/banditstream/banditstream/store"
+	"github.com/banditstream/banditstream/store/hot"
 )
 
 type options struct {
@@ -65,7 +66,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.eventsTopic, "events-topic", config.TopicInteractions, "topic bandit-ingest reads")
 	fs.StringVar(&o.replyTopic, "reply-topic", "sim.replies", "reply topic of the simulated users' requests (created if missing)")
 	fs.StringVar(&o.dlqTopics, "dlq-topics", config.TopicInteractions+config.DLQSuffix+","+config.TopicScoreRequests+config.DLQSuffix, "dead-letter topics to count, comma separated")
-	fs.StringVar(&o.keyPrefix, "key-prefix", store.DefaultKeys().Prefix, "hot tier key prefix of the pipeline (to count hot users)")
+	fs.StringVar(&o.keyPrefix, "key-prefix", hot.DefaultKeys().Prefix, "hot tier key prefix of the pipeline (to count hot users)")
 	fs.DurationVar(&o.duration, "duration", 60*time.Second, "how long users send requests")
 	fs.Float64Var(&o.rate, "rate", 50, "score requests per second")
 	fs.IntVar(&o.users, "users", 100, "simulated users")
@@ -165,7 +166,7 @@ func simulate(ctx context.Context, o *options, live io.Writer) (_ *result, err e
 		return nil, err
 	}
 	defer rdb.Close()
-	keys := store.DefaultKeys()
+	keys := hot.DefaultKeys()
 	keys.Prefix = o.keyPrefix
 	obs := &pipelineObserver{rdb: rdb, keys: keys, client: client, dlq: splitList(o.dlqTopics)}
 	if err := obs.start(ctx); err != nil {
@@ -184,8 +185,8 @@ func simulate(ctx context.Context, o *options, live io.Writer) (_ *result, err e
 		}
 	}()
 
-	out := &kafka.Writer{Addr: kafka.TCP(brokers...), RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{},
-		BatchTimeout: 2 * time.Millisecond, WriteTimeout: o.conns.Kafka.Timeout, Transport: client.Transport}
+	out := producers.NewSyncWriter(producers.WriterConfig{Brokers: brokers,
+		BatchTimeout: 2 * time.Millisecond, WriteTimeout: o.conns.Kafka.Timeout, Transport: client.Transport})
 	defer out.Close()
 
 	w := newWorld(o.seed, splitList(o.contexts), o.items, o.k)
@@ -276,7 +277,7 @@ func headerValue(headers []kafka.Header, key string) string {
 // topics' sizes (counted from the start of the run).
 type pipelineObserver struct {
 	rdb    redis.UniversalClient
-	keys   store.Keys
+	keys   hot.Keys
 	client *kafka.Client
 	dlq    []string
 	base   int64

@@ -31,7 +31,7 @@ func TestSimulationLearnsThroughThePipeline(t *testing.T) {
 	results := stacktest.CreateTopic(t, brokers, run+"_results", 1)
 	prefix, keyspace := run, stacktest.UniqueName("it")
 
-	common := []string{"-kafka-brokers", brokers[0], "-redis-addr", redisAddr, "-cql-hosts", cql, "-cql-keyspace", keyspace,
+	common := []string{"-kafka-brokers", brokers[0], "-redis-addr", redisAddr, "-cql-hosts", cql, "-cql-keyspace", keyspace, "-cql-migrate",
 		"-key-prefix", prefix, "-session-timeout", "6s", "-log-level", "warn"}
 	ingest := stacktest.BuildBinary(t, "./cmd/bandit-ingest")
 	score := stacktest.BuildBinary(t, "./cmd/bandit-score")

@@ -5,6 +5,7 @@
 //	bandit-stack check [kafka|redis|cql|all]   exit 0 when serving
 //	bandit-stack topics -topics interactions:6,score-requests:6,...
 //	bandit-stack scram-user -scram-user NAME   (password from the environment)
+//	bandit-stack migrate -cql-keyspace banditstream
 //
 // deploy/local/stack.sh uses it to wait for the local servers; in
 // deploy/compose it runs once as the init service.
@@ -33,6 +34,8 @@ commands:
                                counts that are too small (never shrinking them)
   scram-user                   create or update a Kafka SASL/SCRAM user (password
                                from BANDITSTREAM_SCRAM_PASSWORD or a file)
+  migrate                      create the cold tier's keyspace and tables if missing
+                               (idempotent; daemons do it on start with -cql-migrate)
 
 Every flag can also be set by its environment variable: -kafka-brokers is
 BANDITSTREAM_KAFKA_BROKERS. Run "bandit-stack <command> -h" for the flags.
@@ -60,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runTopics(ctx, args[1:], stdout, stderr)
 	case "scram-user":
 		return runScramUser(ctx, args[1:], stdout, stderr)
+	case "migrate":
+		return runMigrate(ctx, args[1:], stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", args[0])

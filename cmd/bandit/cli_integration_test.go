@@ -19,7 +19,8 @@ import (
 
 	"github.com/banditstream/banditstream/deploy/local/stacktest"
 	"github.com/banditstream/banditstream/schemas"
-	"github.com/banditstream/banditstream/store"
+	"github.com/banditstream/banditstream/store/hot"
+	"github.com/banditstream/banditstream/store/state"
 )
 
 type cliEnv struct {
@@ -30,7 +31,7 @@ type cliEnv struct {
 	ingestGroup               string
 	bin                       string
 	rdb                       *redis.Client
-	hot                       *store.Hot
+	hot                       *hot.Hot
 }
 
 func newCLIEnv(t *testing.T) *cliEnv {
@@ -49,10 +50,10 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	t.Cleanup(func() { rdb.Close() })
 	e.rdb = rdb
 	var err error
-	if e.hot, err = store.NewHot(rdb, store.Keys{Prefix: prefix, Shards: 8}); err != nil {
+	if e.hot, err = hot.New(rdb, hot.Keys{Prefix: prefix, Shards: 8}); err != nil {
 		t.Fatal(err)
 	}
-	common := []string{"-kafka-brokers", e.brokers[0], "-redis-addr", redisAddr, "-cql-hosts", cql, "-cql-keyspace", keyspace,
+	common := []string{"-kafka-brokers", e.brokers[0], "-redis-addr", redisAddr, "-cql-hosts", cql, "-cql-keyspace", keyspace, "-cql-migrate",
 		"-key-prefix", prefix, "-shards", "8", "-session-timeout", "6s", "-fetch-max-wait", "50ms", "-log-level", "warn"}
 	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-ingest"), nil, append(common, "-topic", e.events, "-group", e.ingestGroup)...)
 	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-score"), nil, append(common, "-topic", e.requests,
@@ -84,10 +85,10 @@ func (e *cliEnv) bandit(t *testing.T, stdin string, args ...string) (string, str
 }
 
 // checkCounts waits for ingest to catch up and compares the arm counts.
-func (e *cliEnv) checkCounts(t *testing.T, want map[store.Arm]store.Counts) {
+func (e *cliEnv) checkCounts(t *testing.T, want map[state.Arm]state.Counts) {
 	t.Helper()
 	stacktest.WaitForLag(t, e.brokers, e.ingestGroup, e.events, time.Minute)
-	var arms []store.Arm
+	var arms []state.Arm
 	for a := range want {
 		arms = append(arms, a)
 	}
@@ -108,11 +109,11 @@ func (e *cliEnv) checkCounts(t *testing.T, want map[store.Arm]store.Counts) {
 // commit.
 func TestCLIRoundTrip(t *testing.T) {
 	e := newCLIEnv(t)
-	want := map[store.Arm]store.Counts{}
+	want := map[state.Arm]state.Counts{}
 	count := func(item string, typ schemas.EventType) {
-		a := store.Arm{Context: "home", Item: item}
+		a := state.Arm{Context: "home", Item: item}
 		c := want[a]
-		c.ByType[store.TypeIndex(typ)]++
+		c.ByType[state.TypeIndex(typ)]++
 		want[a] = c
 	}
 

@@ -8,7 +8,7 @@ import (
 	"io"
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
-	"github.com/banditstream/banditstream/store"
+	"github.com/banditstream/banditstream/store/hot"
 )
 
 // diffCommand compares the arm counts of two hot tier namespaces: a shadow
@@ -16,7 +16,7 @@ import (
 func diffCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, io.Writer) error {
 	var r config.Redis
 	r.Register(fs)
-	keys := store.DefaultKeys()
+	keys := hot.DefaultKeys()
 	here := fs.String("key-prefix", keys.Prefix, "namespace to compare (the live one by default)")
 	there := fs.String("against", "", "namespace to compare it with (required)")
 	shards := fs.Int("shards", keys.Shards, "arm shards of both namespaces")
@@ -49,7 +49,7 @@ func diffCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, i
 func promoteCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, io.Writer) error {
 	var r config.Redis
 	r.Register(fs)
-	keys := store.DefaultKeys()
+	keys := hot.DefaultKeys()
 	from := fs.String("from", "", "namespace to promote, e.g. a checked shadow rebuild (required)")
 	to := fs.String("to", keys.Prefix, "namespace it replaces (the live one by default); stop ingest into it first")
 	shards := fs.Int("shards", keys.Shards, "arm shards of both namespaces")
@@ -77,7 +77,7 @@ func promoteCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer
 	}
 }
 
-func twoNamespaces(r config.Redis, a, b string, shards int) (*store.Hot, *store.Hot, func(), error) {
+func twoNamespaces(r config.Redis, a, b string, shards int) (*hot.Hot, *hot.Hot, func(), error) {
 	if err := r.Validate(); err != nil {
 		return nil, nil, nil, err
 	}
@@ -85,12 +85,12 @@ func twoNamespaces(r config.Redis, a, b string, shards int) (*store.Hot, *store.
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	ha, err := store.NewHot(rdb, store.Keys{Prefix: a, Shards: shards})
+	ha, err := hot.New(rdb, hot.Keys{Prefix: a, Shards: shards})
 	if err != nil {
 		rdb.Close()
 		return nil, nil, nil, err
 	}
-	hb, err := store.NewHot(rdb, store.Keys{Prefix: b, Shards: shards})
+	hb, err := hot.New(rdb, hot.Keys{Prefix: b, Shards: shards})
 	if err != nil {
 		rdb.Close()
 		return nil, nil, nil, err

@@ -15,6 +15,7 @@ import (
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
 	"github.com/banditstream/banditstream/consumers"
+	"github.com/banditstream/banditstream/producers"
 	"github.com/banditstream/banditstream/schemas"
 )
 
@@ -64,8 +65,8 @@ func redriveCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer
 			brokers: k.Brokers, topic: *topic, group: *group, errorContains: *errorContains,
 			contentType: *contentType, batch: max(*batchSize, 1), dryRun: *dryRun, faultStop: *faultStop,
 			client: client, dialer: dialer,
-			w: &kafka.Writer{Addr: kafka.TCP(k.Brokers...), Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
-				BatchTimeout: 5 * time.Millisecond, BatchBytes: 16 << 20, WriteTimeout: k.Timeout, Transport: client.Transport},
+			w: producers.NewSyncWriter(producers.WriterConfig{Brokers: k.Brokers,
+				BatchTimeout: 5 * time.Millisecond, BatchBytes: 16 << 20, WriteTimeout: k.Timeout, Transport: client.Transport}),
 			stderr: stderr,
 		}
 		defer rd.w.Close()

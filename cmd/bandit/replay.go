@@ -16,7 +16,10 @@ import (
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
 	"github.com/banditstream/banditstream/consumers"
+	"github.com/banditstream/banditstream/producers"
 	"github.com/banditstream/banditstream/store"
+	"github.com/banditstream/banditstream/store/cold"
+	"github.com/banditstream/banditstream/store/hot"
 )
 
 // replayCommand re-reads a range of a topic into the stores (events) or
@@ -24,7 +27,7 @@ import (
 func replayCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, io.Writer) error {
 	var conns config.Connections
 	conns.Register(fs)
-	keys := store.DefaultKeys()
+	keys := hot.DefaultKeys()
 	topic := fs.String("topic", config.TopicInteractions, "topic to replay")
 	kind := fs.String("kind", "auto", "events (into the stores) or requests (scored into -results-topic); auto: requests if the topic's name has \"request\" in it")
 	partitions := fs.String("partitions", "", "partitions to replay, comma separated (default all)")
@@ -33,7 +36,7 @@ func replayCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer,
 	prefix := fs.String("key-prefix", keys.Prefix, "hot tier namespace to replay into; the live one by default, another for a shadow rebuild")
 	shards := fs.Int("shards", keys.Shards, "arm shards of that namespace")
 	historyCap := fs.Int("history-cap", 200, "recent events kept per hot user")
-	replication := fs.String("cql-replication", "{'class': 'SimpleStrategy', 'replication_factor': 1}", "replication of the keyspace when it is created")
+	replication := fs.String("cql-replication", cold.DefaultReplication, "replication of the keyspace when it is created (with -cql-migrate)")
 	resultsTopic := fs.String("results-topic", "", "for requests: topic the responses go to (never the live "+config.TopicScoreResults+")")
 	dryRun := fs.Bool("dry-run", false, "events: report how many events would change the namespace, writing nothing; requests: count them")
 	progress := fs.String("progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), always or never")
@@ -80,7 +83,7 @@ func replayCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer,
 		bar := newProgressBar(stderr, total, *progress)
 		defer bar.stop()
 
-		rdb, hot, err := conns.Redis.Hot(store.Keys{Prefix: *prefix, Shards: *shards})
+		rdb, hot, err := conns.Redis.Hot(hot.Keys{Prefix: *prefix, Shards: *shards})
 		if err != nil {
 			return err
 		}
@@ -118,10 +121,10 @@ type discard struct{}
 
 func (discard) WriteMessages(context.Context, ...kafka.Message) error { return nil }
 
-func replayEvents(ctx context.Context, conns config.Connections, hot *store.Hot, topic, replication string, historyCap int,
+func replayEvents(ctx context.Context, conns config.Connections, hot *hot.Hot, topic, replication string, historyCap int,
 	ranges []consumers.ReplayRange, dry bool, progress func(int)) (consumers.ReplayStats, error) {
 	var total consumers.ReplayStats
-	var users consumers.UserStore
+	stores := consumers.IngestStores{Arms: hot, Recoverer: hot}
 	if !dry {
 		session, cold, err := conns.CQL.Cold(ctx, "LOCAL_QUORUM", replication, historyCap)
 		if err != nil {
@@ -132,13 +135,13 @@ func replayEvents(ctx context.Context, conns config.Connections, hot *store.Hot,
 		if err != nil {
 			return total, err
 		}
-		users = tier
+		stores.Users, stores.Recoverer = tier, tier
 	}
 	transport, err := conns.Kafka.Transport()
 	if err != nil {
 		return total, err
 	}
-	in, err := consumers.NewIngest(consumers.IngestConfig{Brokers: conns.Kafka.Brokers, Topic: topic, Transport: transport}, hot, users, discard{})
+	in, err := consumers.NewIngest(consumers.IngestConfig{Brokers: conns.Kafka.Brokers, Topic: topic, Transport: transport}, stores, discard{})
 	if err != nil {
 		return total, err
 	}
@@ -152,15 +155,15 @@ func replayEvents(ctx context.Context, conns config.Connections, hot *store.Hot,
 	return total, nil
 }
 
-func replayRequests(ctx context.Context, conns config.Connections, hot *store.Hot, topic, results string,
+func replayRequests(ctx context.Context, conns config.Connections, hot *hot.Hot, topic, results string,
 	ranges []consumers.ReplayRange, progress func(int)) (consumers.ReplayStats, error) {
 	var total consumers.ReplayStats
 	transport, err := conns.Kafka.Transport()
 	if err != nil {
 		return total, err
 	}
-	out := &kafka.Writer{Addr: kafka.TCP(conns.Kafka.Brokers...), RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{},
-		BatchSize: 512, BatchBytes: 64 << 20, BatchTimeout: time.Millisecond, WriteTimeout: conns.Kafka.Timeout, Transport: transport}
+	out := producers.NewSyncWriter(producers.WriterConfig{Brokers: conns.Kafka.Brokers,
+		BatchSize: 512, BatchBytes: 64 << 20, BatchTimeout: time.Millisecond, WriteTimeout: conns.Kafka.Timeout, Transport: transport})
 	defer out.Close()
 	sc, err := consumers.NewScorer(consumers.ScorerConfig{Brokers: conns.Kafka.Brokers, Topic: topic, ResultsTopic: results, Replay: true,
 		Transport: transport}, hot, nil, out)

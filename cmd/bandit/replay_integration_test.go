@@ -13,22 +13,23 @@ import (
 
 	"github.com/banditstream/banditstream/deploy/local/stacktest"
 	"github.com/banditstream/banditstream/schemas"
-	"github.com/banditstream/banditstream/store"
+	"github.com/banditstream/banditstream/store/hot"
+	"github.com/banditstream/banditstream/store/state"
 )
 
-type armCounts map[store.Arm]store.Counts
+type armCounts map[state.Arm]state.Counts
 
 func (a armCounts) add(ev *schemas.Interaction) {
-	k := store.Arm{Context: ev.GetContext(), Item: ev.GetItemId()}
+	k := state.Arm{Context: ev.GetContext(), Item: ev.GetItemId()}
 	c := a[k]
-	c.ByType[store.TypeIndex(ev.GetType())]++
+	c.ByType[state.TypeIndex(ev.GetType())]++
 	a[k] = c
 }
 
 // readCounts reads every arm of want and of also from a namespace.
-func (e *cliEnv) readCounts(t *testing.T, prefix string, arms []store.Arm) armCounts {
+func (e *cliEnv) readCounts(t *testing.T, prefix string, arms []state.Arm) armCounts {
 	t.Helper()
-	h, err := store.NewHot(e.rdb, store.Keys{Prefix: prefix, Shards: 8})
+	h, err := hot.New(e.rdb, hot.Keys{Prefix: prefix, Shards: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,8 +39,8 @@ func (e *cliEnv) readCounts(t *testing.T, prefix string, arms []store.Arm) armCo
 	}
 	out := armCounts{}
 	for i, a := range arms {
-		if got[i].ByType != ([store.NumEventTypes]int64{}) {
-			out[a] = store.Counts{ByType: got[i].ByType}
+		if got[i].ByType != ([state.NumEventTypes]int64{}) {
+			out[a] = state.Counts{ByType: got[i].ByType}
 		}
 	}
 	return out
@@ -79,7 +80,7 @@ func TestReplay(t *testing.T) {
 	base := time.Now().Add(-3 * time.Hour).Truncate(time.Second)
 	batches := []armCounts{{}, {}, {}}
 	all := armCounts{}
-	var arms []store.Arm
+	var arms []state.Arm
 	w := &kafka.Writer{Addr: kafka.TCP(e.brokers...), Topic: e.events, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{}, BatchTimeout: time.Millisecond}
 	for b := 0; b < 3; b++ {
 		var msgs []kafka.Message
@@ -104,7 +105,7 @@ func TestReplay(t *testing.T) {
 	}
 	e.checkCounts(t, all)
 
-	conn := []string{"-redis-addr", e.redis, "-cql-hosts", e.cql, "-shards", "8"}
+	conn := []string{"-redis-addr", e.redis, "-cql-hosts", e.cql, "-cql-migrate", "-shards", "8"}
 	replay := func(args ...string) string {
 		t.Helper()
 		out, errOut, code := e.bandit(t, "", append(append([]string{"replay", "-topic", e.events}, conn...), args...)...)

@@ -40,7 +40,7 @@ stop_all() {
 }
 trap stop_all EXIT
 
-common=(-key-prefix "$prefix" -cql-keyspace "$keyspace" -log-level warn)
+common=(-key-prefix "$prefix" -cql-keyspace "$keyspace" -cql-migrate -log-level warn)
 "$BIN/bandit-ingest" "${common[@]}" -mode all -topic "$run.interactions" -group "$run-ingest" \
 	-idle-timeout 5s -sweep-interval 1s -snapshot-interval 15s -fetch-max-wait 50ms >"$OUT/ingest.log" 2>&1 &
 pids+=($!)

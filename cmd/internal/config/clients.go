@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/banditstream/banditstream/store/cold"
+	"github.com/banditstream/banditstream/store/hot"
 	"github.com/gocql/gocql"
 	"github.com/redis/go-redis/v9"
-
-	"github.com/banditstream/banditstream/store"
 )
 
 // Client returns a client for the hot tier: a single server, or a Redis
@@ -56,12 +56,12 @@ func (c CQL) Cluster() (*gocql.ClusterConfig, error) {
 
 // Hot opens the hot tier: the Redis client and the arm store under keys.
 // Close the client when done.
-func (r Redis) Hot(keys store.Keys) (redis.UniversalClient, *store.Hot, error) {
+func (r Redis) Hot(keys hot.Keys) (redis.UniversalClient, *hot.Hot, error) {
 	rdb, err := r.Client()
 	if err != nil {
 		return nil, nil, err
 	}
-	hot, err := store.NewHot(rdb, keys)
+	hot, err := hot.New(rdb, keys)
 	if err != nil {
 		rdb.Close()
 		return nil, nil, err
@@ -70,9 +70,10 @@ func (r Redis) Hot(keys store.Keys) (redis.UniversalClient, *store.Hot, error) {
 }
 
 // Cold opens a session at consistency (a CQL name such as LOCAL_QUORUM)
-// and the cold tier in the keyspace, created with replication if missing.
-// Close the session when done.
-func (c CQL) Cold(ctx context.Context, consistency, replication string, historyLoad int) (*gocql.Session, *store.Cold, error) {
+// and the cold tier in the keyspace; with Migrate, the keyspace (with
+// replication) and its tables are created first if missing. Close the
+// session when done.
+func (c CQL) Cold(ctx context.Context, consistency, replication string, historyLoad int) (*gocql.Session, *cold.Cold, error) {
 	cons, err := gocql.ParseConsistencyWrapper(consistency)
 	if err != nil {
 		return nil, nil, fmt.Errorf("-cql-consistency: %w", err)
@@ -86,10 +87,17 @@ func (c CQL) Cold(ctx context.Context, consistency, replication string, historyL
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to the cold tier: %w", err)
 	}
-	cold, err := store.NewCold(ctx, session, store.ColdConfig{Keyspace: c.Keyspace, Replication: replication, HistoryLoad: historyLoad})
+	cfg := cold.Config{Keyspace: c.Keyspace, Replication: replication, HistoryLoad: historyLoad}
+	if c.Migrate {
+		if err := cold.Migrate(ctx, session, cfg); err != nil {
+			session.Close()
+			return nil, nil, err
+		}
+	}
+	ct, err := cold.New(session, cfg)
 	if err != nil {
 		session.Close()
 		return nil, nil, err
 	}
-	return session, cold, nil
+	return session, ct, nil
 }

@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/banditstream/banditstream/schemas"
 )
 
 // EnvPrefix starts every environment variable the binaries read.
@@ -27,13 +29,13 @@ const (
 	DefaultCQLKeyspace  = "banditstream"
 )
 
-// Topic names used by the pipeline; DLQSuffix is appended to a source topic
-// to name its dead-letter topic.
+// Topic names used by the pipeline (defined in schemas); DLQSuffix is
+// appended to a source topic to name its dead-letter topic.
 const (
-	TopicInteractions  = "interactions"
-	TopicScoreRequests = "score-requests"
-	TopicScoreResults  = "score-results"
-	DLQSuffix          = ".dlq"
+	TopicInteractions  = schemas.TopicInteractions
+	TopicScoreRequests = schemas.TopicScoreRequests
+	TopicScoreResults  = schemas.TopicScoreResults
+	DLQSuffix          = schemas.DeadLetterSuffix
 )
 
 // Kafka is how to reach the Kafka cluster.
@@ -69,6 +71,9 @@ type CQL struct {
 	PasswordFile string
 	Timeout      time.Duration
 	TLS          TLS
+	// Migrate applies the cold tier's schema (idempotently) before use;
+	// otherwise it must exist (bandit-stack migrate).
+	Migrate bool
 }
 
 // Connections groups the settings of the three external systems.
@@ -137,6 +142,7 @@ func (c *Connections) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.CQL.Password, "cql-password", "", "cold tier password (prefer the environment variable or -cql-password-file)")
 	fs.StringVar(&c.CQL.PasswordFile, "cql-password-file", "", "file holding the cold tier password")
 	fs.DurationVar(&c.CQL.Timeout, "cql-timeout", 10*time.Second, "cold tier connect and query timeout")
+	fs.BoolVar(&c.CQL.Migrate, "cql-migrate", false, "create the cold tier's keyspace and tables if missing before starting (as bandit-stack migrate does)")
 	c.CQL.TLS.register(fs, "cql", "the cold tier")
 }
 

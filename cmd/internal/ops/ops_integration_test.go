@@ -99,7 +99,7 @@ func newDaemons(t *testing.T) *daemons {
 	d.requests = stacktest.CreateTopic(t, d.brokers, "it_ops_requests", 2)
 	stacktest.CreateTopicNamed(t, d.brokers, d.requests+".dlq", 1)
 	d.args = []string{"-kafka-brokers", d.brokers[0], "-redis-addr", d.redis, "-cql-hosts", d.cql,
-		"-cql-keyspace", stacktest.UniqueName("it"), "-key-prefix", stacktest.UniqueName("it"), "-shards", "8",
+		"-cql-keyspace", stacktest.UniqueName("it"), "-cql-migrate", "-key-prefix", stacktest.UniqueName("it"), "-shards", "8",
 		"-session-timeout", "6s", "-fetch-max-wait", "50ms", "-log-level", "warn"}
 	return d
 }

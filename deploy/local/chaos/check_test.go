@@ -15,6 +15,9 @@ import (
 	"github.com/banditstream/banditstream/deploy/local/stacktest"
 	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store"
+	"github.com/banditstream/banditstream/store/cold"
+	"github.com/banditstream/banditstream/store/hot"
+	"github.com/banditstream/banditstream/store/state"
 )
 
 // result is one scenario's row of the table.
@@ -113,7 +116,7 @@ func (s *system) settle(scenario, faults string) result {
 	<-s.readerDone
 
 	// The truth: what the events topic holds.
-	arms := map[store.Arm]store.Counts{}
+	arms := map[state.Arm]state.Counts{}
 	truth := map[string]*stacktest.UserTruth{}
 	inTopic := map[string]int{}
 	poisonInTopic := 0
@@ -165,7 +168,7 @@ func (s *system) settle(scenario, faults string) result {
 	}
 	r.counted, r.lost, r.twice = d.Counted, r.lost+d.Lost, d.Twice
 	// bandit-ingest's -history-cap default.
-	usersWrong, wrong, err := stacktest.CompareUsers(ctx, tier, truth, 200)
+	usersWrong, wrong, err := stacktest.CompareUsers(ctx, tier, hot, truth, 200)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,10 +211,10 @@ func header(m kafka.Message, key string) string {
 }
 
 // stores opens the hot and tiered stores the processes write.
-func (s *system) stores(t *testing.T) (*store.Hot, *store.Tier) {
+func (s *system) stores(t *testing.T) (*hot.Hot, *store.Tier) {
 	rdb := redis.NewClient(&redis.Options{Addr: s.redis})
 	t.Cleanup(func() { rdb.Close() })
-	hot, err := store.NewHot(rdb, store.Keys{Prefix: s.prefix, Shards: 64})
+	hot, err := hot.New(rdb, hot.Keys{Prefix: s.prefix, Shards: 64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +223,7 @@ func (s *system) stores(t *testing.T) (*store.Hot, *store.Tier) {
 		t.Fatal(err)
 	}
 	t.Cleanup(session.Close)
-	cold, err := store.NewCold(context.Background(), session, store.ColdConfig{Keyspace: s.keyspace})
+	cold, err := stacktest.NewCold(context.Background(), session, cold.Config{Keyspace: s.keyspace})
 	if err != nil {
 		t.Fatal(err)
 	}

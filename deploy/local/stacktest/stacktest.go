@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/banditstream/banditstream/store/cold"
+
 	"github.com/gocql/gocql"
 	"github.com/segmentio/kafka-go"
 )
@@ -224,4 +226,13 @@ func Stack(t testing.TB, args ...string) {
 	if err != nil {
 		t.Fatalf("stack.sh %v: %v\n%s", args, err, out)
 	}
+}
+
+// NewCold applies the cold tier's schema in cfg's keyspace and returns the
+// cold tier on session, as a daemon started with -cql-migrate does.
+func NewCold(ctx context.Context, session *gocql.Session, cfg cold.Config) (*cold.Cold, error) {
+	if err := cold.Migrate(ctx, session, cfg); err != nil {
+		return nil, err
+	}
+	return cold.New(session, cfg)
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store"
+	"github.com/banditstream/banditstream/store/hot"
+	"github.com/banditstream/banditstream/store/state"
 )
 
 // UserTruth is what a user's own state must be after the events sent:
@@ -19,10 +21,10 @@ type UserTruth struct {
 }
 
 // AddArmEvent counts ev in arms.
-func AddArmEvent(arms map[store.Arm]store.Counts, ev *schemas.Interaction) {
-	a := store.Arm{Context: ev.GetContext(), Item: ev.GetItemId()}
+func AddArmEvent(arms map[state.Arm]state.Counts, ev *schemas.Interaction) {
+	a := state.Arm{Context: ev.GetContext(), Item: ev.GetItemId()}
 	c := arms[a]
-	c.ByType[store.TypeIndex(ev.GetType())]++
+	c.ByType[state.TypeIndex(ev.GetType())]++
 	c.LastEventMs = max(c.LastEventMs, ev.GetEventTimeMs())
 	arms[a] = c
 }
@@ -36,9 +38,9 @@ func AddUserEvent(users map[string]*UserTruth, ev *schemas.Interaction) {
 	}
 	arm := ev.GetContext() + "\x1f" + ev.GetItemId()
 	if u.Counts[arm] == nil {
-		u.Counts[arm] = make([]int64, store.NumEventTypes)
+		u.Counts[arm] = make([]int64, state.NumEventTypes)
 	}
-	u.Counts[arm][store.TypeIndex(ev.GetType())]++
+	u.Counts[arm][state.TypeIndex(ev.GetType())]++
 	u.Events[ev.GetEventId()] = true
 }
 
@@ -51,8 +53,8 @@ type ArmDiff struct {
 
 // CompareArms reads every arm of want from the hot tier and compares its
 // counts by type.
-func CompareArms(ctx context.Context, hot *store.Hot, want map[store.Arm]store.Counts) (ArmDiff, error) {
-	arms := make([]store.Arm, 0, len(want))
+func CompareArms(ctx context.Context, hot *hot.Hot, want map[state.Arm]state.Counts) (ArmDiff, error) {
+	arms := make([]state.Arm, 0, len(want))
 	for a := range want {
 		arms = append(arms, a)
 	}
@@ -85,7 +87,7 @@ func CompareArms(ctx context.Context, hot *store.Hot, want map[store.Arm]store.C
 // tier when offloaded) and compares own counts and recent history (each
 // event once, historyCap of them at most) with the truth. It returns how
 // many users differ and the first few, described.
-func CompareUsers(ctx context.Context, tier *store.Tier, want map[string]*UserTruth, historyCap int) (int, []string, error) {
+func CompareUsers(ctx context.Context, tier *store.Tier, hot *hot.Hot, want map[string]*UserTruth, historyCap int) (int, []string, error) {
 	epoch, err := tier.Epoch(ctx)
 	if err != nil {
 		return 0, nil, err
@@ -98,11 +100,11 @@ func CompareUsers(ctx context.Context, tier *store.Tier, want map[string]*UserTr
 		if err := tier.EnsureLoaded(ctx, []string{user}, epoch); err != nil {
 			return 0, nil, err
 		}
-		counts, err := tier.UserArmCounts(ctx, user)
+		counts, err := hot.UserArmCounts(ctx, user)
 		if err != nil {
 			return 0, nil, err
 		}
-		hist, err := tier.UserHistory(ctx, user)
+		hist, err := hot.UserHistory(ctx, user)
 		if err != nil {
 			return 0, nil, err
 		}

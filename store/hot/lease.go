@@ -1,4 +1,4 @@
-package store
+package hot
 
 import (
 	"context"
@@ -27,12 +27,8 @@ type lease struct {
 }
 
 var (
-	renewScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0`)
-	releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0`)
+	renewScript   = script("lease_renew.lua")
+	releaseScript = script("lease_release.lua")
 )
 
 // acquireLease takes the lease at key, for ttl at a time, if nobody holds

@@ -1,4 +1,4 @@
-package store
+package hot
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/banditstream/banditstream/store/state"
 )
 
 // NamespaceDiff compares the arm counts of two namespaces (key prefixes).
@@ -59,10 +61,10 @@ func (h *Hot) Diff(ctx context.Context, other *Hot) (NamespaceDiff, error) {
 			switch {
 			case !ok:
 				d.OnlyHere++
-				d.example("%s: %v here, absent there", readableArm(arm), c[:NumEventTypes])
-			case !slices.Equal(c[:NumEventTypes], o[:NumEventTypes]):
+				d.example("%s: %v here, absent there", readableArm(arm), c[:state.NumEventTypes])
+			case !slices.Equal(c[:state.NumEventTypes], o[:state.NumEventTypes]):
 				d.Differ++
-				d.example("%s: %v here, %v there", readableArm(arm), c[:NumEventTypes], o[:NumEventTypes])
+				d.example("%s: %v here, %v there", readableArm(arm), c[:state.NumEventTypes], o[:state.NumEventTypes])
 			default:
 				d.Equal++
 			}
@@ -70,7 +72,7 @@ func (h *Hot) Diff(ctx context.Context, other *Hot) (NamespaceDiff, error) {
 		for arm, c := range there {
 			if _, ok := here[arm]; !ok {
 				d.OnlyThere++
-				d.example("%s: absent here, %v there", readableArm(arm), c[:NumEventTypes])
+				d.example("%s: absent here, %v there", readableArm(arm), c[:state.NumEventTypes])
 			}
 		}
 	}
@@ -125,7 +127,7 @@ func (h *Hot) Promote(ctx context.Context, src *Hot) error {
 		if err != nil {
 			return err
 		}
-		if err := h.restoreShard(ctx, sh, dstEpoch); err != nil {
+		if err := h.RestoreShard(ctx, sh, dstEpoch); err != nil {
 			return fmt.Errorf("promoting shard %d: %w", s, err)
 		}
 	}

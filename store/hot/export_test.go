@@ -1,4 +1,4 @@
-package store
+package hot
 
 import (
 	"context"
@@ -25,10 +25,4 @@ func HoldLease(ctx context.Context, rdb redis.UniversalClient, key string, ttl t
 		return nil, ok, err
 	}
 	return func() { l.release(ctx) }, true, nil
-}
-
-// RecoverWith is recoverWith, for tests that look at the recovery while it
-// runs.
-func (h *Hot) RecoverWith(ctx context.Context, seen string, restore func(epoch string) error) (string, error) {
-	return h.recoverWith(ctx, seen, restore)
 }

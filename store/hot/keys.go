@@ -1,11 +1,12 @@
-package store
+package hot
 
 import (
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"strconv"
 	"strings"
+
+	"github.com/banditstream/banditstream/store/state"
 )
 
 // Keys lays out the hot tier's keys. Every key carries a hash tag, so one
@@ -45,23 +46,11 @@ func (k Keys) Validate() error {
 	return nil
 }
 
-// Arm names an arm: an item in a context.
-type Arm struct {
-	Context string
-	Item    string
-}
-
 // Shard returns the shard of an arm.
-func (k Keys) Shard(a Arm) int {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(a.Context))
-	_, _ = h.Write([]byte{0x1f})
-	_, _ = h.Write([]byte(a.Item))
-	return int(h.Sum64() % uint64(k.Shards))
-}
+func (k Keys) Shard(a state.Arm) int { return state.Shard(a, k.Shards) }
 
 // ArmKey returns the hash key of an arm in shard.
-func (k Keys) ArmKey(shard int, a Arm) string {
+func (k Keys) ArmKey(shard int, a state.Arm) string {
 	var b strings.Builder
 	b.Grow(len(k.Prefix) + len(a.Context) + len(a.Item) + 16)
 	b.WriteString(k.Prefix)
@@ -98,3 +87,6 @@ func (k Keys) pendingKey(field string) string {
 func watermarkField(topic string, partition int) string {
 	return topic + "/" + strconv.Itoa(partition)
 }
+
+// countFields are the hash fields of the counts, by state.TypeIndex.
+var countFields = [state.NumEventTypes]string{"i", "c", "w", "a", "o"}

@@ -1,60 +1,41 @@
-package store
+package hot
 
 import (
 	"context"
 	"fmt"
 	"strings"
 
+	"github.com/banditstream/banditstream/store/state"
 	"github.com/redis/go-redis/v9"
 )
-
-// SessionStats is what the scorer reads of a user: whether the session is
-// hot and, if it is, the user's own counts per arm.
-type SessionStats struct {
-	Loaded bool
-	Arms   map[Arm]Counts // nil when not loaded or empty
-}
 
 // touchScript marks a hot session active and returns its user-arm counts;
 // it returns {'0'} for a user who is not hot (nothing is created). A later
 // offload of the session then sees a changed last activity and keeps it.
 // KEYS: m, s. ARGV: now (ms).
-var touchScript = redis.NewScript(`
-if redis.call('HGET', KEYS[1], 'l') ~= '1' then return {'0'} end
-redis.call('HSET', KEYS[1], 'seen', ARGV[1])
-local out = redis.call('HGETALL', KEYS[2])
-table.insert(out, 1, '1')
-return out
-`)
+var touchScript = script("touch.lua")
 
-// Sessions reads the session state of users in one round trip and records
-// their activity, so a user who keeps asking for rankings stays hot. A user
-// not hot gets Loaded false: start the session with EnsureLoaded.
-func (t *Tier) Sessions(ctx context.Context, users []string) ([]SessionStats, error) {
-	k := t.hot.keys
-	now := nowMs()
+// TouchSessions reads the session state of users in one round trip and
+// records their activity at nowMs, so a user who keeps asking for rankings
+// stays hot. A user not hot gets Loaded false.
+func (h *Hot) TouchSessions(ctx context.Context, users []string, nowMs int64) ([]state.SessionStats, error) {
+	k := h.keys
 	cmds := make([]*redis.Cmd, len(users))
-	run := func() error {
-		pipe := t.hot.rdb.Pipeline()
+	err := h.withScripts(ctx, func() error {
+		pipe := h.rdb.Pipeline()
 		for i, u := range users {
-			cmds[i] = touchScript.Run(ctx, pipe, []string{k.userKey(u, "m"), k.userKey(u, "s")}, now)
+			cmds[i] = touchScript.Run(ctx, pipe, []string{k.userKey(u, "m"), k.userKey(u, "s")}, nowMs)
 			// The activity index is how the sweeper finds the session; an
 			// entry for a user not hot is dropped by the sweeper's next pass.
-			pipe.ZAddGT(ctx, k.ActivityKey(u), redis.Z{Score: float64(now), Member: u})
+			pipe.ZAddGT(ctx, k.ActivityKey(u), redis.Z{Score: float64(nowMs), Member: u})
 		}
 		_, err := pipe.Exec(ctx)
 		return err
-	}
-	err := run()
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		if err = touchScript.Load(ctx, t.hot.rdb).Err(); err == nil {
-			err = run()
-		}
-	}
+	}, touchScript)
 	if err != nil {
 		return nil, fmt.Errorf("reading sessions: %w", err)
 	}
-	out := make([]SessionStats, len(users))
+	out := make([]state.SessionStats, len(users))
 	for i, c := range cmds {
 		vals, err := c.StringSlice()
 		if err != nil {
@@ -71,13 +52,30 @@ func (t *Tier) Sessions(ctx context.Context, users []string) ([]SessionStats, er
 	return out, nil
 }
 
+// withScripts runs a pipeline of scripts once more after loading them when
+// the server's script cache is empty (after a restart, EVALSHA in a
+// pipeline cannot fall back to EVAL). Every script here is safe to run
+// twice: each checks a watermark, a version or a token.
+func (h *Hot) withScripts(ctx context.Context, run func() error, scripts ...*redis.Script) error {
+	err := run()
+	if err == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return err
+	}
+	for _, s := range scripts {
+		if err := s.Load(ctx, h.rdb).Err(); err != nil {
+			return err
+		}
+	}
+	return run()
+}
+
 // parseUserArms reads field/value pairs "<context>\x1f<item>\x1f<type>" →
 // count.
-func parseUserArms(flat []string) (map[Arm]Counts, error) {
+func parseUserArms(flat []string) (map[state.Arm]state.Counts, error) {
 	if len(flat) == 0 {
 		return nil, nil
 	}
-	arms := make(map[Arm]Counts, len(flat)/2)
+	arms := make(map[state.Arm]state.Counts, len(flat)/2)
 	for i := 0; i+1 < len(flat); i += 2 {
 		arm, ty, n, err := parseUserArmField(flat[i], flat[i+1])
 		if err != nil {
@@ -87,7 +85,7 @@ func parseUserArms(flat []string) (map[Arm]Counts, error) {
 		if !ok {
 			return nil, fmt.Errorf("store: user-arm field %q has no item", flat[i])
 		}
-		a := Arm{Context: ctx, Item: item}
+		a := state.Arm{Context: ctx, Item: item}
 		c := arms[a]
 		c.ByType[ty] = n
 		arms[a] = c

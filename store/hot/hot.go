@@ -1,4 +1,4 @@
-package store
+package hot
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/banditstream/banditstream/store/state"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -18,8 +19,8 @@ type Hot struct {
 	keys Keys
 }
 
-// NewHot returns the hot tier on rdb with the key layout keys.
-func NewHot(rdb redis.UniversalClient, keys Keys) (*Hot, error) {
+// New returns the hot tier on rdb with the key layout keys.
+func New(rdb redis.UniversalClient, keys Keys) (*Hot, error) {
 	if rdb == nil {
 		return nil, errors.New("store: nil Redis client")
 	}
@@ -32,11 +33,11 @@ func NewHot(rdb redis.UniversalClient, keys Keys) (*Hot, error) {
 // Keys returns the key layout.
 func (h *Hot) Keys() Keys { return h.keys }
 
-// NoWatermark is the watermark of a (shard, partition) never written.
-const NoWatermark int64 = -1
+// Shard returns the shard of an arm.
+func (h *Hot) Shard(a state.Arm) int { return h.keys.Shard(a) }
 
 // Watermarks returns, for every shard, the last offset of topic/partition
-// applied to it (NoWatermark if none), and the hot tier's recovery epoch.
+// applied to it (state.NoWatermark if none), and the hot tier's recovery epoch.
 // An empty epoch means the hot tier lost its state (or is new): call
 // Recover before applying anything.
 func (h *Hot) Watermarks(ctx context.Context, topic string, partition int) ([]int64, string, error) {
@@ -54,7 +55,7 @@ func (h *Hot) Watermarks(ctx context.Context, topic string, partition int) ([]in
 	for s, cmd := range cmds {
 		vals := cmd.Val()
 		epochs[s], _ = vals[1].(string)
-		out[s] = NoWatermark
+		out[s] = state.NoWatermark
 		if v, ok := vals[0].(string); ok {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil {
@@ -73,20 +74,16 @@ func (h *Hot) Watermarks(ctx context.Context, topic string, partition int) ([]in
 // keeps going on stale watermarks.
 const epochField = "epoch"
 
-// ErrHotLost means the hot tier lost its state since the writer read its
-// watermarks: call Recover, then replay from the earliest offset.
-var ErrHotLost = errors.New("store: hot tier state lost")
-
 // Recover starts a new epoch on every shard, once however many writers
 // find the loss at the same time, and returns it. A writer that finds an
 // epoch other than seen, and complete, has found someone else's recovery.
 func (h *Hot) Recover(ctx context.Context, seen string) (string, error) {
-	return h.recoverWith(ctx, seen, nil)
+	return h.RecoverWith(ctx, seen, nil)
 }
 
-// recoverWith is Recover with restore, run under the lock before the new
+// RecoverWith is Recover with restore, run under the lock before the new
 // epoch is set on the shards (restore may set it on shards it restores).
-func (h *Hot) recoverWith(ctx context.Context, seen string, restore func(epoch string) error) (string, error) {
+func (h *Hot) RecoverWith(ctx context.Context, seen string, restore func(epoch string) error) (string, error) {
 	// A lease, renewed while a large snapshot is restored: a recoverer
 	// killed half-way holds the others up for at most LeaseTTL.
 	key := h.keys.Prefix + ":recover-lock"
@@ -169,46 +166,16 @@ func commonEpoch(epochs []string) string {
 // keys, for snapshots); KEYS[3..] arm hashes.
 // ARGV[1] watermark field, ARGV[2] expected, ARGV[3] new watermark, ARGV[4]
 // epoch, then six numbers per arm: five counts and the last event time.
-var applyScript = redis.NewScript(`
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[4] then return {2, ''} end
-local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '-1'
-if cur ~= ARGV[2] then return {0, cur} end
-local fields = {'i', 'c', 'w', 'a', 'o'}
-for k = 3, #KEYS do
-  local b = 5 + (k - 3) * 6
-  -- Every arm has t once written: an arm without it is new to the index.
-  local old = redis.call('HGET', KEYS[k], 't')
-  if not old then redis.call('SADD', KEYS[2], KEYS[k]) end
-  for f = 1, 5 do
-    local n = ARGV[b + f - 1]
-    if n ~= '0' then redis.call('HINCRBY', KEYS[k], fields[f], n) end
-  end
-  if tonumber(ARGV[b + 5]) > tonumber(old or '0') then redis.call('HSET', KEYS[k], 't', ARGV[b + 5]) end
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-return {1, ARGV[3]}
-`)
-
-// ShardBatch is one shard's part of a batch.
-type ShardBatch struct {
-	Shard    int
-	Expected int64 // the watermark read before; NoWatermark if none
-	Deltas   []ArmDelta
-}
-
-// ErrConflict means a shard's watermark was not the expected one: another
-// writer applied events of the same partition. Re-read the watermarks and
-// filter again.
-var ErrConflict = errors.New("store: watermark changed by another writer")
+var applyScript = script("apply.lua")
 
 // Apply applies the shards' deltas of a batch of topic/partition ending at
 // offset last, each shard atomically with its watermark, in one pipeline.
 // When some shard's watermark was not the expected one, it returns
-// ErrConflict and, for those shards, their current watermark; the other
+// state.ErrConflict and, for those shards, their current watermark; the other
 // shards are applied.
 //
-// It returns ErrHotLost when a shard's epoch is not epoch.
-func (h *Hot) Apply(ctx context.Context, topic string, partition int, last int64, epoch string, shards []ShardBatch) (current map[int]int64, err error) {
+// It returns state.ErrHotLost when a shard's epoch is not epoch.
+func (h *Hot) Apply(ctx context.Context, topic string, partition int, last int64, epoch string, shards []state.ShardBatch) (current map[int]int64, err error) {
 	field := watermarkField(topic, partition)
 	newWM := strconv.FormatInt(last, 10)
 	pipe := h.rdb.Pipeline()
@@ -271,10 +238,10 @@ func (h *Hot) Apply(ctx context.Context, topic string, partition int, last int64
 		conflict = true
 	}
 	if lost {
-		return nil, ErrHotLost
+		return nil, state.ErrHotLost
 	}
 	if conflict {
-		return current, ErrConflict
+		return current, state.ErrConflict
 	}
 	return nil, nil
 }
@@ -307,29 +274,19 @@ func (h *Hot) PartitionApplied(ctx context.Context, topic string, partition int,
 
 // snapshotShardScript reads a shard atomically: its epoch, its watermark
 // hash, and every indexed arm's counts.
-var snapshotShardScript = redis.NewScript(`
-local out = {redis.call('HGET', KEYS[1], 'epoch') or ''}
-local wm = redis.call('HGETALL', KEYS[1])
-table.insert(out, tostring(#wm))
-for _, v in ipairs(wm) do table.insert(out, v) end
-for _, k in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  table.insert(out, k)
-  for _, v in ipairs(redis.call('HMGET', k, 'i', 'c', 'w', 'a', 'o', 't')) do table.insert(out, v or '0') end
-end
-return out
-`)
+var snapshotShardScript = script("snapshot_shard.lua")
 
 // SnapshotShard reads one shard's arms and watermarks, atomically, if the
 // shard is in epoch.
-func (h *Hot) SnapshotShard(ctx context.Context, shard int, epoch string) (ShardSnapshot, error) {
+func (h *Hot) SnapshotShard(ctx context.Context, shard int, epoch string) (state.ShardSnapshot, error) {
 	res, err := snapshotShardScript.Run(ctx, h.rdb, []string{h.keys.WatermarkKey(shard), h.keys.armIndexKey(shard)}).StringSlice()
 	if err != nil {
-		return ShardSnapshot{}, fmt.Errorf("reading shard %d: %w", shard, err)
+		return state.ShardSnapshot{}, fmt.Errorf("reading shard %d: %w", shard, err)
 	}
 	if len(res) < 2 || res[0] != epoch {
-		return ShardSnapshot{}, fmt.Errorf("shard %d: epoch %q, want %q", shard, res[0], epoch)
+		return state.ShardSnapshot{}, fmt.Errorf("shard %d: epoch %q, want %q", shard, res[0], epoch)
 	}
-	sh := ShardSnapshot{Shard: shard, Watermarks: map[string]int64{}, Arms: map[string][]int64{}}
+	sh := state.ShardSnapshot{Shard: shard, Watermarks: map[string]int64{}, Arms: map[string][]int64{}}
 	n, _ := strconv.Atoi(res[1])
 	i := 2
 	for ; i+1 < 2+n; i += 2 {
@@ -342,11 +299,11 @@ func (h *Hot) SnapshotShard(ctx context.Context, shard int, epoch string) (Shard
 		}
 		sh.Watermarks[res[i]] = v
 	}
-	prefix := h.keys.ArmKey(shard, Arm{})
+	prefix := h.keys.ArmKey(shard, state.Arm{})
 	prefix = prefix[:len(prefix)-1] // without the \x1f of the empty arm
 	for ; i+6 < len(res); i += 7 {
-		counts := make([]int64, NumEventTypes+1)
-		for f := 0; f <= NumEventTypes; f++ {
+		counts := make([]int64, state.NumEventTypes+1)
+		for f := 0; f <= state.NumEventTypes; f++ {
 			counts[f], err = strconv.ParseInt(res[i+1+f], 10, 64)
 			if err != nil {
 				return sh, fmt.Errorf("shard %d: arm %q field %d is %q", shard, res[i], f, res[i+1+f])
@@ -357,9 +314,9 @@ func (h *Hot) SnapshotShard(ctx context.Context, shard int, epoch string) (Shard
 	return sh, nil
 }
 
-// restoreShard replaces a shard's arms and watermarks with a snapshot's,
+// RestoreShard replaces a shard's arms and watermarks with a snapshot's,
 // and sets its epoch last.
-func (h *Hot) restoreShard(ctx context.Context, sh ShardSnapshot, epoch string) error {
+func (h *Hot) RestoreShard(ctx context.Context, sh state.ShardSnapshot, epoch string) error {
 	idx := h.keys.armIndexKey(sh.Shard)
 	old, err := h.rdb.SMembers(ctx, idx).Result()
 	if err != nil {
@@ -372,7 +329,7 @@ func (h *Hot) restoreShard(ctx context.Context, sh ShardSnapshot, epoch string) 
 	pipe.Del(ctx, idx, h.keys.WatermarkKey(sh.Shard))
 	for arm, c := range sh.Arms {
 		ctxt, item, _ := strings.Cut(arm, "\x1f")
-		key := h.keys.ArmKey(sh.Shard, Arm{Context: ctxt, Item: item})
+		key := h.keys.ArmKey(sh.Shard, state.Arm{Context: ctxt, Item: item})
 		pipe.HSet(ctx, key, countFields[0], c[0], countFields[1], c[1], countFields[2], c[2], countFields[3], c[3], countFields[4], c[4], "t", c[5])
 		pipe.SAdd(ctx, idx, key)
 	}
@@ -385,7 +342,7 @@ func (h *Hot) restoreShard(ctx context.Context, sh ShardSnapshot, epoch string) 
 }
 
 // Counts returns the counts of each arm, zero for an arm never seen.
-func (h *Hot) Counts(ctx context.Context, arms []Arm) ([]Counts, error) {
+func (h *Hot) Counts(ctx context.Context, arms []state.Arm) ([]state.Counts, error) {
 	pipe := h.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(arms))
 	for i, a := range arms {
@@ -394,7 +351,7 @@ func (h *Hot) Counts(ctx context.Context, arms []Arm) ([]Counts, error) {
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("reading arm counts: %w", err)
 	}
-	out := make([]Counts, len(arms))
+	out := make([]state.Counts, len(arms))
 	for i, cmd := range cmds {
 		vals := cmd.Val()
 		for f, v := range vals {
@@ -406,7 +363,7 @@ func (h *Hot) Counts(ctx context.Context, arms []Arm) ([]Counts, error) {
 			if err != nil {
 				return nil, fmt.Errorf("arm %v: field %d is %q", arms[i], f, s)
 			}
-			if f < NumEventTypes {
+			if f < state.NumEventTypes {
 				out[i].ByType[f] = n
 			} else {
 				out[i].LastEventMs = n

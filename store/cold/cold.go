@@ -1,4 +1,7 @@
-package store
+// Package cold is the cold tier on ScyllaDB or Cassandra (gocql and
+// gocqlx): users' history and offloaded state, and the hot tier's arm-count
+// snapshots. Its schema is applied by Migrate, an explicit step.
+package cold
 
 import (
 	"context"
@@ -7,14 +10,19 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/banditstream/banditstream/store/state"
 	"github.com/gocql/gocql"
 	"github.com/scylladb/gocqlx/v2"
 	"github.com/scylladb/gocqlx/v2/qb"
 	"github.com/scylladb/gocqlx/v2/table"
 )
 
-// ColdConfig configures the cold tier.
-type ColdConfig struct {
+// DefaultReplication is the keyspace's replication when none is given:
+// one copy, for a single node.
+const DefaultReplication = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+
+// Config configures the cold tier.
+type Config struct {
 	// Keyspace holds the tables; default "banditstream".
 	Keyspace string
 	// Replication is the keyspace's replication map in CQL, used when the
@@ -26,12 +34,12 @@ type ColdConfig struct {
 	HistoryLoad int
 }
 
-func (c *ColdConfig) setDefaults() {
+func (c *Config) setDefaults() {
 	if c.Keyspace == "" {
 		c.Keyspace = "banditstream"
 	}
 	if c.Replication == "" {
-		c.Replication = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+		c.Replication = DefaultReplication
 	}
 	if c.HistoryLoad == 0 {
 		c.HistoryLoad = 200
@@ -41,7 +49,7 @@ func (c *ColdConfig) setDefaults() {
 var identifier = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_]{0,47}$`)
 
 // Validate reports a configuration that cannot work.
-func (c ColdConfig) Validate() error {
+func (c Config) Validate() error {
 	if !identifier.MatchString(c.Keyspace) {
 		return fmt.Errorf("store: keyspace %q is not a CQL identifier", c.Keyspace)
 	}
@@ -51,8 +59,7 @@ func (c ColdConfig) Validate() error {
 	return nil
 }
 
-// migrations create the schema; each statement is idempotent, so every
-// start applies them all.
+// migrations create the schema; each statement is idempotent.
 func migrations(ks, replication string) []string {
 	return []string{
 		`CREATE KEYSPACE IF NOT EXISTS ` + ks + ` WITH replication = ` + replication,
@@ -91,8 +98,8 @@ func migrations(ks, replication string) []string {
 	}
 }
 
-// HistoryEvent is one row of a user's history.
-type HistoryEvent struct {
+// historyRow is one row of a user's history.
+type historyRow struct {
 	UserID      string  `db:"user_id"`
 	EventTimeMs int64   `db:"event_time_ms"`
 	EventID     string  `db:"event_id"`
@@ -110,17 +117,13 @@ var historyTable = table.New(table.Metadata{
 	SortKey: []string{"event_time_ms", "event_id"},
 })
 
-// UserState is what the cold tier keeps of an offloaded user.
-type UserState struct {
-	UserID string `db:"user_id"`
-	// Version counts the writes to the user's hot state, across sessions.
-	Version int64 `db:"version"`
-	// ArmCounts are the user's own counts per arm ("context\x1fitem"), in
-	// TypeIndex order.
-	ArmCounts map[string][]int64 `db:"arm_counts"`
-	// Watermarks are the user's offset watermarks per "topic/partition".
-	Watermarks map[string]int64 `db:"watermarks"`
-	FlushedMs  int64            `db:"flushed_ms"`
+// userStateRow is one row of user_state.
+type userStateRow struct {
+	UserID     string             `db:"user_id"`
+	Version    int64              `db:"version"`
+	ArmCounts  map[string][]int64 `db:"arm_counts"`
+	Watermarks map[string]int64   `db:"watermarks"`
+	FlushedMs  int64              `db:"flushed_ms"`
 }
 
 var userStateTable = table.New(table.Metadata{
@@ -132,13 +135,13 @@ var userStateTable = table.New(table.Metadata{
 // Cold is the cold tier on ScyllaDB or Cassandra.
 type Cold struct {
 	session gocqlx.Session
-	cfg     ColdConfig
+	cfg     Config
 }
 
-// NewCold applies the migrations through session (which must not be bound
-// to the keyspace, as it may not exist yet) and returns the cold tier. The
-// session's keyspace-less queries name the keyspace explicitly.
-func NewCold(ctx context.Context, session *gocql.Session, cfg ColdConfig) (*Cold, error) {
+// New returns the cold tier on session, which need not be bound to the
+// keyspace: every query names it. The schema must exist: apply it with
+// Migrate first (bandit-stack migrate, or a daemon started with -migrate).
+func New(session *gocql.Session, cfg Config) (*Cold, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -146,19 +149,33 @@ func NewCold(ctx context.Context, session *gocql.Session, cfg ColdConfig) (*Cold
 	if session == nil {
 		return nil, errors.New("store: nil CQL session")
 	}
+	return &Cold{session: gocqlx.NewSession(session), cfg: cfg}, nil
+}
+
+// Migrate creates the keyspace and tables the cold tier needs, through
+// session (which must not be bound to the keyspace, as it may not exist
+// yet). Every statement is idempotent: running it again changes nothing.
+func Migrate(ctx context.Context, session *gocql.Session, cfg Config) error {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if session == nil {
+		return errors.New("store: nil CQL session")
+	}
 	s := gocqlx.NewSession(session)
 	for _, stmt := range migrations(cfg.Keyspace, cfg.Replication) {
 		if err := s.ContextQuery(ctx, stmt, nil).ExecRelease(); err != nil {
-			return nil, fmt.Errorf("applying schema (%.60s…): %w", stmt, err)
+			return fmt.Errorf("applying schema (%.60s…): %w", stmt, err)
 		}
 	}
-	return &Cold{session: s, cfg: cfg}, nil
+	return nil
 }
 
 func (c *Cold) qualified(t *table.Table) string { return c.cfg.Keyspace + "." + t.Name() }
 
 // WriteHistory writes events; rewriting one is harmless.
-func (c *Cold) WriteHistory(ctx context.Context, events []HistoryEvent) error {
+func (c *Cold) WriteHistory(ctx context.Context, events []state.HistoryEvent) error {
 	if len(events) == 0 {
 		return nil
 	}
@@ -166,7 +183,8 @@ func (c *Cold) WriteHistory(ctx context.Context, events []HistoryEvent) error {
 	q := c.session.ContextQuery(ctx, stmt, names).Idempotent(true)
 	defer q.Release()
 	for i := range events {
-		if err := q.BindStruct(&events[i]).Exec(); err != nil {
+		row := historyRow(events[i])
+		if err := q.BindStruct(&row).Exec(); err != nil {
 			return fmt.Errorf("writing history of %s: %w", events[i].UserID, err)
 		}
 	}
@@ -175,11 +193,15 @@ func (c *Cold) WriteHistory(ctx context.Context, events []HistoryEvent) error {
 
 // RecentHistory returns up to limit of the user's newest events, newest
 // first.
-func (c *Cold) RecentHistory(ctx context.Context, user string, limit int) ([]HistoryEvent, error) {
+func (c *Cold) RecentHistory(ctx context.Context, user string, limit int) ([]state.HistoryEvent, error) {
 	stmt, names := qb.Select(c.qualified(historyTable)).Where(qb.Eq("user_id")).Limit(uint(limit)).ToCql()
-	var out []HistoryEvent
-	if err := c.session.ContextQuery(ctx, stmt, names).Idempotent(true).BindMap(qb.M{"user_id": user}).SelectRelease(&out); err != nil {
+	var rows []historyRow
+	if err := c.session.ContextQuery(ctx, stmt, names).Idempotent(true).BindMap(qb.M{"user_id": user}).SelectRelease(&rows); err != nil {
 		return nil, fmt.Errorf("reading history of %s: %w", user, err)
+	}
+	out := make([]state.HistoryEvent, len(rows))
+	for i, r := range rows {
+		out[i] = state.HistoryEvent(r)
 	}
 	return out, nil
 }
@@ -187,10 +209,11 @@ func (c *Cold) RecentHistory(ctx context.Context, user string, limit int) ([]His
 // WriteUserState writes an offloaded user's state, with the version as the
 // write timestamp: of two flushes, the newer version wins whatever their
 // order of arrival.
-func (c *Cold) WriteUserState(ctx context.Context, st UserState) error {
+func (c *Cold) WriteUserState(ctx context.Context, st state.UserState) error {
 	stmt, names := qb.Insert(c.qualified(userStateTable)).Columns(userStateTable.Metadata().Columns...).TimestampNamed("ts").ToCql()
+	row := userStateRow(st)
 	q := c.session.ContextQuery(ctx, stmt, names).Idempotent(true).
-		BindStructMap(&st, qb.M{"ts": st.Version + 1})
+		BindStructMap(&row, qb.M{"ts": st.Version + 1})
 	if err := q.ExecRelease(); err != nil {
 		return fmt.Errorf("writing state of %s: %w", st.UserID, err)
 	}
@@ -198,21 +221,21 @@ func (c *Cold) WriteUserState(ctx context.Context, st UserState) error {
 }
 
 // ReadUserState returns a user's offloaded state, or ErrNotFound.
-func (c *Cold) ReadUserState(ctx context.Context, user string) (UserState, error) {
+func (c *Cold) ReadUserState(ctx context.Context, user string) (state.UserState, error) {
 	stmt, names := qb.Select(c.qualified(userStateTable)).Columns(userStateTable.Metadata().Columns...).Where(qb.Eq("user_id")).ToCql()
-	var st UserState
-	err := c.session.ContextQuery(ctx, stmt, names).Idempotent(true).BindMap(qb.M{"user_id": user}).GetRelease(&st)
+	var row userStateRow
+	err := c.session.ContextQuery(ctx, stmt, names).Idempotent(true).BindMap(qb.M{"user_id": user}).GetRelease(&row)
 	if errors.Is(err, gocql.ErrNotFound) {
-		return UserState{}, ErrNotFound
+		return state.UserState{}, state.ErrNotFound
 	}
 	if err != nil {
-		return UserState{}, fmt.Errorf("reading state of %s: %w", user, err)
+		return state.UserState{}, fmt.Errorf("reading state of %s: %w", user, err)
 	}
-	return st, nil
+	return state.UserState(row), nil
 }
 
-// Snapshot describes a complete arm-count snapshot.
-type Snapshot struct {
+// snapshotRow is one row of snapshots.
+type snapshotRow struct {
 	ID         int64            `db:"id"`
 	Epoch      string           `db:"epoch"`
 	Shards     int              `db:"shards"`
@@ -220,17 +243,9 @@ type Snapshot struct {
 	ReplayFrom map[string]int64 `db:"replay_from"`
 }
 
-// ShardSnapshot is one shard of a snapshot: its watermarks and its arms'
-// counts ("context\x1fitem" → five counts and the last event time).
-type ShardSnapshot struct {
-	Shard      int
-	Watermarks map[string]int64
-	Arms       map[string][]int64
-}
-
 // WriteShardSnapshot writes one shard of snapshot id. All of a shard's
 // rows share a partition, so they go in unlogged batches of 100.
-func (c *Cold) WriteShardSnapshot(ctx context.Context, id int64, sh ShardSnapshot) error {
+func (c *Cold) WriteShardSnapshot(ctx context.Context, id int64, sh state.ShardSnapshot) error {
 	stmt := `INSERT INTO ` + c.cfg.Keyspace + `.arm_snapshot (id, shard, arm, counts) VALUES (?, ?, ?, ?)`
 	batch := c.session.Batch(gocql.UnloggedBatch).WithContext(ctx)
 	flush := func() error {
@@ -261,7 +276,7 @@ func (c *Cold) WriteShardSnapshot(ctx context.Context, id int64, sh ShardSnapsho
 }
 
 // CompleteSnapshot lists snapshot s, whose shards are all written.
-func (c *Cold) CompleteSnapshot(ctx context.Context, s Snapshot) error {
+func (c *Cold) CompleteSnapshot(ctx context.Context, s state.Snapshot) error {
 	err := c.session.ContextQuery(ctx, `INSERT INTO `+c.cfg.Keyspace+`.snapshots (k, id, epoch, shards, taken_ms, replay_from) VALUES (0, ?, ?, ?, ?, ?)`, nil).
 		Idempotent(true).Bind(s.ID, s.Epoch, s.Shards, s.TakenMs, s.ReplayFrom).ExecRelease()
 	if err != nil {
@@ -271,22 +286,22 @@ func (c *Cold) CompleteSnapshot(ctx context.Context, s Snapshot) error {
 }
 
 // LatestSnapshot returns the newest complete snapshot, or ErrNotFound.
-func (c *Cold) LatestSnapshot(ctx context.Context) (Snapshot, error) {
-	var s Snapshot
+func (c *Cold) LatestSnapshot(ctx context.Context) (state.Snapshot, error) {
+	var s snapshotRow
 	err := c.session.ContextQuery(ctx, `SELECT id, epoch, shards, taken_ms, replay_from FROM `+c.cfg.Keyspace+`.snapshots WHERE k = 0 LIMIT 1`, nil).
 		Idempotent(true).GetRelease(&s)
 	if errors.Is(err, gocql.ErrNotFound) {
-		return Snapshot{}, ErrNotFound
+		return state.Snapshot{}, state.ErrNotFound
 	}
 	if err != nil {
-		return Snapshot{}, fmt.Errorf("reading the latest snapshot: %w", err)
+		return state.Snapshot{}, fmt.Errorf("reading the latest snapshot: %w", err)
 	}
-	return s, nil
+	return state.Snapshot(s), nil
 }
 
 // ReadShardSnapshot reads one shard of snapshot id.
-func (c *Cold) ReadShardSnapshot(ctx context.Context, id int64, shard int) (ShardSnapshot, error) {
-	sh := ShardSnapshot{Shard: shard, Arms: map[string][]int64{}}
+func (c *Cold) ReadShardSnapshot(ctx context.Context, id int64, shard int) (state.ShardSnapshot, error) {
+	sh := state.ShardSnapshot{Shard: shard, Arms: map[string][]int64{}}
 	err := c.session.ContextQuery(ctx, `SELECT watermarks FROM `+c.cfg.Keyspace+`.arm_snapshot_shard WHERE id = ? AND shard = ?`, nil).
 		Idempotent(true).Bind(id, shard).GetRelease(&sh.Watermarks)
 	if err != nil {
@@ -305,9 +320,6 @@ func (c *Cold) ReadShardSnapshot(ctx context.Context, id int64, shard int) (Shar
 	}
 	return sh, nil
 }
-
-// ErrNotFound means the cold tier holds nothing for the key.
-var ErrNotFound = errors.New("store: not found")
 
 // Ping checks that the cold tier answers.
 func (c *Cold) Ping(ctx context.Context) error {

@@ -1,0 +1,33 @@
+local m = redis.call('HMGET', KEYS[1], 'l', 'ep')
+if m[1] ~= '1' then return -1 end
+if m[2] ~= ARGV[4] then return -2 end
+local wm = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+local last, events, counts, fields = wm, {}, {}, {}
+for i = 5, #ARGV, 3 do
+  local off = tonumber(ARGV[i])
+  if off > wm then
+    table.insert(events, ARGV[i + 1])
+    local f = ARGV[i + 2]
+    if counts[f] == nil then table.insert(fields, f); counts[f] = 0 end
+    counts[f] = counts[f] + 1
+    if off > last then last = off end
+  end
+end
+local applied = #events
+if applied > 0 then
+  -- One command per list (per 1000 events: unpack has a stack limit) and
+  -- per distinct arm, however many events.
+  for j = 1, applied, 1000 do
+    local k = math.min(j + 999, applied)
+    redis.call('LPUSH', KEYS[2], unpack(events, j, k))
+    redis.call('RPUSH', KEYS[3], unpack(events, j, k))
+  end
+  for _, f in ipairs(fields) do redis.call('HINCRBY', KEYS[4], f, counts[f]) end
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+  redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', last), 'seen', ARGV[3])
+  redis.call('HINCRBY', KEYS[1], 'pe', applied)
+  redis.call('HINCRBY', KEYS[1], 'v', 1)
+else
+  redis.call('HSET', KEYS[1], 'seen', ARGV[3])
+end
+return applied

@@ -1,0 +1,14 @@
+local installed = 0
+if redis.call('HGET', KEYS[1], 'l') ~= '1' then
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('HSET', KEYS[1], 'l', '1', 'ep', ARGV[4], 'sid', ARGV[1], 'v', ARGV[2], 'seen', ARGV[3], 'ps', '0', 'pe', '0')
+  local i = 5
+  local n = tonumber(ARGV[i]); i = i + 1
+  for j = 1, n do redis.call('RPUSH', KEYS[2], ARGV[i]); i = i + 1 end
+  local w = tonumber(ARGV[i]); i = i + 1
+  for j = 1, w do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2 end
+  while i <= #ARGV do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]); i = i + 2 end
+  installed = 1
+end
+if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
+return installed

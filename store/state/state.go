@@ -1,0 +1,154 @@
+// Package state holds the types the pipeline's stages and its storage
+// speak: arms and their counts, the deltas a batch adds, user events and
+// sessions, snapshots, and the errors a store reports. It depends on
+// schemas only, so consumers and producers link no storage client.
+package state
+
+import (
+	"errors"
+	"hash/fnv"
+
+	"github.com/banditstream/banditstream/schemas"
+)
+
+// NumEventTypes is the number of event types counted per arm.
+const NumEventTypes = 5
+
+// TypeIndex maps an event type to its index in Counts (impression 0, click
+// 1, wishlist 2, add_to_cart 3, order 4), or -1.
+func TypeIndex(t schemas.EventType) int {
+	if t < schemas.Impression || t > schemas.Order {
+		return -1
+	}
+	return int(t - schemas.Impression)
+}
+
+// Arm names an arm: an item in a context.
+type Arm struct {
+	Context string
+	Item    string
+}
+
+// Shard returns the shard of an arm among shards shards: the FNV-1a hash of
+// context, 0x1f and item, modulo shards.
+func Shard(a Arm, shards int) int {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(a.Context))
+	_, _ = h.Write([]byte{0x1f})
+	_, _ = h.Write([]byte(a.Item))
+	return int(h.Sum64() % uint64(shards))
+}
+
+// Counts are an arm's event counts by type, and the time of its latest
+// event (Unix ms). Trials and reward follow from them and the weights.
+type Counts struct {
+	ByType      [NumEventTypes]int64
+	LastEventMs int64
+}
+
+// Add adds o to c.
+func (c *Counts) Add(o Counts) {
+	for i := range c.ByType {
+		c.ByType[i] += o.ByType[i]
+	}
+	c.LastEventMs = max(c.LastEventMs, o.LastEventMs)
+}
+
+// Impressions returns the number of trials.
+func (c Counts) Impressions() int64 { return c.ByType[0] }
+
+// ArmDelta is what a batch adds to one arm.
+type ArmDelta struct {
+	Arm    Arm
+	Counts Counts
+}
+
+// NoWatermark is the watermark of a (shard, partition) never written.
+const NoWatermark int64 = -1
+
+// ShardBatch is one shard's part of a batch.
+type ShardBatch struct {
+	Shard    int
+	Expected int64 // the watermark read before; NoWatermark if none
+	Deltas   []ArmDelta
+}
+
+// HistoryEvent is one event of a user's history.
+type HistoryEvent struct {
+	UserID      string
+	EventTimeMs int64
+	EventID     string
+	ItemID      string
+	Context     string
+	Type        int32
+	SessionID   string
+	Value       float64
+}
+
+// UserEvent is one event applied to a user's hot state, with its offset.
+type UserEvent struct {
+	Offset int64
+	Event  HistoryEvent
+}
+
+// SessionStats is what the scorer reads of a user: whether the session is
+// hot and, if it is, the user's own counts per arm.
+type SessionStats struct {
+	Loaded bool
+	Arms   map[Arm]Counts // nil when not loaded or empty
+}
+
+// UserState is what the cold tier keeps of an offloaded user.
+type UserState struct {
+	UserID string
+	// Version counts the writes to the user's hot state, across sessions.
+	Version int64
+	// ArmCounts are the user's own counts per arm ("context\x1fitem"), in
+	// TypeIndex order.
+	ArmCounts map[string][]int64
+	// Watermarks are the user's offset watermarks per "topic/partition".
+	Watermarks map[string]int64
+	FlushedMs  int64
+}
+
+// Snapshot describes a complete arm-count snapshot.
+type Snapshot struct {
+	ID         int64
+	Epoch      string
+	Shards     int
+	TakenMs    int64
+	ReplayFrom map[string]int64 // "topic/partition" → first offset to replay
+}
+
+// ShardSnapshot is one shard of a snapshot: its watermarks and its arms'
+// counts ("context\x1fitem" → five counts and the last event time).
+type ShardSnapshot struct {
+	Shard      int
+	Watermarks map[string]int64
+	Arms       map[string][]int64
+}
+
+var (
+	// ErrConflict means a shard's watermark was not the expected one:
+	// another writer applied events of the same partition. Re-read the
+	// watermarks and filter again.
+	ErrConflict = errors.New("store: watermark changed by another writer")
+	// ErrHotLost means the hot tier lost its state since the writer read
+	// its watermarks: recover it, then replay from the earliest offset.
+	ErrHotLost = errors.New("store: hot tier state lost")
+	// ErrNotFound means the cold tier holds nothing for the key.
+	ErrNotFound = errors.New("store: not found")
+)
+
+// HotSession is a hot user's session as read for an offload: what the cold
+// tier gets, and what an eviction checks has not changed since.
+type HotSession struct {
+	User       string
+	Epoch      string // the hot tier's epoch the session was loaded in
+	SessionID  string
+	Version    int64
+	SeenMs     int64 // the last activity
+	PendingEnd int64 // the sequence number after the last pending event
+	Pending    []HistoryEvent
+	State      UserState
+}
