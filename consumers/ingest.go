@@ -213,7 +213,7 @@ func (in *Ingest) Run(ctx context.Context) error {
 func (in *Ingest) runPartition(ctx, gctx context.Context, gen *kafka.Generation, partition int, offset int64) {
 	p := &partitionState{topic: in.cfg.Topic, partition: partition}
 	l := &loop{
-		src: &in.fetcher, h: &ingestPartition{in: in, p: p}, topic: in.cfg.Topic, partition: partition,
+		src: &in.fetcher, h: &ingestPartition{in: in, p: p, src: &in.fetcher}, topic: in.cfg.Topic, partition: partition,
 		gen: gen, drainTimeout: in.cfg.DrainTimeout, beforeCommit: in.cfg.BeforeCommit,
 		batchRecords: in.cfg.BatchRecords, batchSeconds: in.cfg.BatchSeconds, log: in.log,
 	}
@@ -226,6 +226,7 @@ func (in *Ingest) runPartition(ctx, gctx context.Context, gen *kafka.Generation,
 type ingestPartition struct {
 	in  *Ingest
 	p   *partitionState
+	src source // where the earliest offset is asked
 	dry bool
 }
 
@@ -233,7 +234,7 @@ func (h *ingestPartition) start(ctx context.Context, offset int64) (int64, error
 	if h.p.replay {
 		return offset, h.in.startReplay(ctx, h.p, h.dry)
 	}
-	err := h.in.startPartition(ctx, h.p, &offset)
+	err := h.in.startPartition(ctx, h.p, &offset, h.src)
 	return offset, err
 }
 
@@ -256,7 +257,7 @@ func (h *ingestPartition) handle(ctx, _ context.Context, batch []record) error {
 // starts after someone else recovered the hot tier still replays what the
 // loss took, and the surviving watermarks (shards', and users' in the cold
 // tier) make the replay count only what was lost.
-func (in *Ingest) startPartition(ctx context.Context, p *partitionState, offset *int64) error {
+func (in *Ingest) startPartition(ctx context.Context, p *partitionState, offset *int64, src source) error {
 	wms, epoch, err := in.arms.Watermarks(ctx, p.topic, p.partition)
 	if err != nil {
 		return err
@@ -287,7 +288,7 @@ func (in *Ingest) startPartition(ctx context.Context, p *partitionState, offset 
 	*offset = from
 	if *offset < 0 {
 		// Ingest never skips data: start at the earliest record.
-		first, err := in.earliest(ctx, p.partition)
+		first, err := src.earliest(ctx, p.partition)
 		if err != nil {
 			return err
 		}

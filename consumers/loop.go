@@ -51,15 +51,14 @@ type loop struct {
 	beforeCommit func(ctx context.Context) error
 	// replay bounds: records at or after end, or outside [fromTime,
 	// toTime) when set, are not handled; progress gets the offsets passed.
-	end                int64
-	fromTime, toTime   time.Time
-	progress           func(int)
-	batchRecords       Observer
-	batchSeconds       Observer
-	log                *slog.Logger
-	now                func() time.Time
-	newBackoff         func() *backoff
-	committed, lastRun int64
+	end              int64
+	fromTime, toTime time.Time
+	progress         func(int)
+	batchRecords     Observer
+	batchSeconds     Observer
+	log              *slog.Logger
+	now              func() time.Time
+	newBackoff       func() *backoff
 }
 
 func (l *loop) setDefaults() {

@@ -1,0 +1,336 @@
+package consumers
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/banditstream/banditstream/schemas"
+	"github.com/banditstream/banditstream/store/state"
+)
+
+// Unit tests of the scorer's batch handling, with in-memory stores.
+
+// fakeReader serves arm counts and counts its reads.
+type fakeReader struct {
+	mu     sync.Mutex
+	counts map[state.Arm]state.Counts
+	reads  int
+	err    error
+}
+
+func (r *fakeReader) Counts(_ context.Context, arms []state.Arm) ([]state.Counts, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err != nil {
+		return nil, r.err
+	}
+	r.reads += len(arms)
+	out := make([]state.Counts, len(arms))
+	for i, a := range arms {
+		out[i] = r.counts[a]
+	}
+	return out, nil
+}
+
+// fakeSessions has some users hot with their own counts; EnsureLoaded
+// makes the others hot.
+type fakeSessions struct {
+	mu     sync.Mutex
+	hot    map[string]map[state.Arm]state.Counts
+	loads  int
+	epoch  string
+	loadIn time.Duration
+}
+
+func (f *fakeSessions) Epoch(context.Context) (string, error) { return f.epoch, nil }
+
+func (f *fakeSessions) EnsureLoaded(ctx context.Context, users []string, _ string) error {
+	select {
+	case <-time.After(f.loadIn):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, u := range users {
+		if f.hot[u] == nil {
+			f.hot[u] = map[state.Arm]state.Counts{}
+		}
+		f.loads++
+	}
+	return nil
+}
+
+func (f *fakeSessions) Sessions(_ context.Context, users []string) ([]state.SessionStats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]state.SessionStats, len(users))
+	for i, u := range users {
+		if arms, ok := f.hot[u]; ok {
+			out[i] = state.SessionStats{Loaded: true, Arms: arms}
+		}
+	}
+	return out, nil
+}
+
+func newTestScorer(t *testing.T, cfg ScorerConfig, arms ArmReader, sessions SessionStore, out MessageWriter) *Scorer {
+	t.Helper()
+	cfg.Brokers = []string{"unused:9092"}
+	if cfg.Topic == "" {
+		cfg.Topic = "req"
+	}
+	cfg.ResultsTopic = "res"
+	var s *Scorer
+	var err error
+	if sessions == nil {
+		s, err = NewScorer(cfg, arms, nil, out)
+	} else {
+		s, err = NewScorer(cfg, arms, sessions, out)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func requestRecord(t *testing.T, offset int64, req *schemas.ScoreRequest, codec schemas.Codec) record {
+	t.Helper()
+	v, err := codec.AppendScoreRequest(nil, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return record{offset: offset, key: []byte(req.GetRequestId()), value: v,
+		headers: []kafka.Header{{Key: schemas.HeaderContentType, Value: []byte(codec.ContentType())}}}
+}
+
+func seed(n uint64) *uint64 { return &n }
+
+func decodeResponse(t *testing.T, m kafka.Message) *schemas.ScoreResponse {
+	t.Helper()
+	codec, err := schemas.CodecFor(headerValue(m.Headers, schemas.HeaderContentType))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp schemas.ScoreResponse
+	if err := codec.DecodeScoreResponse(schemas.DefaultLimits(), m.Value, &resp); err != nil {
+		t.Fatal(err)
+	}
+	return &resp
+}
+
+func TestScorerAnswersABatch(t *testing.T) {
+	good, bad := state.Arm{Context: "home", Item: "good"}, state.Arm{Context: "home", Item: "bad"}
+	reader := &fakeReader{counts: map[state.Arm]state.Counts{
+		good: {ByType: [state.NumEventTypes]int64{1000, 900}},
+		bad:  {ByType: [state.NumEventTypes]int64{1000, 10}},
+	}}
+	out := &fakeWriter{}
+	s := newTestScorer(t, ScorerConfig{CacheMaxAge: time.Hour}, reader, nil, out)
+	w := newScoreWorker(s, 0)
+	past := time.Now().Add(-time.Minute).UnixMilli()
+	batch := []record{
+		requestRecord(t, 0, &schemas.ScoreRequest{RequestId: "r1", UserId: "u", Context: "home", Candidates: []string{"bad", "good", "new"}, K: 2, Mode: schemas.ModeMean}, schemas.Protobuf),
+		requestRecord(t, 1, &schemas.ScoreRequest{RequestId: "r2", UserId: "u", Context: "home", Candidates: []string{"bad", "good"}, K: 1, Seed: seed(7), ReplyTopic: "mine"}, schemas.JSON),
+		{offset: 2, value: []byte("\xff garbage")},
+		requestRecord(t, 3, &schemas.ScoreRequest{RequestId: "late", UserId: "u", Context: "home", Candidates: []string{"good"}, K: 1, DeadlineMs: past}, schemas.Protobuf),
+	}
+	if err := w.process(context.Background(), context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	msgs := out.written()
+	if len(msgs) != 3 {
+		t.Fatalf("%d messages, want 2 responses and a dead letter", len(msgs))
+	}
+	byTopic := map[string]kafka.Message{}
+	for _, m := range msgs {
+		byTopic[m.Topic] = m
+	}
+	r1 := decodeResponse(t, byTopic["res"])
+	if r1.GetRequestId() != "r1" || len(r1.GetItems()) != 2 || r1.GetItems()[0].GetItemId() != "good" || r1.GetItems()[1].GetItemId() != "new" {
+		t.Fatalf("r1: %v", r1)
+	}
+	r2 := decodeResponse(t, byTopic["mine"])
+	if r2.GetRequestId() != "r2" || r2.GetSeed() != 7 || len(r2.GetItems()) != 1 {
+		t.Fatalf("r2: %v", r2)
+	}
+	if dl := byTopic["req.dlq"]; headerValue(dl.Headers, HeaderOriginOffset) != "2" {
+		t.Fatalf("dead letter %v", dl.Headers)
+	}
+	st := s.Stats()
+	if st.Scored != 2 || st.DeadLetters != 1 || st.PastDeadline != 1 || st.PriorArms != 1 || st.HotArms != 4 {
+		t.Fatalf("stats %+v", st)
+	}
+
+	// The same arms again come from the cache.
+	reads := reader.reads
+	if err := w.process(context.Background(), context.Background(), batch[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if reader.reads != reads || s.Stats().CacheHits == 0 {
+		t.Fatalf("second batch read %d arms from the hot tier, want 0 (cached)", reader.reads-reads)
+	}
+}
+
+// The same seed gives the same ranking; a hot user's own counts move it.
+func TestScorerPersonalizesHotUsers(t *testing.T) {
+	a, b := state.Arm{Context: "c", Item: "a"}, state.Arm{Context: "c", Item: "b"}
+	reader := &fakeReader{counts: map[state.Arm]state.Counts{
+		a: {ByType: [state.NumEventTypes]int64{100, 60}},
+		b: {ByType: [state.NumEventTypes]int64{100, 50}},
+	}}
+	sessions := &fakeSessions{epoch: "e", hot: map[string]map[state.Arm]state.Counts{
+		"fan-of-b": {b: {ByType: [state.NumEventTypes]int64{200, 200}}},
+	}}
+	out := &fakeWriter{}
+	s := newTestScorer(t, ScorerConfig{SessionWait: time.Second}, reader, sessions, out)
+	w := newScoreWorker(s, 0)
+	req := func(id, user string) record {
+		return requestRecord(t, 0, &schemas.ScoreRequest{RequestId: id, UserId: user, Context: "c", Candidates: []string{"a", "b"}, K: 2, Mode: schemas.ModeMean}, schemas.Protobuf)
+	}
+	if err := w.process(context.Background(), context.Background(), []record{req("r1", "fan-of-b"), req("r2", "stranger")}); err != nil {
+		t.Fatal(err)
+	}
+	first := map[string]string{}
+	for _, m := range out.written() {
+		r := decodeResponse(t, m)
+		first[r.GetRequestId()] = r.GetItems()[0].GetItemId()
+	}
+	if first["r1"] != "b" || first["r2"] != "a" {
+		t.Fatalf("first items %v: the fan of b should get b, a stranger a", first)
+	}
+	if sessions.loads != 1 || s.Stats().SessionLoads != 1 {
+		t.Fatalf("%d session loads, want the stranger's", sessions.loads)
+	}
+	s.loading.Wait()
+}
+
+// A reply topic the brokers do not know is retried for ReplyTopicWait,
+// then its request goes to the dead-letter topic; the other responses are
+// not held back. A write failing for some messages retries those only.
+func TestScorerPublishFailures(t *testing.T) {
+	reader := &fakeReader{}
+	out := &fakeWriter{}
+	unknown := true
+	out.fail = func(call int, msgs []kafka.Message) error {
+		for _, m := range msgs {
+			if m.Topic == "nowhere" && unknown {
+				return kafka.UnknownTopicOrPartition
+			}
+		}
+		if call == 0 {
+			return kafka.UnknownTopicOrPartition
+		}
+		return nil
+	}
+	s := newTestScorer(t, ScorerConfig{ReplyTopicWait: time.Millisecond}, reader, nil, out)
+	w := newScoreWorker(s, 0)
+	batch := []record{
+		requestRecord(t, 0, &schemas.ScoreRequest{RequestId: "ok", UserId: "u", Context: "c", Candidates: []string{"a"}, K: 1}, schemas.Protobuf),
+		requestRecord(t, 1, &schemas.ScoreRequest{RequestId: "lost", UserId: "u", Context: "c", Candidates: []string{"a"}, K: 1, ReplyTopic: "nowhere"}, schemas.Protobuf),
+	}
+	if err := w.process(context.Background(), context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	topics := map[string]int{}
+	for _, m := range out.written() {
+		topics[m.Topic]++
+	}
+	if topics["res"] != 1 || topics["req.dlq"] != 1 || topics["nowhere"] != 0 {
+		t.Fatalf("written by topic %v", topics)
+	}
+	if st := s.Stats(); st.Scored != 1 || st.DeadLetters != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+
+	// Partial failures: only the failed message is written again.
+	out2 := &fakeWriter{fail: func(call int, msgs []kafka.Message) error {
+		if call == 0 && len(msgs) == 2 {
+			errs := make(kafka.WriteErrors, len(msgs))
+			errs[1] = errTransient
+			return errs
+		}
+		return nil
+	}}
+	s2 := newTestScorer(t, ScorerConfig{}, reader, nil, out2)
+	two := []record{batch[0], requestRecord(t, 1, &schemas.ScoreRequest{RequestId: "b", UserId: "u", Context: "c", Candidates: []string{"a"}, K: 1}, schemas.Protobuf)}
+	if err := newScoreWorker(s2, 0).process(context.Background(), context.Background(), two); err != nil {
+		t.Fatal(err)
+	}
+	if got := out2.written(); len(got) != 1 || string(got[0].Key) != "b" {
+		t.Fatalf("after a partial failure wrote %d messages, want only b's", len(got))
+	}
+}
+
+// A hot tier that cannot be read fails the batch (it is fetched again);
+// a publish that never succeeds gives up when its context ends.
+func TestScorerErrorsFailTheBatch(t *testing.T) {
+	reader := &fakeReader{err: errTransient}
+	s := newTestScorer(t, ScorerConfig{}, reader, nil, &fakeWriter{})
+	batch := []record{requestRecord(t, 0, &schemas.ScoreRequest{RequestId: "r", UserId: "u", Context: "c", Candidates: []string{"a"}, K: 1}, schemas.Protobuf)}
+	if err := newScoreWorker(s, 0).process(context.Background(), context.Background(), batch); !errors.Is(err, errTransient) {
+		t.Fatalf("err %v", err)
+	}
+	down := &fakeWriter{fail: func(int, []kafka.Message) error { return errTransient }}
+	s = newTestScorer(t, ScorerConfig{}, &fakeReader{}, nil, down)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := newScoreWorker(s, 0).process(ctx, ctx, batch); err == nil {
+		t.Fatal("a batch whose responses were never acknowledged succeeded")
+	}
+}
+
+// A replay answers every request, to the results topic, and counts bad
+// ones instead of dead-lettering them.
+func TestScorerReplay(t *testing.T) {
+	out := &fakeWriter{}
+	s := newTestScorer(t, ScorerConfig{Replay: true}, &fakeReader{}, nil, out)
+	src := &fakeSource{records: []record{
+		requestRecord(t, 0, &schemas.ScoreRequest{RequestId: "r", UserId: "u", Context: "c", Candidates: []string{"a"}, K: 1, ReplyTopic: "x"}, schemas.Protobuf),
+		{offset: 1, value: []byte("\xff")},
+	}}
+	w := newScoreWorker(s, 0)
+	l := &loop{src: src, h: w, topic: "req", end: 2}
+	if err := l.replay(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.written(); len(got) != 1 || got[0].Topic != "res" {
+		t.Fatalf("replay wrote %v", got)
+	}
+	if w.stats.Records != 2 || w.stats.Bad != 1 {
+		t.Fatalf("stats %+v", w.stats)
+	}
+	if _, err := newTestScorer(t, ScorerConfig{}, &fakeReader{}, nil, out).Replay(context.Background(), ReplayRange{}, nil); err == nil {
+		t.Fatal("a scorer not configured for replay replayed")
+	}
+}
+
+func TestRewardModel(t *testing.T) {
+	m := DefaultRewardModel()
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, bad := range map[string]func(*RewardModel){
+		"impression weight": func(m *RewardModel) { m.Weights[0] = 1 },
+		"negative weight":   func(m *RewardModel) { m.Weights[2] = -1 },
+		"negative lambda":   func(m *RewardModel) { m.Lambda = -1 },
+	} {
+		m := DefaultRewardModel()
+		bad(&m)
+		if m.Validate() == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	own := state.Counts{ByType: [state.NumEventTypes]int64{10, 10}}
+	a := m.Posterior(state.Counts{ByType: [state.NumEventTypes]int64{10, 0}}, &own)
+	if a.Alpha() != 11 || a.Beta() != 11 {
+		t.Fatalf("posterior Beta(%v, %v), want Beta(11, 11)", a.Alpha(), a.Beta())
+	}
+	if v := m.Version(); v != "beta(1,1);w=1,0,0,0;lambda=1" {
+		t.Fatalf("version %q", v)
+	}
+}
