@@ -127,7 +127,7 @@ func TestFaultChaosBrokerRestart(t *testing.T) {
 	s.settle("Kafka broker restarted", fmt.Sprintf("broker away %s", away))
 }
 
-var sessionRead = regexp.MustCompile(`"msg":"offload: session read"[^}]*"user":"([^"]+)","version":"([0-9]+)"`)
+var sessionRead = regexp.MustCompile(`"msg":"offload: session read"[^}]*"user":"([^"]+)","version":([0-9]+)[,}]`)
 
 // A sweeper is paused (SIGSTOP) after it has read a user's session for an
 // offload and before it writes it to the cold tier; meanwhile the user
@@ -185,7 +185,7 @@ func TestFaultChaosPausedSweeper(t *testing.T) {
 	}
 	// The resumed sweeper finishes its write of the older copy.
 	written := regexp.MustCompile(`"msg":"offload: cold state written"[^}]*"user":"` + regexp.QuoteMeta(user) +
-		`","version":"` + strconv.FormatInt(version, 10) + `"`)
+		`","version":` + strconv.FormatInt(version, 10) + `[,}]`)
 	for !written.MatchString(stale.Output()) {
 		if ctx.Err() != nil {
 			t.Fatalf("the resumed sweeper did not finish its offload of %s", user)
