@@ -291,9 +291,13 @@ func freePort(t testing.TB) int {
 }
 
 // startRedis runs redis-server with args, without persistence, until the
-// test ends, and waits until port accepts connections.
+// test ends, and waits until port accepts connections. Under -short the test
+// is skipped, as the other integration tests are.
 func startRedis(t testing.TB, port int, args ...string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: starts a Redis server; not run with -short")
+	}
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatal("redis-server is not installed (make up installs it): " + err.Error())
