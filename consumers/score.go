@@ -13,6 +13,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/banditstream/banditstream/consumers/internal/armcache"
 	"github.com/banditstream/banditstream/sampler"
 	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store/state"
@@ -191,57 +192,78 @@ type ScorerConfig struct {
 	BatchRecords, BatchSeconds, RequestSeconds Observer
 }
 
+// DefaultScorerConfig returns the defaults: requests from "score-requests",
+// responses to "score-results", group "banditstream-scorer", 1 MiB fetches
+// waiting up to 100 ms, a 256 MiB arm cache refreshed past 1 s and read
+// again past 10 s, 50 ms of waiting for a session load and 8 loads at a
+// time, 20 s to drain, a 10 s group session, commits every 200 ms, 10 s
+// for a reply topic to appear, and the default reward model.
+func DefaultScorerConfig() ScorerConfig {
+	m := DefaultRewardModel()
+	return ScorerConfig{
+		Topic: schemas.TopicScoreRequests, ResultsTopic: schemas.TopicScoreResults, GroupID: "banditstream-scorer",
+		FetchMaxBytes: 1 << 20, FetchMaxWait: 100 * time.Millisecond,
+		Limits: schemas.DefaultLimits(), Model: m, ModelVersion: m.Version(),
+		CacheBytes: 256 << 20, CacheMaxAge: time.Second, CacheMaxStale: 10 * time.Second,
+		SessionWait: 50 * time.Millisecond, SessionLoads: 8,
+		DrainTimeout: 20 * time.Second, SessionTimeout: 10 * time.Second,
+		CommitInterval: 200 * time.Millisecond, ReplyTopicWait: 10 * time.Second,
+	}
+}
+
 func (c *ScorerConfig) setDefaults() {
+	d := DefaultScorerConfig()
 	if c.Topic == "" {
-		c.Topic = schemas.TopicScoreRequests
+		c.Topic = d.Topic
 	}
 	if c.ResultsTopic == "" {
-		c.ResultsTopic = schemas.TopicScoreResults
+		c.ResultsTopic = d.ResultsTopic
 	}
 	if c.GroupID == "" {
-		c.GroupID = "banditstream-scorer"
+		c.GroupID = d.GroupID
 	}
 	if c.FetchMaxBytes == 0 {
-		c.FetchMaxBytes = 1 << 20
+		c.FetchMaxBytes = d.FetchMaxBytes
 	}
 	if c.FetchMaxWait == 0 {
-		c.FetchMaxWait = 100 * time.Millisecond
+		c.FetchMaxWait = d.FetchMaxWait
 	}
 	if c.Limits == (schemas.Limits{}) {
-		c.Limits = schemas.DefaultLimits()
+		c.Limits = d.Limits
 	}
 	if c.Model == (RewardModel{}) {
-		c.Model = DefaultRewardModel()
+		c.Model = d.Model
 	}
 	if c.ModelVersion == "" {
 		c.ModelVersion = c.Model.Version()
 	}
 	if c.CacheBytes == 0 {
-		c.CacheBytes = 256 << 20
+		c.CacheBytes = d.CacheBytes
 	}
 	if c.CacheMaxAge == 0 {
-		c.CacheMaxAge = time.Second
+		c.CacheMaxAge = d.CacheMaxAge
 	}
 	if c.CacheMaxStale == 0 {
+		// Ten times the maximum age, whichever that is.
 		c.CacheMaxStale = 10 * c.CacheMaxAge
 	}
 	if c.SessionWait == 0 {
-		c.SessionWait = 50 * time.Millisecond
+		c.SessionWait = d.SessionWait
 	}
 	if c.SessionLoads == 0 {
-		c.SessionLoads = 8
+		c.SessionLoads = d.SessionLoads
 	}
 	if c.DrainTimeout == 0 {
-		c.DrainTimeout = 20 * time.Second
+		c.DrainTimeout = d.DrainTimeout
 	}
 	if c.SessionTimeout == 0 {
-		c.SessionTimeout = 10 * time.Second
+		c.SessionTimeout = d.SessionTimeout
 	}
 	if c.CommitInterval == 0 {
-		c.CommitInterval = 200 * time.Millisecond
+		c.CommitInterval = d.CommitInterval
 	}
 	if c.ReplyTopicWait == 0 {
-		c.ReplyTopicWait = 10 * time.Second
+		c.ReplyTopicWait = d.ReplyTopicWait
 	}
 	c.BatchRecords, c.BatchSeconds, c.RequestSeconds = orNone(c.BatchRecords), orNone(c.BatchSeconds), orNone(c.RequestSeconds)
 	if c.Logger == nil {
@@ -295,7 +317,7 @@ type Scorer struct {
 	sessions SessionStore
 	out      MessageWriter
 	fetcher
-	cache *armCache
+	cache *armcache.Cache
 	log   *slog.Logger
 
 	loads   chan struct{} // semaphore of session-load batches in flight
@@ -327,7 +349,7 @@ func NewScorer(cfg ScorerConfig, arms ArmReader, sessions SessionStore, out Mess
 			client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Transport},
 			topic:  cfg.Topic, maxBytes: cfg.FetchMaxBytes, maxWait: cfg.FetchMaxWait, log: log,
 		},
-		cache: newArmCache(cfg.CacheBytes, cfg.CacheMaxAge.Nanoseconds(), cfg.CacheMaxStale.Nanoseconds()),
+		cache: armcache.New(cfg.CacheBytes, cfg.CacheMaxAge, cfg.CacheMaxStale),
 		log:   log,
 		loads: make(chan struct{}, cfg.SessionLoads),
 	}, nil
@@ -335,14 +357,14 @@ func NewScorer(cfg ScorerConfig, arms ArmReader, sessions SessionStore, out Mess
 
 // Stats returns the counts so far.
 func (s *Scorer) Stats() ScorerStats {
-	arms, bytes := s.cache.size()
+	c := s.cache.Stats()
 	return ScorerStats{
-		CacheArms: arms, CacheBytes: bytes,
+		CacheArms: c.Arms, CacheBytes: c.Bytes,
 		Scored: s.scored.Load(), PastDeadline: s.pastDeadline.Load(), DeadLetters: s.deadLetters.Load(),
 		Candidates: s.candidates.Load(),
-		CacheHits:  s.cache.hits.Load(), CacheMisses: s.cache.misses.Load(),
-		CacheStale: s.cache.stale.Load(), CacheEvictions: s.cache.evictions.Load(),
-		CacheRefreshed: s.cache.refreshed.Load(),
+		CacheHits:  c.Hits, CacheMisses: c.Misses,
+		CacheStale: c.Stale, CacheEvictions: c.Evictions,
+		CacheRefreshed: c.Refreshed,
 		HotArms:        s.hotArms.Load(), PriorArms: s.priorArms.Load(),
 		SessionLoads: s.sessionLoads.Load(),
 	}
@@ -391,7 +413,7 @@ const refreshBatch = 4096
 func (s *Scorer) refreshCache(ctx context.Context) {
 	tick := time.NewTicker(max(s.cfg.CacheMaxAge/4, 10*time.Millisecond))
 	defer tick.Stop()
-	var todo []cacheEntry
+	var todo []armcache.Entry
 	arms := make([]state.Arm, 0, refreshBatch)
 	for {
 		select {
@@ -399,13 +421,13 @@ func (s *Scorer) refreshCache(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		todo = s.cache.refreshList(todo[:0], 1<<20)
+		todo = s.cache.RefreshList(todo[:0], 1<<20)
 		for len(todo) > 0 && ctx.Err() == nil {
 			chunk := todo[:min(len(todo), refreshBatch)]
 			todo = todo[len(chunk):]
 			arms = arms[:0]
 			for _, e := range chunk {
-				arms = append(arms, state.Arm{Context: e.ctx, Item: e.item})
+				arms = append(arms, state.Arm{Context: e.Context, Item: e.Item})
 			}
 			fetched := time.Now().UnixNano()
 			counts, err := s.arms.Counts(ctx, arms)
@@ -416,10 +438,9 @@ func (s *Scorer) refreshCache(ctx context.Context) {
 				break // the marks stay: tried again next tick
 			}
 			for i := range chunk {
-				chunk[i].arm = s.cfg.Model.arm(&counts[i])
+				chunk[i].Arm = s.cfg.Model.arm(&counts[i])
 			}
-			s.cache.put(chunk, fetched)
-			s.cache.refreshed.Add(int64(len(chunk)))
+			s.cache.Refresh(chunk, fetched)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"gonum.org/v1/gonum/stat/distuv"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/banditstream/banditstream/consumers/internal/armcache"
 	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store/state"
 )
@@ -130,11 +131,11 @@ func BenchmarkScoreCore(b *testing.B) {
 			b.Fatal(err)
 		}
 		model := s.cfg.Model
-		entries := make([]cacheEntry, benchArms)
+		entries := make([]armcache.Entry, benchArms)
 		for i := range entries {
-			entries[i] = cacheEntry{ctx: "home", item: benchItem(i), arm: model.Posterior(benchCounts(i), nil)}
+			entries[i] = armcache.Entry{Context: "home", Item: benchItem(i), Arm: model.Posterior(benchCounts(i), nil)}
 		}
-		s.cache.put(entries, time.Now().UnixNano())
+		s.cache.Put(entries, time.Now().UnixNano())
 		runtime.GC()
 		w := newScoreWorker(s, 0)
 		ctx := context.Background()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -333,4 +334,60 @@ func TestRewardModel(t *testing.T) {
 	if v := m.Version(); v != "beta(1,1);w=1,0,0,0;lambda=1" {
 		t.Fatalf("version %q", v)
 	}
+}
+
+// The scorer's cache over time, on a fake clock: an arm is served from the
+// cache within CacheMaxAge, served and refreshed in the background past
+// it, and read again before use past CacheMaxStale when no refresh ran.
+func TestScorerCacheAges(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		arm := state.Arm{Context: "c", Item: "a"}
+		reader := &fakeReader{counts: map[state.Arm]state.Counts{arm: {ByType: [state.NumEventTypes]int64{10, 1}}}}
+		s := newTestScorer(t, ScorerConfig{CacheMaxAge: time.Second, CacheMaxStale: 10 * time.Second}, reader, nil, &fakeWriter{})
+		w := newScoreWorker(s, 0)
+		score := func() {
+			t.Helper()
+			req := requestRecord(t, 0, &schemas.ScoreRequest{RequestId: "r", UserId: "u", Context: "c", Candidates: []string{"a"}, K: 1}, schemas.Protobuf)
+			if err := w.process(t.Context(), t.Context(), []record{req}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		reads := func() int {
+			reader.mu.Lock()
+			defer reader.mu.Unlock()
+			return reader.reads
+		}
+		steps := []struct {
+			name               string
+			wait               time.Duration
+			refresh            bool // the background refresh runs meanwhile
+			reads, hits, stale int
+			refreshed          int64
+		}{
+			{name: "first use reads", reads: 1},
+			{name: "within the maximum age: cached", wait: 900 * time.Millisecond, reads: 1, hits: 1},
+			{name: "past the maximum age: cached and marked", wait: 200 * time.Millisecond, reads: 1, hits: 2, stale: 1},
+			{name: "the refresh reads it again", wait: 300 * time.Millisecond, refresh: true, reads: 2, hits: 3, stale: 1, refreshed: 1},
+			{name: "past the maximum staleness: read before use", wait: 11 * time.Second, reads: 3, hits: 3, stale: 1, refreshed: 1},
+		}
+		for _, st := range steps {
+			if st.refresh {
+				ctx, cancel := context.WithCancel(t.Context())
+				done := make(chan struct{})
+				go func() { defer close(done); s.refreshCache(ctx) }()
+				time.Sleep(st.wait)
+				synctest.Wait()
+				cancel()
+				<-done
+			} else {
+				time.Sleep(st.wait)
+			}
+			score()
+			got := s.Stats()
+			if reads() != st.reads || got.CacheHits != int64(st.hits) || got.CacheStale != int64(st.stale) || got.CacheRefreshed != st.refreshed {
+				t.Fatalf("%s: %d reads, %d hits, %d stale, %d refreshed; want %d, %d, %d, %d",
+					st.name, reads(), got.CacheHits, got.CacheStale, got.CacheRefreshed, st.reads, st.hits, st.stale, st.refreshed)
+			}
+		}
+	})
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/banditstream/banditstream/consumers/internal/armcache"
 	"github.com/banditstream/banditstream/sampler"
 	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store/state"
@@ -25,7 +26,7 @@ type scoreWorker struct {
 	arms    []sampler.Arm // every live request's candidates, back to back
 	misses  []int32
 	missAt  []missRef
-	entries []cacheEntry
+	entries []armcache.Entry
 	ranker  sampler.Ranker
 	ranked  []sampler.Ranked
 	items   []*schemas.RankedItem
@@ -254,7 +255,7 @@ func (w *scoreWorker) lookup(ctx context.Context, now time.Time, n int) error {
 	w.missAt = w.missAt[:0]
 	for _, l := range w.live {
 		c := l.req.GetCandidates()
-		w.misses = s.cache.lookup(l.req.GetContext(), c, now.UnixNano(), w.arms[l.off:l.off+len(c)], w.misses[:0])
+		w.misses = s.cache.Lookup(l.req.GetContext(), c, now.UnixNano(), w.arms[l.off:l.off+len(c)], w.misses[:0])
 		for _, i := range w.misses {
 			w.missAt = append(w.missAt, missRef{pos: l.off + int(i), arm: state.Arm{Context: l.req.GetContext(), Item: c[i]}})
 		}
@@ -277,19 +278,19 @@ func (w *scoreWorker) lookup(ctx context.Context, now time.Time, n int) error {
 	}
 	w.entries = w.entries[:0]
 	for i, a := range arms {
-		w.entries = append(w.entries, cacheEntry{ctx: a.Context, item: a.Item, arm: s.cfg.Model.arm(&counts[i])})
+		w.entries = append(w.entries, armcache.Entry{Context: a.Context, Item: a.Item, Arm: s.cfg.Model.arm(&counts[i])})
 	}
 	var prior int64
 	for _, m := range w.missAt {
 		j := unique[m.arm]
-		w.arms[m.pos] = w.entries[j].arm
+		w.arms[m.pos] = w.entries[j].Arm
 		if counts[j].ByType == ([state.NumEventTypes]int64{}) {
 			prior++
 		}
 	}
 	s.priorArms.Add(prior)
 	s.hotArms.Add(int64(len(w.missAt)) - prior)
-	s.cache.put(w.entries, fetched)
+	s.cache.Put(w.entries, fetched)
 	return nil
 }
 

@@ -67,7 +67,7 @@ func newFlags(o *options) *flag.FlagSet {
 	keys := hot.DefaultKeys()
 	in, tier, sweep := consumers.DefaultIngestConfig(), store.DefaultTierConfig(), store.DefaultSweeperConfig()
 	fs.StringVar(&o.mode, "mode", "all", "ingest (consume events), sweep (offload idle users) or all")
-	fs.StringVar(&o.topic, "topic", config.TopicInteractions, "topic of interaction events; bad records go to <topic>"+config.DLQSuffix)
+	fs.StringVar(&o.topic, "topic", in.Topic, "topic of interaction events; bad records go to <topic>"+config.DLQSuffix)
 	fs.StringVar(&o.group, "group", in.GroupID, "consumer group id")
 	fs.StringVar(&o.keyPrefix, "key-prefix", keys.Prefix, "hot tier key prefix (a separate namespace per prefix)")
 	fs.IntVar(&o.shards, "shards", keys.Shards, "arm shards in the hot tier; never change it for a given prefix")

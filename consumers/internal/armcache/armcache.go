@@ -1,15 +1,18 @@
-package consumers
+// Package armcache keeps arms' posteriors in a scorer's process, bounded in
+// bytes and in age, for random lookups in catalogues of millions of arms.
+package armcache
 
 import (
 	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/banditstream/banditstream/sampler"
 )
 
-// armCache keeps arms' posteriors in process, shared by a scorer's
+// Cache keeps arms' posteriors in process, shared by a scorer's
 // partition workers, bounded in bytes and in age.
 //
 // It is built for random lookups in a catalogue of millions of arms: an
@@ -20,7 +23,7 @@ import (
 // the garbage collector has no pointers to scan in either array.
 //
 // An arm used while older than the maximum age is still used, and marked
-// for the background refresh (refreshList, then put), which reads the
+// for the background refresh (RefreshList, then Refresh), which reads the
 // marked arms again in pipelines: requests do not wait for it. Only an arm
 // older than the maximum staleness (the refresh cannot keep up, or the hot
 // tier is unreachable) is read again before use, like a missing one.
@@ -29,7 +32,7 @@ import (
 // the write lock once per batch of read arms. Eviction is CLOCK: a
 // lookup sets the slot's reference bit, and the hand evicts the first slot
 // found without it, clearing the bits it passes.
-type armCache struct {
+type Cache struct {
 	mu       sync.RWMutex
 	seed     maphash.Seed
 	contexts map[string]uint32 // context → number (from 1)
@@ -46,6 +49,26 @@ type armCache struct {
 	hand     int
 
 	hits, misses, stale, evictions, refreshed atomic.Int64
+}
+
+// Stats counts a cache's lookups since it was made.
+type Stats struct {
+	// Hits were found usable; Misses were missing or older than the maximum
+	// staleness; Stale were hits older than the maximum age, marked for
+	// refresh; Refreshed were put again by Refresh; Evictions made room.
+	Hits, Misses, Stale, Refreshed, Evictions int64
+	// Arms and Bytes are what the cache holds now.
+	Arms  int
+	Bytes int64
+}
+
+// Stats returns the cache's counters and size.
+func (c *Cache) Stats() Stats {
+	arms, bytes := c.Size()
+	return Stats{
+		Hits: c.hits.Load(), Misses: c.misses.Load(), Stale: c.stale.Load(),
+		Refreshed: c.refreshed.Load(), Evictions: c.evictions.Load(), Arms: arms, Bytes: bytes,
+	}
 }
 
 // Bits of cacheSlot.ref.
@@ -75,19 +98,22 @@ const (
 	longKeyBytes = 64
 )
 
-func newArmCache(maxBytes int64, maxAgeNs, maxStaleNs int64) *armCache {
-	return &armCache{
+// New returns a cache of at most maxBytes (none is kept when it is not
+// positive) whose arms are refreshed in the background once older than
+// maxAge and read again before use once older than maxStale.
+func New(maxBytes int64, maxAge, maxStale time.Duration) *Cache {
+	return &Cache{
 		seed: maphash.MakeSeed(), contexts: map[string]uint32{}, long: map[int32]string{},
-		maxBytes: maxBytes, maxAge: maxAgeNs, maxStale: max(maxStaleNs, maxAgeNs),
+		maxBytes: maxBytes, maxAge: maxAge.Nanoseconds(), maxStale: max(maxStale, maxAge).Nanoseconds(),
 	}
 }
 
-func (c *armCache) hash(ctx uint32, item string) uint64 {
+func (c *Cache) hash(ctx uint32, item string) uint64 {
 	h := maphash.String(c.seed, item) ^ uint64(ctx)*0x9e3779b97f4a7c15
 	return h ^ h>>29
 }
 
-func (c *armCache) keyEqual(s int32, slot *cacheSlot, item string) bool {
+func (c *Cache) keyEqual(s int32, slot *cacheSlot, item string) bool {
 	if int(slot.klen) <= inlineKey {
 		return int(slot.klen) == len(item) && string(slot.key[:slot.klen]) == item
 	}
@@ -95,7 +121,7 @@ func (c *armCache) keyEqual(s int32, slot *cacheSlot, item string) bool {
 }
 
 // find returns the slot of item in context ctx, or -1.
-func (c *armCache) find(ctx uint32, item string) int32 {
+func (c *Cache) find(ctx uint32, item string) int32 {
 	if len(c.table) == 0 {
 		return -1
 	}
@@ -103,7 +129,7 @@ func (c *armCache) find(ctx uint32, item string) int32 {
 }
 
 // findFrom is find with the hash h of (ctx, item) computed.
-func (c *armCache) findFrom(ctx uint32, item string, h uint64) int32 {
+func (c *Cache) findFrom(ctx uint32, item string, h uint64) int32 {
 	tag := uint32(h >> 32)
 	mask := uint64(len(c.table) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
@@ -128,11 +154,11 @@ func (c *armCache) findFrom(ctx uint32, item string, h uint64) int32 {
 // rather than one candidate after another.
 const lookupGroup = 16
 
-// lookup copies into arms[i] the cached posterior of items[i] in context
+// Lookup copies into arms[i] the cached posterior of items[i] in context
 // ctx and appends to misses the indexes of those missing or older than the
 // cache's maximum staleness at now; those older than the maximum age are
 // used and marked for the background refresh.
-func (c *armCache) lookup(ctx string, items []string, now int64, arms []sampler.Arm, misses []int32) []int32 {
+func (c *Cache) Lookup(ctx string, items []string, now int64, arms []sampler.Arm, misses []int32) []int32 {
 	fresh, usable := now-c.maxAge, now-c.maxStale
 	var hits, stale int64
 	var hs, es [lookupGroup]uint64
@@ -196,8 +222,8 @@ func (c *armCache) lookup(ctx string, items []string, now int64, arms []sampler.
 	return misses
 }
 
-// refreshList appends to dst, up to limit, the arms marked for refresh.
-func (c *armCache) refreshList(dst []cacheEntry, limit int) []cacheEntry {
+// RefreshList appends to dst, up to limit, the arms marked for refresh.
+func (c *Cache) RefreshList(dst []Entry, limit int) []Entry {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	for s := range c.slots {
@@ -212,42 +238,50 @@ func (c *armCache) refreshList(dst []cacheEntry, limit int) []cacheEntry {
 		if int(slot.klen) <= inlineKey {
 			item = string(slot.key[:slot.klen])
 		}
-		dst = append(dst, cacheEntry{ctx: c.ctxNames[slot.ctx-1], item: item})
+		dst = append(dst, Entry{Context: c.ctxNames[slot.ctx-1], Item: item})
 	}
 	return dst
 }
 
-// cacheEntry is an arm read from the hot tier.
-type cacheEntry struct {
-	ctx, item string
-	arm       sampler.Arm
+// Entry is an arm read from the hot tier: its context, its item and its
+// posterior.
+type Entry struct {
+	Context, Item string
+	Arm           sampler.Arm
 }
 
-// put stores entries read at fetched (Unix ns), evicting as needed to stay
+// Refresh stores entries read again at fetched (Unix ns) for RefreshList,
+// counting them as refreshed.
+func (c *Cache) Refresh(entries []Entry, fetched int64) {
+	c.Put(entries, fetched)
+	c.refreshed.Add(int64(len(entries)))
+}
+
+// Put stores entries read at fetched (Unix ns), evicting as needed to stay
 // within the byte bound.
-func (c *armCache) put(entries []cacheEntry, fetched int64) {
+func (c *Cache) Put(entries []Entry, fetched int64) {
 	if c.maxBytes <= 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, e := range entries {
-		id, ok := c.contexts[e.ctx]
+		id, ok := c.contexts[e.Context]
 		if !ok {
-			name := strings.Clone(e.ctx)
+			name := strings.Clone(e.Context)
 			c.ctxNames = append(c.ctxNames, name)
 			id = uint32(len(c.ctxNames))
 			c.contexts[name] = id
 		}
-		if s := c.find(id, e.item); s >= 0 {
+		if s := c.find(id, e.Item); s >= 0 {
 			slot := &c.slots[s]
-			slot.arm, slot.fetched = e.arm, fetched
+			slot.arm, slot.fetched = e.Arm, fetched
 			slot.ref.And(^uint32(refRefresh))
 			continue
 		}
 		size := int64(slotBytes)
-		if len(e.item) > inlineKey {
-			size += int64(len(e.item)) + longKeyBytes
+		if len(e.Item) > inlineKey {
+			size += int64(len(e.Item)) + longKeyBytes
 		}
 		for c.bytes+size > c.maxBytes && c.evictOne() {
 		}
@@ -267,13 +301,13 @@ func (c *armCache) put(entries []cacheEntry, fetched int64) {
 			s = int32(len(c.slots) - 1)
 		}
 		slot := &c.slots[s]
-		slot.arm, slot.fetched = e.arm, fetched
-		slot.hash, slot.ctx = c.hash(id, e.item), id
-		if len(e.item) <= inlineKey {
-			slot.klen = uint8(copy(slot.key[:], e.item))
+		slot.arm, slot.fetched = e.Arm, fetched
+		slot.hash, slot.ctx = c.hash(id, e.Item), id
+		if len(e.Item) <= inlineKey {
+			slot.klen = uint8(copy(slot.key[:], e.Item))
 		} else {
 			slot.klen = inlineKey + 1
-			c.long[s] = strings.Clone(e.item)
+			c.long[s] = strings.Clone(e.Item)
 		}
 		// The reference bit waits for a lookup: an arm read once (a scan of
 		// a long tail) goes before those asked for again.
@@ -285,7 +319,7 @@ func (c *armCache) put(entries []cacheEntry, fetched int64) {
 
 // insert adds slot s with hash h to the table, growing it to keep the load
 // at most a quarter: most arms are then found at their home position.
-func (c *armCache) insert(h uint64, s int32) {
+func (c *Cache) insert(h uint64, s int32) {
 	if 4*(c.used+1) > len(c.table) {
 		c.grow()
 	}
@@ -298,7 +332,7 @@ func (c *armCache) insert(h uint64, s int32) {
 	c.used++
 }
 
-func (c *armCache) grow() {
+func (c *Cache) grow() {
 	old := c.table
 	c.table = make([]uint64, max(2*len(old), 1024))
 	adviseHugePages(c.table)
@@ -313,7 +347,7 @@ func (c *armCache) grow() {
 
 // remove deletes slot s's entry from the table, shifting back the entries
 // after it so that every probe sequence stays unbroken.
-func (c *armCache) remove(s int32) {
+func (c *Cache) remove(s int32) {
 	mask := uint64(len(c.table) - 1)
 	i := c.slots[s].hash & mask
 	for uint32(c.table[i]) != uint32(s+1) {
@@ -334,7 +368,7 @@ func (c *armCache) remove(s int32) {
 // evictOne evicts the first slot at or after the hand whose reference bit
 // is clear, clearing bits as it passes. It reports false when nothing is
 // left to evict.
-func (c *armCache) evictOne() bool {
+func (c *Cache) evictOne() bool {
 	n := len(c.slots)
 	for range 2*n + 1 {
 		if n == 0 {
@@ -368,8 +402,8 @@ func (c *armCache) evictOne() bool {
 	return false
 }
 
-// size returns the number of cached arms and their accounted bytes.
-func (c *armCache) size() (int, int64) {
+// Size returns the number of cached arms and their accounted bytes.
+func (c *Cache) Size() (int, int64) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return len(c.slots) - len(c.free), c.bytes

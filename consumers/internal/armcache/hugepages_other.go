@@ -1,6 +1,6 @@
 //go:build !linux
 
-package consumers
+package armcache
 
 // adviseHugePages is a no-op where transparent huge pages do not exist.
 func adviseHugePages[T any]([]T) {}
