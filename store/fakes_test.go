@@ -41,7 +41,7 @@ type fakeHot struct {
 	epochChanges  bool // the epoch changes right after a ReadSession
 	evictRefuses  bool // an event lands between read and evict
 	recoveries    int
-	touched, lost int
+	touched       int
 }
 
 var _ store.HotTier = (*fakeHot)(nil)
