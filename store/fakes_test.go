@@ -36,12 +36,12 @@ type fakeHot struct {
 	parts    map[string]int64
 	// otherLoader, when > 0, holds each session lock for that many lock
 	// attempts and then installs the session itself.
-	otherLoader   int
-	snapshotBusy  bool
-	epochChanges  bool // the epoch changes right after a ReadSession
-	evictRefuses  bool // an event lands between read and evict
-	recoveries    int
-	touched       int
+	otherLoader  int
+	snapshotBusy bool
+	epochChanges bool // the epoch changes right after a ReadSession
+	evictRefuses bool // an event lands between read and evict
+	recoveries   int
+	touched      int
 }
 
 var _ store.HotTier = (*fakeHot)(nil)
