@@ -104,28 +104,7 @@ func DefaultIngestConfig() IngestConfig {
 }
 
 func (c *IngestConfig) setDefaults() {
-	d := DefaultIngestConfig()
-	if c.Topic == "" {
-		c.Topic = d.Topic
-	}
-	if c.GroupID == "" {
-		c.GroupID = d.GroupID
-	}
-	if c.FetchMaxBytes == 0 {
-		c.FetchMaxBytes = d.FetchMaxBytes
-	}
-	if c.FetchMaxWait == 0 {
-		c.FetchMaxWait = d.FetchMaxWait
-	}
-	if c.Limits == (schemas.Limits{}) {
-		c.Limits = d.Limits
-	}
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = d.DrainTimeout
-	}
-	if c.SessionTimeout == 0 {
-		c.SessionTimeout = d.SessionTimeout
-	}
+	fillDefaults(c, DefaultIngestConfig())
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -212,59 +212,15 @@ func DefaultScorerConfig() ScorerConfig {
 }
 
 func (c *ScorerConfig) setDefaults() {
-	d := DefaultScorerConfig()
-	if c.Topic == "" {
-		c.Topic = d.Topic
-	}
-	if c.ResultsTopic == "" {
-		c.ResultsTopic = d.ResultsTopic
-	}
-	if c.GroupID == "" {
-		c.GroupID = d.GroupID
-	}
-	if c.FetchMaxBytes == 0 {
-		c.FetchMaxBytes = d.FetchMaxBytes
-	}
-	if c.FetchMaxWait == 0 {
-		c.FetchMaxWait = d.FetchMaxWait
-	}
-	if c.Limits == (schemas.Limits{}) {
-		c.Limits = d.Limits
-	}
-	if c.Model == (RewardModel{}) {
-		c.Model = d.Model
-	}
-	if c.ModelVersion == "" {
-		c.ModelVersion = c.Model.Version()
-	}
-	if c.CacheBytes == 0 {
-		c.CacheBytes = d.CacheBytes
-	}
-	if c.CacheMaxAge == 0 {
-		c.CacheMaxAge = d.CacheMaxAge
-	}
-	if c.CacheMaxStale == 0 {
-		// Ten times the maximum age, whichever that is.
+	// Two defaults follow what the caller set: the maximum staleness is ten
+	// times the maximum age, and the version names the model.
+	if c.CacheMaxStale == 0 && c.CacheMaxAge != 0 {
 		c.CacheMaxStale = 10 * c.CacheMaxAge
 	}
-	if c.SessionWait == 0 {
-		c.SessionWait = d.SessionWait
+	if c.ModelVersion == "" && c.Model != (RewardModel{}) {
+		c.ModelVersion = c.Model.Version()
 	}
-	if c.SessionLoads == 0 {
-		c.SessionLoads = d.SessionLoads
-	}
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = d.DrainTimeout
-	}
-	if c.SessionTimeout == 0 {
-		c.SessionTimeout = d.SessionTimeout
-	}
-	if c.CommitInterval == 0 {
-		c.CommitInterval = d.CommitInterval
-	}
-	if c.ReplyTopicWait == 0 {
-		c.ReplyTopicWait = d.ReplyTopicWait
-	}
+	fillDefaults(c, DefaultScorerConfig())
 	c.BatchRecords, c.BatchSeconds, c.RequestSeconds = orNone(c.BatchRecords), orNone(c.BatchSeconds), orNone(c.RequestSeconds)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

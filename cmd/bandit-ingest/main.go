@@ -15,13 +15,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,7 +31,6 @@ import (
 	"github.com/banditstream/banditstream/producers"
 	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store"
-	"github.com/banditstream/banditstream/store/cold"
 	"github.com/banditstream/banditstream/store/hot"
 )
 
@@ -53,8 +49,6 @@ type options struct {
 	idleTimeout   time.Duration
 	sweepInterval time.Duration
 	snapshotEvery time.Duration
-	replication   string
-	consistency   string
 	commitDelay   time.Duration
 	coldLatency   time.Duration
 	observe       config.Observability
@@ -79,8 +73,6 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", tier.IdleTimeout, "inactivity after which a user is offloaded to the cold tier")
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", sweep.Interval, "how often the sweeper looks for idle users")
 	fs.DurationVar(&o.snapshotEvery, "snapshot-interval", sweep.SnapshotEvery, "how often the sweeper snapshots the arm counts to the cold tier (0: never); recovery replays from the latest snapshot")
-	fs.StringVar(&o.replication, "cql-replication", cold.DefaultReplication, "replication of the keyspace when it is created (with -cql-migrate)")
-	fs.StringVar(&o.consistency, "cql-consistency", "LOCAL_QUORUM", "consistency of cold tier reads and writes")
 	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long between writing a batch and committing it")
 	fs.DurationVar(&o.coldLatency, "fault-cold-latency", 0, "fault injection for tests: delay every offload's cold-tier writes")
 	o.observe.Register(fs)
@@ -89,26 +81,13 @@ func newFlags(o *options) *flag.FlagSet {
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "bandit-ingest:", err)
-		stop()
-		os.Exit(1)
-	}
+	config.Main("bandit-ingest", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stderr) })
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	var o options
 	fs := newFlags(&o)
-	fs.SetOutput(stderr)
-	if err := config.Parse(fs, args, nil); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	if err := o.conns.Validate(); err != nil {
+	if help, err := config.ParseArgs(fs, args, stderr, o.conns.Validate); help || err != nil {
 		return err
 	}
 	if o.mode != "ingest" && o.mode != "sweep" && o.mode != "all" {
@@ -125,7 +104,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer rdb.Close()
-	session, cold, err := o.conns.CQL.Cold(ctx, o.consistency, o.replication, o.historyCap)
+	session, cold, err := o.conns.CQL.Cold(ctx, o.historyCap)
 	if err != nil {
 		return err
 	}

@@ -17,15 +17,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,7 +36,6 @@ import (
 	"github.com/banditstream/banditstream/sampler"
 	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store"
-	"github.com/banditstream/banditstream/store/cold"
 	"github.com/banditstream/banditstream/store/hot"
 	"github.com/banditstream/banditstream/store/state"
 )
@@ -69,8 +65,6 @@ type options struct {
 	modelVersion  string
 	maxCandidates int
 	maxK          int
-	replication   string
-	consistency   string
 	commitDelay   time.Duration
 	commitEvery   time.Duration
 	replyWait     time.Duration
@@ -107,8 +101,6 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.modelVersion, "model-version", "", "label of the model in every response (default: the prior, weights and lambda)")
 	fs.IntVar(&o.maxCandidates, "max-candidates", lim.MaxCandidates, "largest candidate list accepted")
 	fs.IntVar(&o.maxK, "max-k", lim.MaxK, "largest k accepted")
-	fs.StringVar(&o.replication, "cql-replication", cold.DefaultReplication, "replication of the keyspace when it is created (with -cql-migrate)")
-	fs.StringVar(&o.consistency, "cql-consistency", "LOCAL_QUORUM", "consistency of cold tier reads and writes")
 	fs.DurationVar(&o.commitEvery, "commit-interval", d.CommitInterval, "how often the offset of answered requests is committed; a crash answers at most this much again")
 	fs.DurationVar(&o.replyWait, "reply-topic-wait", d.ReplyTopicWait, "how long responses to an unknown reply topic are retried before the request goes to the dead-letter topic")
 	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long before every commit")
@@ -118,13 +110,7 @@ func newFlags(o *options) *flag.FlagSet {
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "bandit-score:", err)
-		stop()
-		os.Exit(1)
-	}
+	config.Main("bandit-score", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stderr) })
 }
 
 // parseWeights reads "click=1,order=5".
@@ -152,14 +138,7 @@ func parseWeights(s string) ([state.NumEventTypes]float64, error) {
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	var o options
 	fs := newFlags(&o)
-	fs.SetOutput(stderr)
-	if err := config.Parse(fs, args, nil); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	if err := o.conns.Validate(); err != nil {
+	if help, err := config.ParseArgs(fs, args, stderr, o.conns.Validate); help || err != nil {
 		return err
 	}
 	weights, err := parseWeights(o.weights)
@@ -205,7 +184,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	var sessions consumers.SessionStore
 	var tierStats func() store.TierStats
 	if o.sessions {
-		session, cold, err := o.conns.CQL.Cold(ctx, o.consistency, o.replication, o.historyCap)
+		session, cold, err := o.conns.CQL.Cold(ctx, o.historyCap)
 		if err != nil {
 			return err
 		}

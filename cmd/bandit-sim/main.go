@@ -23,14 +23,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"time"
-
-	"github.com/redis/go-redis/v9"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
 	"github.com/banditstream/banditstream/producers"
@@ -83,13 +77,7 @@ func newFlags(o *options) *flag.FlagSet {
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "bandit-sim:", err)
-		stop()
-		os.Exit(1)
-	}
+	config.Main("bandit-sim", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stdout, os.Stderr) })
 }
 
 func (o *options) validate() error {
@@ -118,14 +106,7 @@ type result struct {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o options
 	fs := newFlags(&o)
-	fs.SetOutput(stderr)
-	if err := config.Parse(fs, args, nil); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	if err := o.conns.Validate(); err != nil {
+	if help, err := config.ParseArgs(fs, args, stderr, o.conns.Validate); help || err != nil {
 		return err
 	}
 	if err := o.validate(); err != nil {
@@ -168,7 +149,7 @@ func simulate(ctx context.Context, o *options, live io.Writer) (_ *result, err e
 	defer rdb.Close()
 	keys := hot.DefaultKeys()
 	keys.Prefix = o.keyPrefix
-	obs := &pipelineObserver{rdb: rdb, keys: keys, client: client, dlq: splitList(o.dlqTopics)}
+	obs := &pipelineObserver{rdb: rdb, keys: keys, client: client, dlq: config.SplitList(o.dlqTopics)}
 	if err := obs.start(ctx); err != nil {
 		return nil, err
 	}
@@ -189,7 +170,7 @@ func simulate(ctx context.Context, o *options, live io.Writer) (_ *result, err e
 		BatchTimeout: 2 * time.Millisecond, WriteTimeout: o.conns.Kafka.Timeout, Transport: client.Transport})
 	defer out.Close()
 
-	w := newWorld(o.seed, splitList(o.contexts), o.items, o.k)
+	w := newWorld(o.seed, config.SplitList(o.contexts), o.items, o.k)
 	s := newSim(simConfig{
 		rate: o.rate, duration: o.duration, users: o.users, sessionRequests: o.sessionRequests, idle: o.idle,
 		badEvery: o.badEvery, seed: o.seed, runID: time.Now().UnixMilli(),
@@ -211,136 +192,4 @@ func simulate(ctx context.Context, o *options, live io.Writer) (_ *result, err e
 		return nil, err
 	}
 	return res, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-func ensureTopic(ctx context.Context, client *kafka.Client, topic string) error {
-	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
-		{Topic: topic, NumPartitions: 1, ReplicationFactor: -1},
-	}})
-	if err != nil {
-		return fmt.Errorf("creating %s: %w", topic, err)
-	}
-	if err := resp.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-		return fmt.Errorf("creating %s: %w", topic, err)
-	}
-	return nil
-}
-
-// readReplies reads the reply topic from its end until ctx ends.
-func readReplies(ctx context.Context, brokers []string, dialer *kafka.Dialer, topic string, out chan<- *schemas.ScoreResponse) error {
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MaxWait: 50 * time.Millisecond, Dialer: dialer})
-	defer r.Close()
-	if err := r.SetOffset(kafka.LastOffset); err != nil {
-		return err
-	}
-	for {
-		m, err := r.ReadMessage(ctx)
-		if err != nil {
-			return err
-		}
-		codec, err := schemas.CodecFor(headerValue(m.Headers, schemas.HeaderContentType))
-		if err != nil {
-			continue
-		}
-		resp := &schemas.ScoreResponse{}
-		if err := codec.DecodeScoreResponse(schemas.DefaultLimits(), m.Value, resp); err != nil {
-			continue
-		}
-		select {
-		case out <- resp:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-func headerValue(headers []kafka.Header, key string) string {
-	for _, h := range headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
-}
-
-// pipelineObserver reads the hot tier's sessions and the dead-letter
-// topics' sizes (counted from the start of the run).
-type pipelineObserver struct {
-	rdb    redis.UniversalClient
-	keys   hot.Keys
-	client *kafka.Client
-	dlq    []string
-	base   int64
-}
-
-func (p *pipelineObserver) start(ctx context.Context) error {
-	n, err := p.dlqSize(ctx)
-	p.base = n
-	return err
-}
-
-func (p *pipelineObserver) hot(ctx context.Context, users []string) ([]bool, error) {
-	pipe := p.rdb.Pipeline()
-	cmds := make([]*redis.StringCmd, len(users))
-	for i, u := range users {
-		cmds[i] = pipe.HGet(ctx, p.keys.SessionKey(u), "l")
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, err
-	}
-	out := make([]bool, len(users))
-	for i, c := range cmds {
-		out[i] = c.Val() == "1"
-	}
-	return out, nil
-}
-
-func (p *pipelineObserver) deadLetters(ctx context.Context) (int64, error) {
-	n, err := p.dlqSize(ctx)
-	return n - p.base, err
-}
-
-func (p *pipelineObserver) dlqSize(ctx context.Context) (int64, error) {
-	if len(p.dlq) == 0 {
-		return 0, nil
-	}
-	meta, err := p.client.Metadata(ctx, &kafka.MetadataRequest{Topics: p.dlq})
-	if err != nil {
-		return 0, err
-	}
-	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
-	for _, t := range meta.Topics {
-		if t.Error != nil {
-			continue // a dead-letter topic that does not exist holds nothing
-		}
-		for _, part := range t.Partitions {
-			req.Topics[t.Name] = append(req.Topics[t.Name], kafka.FirstOffsetOf(part.ID), kafka.LastOffsetOf(part.ID))
-		}
-	}
-	if len(req.Topics) == 0 {
-		return 0, nil
-	}
-	resp, err := p.client.ListOffsets(ctx, req)
-	if err != nil {
-		return 0, err
-	}
-	var n int64
-	for _, parts := range resp.Topics {
-		for _, po := range parts {
-			if po.Error == nil {
-				n += po.LastOffset - po.FirstOffset
-			}
-		}
-	}
-	return n, nil
 }

@@ -15,6 +15,41 @@ import (
 	"github.com/banditstream/banditstream/cmd/internal/config"
 )
 
+// check runs the checks of the services named in args (all by default).
+func check(ctx context.Context, conns config.Connections, healthTopic string, args []string, stdout io.Writer) error {
+	which := "all"
+	if len(args) > 0 {
+		which = args[0]
+	}
+	if len(args) > 1 {
+		// Flags stop at the first argument: flags after the service
+		// would be ignored silently.
+		// (The arguments are not echoed: one may be a password.)
+		return fmt.Errorf("%d unexpected arguments after %q: flags go before the service", len(args)-1, which)
+	}
+	checks := map[string]func(context.Context) error{
+		"kafka": func(ctx context.Context) error { return checkKafka(ctx, conns.Kafka, healthTopic) },
+		"redis": func(ctx context.Context) error { return checkRedis(ctx, conns.Redis) },
+		"cql":   func(ctx context.Context) error { return checkCQL(ctx, conns.CQL) },
+	}
+	order := []string{"kafka", "redis", "cql"}
+	if which != "all" {
+		if _, ok := checks[which]; !ok {
+			return fmt.Errorf("unknown service %q (kafka, redis, cql or all)", which)
+		}
+		order = []string{which}
+	}
+	var errs []error
+	for _, name := range order {
+		if err := checks[name](ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			continue
+		}
+		fmt.Fprintf(stdout, "%s: serving\n", name)
+	}
+	return errors.Join(errs...)
+}
+
 // checkKafka produces one record with acks=all and fetches it back by its
 // offset: a broker that accepts connections but cannot serve a partition
 // fails here.

@@ -79,7 +79,8 @@ func TestComposeInitServiceConfiguration(t *testing.T) {
 	if len(s.Command) < 2 || s.Command[0] != "bandit-stack" || s.Command[1] != "topics" {
 		t.Fatalf("init runs %v, want bandit-stack topics", s.Command)
 	}
-	known := config.EnvNames(topicsFlags(&topicsOptions{}))
+	fs, _, _ := commandFlags("topics", topicsCommand)
+	known := config.EnvNames(fs)
 	for name := range s.Environment {
 		if !slices.Contains(known, name) {
 			t.Errorf("init sets %s, which bandit-stack topics does not read (it reads %v)", name, known)

@@ -13,13 +13,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
 )
@@ -42,13 +39,28 @@ BANDITSTREAM_KAFKA_BROKERS. Run "bandit-stack <command> -h" for the flags.
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "bandit-stack:", err)
-		stop()
-		os.Exit(1)
-	}
+	config.Main("bandit-stack", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stdout, os.Stderr) })
+}
+
+// A command registers its flags on fs (the connection flags, in conns, are
+// there already) and returns what it does once they are parsed; args are
+// what follows the flags.
+type command func(fs *flag.FlagSet, conns *config.Connections) func(ctx context.Context, args []string, stdout io.Writer) error
+
+var commands = map[string]command{
+	"check":      checkCommand,
+	"topics":     topicsCommand,
+	"scram-user": scramCommand,
+	"migrate":    migrateCommand,
+}
+
+// commandFlags returns the flag set of the command called name, and what
+// it does once parsed.
+func commandFlags(name string, setup command) (*flag.FlagSet, *config.Connections, func(context.Context, []string, io.Writer) error) {
+	fs := flag.NewFlagSet("bandit-stack "+name, flag.ContinueOnError)
+	conns := &config.Connections{}
+	conns.Register(fs)
+	return fs, conns, setup(fs, conns)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -56,104 +68,35 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	switch args[0] {
-	case "check":
-		return runCheck(ctx, args[1:], stdout, stderr)
-	case "topics":
-		return runTopics(ctx, args[1:], stdout, stderr)
-	case "scram-user":
-		return runScramUser(ctx, args[1:], stdout, stderr)
-	case "migrate":
-		return runMigrate(ctx, args[1:], stdout, stderr)
-	default:
+	setup, ok := commands[args[0]]
+	if !ok {
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", args[0])
 	}
-}
-
-type checkOptions struct {
-	conns       config.Connections
-	healthTopic string
-}
-
-func checkFlags(o *checkOptions) *flag.FlagSet {
-	fs := flag.NewFlagSet("bandit-stack check", flag.ContinueOnError)
-	o.conns.Register(fs)
-	fs.StringVar(&o.healthTopic, "health-topic", "banditstream.health", "topic the Kafka check produces to and fetches from")
-	return fs
-}
-
-type topicsOptions struct {
-	conns config.Connections
-	spec  string
-	rf    int
-}
-
-func topicsFlags(o *topicsOptions) *flag.FlagSet {
-	fs := flag.NewFlagSet("bandit-stack topics", flag.ContinueOnError)
-	o.conns.Register(fs)
-	fs.StringVar(&o.spec, "topics", defaultTopicSpec, "topics to create, name:partitions, comma separated")
-	fs.IntVar(&o.rf, "replication-factor", -1, "replication factor of new topics; -1 takes the broker's default")
-	return fs
-}
-
-func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var o checkOptions
-	fs := checkFlags(&o)
-	fs.SetOutput(stderr)
-	if err := config.Parse(fs, args, nil); err != nil {
+	fs, conns, do := commandFlags(args[0], setup)
+	if help, err := config.ParseArgs(fs, args[1:], stderr, conns.Validate); help || err != nil {
 		return err
 	}
-	conns := o.conns
-	if err := conns.Validate(); err != nil {
-		return err
+	return do(ctx, fs.Args(), stdout)
+}
+
+// checkCommand checks that each service serves.
+func checkCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Context, []string, io.Writer) error {
+	healthTopic := fs.String("health-topic", "banditstream.health", "topic the Kafka check produces to and fetches from")
+	return func(ctx context.Context, args []string, stdout io.Writer) error {
+		return check(ctx, *conns, *healthTopic, args, stdout)
 	}
-	which := "all"
-	if fs.NArg() > 0 {
-		which = fs.Arg(0)
-	}
-	if fs.NArg() > 1 {
-		// Flags stop at the first argument: flags after the service
-		// would be ignored silently.
-		// (The arguments are not echoed: one may be a password.)
-		return fmt.Errorf("%d unexpected arguments after %q: flags go before the service", fs.NArg()-1, which)
-	}
-	checks := map[string]func(context.Context) error{
-		"kafka": func(ctx context.Context) error { return checkKafka(ctx, conns.Kafka, o.healthTopic) },
-		"redis": func(ctx context.Context) error { return checkRedis(ctx, conns.Redis) },
-		"cql":   func(ctx context.Context) error { return checkCQL(ctx, conns.CQL) },
-	}
-	order := []string{"kafka", "redis", "cql"}
-	if which != "all" {
-		if _, ok := checks[which]; !ok {
-			return fmt.Errorf("unknown service %q (kafka, redis, cql or all)", which)
+}
+
+// topicsCommand creates the pipeline's topics.
+func topicsCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Context, []string, io.Writer) error {
+	spec := fs.String("topics", defaultTopicSpec, "topics to create, name:partitions, comma separated")
+	rf := fs.Int("replication-factor", -1, "replication factor of new topics; -1 takes the broker's default")
+	return func(ctx context.Context, _ []string, stdout io.Writer) error {
+		topics, err := parseTopicSpec(*spec)
+		if err != nil {
+			return err
 		}
-		order = []string{which}
+		return ensureTopics(ctx, conns.Kafka, topics, *rf, stdout)
 	}
-	var errs []error
-	for _, name := range order {
-		if err := checks[name](ctx); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-			continue
-		}
-		fmt.Fprintf(stdout, "%s: serving\n", name)
-	}
-	return errors.Join(errs...)
-}
-
-func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var o topicsOptions
-	fs := topicsFlags(&o)
-	fs.SetOutput(stderr)
-	if err := config.Parse(fs, args, nil); err != nil {
-		return err
-	}
-	if err := o.conns.Validate(); err != nil {
-		return err
-	}
-	topics, err := parseTopicSpec(o.spec)
-	if err != nil {
-		return err
-	}
-	return ensureTopics(ctx, o.conns.Kafka, topics, o.rf, stdout)
 }

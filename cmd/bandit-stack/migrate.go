@@ -7,45 +7,20 @@ import (
 	"io"
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
-	"github.com/banditstream/banditstream/store/cold"
 )
 
-type migrateOptions struct {
-	conns       config.Connections
-	replication string
-}
-
-func migrateFlags(o *migrateOptions) *flag.FlagSet {
-	fs := flag.NewFlagSet("bandit-stack migrate", flag.ContinueOnError)
-	o.conns.Register(fs)
-	fs.StringVar(&o.replication, "cql-replication", cold.DefaultReplication, "replication of the keyspace when it is created")
-	return fs
-}
-
-// runMigrate applies the cold tier's schema: the keyspace and its tables,
-// created if missing. Running it again changes nothing.
-func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var o migrateOptions
-	fs := migrateFlags(&o)
-	fs.SetOutput(stderr)
-	if err := config.Parse(fs, args, nil); err != nil {
-		return err
+// migrateCommand applies the cold tier's schema: the keyspace and its
+// tables, created if missing. Running it again changes nothing.
+func migrateCommand(_ *flag.FlagSet, conns *config.Connections) func(context.Context, []string, io.Writer) error {
+	return func(ctx context.Context, _ []string, stdout io.Writer) error {
+		cql := conns.CQL
+		cql.Migrate = true
+		session, _, err := cql.Cold(ctx, 0)
+		if err != nil {
+			return err
+		}
+		session.Close()
+		fmt.Fprintf(stdout, "cold tier schema applied in keyspace %s\n", cql.Keyspace)
+		return nil
 	}
-	if err := o.conns.Validate(); err != nil {
-		return err
-	}
-	cluster, err := o.conns.CQL.Cluster()
-	if err != nil {
-		return err
-	}
-	session, err := cluster.CreateSession()
-	if err != nil {
-		return fmt.Errorf("connecting to the cold tier: %w", err)
-	}
-	defer session.Close()
-	if err := cold.Migrate(ctx, session, cold.Config{Keyspace: o.conns.CQL.Keyspace, Replication: o.replication}); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "cold tier schema applied in keyspace %s\n", o.conns.CQL.Keyspace)
-	return nil
 }

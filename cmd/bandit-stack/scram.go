@@ -18,8 +18,19 @@ import (
 	"github.com/banditstream/banditstream/cmd/internal/config"
 )
 
+// scramCommand creates or updates a Kafka SASL/SCRAM user.
+func scramCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Context, []string, io.Writer) error {
+	o := scramOptions{conns: conns}
+	fs.StringVar(&o.user, "scram-user", "", "name of the Kafka SASL/SCRAM user to create or update")
+	fs.StringVar(&o.password, "scram-password", "", "the user's password (prefer the environment variable or -scram-password-file)")
+	fs.StringVar(&o.passwordFile, "scram-password-file", "", "file holding the user's password")
+	fs.StringVar(&o.mechanism, "scram-mechanism", config.SASLScramSHA512, "scram-sha-256 or scram-sha-512")
+	fs.IntVar(&o.iterations, "scram-iterations", 8192, "PBKDF2 iterations of the stored credential (at least 4096)")
+	return func(ctx context.Context, _ []string, stdout io.Writer) error { return setScramUser(ctx, o, stdout) }
+}
+
 type scramOptions struct {
-	conns        config.Connections
+	conns        *config.Connections
 	user         string
 	password     string
 	passwordFile string
@@ -27,31 +38,11 @@ type scramOptions struct {
 	iterations   int
 }
 
-func scramFlags(o *scramOptions) *flag.FlagSet {
-	fs := flag.NewFlagSet("bandit-stack scram-user", flag.ContinueOnError)
-	o.conns.Register(fs)
-	fs.StringVar(&o.user, "scram-user", "", "name of the Kafka SASL/SCRAM user to create or update")
-	fs.StringVar(&o.password, "scram-password", "", "the user's password (prefer the environment variable or -scram-password-file)")
-	fs.StringVar(&o.passwordFile, "scram-password-file", "", "file holding the user's password")
-	fs.StringVar(&o.mechanism, "scram-mechanism", config.SASLScramSHA512, "scram-sha-256 or scram-sha-512")
-	fs.IntVar(&o.iterations, "scram-iterations", 8192, "PBKDF2 iterations of the stored credential (at least 4096)")
-	return fs
-}
-
-// runScramUser creates or updates a SCRAM credential on the brokers (the
+// setScramUser creates or updates a SCRAM credential on the brokers (the
 // AlterUserScramCredentials API of Kafka 3.5+ in KRaft mode). The broker
 // stores only the salted password; the password itself never leaves this
 // process.
-func runScramUser(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var o scramOptions
-	fs := scramFlags(&o)
-	fs.SetOutput(stderr)
-	if err := config.Parse(fs, args, nil); err != nil {
-		return err
-	}
-	if err := o.conns.Validate(); err != nil {
-		return err
-	}
+func setScramUser(ctx context.Context, o scramOptions, stdout io.Writer) error {
 	password, err := config.Secret(o.password, o.passwordFile, "scram-password")
 	if err != nil {
 		return err

@@ -20,44 +20,57 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"sort"
-	"syscall"
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
 )
 
-// command is one subcommand: its flags are registered on fs, and run does
-// the work once they are parsed.
+// command is one subcommand: the connection flags it needs are registered
+// on fs (and checked once parsed), its own flags by setup, which returns
+// what it does once they are parsed.
 type command struct {
 	summary string
-	setup   func(fs *flag.FlagSet) func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) error
+	needs   services
+	setup   func(fs *flag.FlagSet, conns *config.Connections) func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) error
 }
 
-var commands = map[string]command{
-	"produce": {"publish interaction events from JSON lines (stdin or -file)", produceCommand},
-	"score":   {"send a score request and print the ranking", scoreCommand},
-	"tail":    {"print a topic's records (events, requests, results, dead letters) as JSON lines", tailCommand},
-	"redrive": {"send dead letters back to the topic they came from, each once", redriveCommand},
-	"replay":  {"re-read a topic range into the stores (live or a shadow namespace) or, for requests, into a results topic", replayCommand},
-	"diff":    {"compare the arm counts of two hot tier namespaces", diffCommand},
-	"promote": {"replace a namespace's arm counts with another's (a checked shadow rebuild)", promoteCommand},
-}
+// services are the systems a command connects to.
+type services int
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, errUsage) {
-			fmt.Fprintln(os.Stderr, "bandit:", err)
-		}
-		stop()
-		os.Exit(1)
+const (
+	kafkaOnly services = iota
+	redisOnly
+	allServices
+)
+
+// register defines the connection flags of s on fs and returns their check.
+func (s services) register(fs *flag.FlagSet, conns *config.Connections) func() error {
+	switch s {
+	case kafkaOnly:
+		conns.Kafka.Register(fs)
+		return conns.Kafka.Validate
+	case redisOnly:
+		conns.Redis.Register(fs)
+		return conns.Redis.Validate
+	default:
+		conns.Register(fs)
+		return conns.Validate
 	}
 }
 
-// errUsage is returned after the usage was printed.
-var errUsage = errors.New("usage")
+var commands = map[string]command{
+	"produce": {"publish interaction events from JSON lines (stdin or -file)", kafkaOnly, produceCommand},
+	"score":   {"send a score request and print the ranking", kafkaOnly, scoreCommand},
+	"tail":    {"print a topic's records (events, requests, results, dead letters) as JSON lines", kafkaOnly, tailCommand},
+	"redrive": {"send dead letters back to the topic they came from, each once", kafkaOnly, redriveCommand},
+	"replay":  {"re-read a topic range into the stores (live or a shadow namespace) or, for requests, into a results topic", allServices, replayCommand},
+	"diff":    {"compare the arm counts of two hot tier namespaces", redisOnly, diffCommand},
+	"promote": {"replace a namespace's arm counts with another's (a checked shadow rebuild)", redisOnly, promoteCommand},
+}
+
+func main() {
+	config.Main("bandit", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr) })
+}
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: bandit <command> [flags]\n\ncommands:")
@@ -75,7 +88,7 @@ func usage(w io.Writer) {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		usage(stderr)
-		return errUsage
+		return config.ErrUsage
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
@@ -86,11 +99,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if !ok {
 		fmt.Fprintf(stderr, "bandit: unknown command %q\n\n", args[0])
 		usage(stderr)
-		return errUsage
+		return config.ErrUsage
 	}
 	fs := flag.NewFlagSet("bandit "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	do := cmd.setup(fs)
+	var conns config.Connections
+	validate := cmd.needs.register(fs, &conns)
+	do := cmd.setup(fs, &conns)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: bandit %s [flags]\n\n%s.\n\nflags:\n", args[0], cmd.summary)
 		fs.PrintDefaults()
@@ -99,13 +114,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		return errUsage
+		return config.ErrUsage
 	}
 	if fs.NArg() > 0 {
 		// Flags stop at the first argument; the rest are not echoed (one
 		// may be a password).
 		fmt.Fprintf(stderr, "bandit %s: %d unexpected arguments starting at the first that is not a flag: flags go before, none after\n", args[0], fs.NArg())
-		return errUsage
+		return config.ErrUsage
+	}
+	if err := validate(); err != nil {
+		return err
 	}
 	return do(ctx, stdin, stdout, stderr)
 }

@@ -13,9 +13,7 @@ import (
 
 // diffCommand compares the arm counts of two hot tier namespaces: a shadow
 // rebuild against the live state.
-func diffCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, io.Writer) error {
-	var r config.Redis
-	r.Register(fs)
+func diffCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Context, io.Reader, io.Writer, io.Writer) error {
 	keys := hot.DefaultKeys()
 	here := fs.String("key-prefix", keys.Prefix, "namespace to compare (the live one by default)")
 	there := fs.String("against", "", "namespace to compare it with (required)")
@@ -24,7 +22,7 @@ func diffCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, i
 		if *there == "" {
 			return errors.New("-against: name the namespace to compare with")
 		}
-		a, b, closeAll, err := twoNamespaces(r, *here, *there, *shards)
+		a, b, closeAll, err := twoNamespaces(conns.Redis, *here, *there, *shards)
 		if err != nil {
 			return err
 		}
@@ -46,9 +44,7 @@ func diffCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, i
 }
 
 // promoteCommand replaces a namespace's arm counts with another's.
-func promoteCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, io.Writer) error {
-	var r config.Redis
-	r.Register(fs)
+func promoteCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Context, io.Reader, io.Writer, io.Writer) error {
 	keys := hot.DefaultKeys()
 	from := fs.String("from", "", "namespace to promote, e.g. a checked shadow rebuild (required)")
 	to := fs.String("to", keys.Prefix, "namespace it replaces (the live one by default); stop ingest into it first")
@@ -57,7 +53,7 @@ func promoteCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer
 		if *from == "" || *from == *to {
 			return errors.New("-from: name the namespace to promote, other than -to")
 		}
-		dst, src, closeAll, err := twoNamespaces(r, *to, *from, *shards)
+		dst, src, closeAll, err := twoNamespaces(conns.Redis, *to, *from, *shards)
 		if err != nil {
 			return err
 		}
@@ -78,9 +74,6 @@ func promoteCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer
 }
 
 func twoNamespaces(r config.Redis, a, b string, shards int) (*hot.Hot, *hot.Hot, func(), error) {
-	if err := r.Validate(); err != nil {
-		return nil, nil, nil, err
-	}
 	rdb, err := r.Client()
 	if err != nil {
 		return nil, nil, nil, err

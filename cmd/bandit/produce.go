@@ -18,18 +18,14 @@ import (
 
 // produceCommand reads interaction events as JSON lines and publishes
 // them, batch by batch, each acknowledged by the brokers.
-func produceCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, io.Writer) error {
-	var k config.Kafka
-	k.Register(fs)
+func produceCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Context, io.Reader, io.Writer, io.Writer) error {
+	k := &conns.Kafka
 	topic := fs.String("topic", config.TopicInteractions, "topic to publish to")
 	file := fs.String("file", "-", "file of JSON lines, one event per line (- for stdin)")
 	batch := fs.Int("batch", 500, "events per published batch")
 	compression := fs.String("compression", "lz4", "batch compression: none, gzip, snappy, lz4, zstd")
 	fill := fs.Bool("fill", true, "give an event without event_id a new random one, and without event_time_ms the current time")
 	return func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) error {
-		if err := k.Validate(); err != nil {
-			return err
-		}
 		if *batch < 1 {
 			return errors.New("-batch must be at least 1")
 		}

@@ -34,9 +34,8 @@ const HeaderRedrivenFrom = "dlq-redriven-from"
 // (the previous one stopped in between) first reads the target topics from
 // the intent's time for records marked as re-driven from this partition,
 // and skips those.
-func redriveCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, io.Writer) error {
-	var k config.Kafka
-	k.Register(fs)
+func redriveCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Context, io.Reader, io.Writer, io.Writer) error {
+	k := &conns.Kafka
 	topic := fs.String("topic", config.TopicInteractions+config.DLQSuffix, "dead-letter topic to re-drive")
 	group := fs.String("group", "banditstream-redrive", "consumer group that keeps the progress (a new group starts from the earliest dead letter)")
 	errorContains := fs.String("error-contains", "", "re-drive only dead letters whose error contains this text; the others are passed over")
@@ -45,9 +44,6 @@ func redriveCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer
 	dryRun := fs.Bool("dry-run", false, "report what would be re-driven; write and commit nothing")
 	faultStop := fs.Bool("fault-stop-after-publish", false, "fault injection for tests: exit after publishing the first batch, before committing it")
 	return func(ctx context.Context, _ io.Reader, stdout, stderr io.Writer) error {
-		if err := k.Validate(); err != nil {
-			return err
-		}
 		if *contentType != "" {
 			if _, err := schemas.CodecFor(*contentType); err != nil {
 				return fmt.Errorf("-content-type: %w", err)

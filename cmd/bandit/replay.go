@@ -18,15 +18,12 @@ import (
 	"github.com/banditstream/banditstream/consumers"
 	"github.com/banditstream/banditstream/producers"
 	"github.com/banditstream/banditstream/store"
-	"github.com/banditstream/banditstream/store/cold"
 	"github.com/banditstream/banditstream/store/hot"
 )
 
 // replayCommand re-reads a range of a topic into the stores (events) or
 // into a results topic (score requests).
-func replayCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, io.Writer) error {
-	var conns config.Connections
-	conns.Register(fs)
+func replayCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Context, io.Reader, io.Writer, io.Writer) error {
 	keys := hot.DefaultKeys()
 	topic := fs.String("topic", config.TopicInteractions, "topic to replay")
 	kind := fs.String("kind", "auto", "events (into the stores) or requests (scored into -results-topic); auto: requests if the topic's name has \"request\" in it")
@@ -35,15 +32,11 @@ func replayCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer,
 	to := fs.String("to", "end", "end (exclusive): end, an offset, or a time")
 	prefix := fs.String("key-prefix", keys.Prefix, "hot tier namespace to replay into; the live one by default, another for a shadow rebuild")
 	shards := fs.Int("shards", keys.Shards, "arm shards of that namespace")
-	historyCap := fs.Int("history-cap", 200, "recent events kept per hot user")
-	replication := fs.String("cql-replication", cold.DefaultReplication, "replication of the keyspace when it is created (with -cql-migrate)")
+	historyCap := fs.Int("history-cap", store.DefaultTierConfig().HistoryCap, "recent events kept per hot user")
 	resultsTopic := fs.String("results-topic", "", "for requests: topic the responses go to (never the live "+config.TopicScoreResults+")")
 	dryRun := fs.Bool("dry-run", false, "events: report how many events would change the namespace, writing nothing; requests: count them")
 	progress := fs.String("progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), always or never")
 	return func(ctx context.Context, _ io.Reader, stdout, stderr io.Writer) error {
-		if err := conns.Validate(); err != nil {
-			return err
-		}
 		fromPos, err := parsePosition(*from, consumers.Earliest)
 		if err != nil {
 			return fmt.Errorf("-from: %w", err)
@@ -94,9 +87,9 @@ func replayCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer,
 			fmt.Fprintf(stdout, "would score %d records of %s (offsets in range; bad ones are counted when scored)\n", total, *topic)
 			return nil
 		case *kind == "requests":
-			st, err = replayRequests(ctx, conns, hot, *topic, *resultsTopic, ranges, bar.add)
+			st, err = replayRequests(ctx, *conns, hot, *topic, *resultsTopic, ranges, bar.add)
 		default:
-			st, err = replayEvents(ctx, conns, hot, *topic, *replication, *historyCap, ranges, *dryRun, bar.add)
+			st, err = replayEvents(ctx, *conns, hot, *topic, *historyCap, ranges, *dryRun, bar.add)
 		}
 		bar.stop()
 		if err != nil {
@@ -121,12 +114,12 @@ type discard struct{}
 
 func (discard) WriteMessages(context.Context, ...kafka.Message) error { return nil }
 
-func replayEvents(ctx context.Context, conns config.Connections, hot *hot.Hot, topic, replication string, historyCap int,
+func replayEvents(ctx context.Context, conns config.Connections, hot *hot.Hot, topic string, historyCap int,
 	ranges []consumers.ReplayRange, dry bool, progress func(int)) (consumers.ReplayStats, error) {
 	var total consumers.ReplayStats
 	stores := consumers.IngestStores{Arms: hot, Recoverer: hot}
 	if !dry {
-		session, cold, err := conns.CQL.Cold(ctx, "LOCAL_QUORUM", replication, historyCap)
+		session, cold, err := conns.CQL.Cold(ctx, historyCap)
 		if err != nil {
 			return total, err
 		}

@@ -19,9 +19,8 @@ import (
 
 // scoreCommand sends one score request through the pipeline and prints the
 // ranking it gets back.
-func scoreCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, io.Writer) error {
-	var k config.Kafka
-	k.Register(fs)
+func scoreCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Context, io.Reader, io.Writer, io.Writer) error {
+	k := &conns.Kafka
 	topic := fs.String("requests-topic", config.TopicScoreRequests, "topic bandit-score reads")
 	reply := fs.String("reply-topic", "", "topic for the response (default: a temporary one, deleted afterwards)")
 	user := fs.String("user", "", "user id (required)")
@@ -34,9 +33,6 @@ func scoreCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, 
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the response")
 	asJSON := fs.Bool("json", false, "print the response as JSON")
 	return func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) error {
-		if err := k.Validate(); err != nil {
-			return err
-		}
 		m, ok := schemas.ParseMode(*mode)
 		if !ok {
 			return fmt.Errorf("-mode: %q is not thompson or mean", *mode)

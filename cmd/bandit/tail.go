@@ -21,17 +21,13 @@ import (
 
 // tailCommand prints a topic's records as JSON lines: position, key, the
 // dead-letter headers, and the value decoded into its JSON form.
-func tailCommand(fs *flag.FlagSet) func(context.Context, io.Reader, io.Writer, io.Writer) error {
-	var k config.Kafka
-	k.Register(fs)
+func tailCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Context, io.Reader, io.Writer, io.Writer) error {
+	k := &conns.Kafka
 	topic := fs.String("topic", config.TopicScoreResults, "topic to read")
 	kind := fs.String("kind", "auto", "what the values are: event, request, response, or auto (from the topic's name; a dead-letter topic's from its source's)")
 	from := fs.String("from", "end", "where to start in each partition: beginning, end, or a number n for the last n records")
 	follow := fs.Bool("follow", false, "keep printing new records until interrupted (otherwise stop at the end)")
 	return func(ctx context.Context, _ io.Reader, stdout, stderr io.Writer) error {
-		if err := k.Validate(); err != nil {
-			return err
-		}
 		decode, err := valueDecoder(*kind, *topic)
 		if err != nil {
 			return err

@@ -69,12 +69,12 @@ func (r Redis) Hot(keys hot.Keys) (redis.UniversalClient, *hot.Hot, error) {
 	return rdb, hot, nil
 }
 
-// Cold opens a session at consistency (a CQL name such as LOCAL_QUORUM)
+// Cold opens a session at Consistency (a CQL name such as LOCAL_QUORUM)
 // and the cold tier in the keyspace; with Migrate, the keyspace (with
-// replication) and its tables are created first if missing. Close the
+// Replication) and its tables are created first if missing. Close the
 // session when done.
-func (c CQL) Cold(ctx context.Context, consistency, replication string, historyLoad int) (*gocql.Session, *cold.Cold, error) {
-	cons, err := gocql.ParseConsistencyWrapper(consistency)
+func (c CQL) Cold(ctx context.Context, historyLoad int) (*gocql.Session, *cold.Cold, error) {
+	cons, err := gocql.ParseConsistencyWrapper(c.Consistency)
 	if err != nil {
 		return nil, nil, fmt.Errorf("-cql-consistency: %w", err)
 	}
@@ -87,7 +87,7 @@ func (c CQL) Cold(ctx context.Context, consistency, replication string, historyL
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to the cold tier: %w", err)
 	}
-	cfg := cold.Config{Keyspace: c.Keyspace, Replication: replication, HistoryLoad: historyLoad}
+	cfg := cold.Config{Keyspace: c.Keyspace, Replication: c.Replication, HistoryLoad: historyLoad}
 	if c.Migrate {
 		if err := cold.Migrate(ctx, session, cfg); err != nil {
 			session.Close()

@@ -9,12 +9,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/banditstream/banditstream/schemas"
+	"github.com/banditstream/banditstream/store/cold"
 )
 
 // EnvPrefix starts every environment variable the binaries read.
@@ -74,6 +76,10 @@ type CQL struct {
 	// Migrate applies the cold tier's schema (idempotently) before use;
 	// otherwise it must exist (bandit-stack migrate).
 	Migrate bool
+	// Replication is the keyspace's replication when Migrate creates it.
+	Replication string
+	// Consistency is the CQL consistency of reads and writes.
+	Consistency string
 }
 
 // Connections groups the settings of the three external systems.
@@ -86,7 +92,7 @@ type Connections struct {
 // Register defines the Kafka connection flags on fs, with the documented
 // defaults (for tools that only talk to Kafka).
 func (k *Kafka) Register(fs *flag.FlagSet) {
-	k.Brokers = splitList(DefaultKafkaBrokers)
+	k.Brokers = SplitList(DefaultKafkaBrokers)
 	fs.Var((*listFlag)(&k.Brokers), "kafka-brokers", "Kafka bootstrap brokers, comma separated")
 	fs.StringVar(&k.ClientID, "kafka-client-id", "banditstream", "client id reported to Kafka")
 	fs.DurationVar(&k.Timeout, "kafka-timeout", 10*time.Second, "Kafka dial and request timeout")
@@ -135,7 +141,7 @@ func (c *Connections) Register(fs *flag.FlagSet) {
 
 	c.Redis.Register(fs)
 
-	c.CQL.Hosts = splitList(DefaultCQLHosts)
+	c.CQL.Hosts = SplitList(DefaultCQLHosts)
 	fs.Var((*listFlag)(&c.CQL.Hosts), "cql-hosts", "cold tier contact points, comma separated host:port")
 	fs.StringVar(&c.CQL.Keyspace, "cql-keyspace", DefaultCQLKeyspace, "cold tier keyspace")
 	fs.StringVar(&c.CQL.Username, "cql-username", "", "cold tier user name")
@@ -143,6 +149,8 @@ func (c *Connections) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.CQL.PasswordFile, "cql-password-file", "", "file holding the cold tier password")
 	fs.DurationVar(&c.CQL.Timeout, "cql-timeout", 10*time.Second, "cold tier connect and query timeout")
 	fs.BoolVar(&c.CQL.Migrate, "cql-migrate", false, "create the cold tier's keyspace and tables if missing before starting (as bandit-stack migrate does)")
+	fs.StringVar(&c.CQL.Replication, "cql-replication", cold.DefaultReplication, "replication of the keyspace when it is created (with -cql-migrate)")
+	fs.StringVar(&c.CQL.Consistency, "cql-consistency", "LOCAL_QUORUM", "consistency of cold tier reads and writes")
 	c.CQL.TLS.register(fs, "cql", "the cold tier")
 }
 
@@ -218,6 +226,26 @@ func Parse(fs *flag.FlagSet, args []string, lookup func(string) (string, bool)) 
 	return errors.Join(errs...)
 }
 
+// ParseArgs parses a command's args into fs (as Parse does, from the
+// environment and the -config file too), with usage and errors on stderr,
+// then runs each check. help reports that -h was asked for and the usage
+// printed: the command then has nothing more to do.
+func ParseArgs(fs *flag.FlagSet, args []string, stderr io.Writer, checks ...func() error) (help bool, err error) {
+	fs.SetOutput(stderr)
+	if err := Parse(fs, args, nil); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return false, err
+	}
+	for _, check := range checks {
+		if err := check(); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
 // parseFile sets, from the configuration file at path, every flag not set
 // yet.
 func parseFile(fs *flag.FlagSet, path string, set map[string]bool) error {
@@ -284,7 +312,7 @@ func (l *listFlag) String() string {
 }
 
 func (l *listFlag) Set(s string) error {
-	items := splitList(s)
+	items := SplitList(s)
 	if len(items) == 0 {
 		return errors.New("empty list")
 	}
@@ -292,7 +320,8 @@ func (l *listFlag) Set(s string) error {
 	return nil
 }
 
-func splitList(s string) []string {
+// SplitList splits a comma-separated list, dropping blanks and empty items.
+func SplitList(s string) []string {
 	var out []string
 	for _, p := range strings.Split(s, ",") {
 		if p = strings.TrimSpace(p); p != "" {

@@ -289,3 +289,26 @@ func CheckDeployment(t *testing.T, name, binary string, fs *flag.FlagSet, conns 
 		t.Errorf("%s: terminationGracePeriodSeconds %s is not above the drain timeout %s", name, grace, drain)
 	}
 }
+
+// FlagsDocumented checks that docs/configuration.md names every flag of fs
+// (as `-name` in a table or text, or [-name …] in a usage line), so that
+// the reference cannot fall behind the binaries.
+func FlagsDocumented(t *testing.T, fs *flag.FlagSet) {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	doc, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "..", "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "-" + f.Name
+		for _, open := range []string{"`", "[", " "} {
+			for _, end := range []string{"`", ",", " ", "]", "="} {
+				if bytes.Contains(doc, []byte(open+name+end)) {
+					return
+				}
+			}
+		}
+		t.Errorf("%s: %s is not in docs/configuration.md", fs.Name(), name)
+	})
+}
