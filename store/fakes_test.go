@@ -438,3 +438,19 @@ func (c *clock) advance(d time.Duration) {
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
 }
+
+// snapshotCount is len(c.snapshots), for tests reading while a sweeper runs.
+func (c *fakeCold) snapshotCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.snapshots)
+}
+
+// isHot reports whether user has a session, for tests reading while a
+// sweeper runs.
+func (h *fakeHot) isHot(user string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.sessions[user]
+	return ok
+}

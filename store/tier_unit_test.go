@@ -349,18 +349,18 @@ func TestSweeperRun(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- sw.Run(ctx) }()
 		synctest.Wait()
-		if len(c.snapshots) != 1 {
-			t.Fatalf("%d snapshots at start, want 1", len(c.snapshots))
+		if n := c.snapshotCount(); n != 1 {
+			t.Fatalf("%d snapshots at start, want 1", n)
 		}
 		time.Sleep(50 * time.Second)
 		synctest.Wait()
-		if _, ok := h.sessions["u"]; ok || len(c.snapshots) != 1 {
-			t.Fatalf("after 50 s: user hot %v, %d snapshots; want offloaded, 1", ok, len(c.snapshots))
+		if hot, n := h.isHot("u"), c.snapshotCount(); hot || n != 1 {
+			t.Fatalf("after 50 s: user hot %v, %d snapshots; want offloaded, 1", hot, n)
 		}
 		time.Sleep(20 * time.Second)
 		synctest.Wait()
-		if len(c.snapshots) != 2 {
-			t.Fatalf("after 70 s: %d snapshots, want 2", len(c.snapshots))
+		if n := c.snapshotCount(); n != 2 {
+			t.Fatalf("after 70 s: %d snapshots, want 2", n)
 		}
 		cancel()
 		if err := <-done; err != nil {
