@@ -1,0 +1,94 @@
+package consumers
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/banditstream/banditstream/sampler"
+	"github.com/banditstream/banditstream/store/state"
+)
+
+// RewardModel turns counts into Beta posteriors: trials are impressions,
+// reward r = Σ Weights[type]·count(type), α = α0 + r and
+// β = β0 + max(trials − r, 0). While a user's session is hot, the user's
+// own counts are added with weight Lambda: α += λ·r_u, β += λ·max(t_u − r_u, 0).
+type RewardModel struct {
+	Prior sampler.Prior
+	// Weights by state.TypeIndex (impression, click, wishlist, add to
+	// cart, order). The impression weight must be 0: impressions are the
+	// trials.
+	Weights [state.NumEventTypes]float64
+	Lambda  float64
+}
+
+// DefaultRewardModel is Beta(1, 1), a click worth 1 and everything else 0,
+// and the user's own counts at weight 1.
+func DefaultRewardModel() RewardModel {
+	return RewardModel{Prior: sampler.DefaultPrior, Weights: [state.NumEventTypes]float64{0, 1, 0, 0, 0}, Lambda: 1}
+}
+
+// Validate reports a model that cannot work.
+func (m RewardModel) Validate() error {
+	if err := m.Prior.Validate(); err != nil {
+		return err
+	}
+	if m.Weights[0] != 0 {
+		return errors.New("reward model: impressions are the trials; their weight must be 0")
+	}
+	for _, w := range m.Weights {
+		if !(w >= 0) || math.IsInf(w, 0) {
+			return fmt.Errorf("reward model: weight %v must be finite and not negative", w)
+		}
+	}
+	if !(m.Lambda >= 0) || math.IsInf(m.Lambda, 0) {
+		return fmt.Errorf("reward model: lambda %v must be finite and not negative", m.Lambda)
+	}
+	return nil
+}
+
+// trialsReward returns an arm's trials and reward.
+func (m *RewardModel) trialsReward(c *state.Counts) (float64, float64) {
+	var r float64
+	for t := 1; t < state.NumEventTypes; t++ {
+		r += m.Weights[t] * float64(c.ByType[t])
+	}
+	return float64(c.ByType[0]), r
+}
+
+// arm returns the global posterior of an arm with counts c.
+func (m *RewardModel) arm(c *state.Counts) sampler.Arm {
+	t, r := m.trialsReward(c)
+	return m.Prior.Arm(t, r)
+}
+
+// personalize adds a user's own counts to a global posterior.
+func (m *RewardModel) personalize(a *sampler.Arm, c *state.Counts) {
+	t, r := m.trialsReward(c)
+	alpha := a.Alpha() + m.Lambda*r
+	beta := a.Beta() + m.Lambda*max(t-r, 0)
+	_ = a.Set(alpha, beta) // finite and positive: sums of positive shapes and non-negative counts
+}
+
+// Posterior returns an arm's posterior from its global counts and, if own
+// is not nil, the user's own counts on it: what the scorer ranks.
+func (m RewardModel) Posterior(global state.Counts, own *state.Counts) sampler.Arm {
+	a := m.arm(&global)
+	if own != nil && m.Lambda > 0 {
+		m.personalize(&a, own)
+	}
+	return a
+}
+
+// Version names the model in every response.
+func (m RewardModel) Version() string {
+	w := ""
+	for i, x := range m.Weights[1:] {
+		if i > 0 {
+			w += ","
+		}
+		w += strconv.FormatFloat(x, 'g', -1, 64)
+	}
+	return fmt.Sprintf("beta(%g,%g);w=%s;lambda=%g", m.Prior.Alpha, m.Prior.Beta, w, m.Lambda)
+}
