@@ -12,17 +12,21 @@ import (
 	"github.com/banditstream/banditstream/store/state"
 )
 
-// A hot user's keys share the hash tag {<user>}:
+// A hot user's keys share the hash tag {<tag>}, where tag is a hash of the
+// user id (userTag) rather than the id itself, so that no id (one holding
+// braces, say) can break the tag and scatter the user's keys over cluster
+// slots; the id follows the tag, so every user's keys stay distinct:
 //
-//	<prefix>:u:{<user>}:m   hash: l = 1 once loaded, ep = the hot tier's
-//	                        epoch at load, sid = session id, v =
-//	                        version, seen = last activity (ms), ps/pe = the
-//	                        sequence numbers of the first and next pending
-//	                        event, w:<topic>/<partition> = watermarks
-//	<prefix>:u:{<user>}:h   list: recent events, newest first, capped
-//	<prefix>:u:{<user>}:p   list: events not yet in the cold tier, oldest first
-//	<prefix>:u:{<user>}:s   hash: "<context>\x1f<item>\x1f<type>" → count
-//	<prefix>:u:{<user>}:k   the session-load lock
+//	<prefix>:u:{<tag>}:<user>:m   hash: l = 1 once loaded, ep = the hot
+//	                              tier's epoch at load, sid = session id,
+//	                              v = version, seen = last activity (ms),
+//	                              ps/pe = the sequence numbers of the first
+//	                              and next pending event, w:<topic>/<partition>
+//	                              = watermarks
+//	<prefix>:u:{<tag>}:<user>:h   list: recent events, newest first, capped
+//	<prefix>:u:{<tag>}:<user>:p   list: events not yet in the cold tier, oldest first
+//	<prefix>:u:{<tag>}:<user>:s   hash: "<context>\x1f<item>\x1f<type>" → count
+//	<prefix>:u:{<tag>}:<user>:k   the session-load lock
 //
 // and the activity index is sharded: <prefix>:act:{a<n>} sorted set, user →
 // last activity (ms), n = hash(user) mod ActivityShards.
@@ -31,7 +35,19 @@ import (
 const ActivityShards = 64
 
 func (k Keys) userKey(user, suffix string) string {
-	return k.Prefix + ":u:{" + user + "}:" + suffix
+	return k.Prefix + ":u:{" + userTag(user) + "}:" + user + ":" + suffix
+}
+
+// userTag is the hash tag of a user's keys: the 64-bit FNV-1a hash of the
+// id in hex, which holds no brace whatever the id does.
+func userTag(user string) string {
+	const offset, prime = 14695981039346656037, 1099511628211
+	h := uint64(offset)
+	for i := 0; i < len(user); i++ {
+		h ^= uint64(user[i])
+		h *= prime
+	}
+	return strconv.FormatUint(h, 16)
 }
 
 // SessionKey returns the key of a user's session hash, which exists while
