@@ -169,7 +169,7 @@ type ScorerStats struct {
 	HotArms, PriorArms         int64
 	CacheStale, CacheEvictions int64
 	CacheRefreshed             int64
-	CacheArms                  int
+	CacheArms, CacheContexts   int
 	CacheBytes                 int64
 	SessionLoads               int64
 }
@@ -229,7 +229,7 @@ func NewScorer(cfg ScorerConfig, arms ArmReader, sessions SessionStore, out Mess
 func (s *Scorer) Stats() ScorerStats {
 	c := s.cache.Stats()
 	return ScorerStats{
-		CacheArms: c.Arms, CacheBytes: c.Bytes,
+		CacheArms: c.Arms, CacheContexts: c.Contexts, CacheBytes: c.Bytes,
 		Scored: s.scored.Load(), PastDeadline: s.pastDeadline.Load(), DeadLetters: s.deadLetters.Load(),
 		Candidates: s.candidates.Load(),
 		CacheHits:  c.Hits, CacheMisses: c.Misses,

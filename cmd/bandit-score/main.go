@@ -283,6 +283,8 @@ func registerScorerMetrics(srv *ops.Server, topic string, sc *consumers.Scorer, 
 			Read: func() []ops.Value { return ops.One(sc.Stats().CacheRefreshed) }},
 		{Name: "arm_cache_arms", Help: "Arms in the in-process cache.", Type: gauge,
 			Read: func() []ops.Value { return ops.One(int64(sc.Stats().CacheArms)) }},
+		{Name: "arm_cache_contexts", Help: "Contexts with arms in the in-process cache (a context is kept only while it has arms).", Type: gauge,
+			Read: func() []ops.Value { return ops.One(int64(sc.Stats().CacheContexts)) }},
 		{Name: "arm_cache_bytes", Help: "Accounted bytes of the in-process cache.", Type: gauge,
 			Read: func() []ops.Value { return ops.One(sc.Stats().CacheBytes) }},
 	}

@@ -36,7 +36,9 @@ type Cache struct {
 	mu       sync.RWMutex
 	seed     maphash.Seed
 	contexts map[string]uint32 // context → number (from 1)
-	ctxNames []string          // by number − 1
+	ctxNames []string          // by number − 1; "" once freed
+	ctxRefs  []int32           // slots of each context, by number − 1
+	ctxFree  []uint32          // numbers of freed contexts, for reuse
 	table    []uint64          // 0: empty; else tag<<32 | slot+1
 	slots    []cacheSlot
 	long     map[int32]string // item ids longer than inlineKey, by slot
@@ -57,15 +59,16 @@ type Stats struct {
 	// staleness; Stale were hits older than the maximum age, marked for
 	// refresh; Refreshed were put again by Refresh; Evictions made room.
 	Hits, Misses, Stale, Refreshed, Evictions int64
-	// Arms and Bytes are what the cache holds now.
-	Arms  int
-	Bytes int64
+	// Arms, Contexts and Bytes are what the cache holds now.
+	Arms, Contexts int
+	Bytes          int64
 }
 
 // Stats returns the cache's counters and size.
 func (c *Cache) Stats() Stats {
 	arms, bytes := c.Size()
-	return Stats{
+	contexts := c.Contexts()
+	return Stats{Contexts: contexts,
 		Hits: c.hits.Load(), Misses: c.misses.Load(), Stale: c.stale.Load(),
 		Refreshed: c.refreshed.Load(), Evictions: c.evictions.Load(), Arms: arms, Bytes: bytes,
 	}
@@ -267,26 +270,35 @@ func (c *Cache) Put(entries []Entry, fetched int64) {
 	defer c.mu.Unlock()
 	for _, e := range entries {
 		id, ok := c.contexts[e.Context]
-		if !ok {
-			name := strings.Clone(e.Context)
-			c.ctxNames = append(c.ctxNames, name)
-			id = uint32(len(c.ctxNames))
-			c.contexts[name] = id
-		}
-		if s := c.find(id, e.Item); s >= 0 {
-			slot := &c.slots[s]
-			slot.arm, slot.fetched = e.Arm, fetched
-			slot.ref.And(^uint32(refRefresh))
-			continue
+		if ok {
+			if s := c.find(id, e.Item); s >= 0 {
+				slot := &c.slots[s]
+				slot.arm, slot.fetched = e.Arm, fetched
+				slot.ref.And(^uint32(refRefresh))
+				continue
+			}
 		}
 		size := int64(slotBytes)
 		if len(e.Item) > inlineKey {
 			size += int64(len(e.Item)) + longKeyBytes
 		}
-		for c.bytes+size > c.maxBytes && c.evictOne() {
+		// Make room, counting the context too while it has no slot (an
+		// eviction may free it).
+		for {
+			id, ok = c.contexts[e.Context]
+			need := size
+			if !ok {
+				need += contextBytes(e.Context)
+			}
+			if c.bytes+need <= c.maxBytes {
+				break
+			}
+			if !c.evictOne() {
+				return
+			}
 		}
-		if c.bytes+size > c.maxBytes {
-			return
+		if !ok {
+			id = c.addContext(e.Context)
 		}
 		var s int32
 		if n := len(c.free); n > 0 {
@@ -303,6 +315,7 @@ func (c *Cache) Put(entries []Entry, fetched int64) {
 		slot := &c.slots[s]
 		slot.arm, slot.fetched = e.Arm, fetched
 		slot.hash, slot.ctx = c.hash(id, e.Item), id
+		c.ctxRefs[id-1]++
 		if len(e.Item) <= inlineKey {
 			slot.klen = uint8(copy(slot.key[:], e.Item))
 		} else {
@@ -315,6 +328,50 @@ func (c *Cache) Put(entries []Entry, fetched int64) {
 		c.insert(slot.hash, s)
 		c.bytes += size
 	}
+}
+
+// contextBytes is what a context costs while it has cached arms: its name
+// and its map entry.
+func contextBytes(name string) int64 { return int64(len(name)) + longKeyBytes }
+
+// addContext numbers a new context, reusing a freed number if any, and
+// accounts its bytes. Contexts are the clients' strings: they are kept only
+// while they have cached arms, so their number is bounded by the slots'.
+func (c *Cache) addContext(ctx string) uint32 {
+	name := strings.Clone(ctx)
+	var id uint32
+	if n := len(c.ctxFree); n > 0 {
+		id = c.ctxFree[n-1]
+		c.ctxFree = c.ctxFree[:n-1]
+		c.ctxNames[id-1], c.ctxRefs[id-1] = name, 0
+	} else {
+		c.ctxNames = append(c.ctxNames, name)
+		c.ctxRefs = append(c.ctxRefs, 0)
+		id = uint32(len(c.ctxNames))
+	}
+	c.contexts[name] = id
+	c.bytes += contextBytes(name)
+	return id
+}
+
+// releaseContext drops a slot's reference to context id, and the context
+// itself with its last slot.
+func (c *Cache) releaseContext(id uint32) {
+	if c.ctxRefs[id-1]--; c.ctxRefs[id-1] > 0 {
+		return
+	}
+	name := c.ctxNames[id-1]
+	delete(c.contexts, name)
+	c.bytes -= contextBytes(name)
+	c.ctxNames[id-1] = ""
+	c.ctxFree = append(c.ctxFree, id)
+}
+
+// Contexts returns the number of contexts with cached arms.
+func (c *Cache) Contexts() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.contexts)
 }
 
 // insert adds slot s with hash h to the table, growing it to keep the load
@@ -395,6 +452,7 @@ func (c *Cache) evictOne() bool {
 		}
 		c.bytes -= size
 		c.free = append(c.free, s)
+		c.releaseContext(slot.ctx)
 		slot.ctx, slot.klen, slot.fetched = 0, 0, 0
 		c.evictions.Add(1)
 		return true

@@ -122,6 +122,41 @@ func TestArmCache(t *testing.T) {
 			t.Fatalf("%d arms, %d table entries, %d bytes of %d, %d evictions", n, c.used, bytes, c.maxBytes, c.evictions.Load())
 		}
 	})
+	t.Run("bounded in contexts", func(t *testing.T) {
+		// Contexts are the clients' strings: 200,000 of them, each with one
+		// arm, in a 64 KiB cache; a context is kept only while it has arms,
+		// and its bytes count against the bound.
+		const limit = 64 << 10
+		c := New(limit, 1<<62, 1<<62)
+		a, _ := sampler.NewArm(3, 1)
+		for i := range 200_000 {
+			ctx := "context-" + strconv.Itoa(i) + strings.Repeat("c", 200)
+			c.Put([]Entry{{Context: ctx, Item: "sku", Arm: a}}, 1)
+		}
+		n, bytes := c.Size()
+		if len(c.contexts) > n || len(c.ctxNames)-len(c.ctxFree) != len(c.contexts) || bytes > limit {
+			t.Fatalf("%d contexts for %d arms (%d numbered, %d free), %d bytes of %d", len(c.contexts), n, len(c.ctxNames), len(c.ctxFree), bytes, limit)
+		}
+		if len(c.ctxNames) > 2*n+1 {
+			t.Fatalf("%d context numbers for %d arms: freed numbers are not reused", len(c.ctxNames), n)
+		}
+		// Reused numbers never answer for the context that had them.
+		truth := map[string]float64{}
+		r := rand.New(rand.NewPCG(3, 4))
+		for step := range 20_000 {
+			ctx := "ctx-" + strconv.Itoa(r.IntN(500))
+			if r.IntN(2) == 0 {
+				arm, _ := sampler.NewArm(float64(1+step), 1)
+				c.Put([]Entry{{Context: ctx, Item: "sku", Arm: arm}}, 1)
+				truth[ctx] = float64(1 + step)
+				continue
+			}
+			arms := make([]sampler.Arm, 1)
+			if misses := c.Lookup(ctx, []string{"sku"}, 1, arms, nil); len(misses) == 0 && arms[0].Alpha() != truth[ctx] {
+				t.Fatalf("step %d: %s has α %v, want %v", step, ctx, arms[0].Alpha(), truth[ctx])
+			}
+		}
+	})
 	t.Run("disabled", func(t *testing.T) {
 		c := New(-1, maxAge, 4*maxAge)
 		putAll(c, "", cacheItems("a", 5), 100)
