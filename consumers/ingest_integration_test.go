@@ -2,6 +2,7 @@ package consumers_test
 
 import (
 	"context"
+	crand "crypto/rand"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -316,15 +317,27 @@ func TestIngestDeadLetters(t *testing.T) {
 		{"invalid content-type header", func(i int) kafka.Message {
 			return kafka.Message{Key: []byte("u"), Value: []byte("x"), Headers: []kafka.Header{{Key: schemas.HeaderContentType, Value: []byte("text/csv")}}}
 		}},
+		// A 1.5 MiB key and a 256 KiB header, incompressible: too large as
+		// they are for the dead-letter writer, so the dead letter must
+		// carry them cut.
+		{"malformed protobuf", func(i int) kafka.Message {
+			key, blob := make([]byte, 3<<19), make([]byte, 256<<10)
+			_, _ = crand.Read(key)
+			_, _ = crand.Read(blob)
+			return kafka.Message{Key: key, Value: []byte{0x0a, 0xff, 0x01}, Headers: []kafka.Header{{Key: "blob", Value: blob}}}
+		}},
 	}
 	msgs := make([]kafka.Message, 0, total)
 	wantReasons := map[string]int{}
-	nBad := 0
+	nBad, wantBigKeys := 0, 0
 	for i := 0; i < total; i++ {
 		if i%100 == 50 {
 			b := bad[nBad%len(bad)]
 			nBad++
 			m := b.make(i)
+			if len(m.Key) > 1<<20 {
+				wantBigKeys++
+			}
 			m.Headers = append(m.Headers, kafka.Header{Key: "test-seq", Value: []byte(strconv.Itoa(i))})
 			msgs = append(msgs, m)
 			wantReasons[b.reason]++
@@ -354,6 +367,7 @@ func TestIngestDeadLetters(t *testing.T) {
 	defer r.Close()
 	gotReasons := map[string]int{}
 	seen := map[string]bool{}
+	bigKeys := 0
 	for len(seen) < nBad {
 		m, err := r.ReadMessage(ctx)
 		if err != nil {
@@ -367,6 +381,12 @@ func TestIngestDeadLetters(t *testing.T) {
 			t.Fatalf("dead letter without its origin: %v", h)
 		}
 		seen[h["test-seq"]] = true
+		if len(m.Key) > 1<<20 {
+			t.Fatalf("dead letter with a key of %d bytes", len(m.Key))
+		}
+		if h[consumers.HeaderKeyTruncated] != "" {
+			bigKeys++
+		}
 		for _, reason := range []string{"malformed protobuf", "invalid user_id", "invalid value", "invalid type", "invalid message", "invalid event_time_ms", "invalid content-type header"} {
 			if len(h[consumers.HeaderError]) >= len(reason) && h[consumers.HeaderError][:len(reason)] == reason ||
 				(reason == "malformed protobuf" && contains(h[consumers.HeaderError], reason)) {
@@ -385,5 +405,8 @@ func TestIngestDeadLetters(t *testing.T) {
 	}
 	if !slices.Equal(keys(gotReasons), keys(wantReasons)) {
 		t.Fatalf("dead-letter reasons %v, want %v", keys(gotReasons), keys(wantReasons))
+	}
+	if bigKeys != wantBigKeys {
+		t.Fatalf("%d dead letters with a cut key, want %d", bigKeys, wantBigKeys)
 	}
 }

@@ -3,6 +3,7 @@ package consumers
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -253,6 +254,33 @@ func TestDeadLetterCutsLargeValues(t *testing.T) {
 	}
 	if headerValue(m.Headers, HeaderTruncated) != "262154" || headerValue(m.Headers, HeaderErrorField) != "user_id" {
 		t.Fatalf("headers %v", m.Headers)
+	}
+}
+
+// A record with a 2 MiB key and 2 MiB headers (the broker takes them under
+// compression) makes a dead letter within what a default broker accepts.
+func TestDeadLetterBoundsKeyAndHeaders(t *testing.T) {
+	const brokerDefault = 1 << 20 // Kafka's message.max.bytes default is 1048588
+	big := make([]byte, 2<<20)
+	r := &record{offset: 9, key: big, value: big, headers: []kafka.Header{
+		{Key: "trace", Value: big}, {Key: string(big[:300]), Value: []byte("x")},
+		{Key: "a", Value: big[:40<<10]}, {Key: "b", Value: big[:40<<10]}, {Key: "small", Value: []byte("kept?")},
+	}}
+	m := deadLetter("ev", 1, r, errors.New(string(big)))
+	size := len(m.Key) + len(m.Value)
+	for _, h := range m.Headers {
+		size += len(h.Key) + len(h.Value)
+	}
+	if size > brokerDefault/2 {
+		t.Fatalf("dead letter of %d bytes, want at most %d", size, brokerDefault/2)
+	}
+	if headerValue(m.Headers, HeaderKeyTruncated) != strconv.Itoa(len(big)) || len(m.Key) != DeadLetterMaxKeyBytes {
+		t.Fatalf("key %d bytes, %s = %q", len(m.Key), HeaderKeyTruncated, headerValue(m.Headers, HeaderKeyTruncated))
+	}
+	if headerValue(m.Headers, HeaderHeadersTruncated) == "" || headerValue(m.Headers, HeaderOriginOffset) != "9" ||
+		len(headerValue(m.Headers, "trace")) != deadLetterMaxHeaderValue {
+		t.Fatalf("headers: %s = %q, origin %q, trace %d bytes", HeaderHeadersTruncated, headerValue(m.Headers, HeaderHeadersTruncated),
+			headerValue(m.Headers, HeaderOriginOffset), len(headerValue(m.Headers, "trace")))
 	}
 }
 

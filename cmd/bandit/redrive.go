@@ -239,7 +239,7 @@ func (rd *redriver) redriven(m kafka.Message) (kafka.Message, string) {
 			origin = string(h.Value)
 		case h.Key == consumers.HeaderError:
 			errText = string(h.Value)
-		case h.Key == consumers.HeaderTruncated:
+		case h.Key == consumers.HeaderTruncated || h.Key == consumers.HeaderKeyTruncated || h.Key == consumers.HeaderHeadersTruncated:
 			return kafka.Message{}, "truncated"
 		case strings.HasPrefix(h.Key, "dlq-"):
 		case h.Key == schemas.HeaderContentType && rd.contentType != "":
