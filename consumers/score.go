@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,6 +82,14 @@ type ScorerConfig struct {
 	// topic: a client's new reply topic is seen after the writer's next
 	// metadata refresh. It holds back the partition meanwhile. Default 10 s.
 	ReplyTopicWait time.Duration
+	// ReplyTopicPrefixes are where a request may have its response sent:
+	// a reply topic must start with one of them (or be ResultsTopic), and
+	// is never the request topic, a dead-letter topic, the interactions
+	// topic or an internal topic (__…), whatever the prefixes. A request
+	// naming another goes to the dead-letter topic at once. Default
+	// ["score-replies."], where producers.RankClient makes its topics;
+	// empty (not nil): no reply topics.
+	ReplyTopicPrefixes []string
 	// CommitInterval is how often the offset of the answered batches is
 	// committed (at the latest; also when the partition runs dry and on
 	// shutdown). A crash answers at most that much again, with the same
@@ -122,6 +131,7 @@ func DefaultScorerConfig() ScorerConfig {
 		SessionWait: 50 * time.Millisecond, SessionLoads: 8,
 		DrainTimeout: 20 * time.Second, SessionTimeout: 10 * time.Second,
 		CommitInterval: 200 * time.Millisecond, ReplyTopicWait: 10 * time.Second,
+		ReplyTopicPrefixes: []string{ReplyTopicPrefix},
 	}
 }
 
@@ -139,6 +149,26 @@ func (c *ScorerConfig) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+}
+
+// ReplyTopicPrefix is the default prefix of reply topics.
+const ReplyTopicPrefix = "score-replies."
+
+// checkReplyTopic reports why a request may not have its response sent
+// to topic.
+func (c *ScorerConfig) checkReplyTopic(topic string) error {
+	switch {
+	case topic == c.ResultsTopic:
+		return nil
+	case topic == c.Topic || topic == schemas.TopicInteractions || strings.HasSuffix(topic, schemas.DeadLetterSuffix) || strings.HasPrefix(topic, "__"):
+		return &schemas.FieldError{Field: "reply_topic", Reason: fmt.Sprintf("%q is one of the pipeline's own or an internal topic", topic)}
+	}
+	for _, p := range c.ReplyTopicPrefixes {
+		if strings.HasPrefix(topic, p) {
+			return nil
+		}
+	}
+	return &schemas.FieldError{Field: "reply_topic", Reason: fmt.Sprintf("%q does not start with an allowed prefix %q", topic, c.ReplyTopicPrefixes)}
 }
 
 // Validate reports a configuration that cannot work.

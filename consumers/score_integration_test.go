@@ -286,7 +286,7 @@ func TestScoreMatchesSamplerOnStoredPosteriors(t *testing.T) {
 		t.Fatalf("applying the user's events: %v %v", err, notLoaded)
 	}
 
-	replyTopic := stacktest.CreateTopic(t, e.brokers, "it_reply", 1)
+	replyTopic := stacktest.CreateTopic(t, e.brokers, consumers.ReplyTopicPrefix+"it_reply", 1)
 	sc := e.startScorer(t, consumers.ScorerConfig{})
 	candidates := make([]string, 0, 70)
 	for i := 0; i < 70; i++ { // sku-60 … sku-69 were never seen
@@ -417,6 +417,7 @@ func TestScoreStrongArmRanksFirst(t *testing.T) {
 func TestScoreDeadLetters(t *testing.T) {
 	e := newScoreEnv(t, 2)
 	e.seedArms(t, catalogue("", 20))
+	forbidden := stacktest.CreateTopic(t, e.brokers, "it_forbidden", 1)
 	sc := e.startScorer(t, consumers.ScorerConfig{ReplyTopicWait: time.Second})
 	many := make([]string, schemas.DefaultLimits().MaxCandidates+1)
 	for i := range many {
@@ -436,7 +437,11 @@ func TestScoreDeadLetters(t *testing.T) {
 		{"invalid k", requestMsg(t, &schemas.ScoreRequest{RequestId: "b4", UserId: "u", Candidates: []string{"a"}, K: -4})},
 		{"invalid deadline_ms", requestMsg(t, &schemas.ScoreRequest{RequestId: "b5", UserId: "u", Candidates: []string{"a"}, K: 1, DeadlineMs: -1})},
 		{"invalid reply_topic", requestMsg(t, &schemas.ScoreRequest{RequestId: "b6", UserId: "u", Candidates: []string{"a"}, K: 1, ReplyTopic: "no such/topic"})},
-		{"reply topic", requestMsg(t, &schemas.ScoreRequest{RequestId: "b7", UserId: "u", Candidates: []string{"a"}, K: 1, ReplyTopic: stacktest.UniqueName("missing")})},
+		{"reply topic", requestMsg(t, &schemas.ScoreRequest{RequestId: "b7", UserId: "u", Candidates: []string{"a"}, K: 1, ReplyTopic: stacktest.UniqueName(consumers.ReplyTopicPrefix + "missing")})},
+		// Topics outside the allowlist: nothing may be written there.
+		{"invalid reply_topic", requestMsg(t, &schemas.ScoreRequest{RequestId: "b8", UserId: "u", Candidates: []string{"a"}, K: 1, ReplyTopic: forbidden})},
+		{"invalid reply_topic", requestMsg(t, &schemas.ScoreRequest{RequestId: "b9", UserId: "u", Candidates: []string{"a"}, K: 1, ReplyTopic: e.requests})},
+		{"invalid reply_topic", requestMsg(t, &schemas.ScoreRequest{RequestId: "b10", UserId: "u", Candidates: []string{"a"}, K: 1, ReplyTopic: "__consumer_offsets"})},
 		{"invalid content-type header", kafka.Message{Key: []byte("u"), Value: []byte("{}"), Headers: []kafka.Header{{Key: schemas.HeaderContentType, Value: []byte("text/csv")}}}},
 		{"malformed JSON", kafka.Message{Key: []byte("u"), Value: []byte(`{"request_id": 7}`), Headers: []kafka.Header{{Key: schemas.HeaderContentType, Value: []byte(schemas.ContentTypeJSON)}}}},
 	}
@@ -485,6 +490,29 @@ func TestScoreDeadLetters(t *testing.T) {
 			t.Fatalf("dead letter with error %q (want %q), origin %q/%q", got, reason, headerOf(m, consumers.HeaderOriginTopic), headerOf(m, consumers.HeaderOriginOffset))
 		}
 	}
+	// Nothing was written to the topics outside the allowlist: the
+	// forbidden topic is empty, the request topic holds the requests sent.
+	if n := endOffset(ctx, t, e.brokers, forbidden, 0); n != 0 {
+		t.Errorf("%s holds %d records, want none", forbidden, n)
+	}
+	if n := endOffset(ctx, t, e.brokers, e.requests, 0) + endOffset(ctx, t, e.brokers, e.requests, 1); n != int64(len(msgs)) {
+		t.Errorf("%s holds %d records, want the %d requests sent", e.requests, n, len(msgs))
+	}
+}
+
+// endOffset is the offset after the last record of a partition.
+func endOffset(ctx context.Context, t *testing.T, brokers []string, topic string, partition int) int64 {
+	t.Helper()
+	conn, err := kafka.DialLeader(ctx, "tcp", brokers[0], topic, partition)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	end, err := conn.ReadLastOffset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return end
 }
 
 // 10,000 candidates rank in full; k larger than the candidate count

@@ -136,7 +136,7 @@ func TestScorerAnswersABatch(t *testing.T) {
 	past := time.Now().Add(-time.Minute).UnixMilli()
 	batch := []record{
 		requestRecord(t, 0, &schemas.ScoreRequest{RequestId: "r1", UserId: "u", Context: "home", Candidates: []string{"bad", "good", "new"}, K: 2, Mode: schemas.ModeMean}, schemas.Protobuf),
-		requestRecord(t, 1, &schemas.ScoreRequest{RequestId: "r2", UserId: "u", Context: "home", Candidates: []string{"bad", "good"}, K: 1, Seed: seed(7), ReplyTopic: "mine"}, schemas.JSON),
+		requestRecord(t, 1, &schemas.ScoreRequest{RequestId: "r2", UserId: "u", Context: "home", Candidates: []string{"bad", "good"}, K: 1, Seed: seed(7), ReplyTopic: "score-replies.mine"}, schemas.JSON),
 		{offset: 2, value: []byte("\xff garbage")},
 		requestRecord(t, 3, &schemas.ScoreRequest{RequestId: "late", UserId: "u", Context: "home", Candidates: []string{"good"}, K: 1, DeadlineMs: past}, schemas.Protobuf),
 	}
@@ -155,7 +155,7 @@ func TestScorerAnswersABatch(t *testing.T) {
 	if r1.GetRequestId() != "r1" || len(r1.GetItems()) != 2 || r1.GetItems()[0].GetItemId() != "good" || r1.GetItems()[1].GetItemId() != "new" {
 		t.Fatalf("r1: %v", r1)
 	}
-	r2 := decodeResponse(t, byTopic["mine"])
+	r2 := decodeResponse(t, byTopic["score-replies.mine"])
 	if r2.GetRequestId() != "r2" || r2.GetSeed() != 7 || len(r2.GetItems()) != 1 {
 		t.Fatalf("r2: %v", r2)
 	}
@@ -219,7 +219,7 @@ func TestScorerPublishFailures(t *testing.T) {
 	unknown := true
 	out.fail = func(call int, msgs []kafka.Message) error {
 		for _, m := range msgs {
-			if m.Topic == "nowhere" && unknown {
+			if m.Topic == "score-replies.nowhere" && unknown {
 				return kafka.UnknownTopicOrPartition
 			}
 		}
@@ -232,7 +232,7 @@ func TestScorerPublishFailures(t *testing.T) {
 	w := newScoreWorker(s, 0)
 	batch := []record{
 		requestRecord(t, 0, &schemas.ScoreRequest{RequestId: "ok", UserId: "u", Context: "c", Candidates: []string{"a"}, K: 1}, schemas.Protobuf),
-		requestRecord(t, 1, &schemas.ScoreRequest{RequestId: "lost", UserId: "u", Context: "c", Candidates: []string{"a"}, K: 1, ReplyTopic: "nowhere"}, schemas.Protobuf),
+		requestRecord(t, 1, &schemas.ScoreRequest{RequestId: "lost", UserId: "u", Context: "c", Candidates: []string{"a"}, K: 1, ReplyTopic: "score-replies.nowhere"}, schemas.Protobuf),
 	}
 	if err := w.process(context.Background(), context.Background(), batch); err != nil {
 		t.Fatal(err)
@@ -241,7 +241,7 @@ func TestScorerPublishFailures(t *testing.T) {
 	for _, m := range out.written() {
 		topics[m.Topic]++
 	}
-	if topics["res"] != 1 || topics["req.dlq"] != 1 || topics["nowhere"] != 0 {
+	if topics["res"] != 1 || topics["req.dlq"] != 1 || topics["score-replies.nowhere"] != 0 {
 		t.Fatalf("written by topic %v", topics)
 	}
 	if st := s.Stats(); st.Scored != 1 || st.DeadLetters != 1 {
@@ -390,4 +390,63 @@ func TestScorerCacheAges(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A request may have its response sent only to the results topic or a
+// topic with an allowed prefix; one naming another topic, the pipeline's
+// own or an internal one is dead-lettered at once and nothing is written
+// there.
+func TestScorerReplyTopicAllowlist(t *testing.T) {
+	reader := &fakeReader{counts: map[state.Arm]state.Counts{}}
+	cases := []struct {
+		topic   string
+		allowed bool
+	}{
+		{"res", true},
+		{"score-replies.client-1", true},
+		{"interactions", false},
+		{"req", false},
+		{"interactions.dlq", false},
+		{"score-replies.x.dlq", false},
+		{"__consumer_offsets", false},
+		{"__transaction_state", false},
+		{"other-team-topic", false},
+	}
+	out := &fakeWriter{}
+	s := newTestScorer(t, ScorerConfig{}, reader, nil, out)
+	w := newScoreWorker(s, 0)
+	var batch []record
+	for i, tc := range cases {
+		batch = append(batch, requestRecord(t, int64(i), &schemas.ScoreRequest{RequestId: tc.topic, UserId: "u", Context: "c",
+			Candidates: []string{"a"}, K: 1, ReplyTopic: tc.topic}, schemas.Protobuf))
+	}
+	if err := w.process(t.Context(), t.Context(), batch); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{} // request id → the topic of its response
+	for _, m := range out.written() {
+		if m.Topic != "req.dlq" {
+			got[decodeResponse(t, m).GetRequestId()] = m.Topic
+		}
+	}
+	for _, tc := range cases {
+		if tc.allowed && got[tc.topic] != tc.topic {
+			t.Errorf("reply topic %s: response went to %q", tc.topic, got[tc.topic])
+		}
+	}
+	for _, m := range out.written() {
+		for _, tc := range cases {
+			if !tc.allowed && m.Topic == tc.topic {
+				t.Errorf("a record was written to %s", tc.topic)
+			}
+		}
+	}
+	if dead := s.Stats().DeadLetters; dead != 7 || len(out.written()) != len(cases) {
+		t.Errorf("%d dead letters, want 7", dead)
+	}
+	for _, m := range out.written() {
+		if m.Topic == "req.dlq" && headerValue(m.Headers, HeaderErrorField) != "reply_topic" {
+			t.Errorf("dead letter for %q", headerValue(m.Headers, HeaderError))
+		}
+	}
 }

@@ -154,6 +154,13 @@ func (w *scoreWorker) decode(i int, r *record) (*schemas.ScoreRequest, schemas.C
 	if err := w.s.cfg.Limits.CheckScoreRequest(req); err != nil {
 		return nil, 0, err
 	}
+	// A replay sends every response to ResultsTopic: reply topics do not
+	// matter there.
+	if t := req.GetReplyTopic(); t != "" && !w.s.cfg.Replay {
+		if err := w.s.cfg.checkReplyTopic(t); err != nil {
+			return nil, 0, err
+		}
+	}
 	return req, codec, nil
 }
 

@@ -68,6 +68,7 @@ type options struct {
 	commitDelay   time.Duration
 	commitEvery   time.Duration
 	replyWait     time.Duration
+	replyPrefixes string
 	observe       config.Observability
 	opsAddr       string
 }
@@ -103,6 +104,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.IntVar(&o.maxK, "max-k", lim.MaxK, "largest k accepted")
 	fs.DurationVar(&o.commitEvery, "commit-interval", d.CommitInterval, "how often the offset of answered requests is committed; a crash answers at most this much again")
 	fs.DurationVar(&o.replyWait, "reply-topic-wait", d.ReplyTopicWait, "how long responses to an unknown reply topic are retried before the request goes to the dead-letter topic")
+	fs.StringVar(&o.replyPrefixes, "reply-topic-prefixes", strings.Join(d.ReplyTopicPrefixes, ","), "prefixes a request's reply topic must start with, comma separated (empty: only the results topic); never the pipeline's own or internal topics")
 	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long before every commit")
 	o.observe.Register(fs)
 	fs.StringVar(&o.opsAddr, "ops-addr", "", "address of /metrics, /healthz and /readyz, e.g. :9101 (empty: not served)")
@@ -232,7 +234,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		DrainTimeout:   o.drainTimeout,
 		SessionTimeout: o.session,
 		CommitInterval: o.commitEvery,
-		ReplyTopicWait: o.replyWait,
+		ReplyTopicWait: o.replyWait, ReplyTopicPrefixes: append([]string{}, config.SplitList(o.replyPrefixes)...),
 		BeforeCommit:   faults.CommitDelay(o.commitDelay),
 		Logger:         log,
 		BatchRecords:   batchRecords,

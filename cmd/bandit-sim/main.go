@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
+	"github.com/banditstream/banditstream/consumers"
 	"github.com/banditstream/banditstream/producers"
 	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store/hot"
@@ -58,7 +59,7 @@ func newFlags(o *options) *flag.FlagSet {
 	o.conns.Register(fs)
 	fs.StringVar(&o.requestsTopic, "requests-topic", config.TopicScoreRequests, "topic bandit-score reads")
 	fs.StringVar(&o.eventsTopic, "events-topic", config.TopicInteractions, "topic bandit-ingest reads")
-	fs.StringVar(&o.replyTopic, "reply-topic", "sim.replies", "reply topic of the simulated users' requests (created if missing)")
+	fs.StringVar(&o.replyTopic, "reply-topic", consumers.ReplyTopicPrefix+"sim", "reply topic of the simulated users' requests (created if missing)")
 	fs.StringVar(&o.dlqTopics, "dlq-topics", config.TopicInteractions+config.DLQSuffix+","+config.TopicScoreRequests+config.DLQSuffix, "dead-letter topics to count, comma separated")
 	fs.StringVar(&o.keyPrefix, "key-prefix", hot.DefaultKeys().Prefix, "hot tier key prefix of the pipeline (to count hot users)")
 	fs.DurationVar(&o.duration, "duration", 60*time.Second, "how long users send requests")

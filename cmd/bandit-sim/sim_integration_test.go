@@ -45,7 +45,7 @@ func TestSimulationLearnsThroughThePipeline(t *testing.T) {
 	out := t.TempDir()
 	err := config.Parse(fs, []string{
 		"-kafka-brokers", brokers[0], "-redis-addr", redisAddr, "-key-prefix", prefix,
-		"-requests-topic", requests, "-events-topic", events, "-reply-topic", run + "_replies",
+		"-requests-topic", requests, "-events-topic", events, "-reply-topic", "score-replies." + run,
 		"-dlq-topics", events + ".dlq," + requests + ".dlq",
 		"-duration", "35s", "-rate", "40", "-users", "40", "-session-requests", "6", "-idle", "4s",
 		"-items", "20", "-contexts", "home", "-k", "3", "-bad-every", "100", "-seed", "5", "-out", out,

@@ -30,7 +30,7 @@ run=demo-$(date +%s)
 prefix=$run
 keyspace=banditstream_demo
 echo "== topics of this run: $run.*"
-"$BIN/bandit-stack" topics -topics "$run.interactions:3,$run.score-requests:3,$run.interactions.dlq:1,$run.score-requests.dlq:1,$run.score-results:1,$run.replies:1"
+"$BIN/bandit-stack" topics -topics "$run.interactions:3,$run.score-requests:3,$run.interactions.dlq:1,$run.score-requests.dlq:1,$run.score-results:1,score-replies.$run:1"
 
 pids=()
 stop_all() {
@@ -50,7 +50,7 @@ pids+=($!)
 echo "== bandit-ingest (pid ${pids[0]}) and bandit-score (pid ${pids[1]}) started; logs in $OUT"
 
 echo "== simulating for ${DEMO_SECONDS}s"
-"$BIN/bandit-sim" -requests-topic "$run.score-requests" -events-topic "$run.interactions" -reply-topic "$run.replies" \
+"$BIN/bandit-sim" -requests-topic "$run.score-requests" -events-topic "$run.interactions" -reply-topic "score-replies.$run" \
 	-dlq-topics "$run.interactions.dlq,$run.score-requests.dlq" -key-prefix "$prefix" \
 	-duration "${DEMO_SECONDS}s" -out "$OUT"
 
