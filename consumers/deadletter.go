@@ -1,8 +1,10 @@
 package consumers
 
 import (
+	"context"
 	"errors"
 	"strconv"
+	"strings"
 
 	"github.com/segmentio/kafka-go"
 
@@ -105,6 +107,91 @@ func boundedHeaders(headers []kafka.Header) (out []kafka.Header, size int, cut b
 		out = append(out, kafka.Header{Key: h.Key, Value: v})
 	}
 	return out, size, cut
+}
+
+// reducedDeadLetter is dead letter m cut to its origin and reason: the
+// value dropped (its size in dlq-value-truncated), the key cut to 256
+// bytes, only the dlq-* headers kept. It is what is written when even the
+// bounded dead letter is larger than its topic accepts.
+func reducedDeadLetter(m kafka.Message) kafka.Message {
+	out := kafka.Message{Topic: m.Topic}
+	if len(m.Key) > 256 {
+		out.Headers = append(out.Headers, kafka.Header{Key: HeaderKeyTruncated, Value: []byte(strconv.Itoa(len(m.Key)))})
+		out.Key = m.Key[:256]
+	} else {
+		out.Key = m.Key
+	}
+	valueSize, headerSize, dropped := strconv.Itoa(len(m.Value)), 0, false
+	for _, h := range m.Headers {
+		switch {
+		case h.Key == HeaderTruncated:
+			valueSize = string(h.Value) // the original's size, not the cut value's
+		case h.Key == HeaderKeyTruncated && len(out.Headers) > 0:
+		case strings.HasPrefix(h.Key, "dlq-"):
+			out.Headers = append(out.Headers, h)
+		default:
+			headerSize += len(h.Key) + len(h.Value)
+			dropped = true
+		}
+	}
+	out.Headers = append(out.Headers, kafka.Header{Key: HeaderTruncated, Value: []byte(valueSize)})
+	if dropped && headerValue(m.Headers, HeaderHeadersTruncated) == "" {
+		out.Headers = append(out.Headers, kafka.Header{Key: HeaderHeadersTruncated, Value: []byte(strconv.Itoa(headerSize))})
+	}
+	return out
+}
+
+// writeDeadLetters writes dead letters, each reduced (reducedDeadLetter)
+// if its topic refuses it as too large, so that no record's dead letter
+// can be refused for its size for ever.
+func writeDeadLetters(ctx context.Context, w MessageWriter, msgs []kafka.Message) error {
+	err := w.WriteMessages(ctx, msgs...)
+	var werrs kafka.WriteErrors
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &werrs) && len(werrs) == len(msgs):
+		// A broker refuses a whole partition's batch past the topic's
+		// limit: the refused ones are written again one by one.
+		var large []kafka.Message
+		for i, e := range werrs {
+			if e == nil {
+				continue
+			}
+			if !errors.Is(e, kafka.MessageSizeTooLarge) {
+				return err
+			}
+			large = append(large, msgs[i])
+		}
+		msgs = large
+	case !errors.Is(err, kafka.MessageSizeTooLarge):
+		return err
+	}
+	for _, m := range msgs {
+		err := w.WriteMessages(ctx, m)
+		if tooLarge(err) {
+			err = w.WriteMessages(ctx, reducedDeadLetter(m))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tooLarge reports whether a write failed because a message is larger than
+// the writer or its topic accepts.
+func tooLarge(err error) bool {
+	var werrs kafka.WriteErrors
+	if errors.As(err, &werrs) {
+		for _, e := range werrs {
+			if e != nil && errors.Is(e, kafka.MessageSizeTooLarge) {
+				return true
+			}
+		}
+		return false
+	}
+	return errors.Is(err, kafka.MessageSizeTooLarge)
 }
 
 func headerValue(headers []kafka.Header, key string) string {

@@ -332,7 +332,7 @@ func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record
 	var st ReplayStats
 	st.count(good, len(dead), p.watermarks)
 	if !p.replay && len(dead) > 0 {
-		if err := in.dlq.WriteMessages(ctx, dead...); err != nil {
+		if err := writeDeadLetters(ctx, in.dlq, dead); err != nil {
 			return fmt.Errorf("writing %d dead letters: %w", len(dead), err)
 		}
 		in.log.Info("dead letters", "partition", p.partition, "count", len(dead))

@@ -39,7 +39,23 @@ func (w *scoreWorker) publish(ctx context.Context, batch []record) (redirected i
 		var werrs kafka.WriteErrors
 		switch {
 		case errors.As(err, &werrs) && len(werrs) == len(msgs):
-			msgs, origin = failedOnly(msgs, origin, werrs)
+			var large []int
+			msgs, origin, large = failedOnly(msgs, origin, werrs)
+			if len(large) > 0 {
+				var n int
+				msgs, origin, n = w.publishLarge(ctx, batch, msgs, origin, large)
+				redirected += n
+			}
+		case errors.Is(err, kafka.MessageSizeTooLarge):
+			// The writer's own check: one message is larger than its
+			// BatchBytes. Find it by writing one by one.
+			all := make([]int, len(msgs))
+			for i := range all {
+				all[i] = i
+			}
+			var n int
+			msgs, origin, n = w.publishLarge(ctx, batch, msgs, origin, all)
+			redirected += n
 		case errors.Is(err, kafka.UnknownTopicOrPartition):
 			// The writer checks every topic before writing anything: write
 			// topic by topic, so one unknown reply topic holds back only
@@ -66,17 +82,62 @@ func (w *scoreWorker) publish(ctx context.Context, batch []record) (redirected i
 	return redirected, nil
 }
 
-// failedOnly returns the messages whose write failed.
-func failedOnly(msgs []kafka.Message, origin []int, werrs kafka.WriteErrors) ([]kafka.Message, []int) {
+// failedOnly returns the messages whose write failed, and the indexes
+// among them of those refused as too large: a broker refuses a whole
+// partition's batch when it passes the topic's max.message.bytes, though
+// each message alone may fit.
+func failedOnly(msgs []kafka.Message, origin []int, werrs kafka.WriteErrors) ([]kafka.Message, []int, []int) {
 	var retry []kafka.Message
-	var retryOrigin []int
+	var retryOrigin, large []int
 	for i, e := range werrs {
 		if e != nil {
+			if errors.Is(e, kafka.MessageSizeTooLarge) {
+				large = append(large, len(retry))
+			}
 			retry = append(retry, msgs[i])
 			retryOrigin = append(retryOrigin, origin[i])
 		}
 	}
-	return retry, retryOrigin
+	return retry, retryOrigin, large
+}
+
+// publishLarge writes the messages at indexes large of msgs one at a time,
+// and returns msgs without those written. A response too large for its
+// topic even alone is permanent: it becomes its request's dead letter,
+// written at once (counted in redirected); a dead letter too large is
+// reduced to its headers. Other failures stay in msgs, to be retried.
+func (w *scoreWorker) publishLarge(ctx context.Context, batch []record, msgs []kafka.Message, origin, large []int) ([]kafka.Message, []int, int) {
+	done := make([]bool, len(msgs))
+	redirected := 0
+	for _, i := range large {
+		m := msgs[i]
+		err := w.s.out.WriteMessages(ctx, m)
+		if tooLarge(err) {
+			if origin[i] >= 0 {
+				cause := fmt.Errorf("response of %d bytes is larger than topic %s accepts: %w", len(m.Key)+len(m.Value), m.Topic, err)
+				m = w.deadLetter(&batch[origin[i]], cause)
+				redirected++
+			} else {
+				m = reducedDeadLetter(m)
+			}
+			err = w.s.out.WriteMessages(ctx, m)
+		}
+		if err == nil {
+			done[i] = true
+		} else if origin[i] >= 0 && m.Topic != msgs[i].Topic {
+			// The dead letter that replaces the response is what is left.
+			msgs[i], origin[i] = m, -1
+		}
+	}
+	var left []kafka.Message
+	var leftOrigin []int
+	for i := range msgs {
+		if !done[i] {
+			left = append(left, msgs[i])
+			leftOrigin = append(leftOrigin, origin[i])
+		}
+	}
+	return left, leftOrigin, redirected
 }
 
 // publishByTopic writes msgs one topic at a time and returns those still to

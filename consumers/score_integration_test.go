@@ -2,8 +2,10 @@ package consumers_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -638,5 +640,52 @@ func TestScoreAnswersEveryRequestUnderKills(t *testing.T) {
 	}
 	for _, p := range procs {
 		p.Kill()
+	}
+}
+
+// On a results topic with Kafka's default limit (max.message.bytes 1 MiB),
+// a valid request whose response is 1.2 MB goes to the dead-letter topic
+// with the reason, and the requests after it on its partition are answered.
+func TestScoreResponseTooLargeForTheTopic(t *testing.T) {
+	e := newScoreEnv(t, 1)
+	client := &kafka.Client{Addr: kafka.TCP(e.brokers...), Timeout: 30 * time.Second}
+	resp, err := client.AlterConfigs(context.Background(), &kafka.AlterConfigsRequest{Resources: []kafka.AlterConfigRequestResource{{
+		ResourceType: kafka.ResourceTypeTopic, ResourceName: e.results,
+		Configs: []kafka.AlterConfigRequestConfig{{Name: "max.message.bytes", Value: "1048576"}},
+	}}})
+	if err == nil {
+		for _, e := range resp.Errors {
+			err = errors.Join(err, e)
+		}
+	}
+	if err != nil {
+		t.Fatalf("setting max.message.bytes: %v", err)
+	}
+	e.seedArms(t, catalogue("", 20))
+	e.startScorer(t, consumers.ScorerConfig{})
+	long := make([]string, schemas.DefaultLimits().MaxCandidates)
+	for i := range long {
+		long[i] = fmt.Sprintf("item-%05d-%s", i, strings.Repeat("x", 89))
+	}
+	msgs := []kafka.Message{requestMsg(t, &schemas.ScoreRequest{RequestId: "huge", UserId: "u", Candidates: long, K: int32(len(long))})}
+	for i := range 20 {
+		msgs = append(msgs, requestMsg(t, &schemas.ScoreRequest{RequestId: "v" + strconv.Itoa(i), UserId: "u", Candidates: []string{"sku-1", "sku-2"}, K: 1}))
+	}
+	e.send(t, msgs...)
+	got := readTopic(t, e.brokers, e.results, 1, time.Minute, atLeast(20))
+	if got["huge"] != nil {
+		t.Fatal("the oversize response was written")
+	}
+	stacktest.WaitForLag(t, e.brokers, e.group, e.requests, time.Minute)
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.brokers, Topic: e.requests + schemas.DeadLetterSuffix, Partition: 0, MaxWait: 200 * time.Millisecond})
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := r.ReadMessage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reason := headerOf(m, consumers.HeaderError); !contains(reason, "larger than topic") || headerOf(m, consumers.HeaderOriginOffset) != "0" {
+		t.Fatalf("dead letter %q from offset %s", reason, headerOf(m, consumers.HeaderOriginOffset))
 	}
 }

@@ -3,6 +3,9 @@ package consumers
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -448,5 +451,91 @@ func TestScorerReplyTopicAllowlist(t *testing.T) {
 		if m.Topic == "req.dlq" && headerValue(m.Headers, HeaderErrorField) != "reply_topic" {
 			t.Errorf("dead letter for %q", headerValue(m.Headers, HeaderError))
 		}
+	}
+}
+
+// brokerLimit fails a write as a broker with max.message.bytes = limit
+// does: a batch past the limit is refused whole, each message with
+// MESSAGE_TOO_LARGE, though each alone may fit.
+func brokerLimit(limit int) func(int, []kafka.Message) error {
+	return func(_ int, msgs []kafka.Message) error {
+		total := 0
+		for _, m := range msgs {
+			total += len(m.Key) + len(m.Value)
+			for _, h := range m.Headers {
+				total += len(h.Key) + len(h.Value)
+			}
+		}
+		if total <= limit {
+			return nil
+		}
+		werrs := make(kafka.WriteErrors, len(msgs))
+		for i := range werrs {
+			werrs[i] = kafka.MessageSizeTooLarge
+		}
+		return werrs
+	}
+}
+
+// Responses a broker refuses as too large are written one by one; a
+// response too large even alone sends its request to the dead-letter
+// topic with the reason; the partition goes on.
+func TestScorerResponsesTooLarge(t *testing.T) {
+	reader := &fakeReader{counts: map[state.Arm]state.Counts{}}
+	out := &fakeWriter{fail: brokerLimit(64 << 10)}
+	s := newTestScorer(t, ScorerConfig{}, reader, nil, out)
+	w := newScoreWorker(s, 0)
+	long := make([]string, 2000)
+	for i := range long {
+		long[i] = fmt.Sprintf("item-%03d-%s", i, strings.Repeat("x", 90))
+	}
+	var batch []record
+	for i := range 40 { // 40 responses of 2.5 KiB: 100 KiB together
+		batch = append(batch, requestRecord(t, int64(i), &schemas.ScoreRequest{RequestId: fmt.Sprint("r", i), UserId: "u", Context: "c",
+			Candidates: long[:20], K: 20}, schemas.Protobuf))
+	}
+	batch = append(batch, requestRecord(t, 40, &schemas.ScoreRequest{RequestId: "huge", UserId: "u", Context: "c", Candidates: long, K: 2000}, schemas.Protobuf))
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := w.process(ctx, ctx, batch); err != nil {
+		t.Fatalf("the batch was not published: %v", err)
+	}
+	answered, dead := 0, 0
+	for _, m := range out.written() {
+		if m.Topic == "req.dlq" {
+			dead++
+			if !strings.Contains(headerValue(m.Headers, HeaderError), "larger than topic res accepts") || headerValue(m.Headers, HeaderOriginOffset) != "40" {
+				t.Errorf("dead letter: %s at %s", headerValue(m.Headers, HeaderError), headerValue(m.Headers, HeaderOriginOffset))
+			}
+			continue
+		}
+		answered++
+	}
+	if answered != 40 || dead != 1 || s.Stats().Scored != 40 || s.Stats().DeadLetters != 1 {
+		t.Fatalf("%d answered, %d dead letters, stats %+v; want 40 and 1", answered, dead, s.Stats())
+	}
+}
+
+// A dead letter its topic refuses even bounded is written reduced to its
+// origin and reason.
+func TestDeadLettersReducedWhenRefused(t *testing.T) {
+	out := &fakeWriter{fail: brokerLimit(2 << 10)}
+	big := &record{offset: 7, key: []byte("k"), value: make([]byte, 100<<10), headers: []kafka.Header{{Key: "trace", Value: make([]byte, 1000)}}}
+	small := &record{offset: 8, key: []byte("k"), value: []byte("x")}
+	msgs := []kafka.Message{deadLetter("ev", 0, big, errors.New("malformed")), deadLetter("ev", 0, small, errors.New("malformed"))}
+	if err := writeDeadLetters(t.Context(), out, msgs); err != nil {
+		t.Fatal(err)
+	}
+	got := out.written()
+	if len(got) != 2 {
+		t.Fatalf("%d dead letters written, want 2", len(got))
+	}
+	r := got[0]
+	if len(r.Value) != 0 || headerValue(r.Headers, HeaderTruncated) != strconv.Itoa(100<<10) || headerValue(r.Headers, HeaderOriginOffset) != "7" ||
+		headerValue(r.Headers, HeaderError) != "malformed" || headerValue(r.Headers, HeaderHeadersTruncated) != "1005" || headerValue(r.Headers, "trace") != "" {
+		t.Fatalf("reduced dead letter: %d-byte value, headers %v", len(r.Value), r.Headers)
+	}
+	if string(got[1].Value) != "x" {
+		t.Fatalf("the small dead letter was changed: %v", got[1])
 	}
 }
