@@ -145,10 +145,18 @@ ensure_port_free() {
 
 launch() {
   # launch SERVICE CMD...: start detached in its own session, record the pid.
-  local svc=$1
+  # The child is forked in the service's folder, so that its working
+  # directory, which running_pid checks, is right from its first instant (a
+  # subshell that changes directory after the fork could be seen in the
+  # old one, and the service taken for dead).
+  local svc=$1 out pid
   shift
-  (cd "$(svc_dir "$svc")" && exec setsid "$@" >"$STATE/$svc/stdout.log" 2>&1 </dev/null) &
-  echo $! >"$(pid_file "$svc")"
+  out=$(realpath -m "$STATE/$svc/stdout.log")
+  pid=$(realpath -m "$(pid_file "$svc")")
+  pushd "$(svc_dir "$svc")" >/dev/null
+  setsid "$@" >"$out" 2>&1 </dev/null &
+  echo $! >"$pid"
+  popd >/dev/null
 }
 
 # ---------------------------------------------------------------- redis ----
