@@ -42,6 +42,8 @@ type fakeHot struct {
 	evictRefuses bool // an event lands between read and evict
 	recoveries   int
 	touched      int
+	// lockExpires makes the next installs find their load lock expired.
+	lockExpires int
 }
 
 var _ store.HotTier = (*fakeHot)(nil)
@@ -100,6 +102,13 @@ func (h *fakeHot) InstallSession(_ context.Context, token, epoch string, st stat
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	user := st.UserID
+	if h.lockExpires > 0 {
+		h.lockExpires--
+		delete(h.locks, user)
+	}
+	if h.locks[user] != token {
+		return false, state.ErrLockLost
+	}
 	installed := false
 	if _, ok := h.sessions[user]; !ok {
 		st.ArmCounts = maps.Clone(st.ArmCounts)

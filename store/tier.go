@@ -211,7 +211,11 @@ func (t *Tier) load(ctx context.Context, user, epoch string) error {
 			return err
 		}
 		if got {
-			return t.install(ctx, user, token, epoch)
+			err := t.install(ctx, user, token, epoch)
+			if !errors.Is(err, state.ErrLockLost) || t.cfg.Now().After(deadline) {
+				return err
+			}
+			continue // read the cold state again, under a new lock
 		}
 		ok, err := t.hot.SessionsLoaded(ctx, []string{user})
 		if err != nil {

@@ -123,6 +123,21 @@ func TestEnsureLoadedReleasesTheLockOnFailure(t *testing.T) {
 	}
 }
 
+// A loader whose lock expired before its install reads the cold state again
+// under a new lock, rather than installing what it read.
+func TestEnsureLoadedRetriesWhenTheLockExpired(t *testing.T) {
+	tier, h, c, _ := newUnitTier(t, store.TierConfig{})
+	c.states["u"] = state.UserState{UserID: "u", Version: 4, Watermarks: map[string]int64{"ev/0": 40}}
+	h.lockExpires = 2
+	if err := tier.EnsureLoaded(context.Background(), []string{"u"}, "e1"); err != nil {
+		t.Fatal(err)
+	}
+	s, ok := h.sessions["u"]
+	if !ok || s.version != 4 || h.lockExpires != 0 || len(h.locks) != 0 {
+		t.Fatalf("session %+v (installed %v), %d expiries left, locks %v", s, ok, h.lockExpires, h.locks)
+	}
+}
+
 // A session of an older epoch is dropped and reported not loaded: the
 // caller loads it again and the events count in the new epoch.
 func TestApplyDropsStaleSessions(t *testing.T) {

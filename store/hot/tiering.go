@@ -59,7 +59,9 @@ func (h *Hot) UnlockSession(ctx context.Context, user, token string) error {
 // InstallSession installs a user's session from its cold state and recent
 // history (newest first), tagged with epoch, unless one is installed
 // already, and releases the load lock token holds. It reports whether it
-// installed one.
+// installed one, and state.ErrLockLost if token no longer holds the lock:
+// the install is fenced by the lock, so a loader that stalled past its TTL
+// cannot install what it read before another loader's session.
 func (h *Hot) InstallSession(ctx context.Context, token, epoch string, st state.UserState, recent []state.HistoryEvent, nowMs int64) (bool, error) {
 	k, user := h.keys, st.UserID
 	args := []any{token, st.Version, nowMs, epoch, len(recent)}
@@ -81,6 +83,9 @@ func (h *Hot) InstallSession(ctx context.Context, token, epoch string, st state.
 	installed, err := installScript.Run(ctx, h.rdb, keys, args...).Int64()
 	if err != nil {
 		return false, fmt.Errorf("installing session of %s: %w", user, err)
+	}
+	if installed < 0 {
+		return false, fmt.Errorf("installing session of %s: %w", user, state.ErrLockLost)
 	}
 	return installed == 1, nil
 }

@@ -136,6 +136,10 @@ var (
 	// ErrHotLost means the hot tier lost its state since the writer read
 	// its watermarks: recover it, then replay from the earliest offset.
 	ErrHotLost = errors.New("store: hot tier state lost")
+	// ErrLockLost means a session loader no longer holds the user's load
+	// lock (it expired while the loader stalled, and another may have
+	// loaded since): what it read may be stale, so nothing was installed.
+	ErrLockLost = errors.New("store: session-load lock lost")
 	// ErrNotFound means the cold tier holds nothing for the key.
 	ErrNotFound = errors.New("store: not found")
 )

@@ -1,3 +1,9 @@
+-- Installs a session only while ARGV[1] still holds the load lock
+-- (KEYS[4]): a loader whose lock expired while it stalled may have read a
+-- cold state older than what another loader installed and the sweeper
+-- offloaded since. Returns -1 then, 1 when installed, 0 when a session
+-- was there already.
+if redis.call('GET', KEYS[4]) ~= ARGV[1] then return -1 end
 local installed = 0
 if redis.call('HGET', KEYS[1], 'l') ~= '1' then
   redis.call('DEL', KEYS[2], KEYS[3])

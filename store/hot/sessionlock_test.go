@@ -1,0 +1,61 @@
+package hot_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/banditstream/banditstream/deploy/local/stacktest"
+	"github.com/banditstream/banditstream/store/hot"
+	"github.com/banditstream/banditstream/store/state"
+)
+
+// A loader whose session-load lock expired while it stalled cannot
+// install what it read: another loader's session, offloaded since, would
+// be overwritten by an older version with older watermarks.
+func TestInstallIsFencedByTheLoadLock(t *testing.T) {
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: stacktest.RedisAddr(t)})
+	t.Cleanup(func() { rdb.Close() })
+	h, err := hot.New(rdb, hot.Keys{Prefix: stacktest.UniqueName("it"), Shards: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	epoch, err := h.Recover(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const user = "u-1"
+	stale, ok, err := h.LockSession(ctx, user, 100*time.Millisecond)
+	if !ok || err != nil {
+		t.Fatalf("first lock: %v, %v", ok, err)
+	}
+	time.Sleep(300 * time.Millisecond) // the first loader stalls past its TTL
+	fresh, ok, err := h.LockSession(ctx, user, 10*time.Second)
+	if !ok || err != nil {
+		t.Fatalf("second lock: %v, %v", ok, err)
+	}
+	newer := state.UserState{UserID: user, Version: 7, Watermarks: map[string]int64{"ev/0": 70}}
+	if installed, err := h.InstallSession(ctx, fresh, epoch, newer, nil, time.Now().UnixMilli()); !installed || err != nil {
+		t.Fatalf("the holder's install: %v, %v", installed, err)
+	}
+	// The session is offloaded and evicted; then the stalled loader wakes.
+	s, ok, err := h.ReadSession(ctx, user)
+	if !ok || err != nil {
+		t.Fatalf("reading the session: %v, %v", ok, err)
+	}
+	if evicted, err := h.EvictSession(ctx, s); !evicted || err != nil {
+		t.Fatalf("evicting the session: %v, %v", evicted, err)
+	}
+	older := state.UserState{UserID: user, Version: 3, Watermarks: map[string]int64{"ev/0": 30}}
+	installed, err := h.InstallSession(ctx, stale, epoch, older, nil, time.Now().UnixMilli())
+	if installed || !errors.Is(err, state.ErrLockLost) {
+		t.Fatalf("the stalled loader's install: installed %v, %v; want refused with ErrLockLost", installed, err)
+	}
+	if loaded, err := h.SessionsLoaded(ctx, []string{user}); err != nil || loaded[0] {
+		t.Fatalf("a session is installed after the refused install: %v, %v", loaded, err)
+	}
+}
