@@ -65,7 +65,7 @@ type TierConfig struct {
 	// LoadParallelism bounds concurrent session loads.
 	LoadParallelism int
 	// LoadLockTTL is how long a session-load lock outlives a loader that
-	// died holding it.
+	// died or stalled holding it (a live one renews it); default 10 s.
 	LoadLockTTL time.Duration
 	Logger      *slog.Logger
 	// Now is the clock; time.Now when nil.
@@ -75,7 +75,7 @@ type TierConfig struct {
 // DefaultTierConfig returns the defaults: 200 recent events per user, 30
 // minutes idle, 10 s to wait for another loader, 16 loads at a time.
 func DefaultTierConfig() TierConfig {
-	return TierConfig{HistoryCap: 200, IdleTimeout: 30 * time.Minute, LoadWait: 10 * time.Second, LoadParallelism: 16, LoadLockTTL: 30 * time.Second}
+	return TierConfig{HistoryCap: 200, IdleTimeout: 30 * time.Minute, LoadWait: 10 * time.Second, LoadParallelism: 16, LoadLockTTL: 10 * time.Second}
 }
 
 func (c *TierConfig) setDefaults() {

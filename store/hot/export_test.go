@@ -26,3 +26,14 @@ func HoldLease(ctx context.Context, rdb redis.UniversalClient, key string, ttl t
 	}
 	return func() { l.release(ctx) }, true, nil
 }
+
+// StallLoad stops renewing the session-load lock token holds, as a loader
+// that stalls (a long pause, SIGSTOP) would.
+func StallLoad(h *Hot, token string) { h.stopRenewing(token) }
+
+// LoadsHeld is the number of session-load locks h renews.
+func LoadsHeld(h *Hot) int {
+	n := 0
+	h.loads.Range(func(any, any) bool { n++; return true })
+	return n
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/banditstream/banditstream/store/state"
@@ -17,6 +18,9 @@ import (
 type Hot struct {
 	rdb  redis.UniversalClient
 	keys Keys
+	// loads are the session-load locks this process holds, by token,
+	// renewed while their loader works.
+	loads sync.Map
 }
 
 // New returns the hot tier on rdb with the key layout keys.

@@ -13,9 +13,10 @@ import (
 	"github.com/banditstream/banditstream/store/state"
 )
 
-// A loader whose session-load lock expired while it stalled cannot
-// install what it read: another loader's session, offloaded since, would
-// be overwritten by an older version with older watermarks.
+// The session-load lock is renewed while its loader lives; a loader whose
+// lock expired while it stalled cannot install what it read: another
+// loader's session, offloaded since, would be overwritten by an older
+// version with older watermarks.
 func TestInstallIsFencedByTheLoadLock(t *testing.T) {
 	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: stacktest.RedisAddr(t)})
@@ -33,7 +34,14 @@ func TestInstallIsFencedByTheLoadLock(t *testing.T) {
 	if !ok || err != nil {
 		t.Fatalf("first lock: %v, %v", ok, err)
 	}
-	time.Sleep(300 * time.Millisecond) // the first loader stalls past its TTL
+	// A live loader's lock is renewed past its TTL ...
+	time.Sleep(300 * time.Millisecond)
+	if _, ok, err := h.LockSession(ctx, user, 10*time.Second); ok || err != nil {
+		t.Fatalf("the lock of a live loader expired: %v, %v", ok, err)
+	}
+	// ... and the loader that stalls loses it.
+	hot.StallLoad(h, stale)
+	time.Sleep(300 * time.Millisecond)
 	fresh, ok, err := h.LockSession(ctx, user, 10*time.Second)
 	if !ok || err != nil {
 		t.Fatalf("second lock: %v, %v", ok, err)
@@ -57,5 +65,8 @@ func TestInstallIsFencedByTheLoadLock(t *testing.T) {
 	}
 	if loaded, err := h.SessionsLoaded(ctx, []string{user}); err != nil || loaded[0] {
 		t.Fatalf("a session is installed after the refused install: %v, %v", loaded, err)
+	}
+	if n := hot.LoadsHeld(h); n != 0 {
+		t.Fatalf("%d session-load locks still renewed after their installs", n)
 	}
 }

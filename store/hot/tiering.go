@@ -40,20 +40,34 @@ func (h *Hot) SessionsLoaded(ctx context.Context, users []string) ([]bool, error
 	return out, nil
 }
 
-// LockSession takes the session-load lock of a user for ttl; ok is false
-// when another loader holds it.
+// LockSession takes the session-load lock of a user, a lease of ttl renewed
+// every ttl/3 until UnlockSession or InstallSession: a loader that dies
+// holds the user up for ttl at most, and one that stalls longer loses the
+// lock, and with it the right to install (InstallSession is fenced by it).
+// ok is false when another loader holds it.
 func (h *Hot) LockSession(ctx context.Context, user string, ttl time.Duration) (token string, ok bool, err error) {
-	token = newToken()
-	ok, err = h.rdb.SetNX(ctx, h.keys.userKey(user, "k"), token, ttl).Result()
+	l, ok, err := acquireLease(ctx, h.rdb, h.keys.userKey(user, "k"), ttl)
 	if err != nil {
 		return "", false, fmt.Errorf("locking session of %s: %w", user, err)
 	}
-	return token, ok, nil
+	if !ok {
+		return "", false, nil
+	}
+	h.loads.Store(l.token, l)
+	return l.token, true, nil
 }
 
 // UnlockSession releases a session-load lock that token holds.
 func (h *Hot) UnlockSession(ctx context.Context, user, token string) error {
+	h.stopRenewing(token)
 	return releaseScript.Run(ctx, h.rdb, []string{h.keys.userKey(user, "k")}, token).Err()
+}
+
+// stopRenewing ends the renewals of the session-load lock token holds.
+func (h *Hot) stopRenewing(token string) {
+	if l, ok := h.loads.LoadAndDelete(token); ok {
+		l.(*lease).abandon()
+	}
 }
 
 // InstallSession installs a user's session from its cold state and recent
@@ -80,6 +94,8 @@ func (h *Hot) InstallSession(ctx context.Context, token, epoch string, st state.
 		}
 	}
 	keys := []string{k.userKey(user, "m"), k.userKey(user, "h"), k.userKey(user, "s"), k.userKey(user, "k")}
+	// The script releases the lock it installs under.
+	defer h.stopRenewing(token)
 	installed, err := installScript.Run(ctx, h.rdb, keys, args...).Int64()
 	if err != nil {
 		return false, fmt.Errorf("installing session of %s: %w", user, err)
