@@ -130,11 +130,8 @@ func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, 
 			users = append(users, u)
 			cmds = append(cmds, applyUserScript.Run(ctx, pipe, k.userKeys(u), args...))
 		}
-		for u, evs := range byUser {
+		for u := range byUser {
 			pipe.ZAddGT(ctx, k.ActivityKey(u), redis.Z{Score: float64(nowMs), Member: u})
-			// The user's oldest event of this partition not yet in the cold
-			// tier is at or after this one: a replay from here loses none.
-			pipe.ZAddNX(ctx, pend, redis.Z{Score: float64(evs[0].Offset), Member: u})
 		}
 		_, err := pipe.Exec(ctx)
 		return err
@@ -142,13 +139,29 @@ func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("applying user events: %w", err)
 	}
+	// Each session with events applied gets its entry in the partition's
+	// pending set, after its events are in (the partition is marked
+	// applied only after this returns, so a snapshot meanwhile replays
+	// from before them anyway).
+	pipe := h.rdb.Pipeline()
 	for i, c := range cmds {
-		switch n, _ := c.Int64(); {
-		case n == -2:
+		applied, sid := applyResult(c)
+		switch {
+		case applied == -2:
 			stale = append(stale, users[i])
 			fallthrough
-		case n < 0:
+		case applied < 0:
 			notLoaded = append(notLoaded, users[i])
+		case applied > 0:
+			// The user's oldest event of this partition not yet in the
+			// cold tier is at or after this one: a replay from here loses
+			// none.
+			pipe.ZAddNX(ctx, pend, redis.Z{Score: float64(byUser[users[i]][0].Offset), Member: pendingMember(users[i], sid)})
+		}
+	}
+	if pipe.Len() > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, nil, fmt.Errorf("recording pending events: %w", err)
 		}
 	}
 	return notLoaded, stale, nil
@@ -193,7 +206,7 @@ func (h *Hot) EvictSession(ctx context.Context, s state.HotSession) (bool, error
 		return false, nil
 	}
 	for field := range s.State.Watermarks {
-		if err := h.rdb.ZRem(ctx, k.pendingKey(field), user).Err(); err != nil {
+		if err := h.rdb.ZRem(ctx, k.pendingKey(field), pendingMember(user, s.SessionID)).Err(); err != nil {
 			return true, fmt.Errorf("dropping %s from the pending set of %s: %w", user, field, err)
 		}
 	}
@@ -259,12 +272,12 @@ func (h *Hot) ReplayPositions(ctx context.Context, epoch string) (map[string]int
 		} else if ok {
 			from = o + 1
 		}
-		oldest, err := h.rdb.ZRangeWithScores(ctx, h.keys.pendingKey(field), 0, 0).Result()
+		oldest, ok, err := h.oldestPending(ctx, field)
 		if err != nil {
 			return nil, err
 		}
-		if len(oldest) == 1 && int64(oldest[0].Score) < from {
-			from = int64(oldest[0].Score)
+		if ok && oldest < from {
+			from = oldest
 		}
 		replay[field] = from
 	}
@@ -378,4 +391,59 @@ func parseSession(user string, res []string) (state.HotSession, error) {
 		c[ty] = n
 	}
 	return s, nil
+}
+
+// A partition's pending set holds, per hot session with events of the
+// partition not yet in the cold tier, the member user\x1fsession id scored
+// by the oldest such offset (or lower). Naming the session keeps an
+// evictor's removal to its own session's entry: a session loaded again
+// meanwhile has its own.
+func pendingMember(user, sid string) string { return user + "\x1f" + sid }
+
+// applyResult reads apply_user.lua's reply: the events applied (or -1, -2)
+// and the session id.
+func applyResult(c *redis.Cmd) (int64, string) {
+	switch v := c.Val().(type) {
+	case int64:
+		return v, ""
+	case []any:
+		if len(v) == 2 {
+			n, _ := v[0].(int64)
+			sid, _ := v[1].(string)
+			return n, sid
+		}
+	}
+	return -1, ""
+}
+
+// oldestPending returns the lowest score in field's pending set among the
+// entries of sessions that still exist, removing on the way the entries of
+// sessions gone without removing them (a process killed between an evict
+// and its removal, a stale session dropped after a hot-tier loss). A
+// session id never comes back, so such an entry is safe to remove.
+func (h *Hot) oldestPending(ctx context.Context, field string) (int64, bool, error) {
+	key := h.keys.pendingKey(field)
+	for {
+		zs, err := h.rdb.ZRangeWithScores(ctx, key, 0, 15).Result()
+		if err != nil || len(zs) == 0 {
+			return 0, false, err
+		}
+		for _, z := range zs {
+			m, _ := z.Member.(string)
+			if i := strings.LastIndexByte(m, '\x1f'); i > 0 {
+				vals, err := h.rdb.HMGet(ctx, h.keys.userKey(m[:i], "m"), "l", "sid").Result()
+				if err != nil {
+					return 0, false, err
+				}
+				if l, _ := vals[0].(string); l == "1" {
+					if sid, _ := vals[1].(string); sid == m[i+1:] {
+						return int64(z.Score), true, nil
+					}
+				}
+			}
+			if err := h.rdb.ZRem(ctx, key, m).Err(); err != nil {
+				return 0, false, err
+			}
+		}
+	}
 }

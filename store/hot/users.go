@@ -121,7 +121,8 @@ func parseUserArmField(field, count string) (arm string, typeIndex int, n int64,
 // the replay.
 //
 // KEYS: m, h, p, s. ARGV: watermark field, history cap, now (ms), epoch,
-// then per event: offset, encoded event, user-arm field.
+// then per event: offset, encoded event, user-arm field. Returns the events
+// applied and the session id (see pendingMember).
 var applyUserScript = script("apply_user.lua")
 
 // installScript installs a session loaded from the cold tier, unless one

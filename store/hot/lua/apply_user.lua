@@ -30,4 +30,5 @@ if applied > 0 then
 else
   redis.call('HSET', KEYS[1], 'seen', ARGV[3])
 end
-return applied
+-- The session id names the user's entry in the partition's pending set.
+return {applied, redis.call('HGET', KEYS[1], 'sid') or ''}

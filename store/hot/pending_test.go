@@ -1,0 +1,151 @@
+package hot_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/banditstream/banditstream/deploy/local/stacktest"
+	"github.com/banditstream/banditstream/schemas"
+	"github.com/banditstream/banditstream/store/hot"
+	"github.com/banditstream/banditstream/store/state"
+)
+
+// beforeZRem runs a function once, just before the first ZREM on a
+// pending set: what another process does between an evictor's evict and
+// its removal of the user's pending entry.
+type beforeZRem struct {
+	once sync.Once
+	do   func(ctx context.Context) error
+}
+
+func (h *beforeZRem) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *beforeZRem) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *beforeZRem) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if args := cmd.Args(); cmd.Name() == "zrem" && len(args) > 1 && strings.Contains(args[1].(string), ":pend:") {
+			var err error
+			h.once.Do(func() { err = h.do(ctx) })
+			if err != nil {
+				return err
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+type pendingEnv struct {
+	h     *hot.Hot
+	epoch string
+}
+
+func newPendingEnv(t *testing.T, rdb *redis.Client) pendingEnv {
+	t.Helper()
+	h, err := hot.New(rdb, hot.Keys{Prefix: stacktest.UniqueName("it"), Shards: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	epoch, err := h.Recover(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pendingEnv{h, epoch}
+}
+
+// load installs an empty session of user and applies one event at offset.
+func (e pendingEnv) load(ctx context.Context, user string, offset int64) error {
+	token, ok, err := e.h.LockSession(ctx, user, 10*time.Second)
+	if err != nil || !ok {
+		return errors.Join(err, errors.New("lock not taken"))
+	}
+	if _, err := e.h.InstallSession(ctx, token, e.epoch, state.UserState{UserID: user}, nil, time.Now().UnixMilli()); err != nil {
+		return err
+	}
+	ev := state.HistoryEvent{UserID: user, EventID: "e" + user, ItemID: "i", Context: "c", Type: int32(schemas.Click), EventTimeMs: 1}
+	notLoaded, _, err := e.h.ApplyUserEvents(ctx, "ev", 0, e.epoch, map[string][]state.UserEvent{user: {{Offset: offset, Event: ev}}}, 10, time.Now().UnixMilli())
+	if err == nil && len(notLoaded) > 0 {
+		err = errors.New("not loaded")
+	}
+	return err
+}
+
+func (e pendingEnv) replayFrom(t *testing.T) int64 {
+	t.Helper()
+	pos, err := e.h.ReplayPositions(context.Background(), e.epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pos["ev/0"]
+}
+
+// The pending set names sessions, not users: a user evicted and loaded
+// again between the evictor's evict and its removal of the pending entry
+// keeps the new session's entry, so a snapshot still replays its events;
+// an entry left behind by an evictor that died before removing it does not
+// pin the replay position for ever.
+func TestPendingEntriesFollowSessions(t *testing.T) {
+	ctx := context.Background()
+	addr := stacktest.RedisAddr(t)
+	t.Run("a reload between evict and removal keeps its entry", func(t *testing.T) {
+		other := redis.NewClient(&redis.Options{Addr: addr})
+		t.Cleanup(func() { other.Close() })
+		rdb := redis.NewClient(&redis.Options{Addr: addr})
+		t.Cleanup(func() { rdb.Close() })
+		e := newPendingEnv(t, rdb)
+		if err := e.load(ctx, "u", 5); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.h.MarkPartitionApplied(ctx, "ev", 0, 20, e.epoch); err != nil {
+			t.Fatal(err)
+		}
+		again, err := hot.New(other, e.h.Keys())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rdb.AddHook(&beforeZRem{do: func(ctx context.Context) error {
+			// The session is evicted by now: another ingest loads the user
+			// again and applies a new event at offset 12.
+			return pendingEnv{again, e.epoch}.load(ctx, "u", 12)
+		}})
+		s, ok, err := e.h.ReadSession(ctx, "u")
+		if !ok || err != nil {
+			t.Fatalf("reading the session: %v, %v", ok, err)
+		}
+		if evicted, err := e.h.EvictSession(ctx, s); !evicted || err != nil {
+			t.Fatalf("evict: %v, %v", evicted, err)
+		}
+		if got := e.replayFrom(t); got != 12 {
+			t.Fatalf("replay from %d, want 12: the reloaded session's event is not in the cold tier", got)
+		}
+	})
+	t.Run("an entry left by a dead evictor is dropped", func(t *testing.T) {
+		rdb := redis.NewClient(&redis.Options{Addr: addr})
+		t.Cleanup(func() { rdb.Close() })
+		e := newPendingEnv(t, rdb)
+		if err := e.load(ctx, "u", 5); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.h.MarkPartitionApplied(ctx, "ev", 0, 20, e.epoch); err != nil {
+			t.Fatal(err)
+		}
+		died := errors.New("killed")
+		rdb.AddHook(&beforeZRem{do: func(context.Context) error { return died }})
+		s, ok, err := e.h.ReadSession(ctx, "u")
+		if !ok || err != nil {
+			t.Fatalf("reading the session: %v, %v", ok, err)
+		}
+		if _, err := e.h.EvictSession(ctx, s); !errors.Is(err, died) {
+			t.Fatalf("evict: %v, want the removal to fail", err)
+		}
+		if got := e.replayFrom(t); got != 21 {
+			t.Fatalf("replay from %d, want 21: an evicted session's entry pins it", got)
+		}
+	})
+}
