@@ -114,25 +114,30 @@ func boundedHeaders(headers []kafka.Header) (out []kafka.Header, size int, cut b
 // bytes, only the dlq-* headers kept. It is what is written when even the
 // bounded dead letter is larger than its topic accepts.
 func reducedDeadLetter(m kafka.Message) kafka.Message {
-	out := kafka.Message{Topic: m.Topic}
-	if len(m.Key) > 256 {
-		out.Headers = append(out.Headers, kafka.Header{Key: HeaderKeyTruncated, Value: []byte(strconv.Itoa(len(m.Key)))})
-		out.Key = m.Key[:256]
-	} else {
-		out.Key = m.Key
-	}
-	valueSize, headerSize, dropped := strconv.Itoa(len(m.Value)), 0, false
+	out := kafka.Message{Topic: m.Topic, Key: m.Key}
+	// The sizes of the original record: those a cut already noted, or
+	// those of m.
+	keySize, valueSize := strconv.Itoa(len(m.Key)), strconv.Itoa(len(m.Value))
+	keyCut := len(m.Key) > 256
+	headerSize, dropped := 0, false
 	for _, h := range m.Headers {
 		switch {
+		case h.Key == HeaderKeyTruncated:
+			keySize, keyCut = string(h.Value), true
 		case h.Key == HeaderTruncated:
-			valueSize = string(h.Value) // the original's size, not the cut value's
-		case h.Key == HeaderKeyTruncated && len(out.Headers) > 0:
+			valueSize = string(h.Value)
 		case strings.HasPrefix(h.Key, "dlq-"):
 			out.Headers = append(out.Headers, h)
 		default:
 			headerSize += len(h.Key) + len(h.Value)
 			dropped = true
 		}
+	}
+	if len(out.Key) > 256 {
+		out.Key = out.Key[:256]
+	}
+	if keyCut {
+		out.Headers = append(out.Headers, kafka.Header{Key: HeaderKeyTruncated, Value: []byte(keySize)})
 	}
 	out.Headers = append(out.Headers, kafka.Header{Key: HeaderTruncated, Value: []byte(valueSize)})
 	if dropped && headerValue(m.Headers, HeaderHeadersTruncated) == "" {

@@ -71,10 +71,10 @@ func (w *scoreWorker) publish(ctx context.Context, batch []record) (redirected i
 			return redirected, nil
 		}
 		if ctx.Err() != nil {
-			return redirected, fmt.Errorf("publishing: %d messages not acknowledged: %w", len(msgs), err)
+			return redirected, fmt.Errorf("publishing: %d messages not acknowledged: %w", len(msgs), firstError(err))
 		}
 		if attempt > 0 {
-			s.log.Warn("publishing; retrying", "messages", len(msgs), "err", err)
+			s.log.Warn("publishing; retrying", "messages", len(msgs), "err", firstError(err))
 		}
 		b := backoff{d: min(100*time.Millisecond<<min(attempt, 5), 2*time.Second)}
 		b.wait(ctx)
@@ -115,19 +115,16 @@ func (w *scoreWorker) publishLarge(ctx context.Context, batch []record, msgs []k
 		if tooLarge(err) {
 			if origin[i] >= 0 {
 				cause := fmt.Errorf("response of %d bytes is larger than topic %s accepts: %w", len(m.Key)+len(m.Value), m.Topic, err)
-				m = w.deadLetter(&batch[origin[i]], cause)
+				// The dead letter replaces the response, written or not.
+				msgs[i], origin[i] = w.deadLetter(&batch[origin[i]], cause), -1
 				redirected++
+				m = msgs[i]
 			} else {
 				m = reducedDeadLetter(m)
 			}
 			err = w.s.out.WriteMessages(ctx, m)
 		}
-		if err == nil {
-			done[i] = true
-		} else if origin[i] >= 0 && m.Topic != msgs[i].Topic {
-			// The dead letter that replaces the response is what is left.
-			msgs[i], origin[i] = m, -1
-		}
+		done[i] = err == nil
 	}
 	var left []kafka.Message
 	var leftOrigin []int
@@ -187,4 +184,18 @@ func (w *scoreWorker) deadLetter(r *record, cause error) kafka.Message {
 	m := deadLetter(w.s.cfg.Topic, w.partition, r, cause)
 	m.Topic = schemas.DeadLetterTopic(w.s.cfg.Topic)
 	return m
+}
+
+// firstError is err, or the first of a batch's write errors: one per
+// message would make a line of the log per thousand messages.
+func firstError(err error) error {
+	var werrs kafka.WriteErrors
+	if errors.As(err, &werrs) {
+		for _, e := range werrs {
+			if e != nil {
+				return fmt.Errorf("%d of %d messages failed, the first: %w", werrs.Count(), len(werrs), e)
+			}
+		}
+	}
+	return err
 }

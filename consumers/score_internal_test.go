@@ -538,4 +538,16 @@ func TestDeadLettersReducedWhenRefused(t *testing.T) {
 	if string(got[1].Value) != "x" {
 		t.Fatalf("the small dead letter was changed: %v", got[1])
 	}
+	// A cut key keeps the original's size, noted once.
+	huge := &record{offset: 9, key: make([]byte, 2<<20), value: []byte("x")}
+	r = reducedDeadLetter(deadLetter("ev", 0, huge, errors.New("malformed")))
+	n := 0
+	for _, h := range r.Headers {
+		if h.Key == HeaderKeyTruncated {
+			n++
+		}
+	}
+	if len(r.Key) != 256 || n != 1 || headerValue(r.Headers, HeaderKeyTruncated) != strconv.Itoa(2<<20) {
+		t.Fatalf("reduced key %d bytes, %d size headers, size %q", len(r.Key), n, headerValue(r.Headers, HeaderKeyTruncated))
+	}
 }
