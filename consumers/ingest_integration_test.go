@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gocql/gocql"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
@@ -19,7 +18,6 @@ import (
 	"github.com/banditstream/banditstream/deploy/local/stacktest"
 	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store"
-	"github.com/banditstream/banditstream/store/cold"
 	"github.com/banditstream/banditstream/store/hot"
 	"github.com/banditstream/banditstream/store/state"
 )
@@ -163,17 +161,7 @@ func (e *ingestEnv) checkCounts(t *testing.T, want oracle) {
 // tier opens the tiered user state the ingest processes write.
 func (e *ingestEnv) tier(t *testing.T) *store.Tier {
 	t.Helper()
-	cluster := stacktest.CQLCluster(t)
-	cluster.Consistency = gocql.LocalQuorum
-	session, err := cluster.CreateSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(session.Close)
-	cold, err := stacktest.NewCold(context.Background(), session, cold.Config{Keyspace: e.keyspace})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cold, _ := stacktest.OpenCold(t, e.keyspace, false)
 	tier, err := store.NewTier(e.hot, cold, store.TierConfig{})
 	if err != nil {
 		t.Fatal(err)

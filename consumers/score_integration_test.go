@@ -18,7 +18,6 @@ import (
 	"github.com/banditstream/banditstream/sampler"
 	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store"
-	"github.com/banditstream/banditstream/store/cold"
 	"github.com/banditstream/banditstream/store/hot"
 	"github.com/banditstream/banditstream/store/state"
 )
@@ -56,17 +55,7 @@ func newScoreEnv(t *testing.T, partitions int) *scoreEnv {
 	if e.epoch, err = e.hot.Recover(context.Background(), ""); err != nil {
 		t.Fatal(err)
 	}
-	cluster := stacktest.CQLCluster(t)
-	session, err := cluster.CreateSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(session.Close)
-	cold, err := stacktest.NewCold(context.Background(), session, cold.Config{Keyspace: e.keyspace})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = session.Query("DROP KEYSPACE IF EXISTS " + e.keyspace).Exec() })
+	cold, _ := stacktest.OpenCold(t, e.keyspace, true)
 	if e.tier, err = store.NewTier(e.hot, cold, store.TierConfig{}); err != nil {
 		t.Fatal(err)
 	}

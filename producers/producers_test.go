@@ -50,12 +50,7 @@ func TestMain(m *testing.M) {
 		return m.Run()
 	}()
 	if code == 0 {
-		if err := goleak.Find(
-			goleak.IgnoreTopFunction("github.com/segmentio/kafka-go.(*connPool).discover"),
-			goleak.IgnoreAnyFunction("github.com/segmentio/kafka-go/protocol.(*Conn).readLoop"),
-			goleak.IgnoreAnyFunction("github.com/segmentio/kafka-go.(*conn).run"),
-			goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
-		); err != nil {
+		if err := goleak.Find(stacktest.KafkaIdleGoroutines()...); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
 			code = 1
 		}

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gocql/gocql"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/banditstream/banditstream/deploy/local/stacktest"
@@ -38,19 +37,7 @@ func newEnvWith(t *testing.T, cfg store.TierConfig, wrap func(store.ColdTier) st
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: stacktest.RedisAddr(t)})
 	t.Cleanup(func() { rdb.Close() })
-	cluster := stacktest.CQLCluster(t)
-	cluster.Consistency = gocql.LocalQuorum
-	session, err := cluster.CreateSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(session.Close)
-	ks := stacktest.UniqueName("it")
-	cold, err := stacktest.NewCold(context.Background(), session, cold.Config{Keyspace: ks})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = session.Query("DROP KEYSPACE IF EXISTS " + ks).Exec() })
+	cold, _ := stacktest.OpenCold(t, stacktest.UniqueName("it"), true)
 	hot, err := hot.New(rdb, hot.Keys{Prefix: stacktest.UniqueName("it"), Shards: 8})
 	if err != nil {
 		t.Fatal(err)

@@ -93,17 +93,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if o.mode != "ingest" && o.mode != "sweep" && o.mode != "all" {
 		return fmt.Errorf("-mode: %q is not ingest, sweep or all", o.mode)
 	}
-	log, stopProfile, err := o.observe.Start(stderr)
+	d, err := config.OpenDaemon(&o.observe, &o.conns, hot.Keys{Prefix: o.keyPrefix, Shards: o.shards}, stderr)
 	if err != nil {
 		return err
 	}
-	defer stopProfile()
-
-	rdb, hot, err := o.conns.Redis.Hot(hot.Keys{Prefix: o.keyPrefix, Shards: o.shards})
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
+	defer d.Close()
+	log, rdb, hot, transport, dialer := d.Log, d.Redis, d.Hot, d.Transport, d.Dialer
 	session, cold, err := o.conns.CQL.Cold(ctx, o.historyCap)
 	if err != nil {
 		return err
@@ -121,14 +116,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	log.Info("starting", "mode", o.mode, "topic", o.topic, "group", o.group, "config", o.conns.Redacted())
-	transport, err := o.conns.Kafka.Transport()
-	if err != nil {
-		return err
-	}
-	dialer, err := o.conns.Kafka.Dialer()
-	if err != nil {
-		return err
-	}
 	srv := ops.NewServer([]ops.Check{ops.KafkaCheck(o.conns.Kafka.Brokers, transport), ops.RedisCheck(rdb), ops.CQLCheck(session)}, log)
 	if err := ops.Register(srv.Registry,
 		ops.Func{Name: "session_loads_total", Help: "Sessions this process loaded from the cold tier.", Type: prometheus.CounterValue,

@@ -156,25 +156,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := limits.Validate(); err != nil {
 		return fmt.Errorf("-max-candidates, -max-k: %w", err)
 	}
-	log, stopProfile, err := o.observe.Start(stderr)
+	d, err := config.OpenDaemon(&o.observe, &o.conns, hot.Keys{Prefix: o.keyPrefix, Shards: o.shards}, stderr)
 	if err != nil {
 		return err
 	}
-	defer stopProfile()
-
-	rdb, hot, err := o.conns.Redis.Hot(hot.Keys{Prefix: o.keyPrefix, Shards: o.shards})
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	transport, err := o.conns.Kafka.Transport()
-	if err != nil {
-		return err
-	}
-	dialer, err := o.conns.Kafka.Dialer()
-	if err != nil {
-		return err
-	}
+	defer d.Close()
+	log, rdb, hot, transport, dialer := d.Log, d.Redis, d.Hot, d.Transport, d.Dialer
 	// Clients create their reply topics just before asking: the writer
 	// refreshes topic metadata every second rather than kafka-go's 6 s.
 	writerTransport, err := o.conns.Kafka.Transport()

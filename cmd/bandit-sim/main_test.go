@@ -9,17 +9,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
+	"github.com/banditstream/banditstream/deploy/local/stacktest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// kafka-go's transport keeps idle connections with their own
-		// goroutines for reuse.
-		goleak.IgnoreTopFunction("github.com/segmentio/kafka-go.(*connPool).discover"),
-		goleak.IgnoreAnyFunction("github.com/segmentio/kafka-go/protocol.(*Conn).readLoop"),
-		goleak.IgnoreAnyFunction("github.com/segmentio/kafka-go.(*conn).run"),
-		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
-	)
+	goleak.VerifyTestMain(m, stacktest.KafkaIdleGoroutines()...)
 }
 
 func TestOptionsValidate(t *testing.T) {

@@ -5,9 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/banditstream/banditstream/deploy/local/stacktest"
 	"github.com/banditstream/banditstream/store/hot"
 )
 
@@ -17,22 +14,8 @@ import (
 // holder releases it.
 func TestLeases(t *testing.T) {
 	ctx := context.Background()
-	rdb := redis.NewClient(&redis.Options{Addr: stacktest.RedisAddr(t)})
-	t.Cleanup(func() { rdb.Close() })
-	h, err := hot.New(rdb, hot.Keys{Prefix: stacktest.UniqueName("it"), Shards: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen, err := h.Recover(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := struct {
-		rdb   *redis.Client
-		hot   *hot.Hot
-		epoch string
-	}{rdb, h, seen}
-	key := e.hot.Keys().Prefix + ":recover-lock"
+	e := newTestHot(t)
+	key := e.h.Keys().Prefix + ":recover-lock"
 	if ok, err := hot.AbandonLease(ctx, e.rdb, key, hot.LeaseTTL); !ok || err != nil {
 		t.Fatalf("taking the lease: %v, %v", ok, err)
 	}
@@ -41,7 +24,7 @@ func TestLeases(t *testing.T) {
 	// While a recovery runs, its lock would outlive a killed holder by
 	// LeaseTTL at most.
 	var ttl time.Duration
-	epoch, err := e.hot.RecoverWith(rctx, e.epoch, func(string) error {
+	epoch, err := e.h.RecoverWith(rctx, e.epoch, func(string) error {
 		var err error
 		ttl, err = e.rdb.PTTL(ctx, key).Result()
 		return err
@@ -54,7 +37,7 @@ func TestLeases(t *testing.T) {
 	}
 
 	const short = 600 * time.Millisecond
-	other := e.hot.Keys().Prefix + ":test-lease"
+	other := e.h.Keys().Prefix + ":test-lease"
 	release, ok, err := hot.HoldLease(ctx, e.rdb, other, short)
 	if !ok || err != nil {
 		t.Fatalf("taking a lease: %v, %v", ok, err)

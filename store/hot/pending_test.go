@@ -46,19 +46,6 @@ type pendingEnv struct {
 	epoch string
 }
 
-func newPendingEnv(t *testing.T, rdb *redis.Client) pendingEnv {
-	t.Helper()
-	h, err := hot.New(rdb, hot.Keys{Prefix: stacktest.UniqueName("it"), Shards: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	epoch, err := h.Recover(context.Background(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pendingEnv{h, epoch}
-}
-
 // load installs an empty session of user and applies one event at offset.
 func (e pendingEnv) load(ctx context.Context, user string, offset int64) error {
 	token, ok, err := e.h.LockSession(ctx, user, 10*time.Second)
@@ -92,59 +79,57 @@ func (e pendingEnv) replayFrom(t *testing.T) int64 {
 // pin the replay position for ever.
 func TestPendingEntriesFollowSessions(t *testing.T) {
 	ctx := context.Background()
-	addr := stacktest.RedisAddr(t)
-	t.Run("a reload between evict and removal keeps its entry", func(t *testing.T) {
-		other := redis.NewClient(&redis.Options{Addr: addr})
-		t.Cleanup(func() { other.Close() })
-		rdb := redis.NewClient(&redis.Options{Addr: addr})
-		t.Cleanup(func() { rdb.Close() })
-		e := newPendingEnv(t, rdb)
+	// A hot user with an event at offset 5 of ev/0, whose session is read
+	// for an offload; the partition is applied up to 20. beforeRemoval
+	// runs between the evict and its removal of the pending entry.
+	offload := func(t *testing.T, beforeRemoval func(th testHot) func(context.Context) error) (testHot, error) {
+		th := newTestHot(t)
+		e := pendingEnv{th.h, th.epoch}
 		if err := e.load(ctx, "u", 5); err != nil {
 			t.Fatal(err)
 		}
-		if err := e.h.MarkPartitionApplied(ctx, "ev", 0, 20, e.epoch); err != nil {
+		if err := th.h.MarkPartitionApplied(ctx, "ev", 0, 20, th.epoch); err != nil {
 			t.Fatal(err)
 		}
-		again, err := hot.New(other, e.h.Keys())
-		if err != nil {
-			t.Fatal(err)
-		}
-		rdb.AddHook(&beforeZRem{do: func(ctx context.Context) error {
-			// The session is evicted by now: another ingest loads the user
-			// again and applies a new event at offset 12.
-			return pendingEnv{again, e.epoch}.load(ctx, "u", 12)
-		}})
-		s, ok, err := e.h.ReadSession(ctx, "u")
+		th.rdb.AddHook(&beforeZRem{do: beforeRemoval(th)})
+		s, ok, err := th.h.ReadSession(ctx, "u")
 		if !ok || err != nil {
 			t.Fatalf("reading the session: %v, %v", ok, err)
 		}
-		if evicted, err := e.h.EvictSession(ctx, s); !evicted || err != nil {
-			t.Fatalf("evict: %v, %v", evicted, err)
+		evicted, err := th.h.EvictSession(ctx, s)
+		if !evicted {
+			t.Fatalf("not evicted: %v", err)
 		}
-		if got := e.replayFrom(t); got != 12 {
+		return th, err
+	}
+	t.Run("a reload between evict and removal keeps its entry", func(t *testing.T) {
+		th, err := offload(t, func(th testHot) func(context.Context) error {
+			other := redis.NewClient(&redis.Options{Addr: stacktest.RedisAddr(t)})
+			t.Cleanup(func() { other.Close() })
+			again, err := hot.New(other, th.h.Keys())
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The session is evicted by now: another ingest loads the user
+			// again and applies a new event at offset 12.
+			return func(ctx context.Context) error { return pendingEnv{again, th.epoch}.load(ctx, "u", 12) }
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := (pendingEnv{th.h, th.epoch}).replayFrom(t); got != 12 {
 			t.Fatalf("replay from %d, want 12: the reloaded session's event is not in the cold tier", got)
 		}
 	})
 	t.Run("an entry left by a dead evictor is dropped", func(t *testing.T) {
-		rdb := redis.NewClient(&redis.Options{Addr: addr})
-		t.Cleanup(func() { rdb.Close() })
-		e := newPendingEnv(t, rdb)
-		if err := e.load(ctx, "u", 5); err != nil {
-			t.Fatal(err)
-		}
-		if err := e.h.MarkPartitionApplied(ctx, "ev", 0, 20, e.epoch); err != nil {
-			t.Fatal(err)
-		}
 		died := errors.New("killed")
-		rdb.AddHook(&beforeZRem{do: func(context.Context) error { return died }})
-		s, ok, err := e.h.ReadSession(ctx, "u")
-		if !ok || err != nil {
-			t.Fatalf("reading the session: %v, %v", ok, err)
-		}
-		if _, err := e.h.EvictSession(ctx, s); !errors.Is(err, died) {
+		th, err := offload(t, func(testHot) func(context.Context) error {
+			return func(context.Context) error { return died }
+		})
+		if !errors.Is(err, died) {
 			t.Fatalf("evict: %v, want the removal to fail", err)
 		}
-		if got := e.replayFrom(t); got != 21 {
+		if got := (pendingEnv{th.h, th.epoch}).replayFrom(t); got != 21 {
 			t.Fatalf("replay from %d, want 21: an evicted session's entry pins it", got)
 		}
 	})

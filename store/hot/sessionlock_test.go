@@ -6,9 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/banditstream/banditstream/deploy/local/stacktest"
 	"github.com/banditstream/banditstream/store/hot"
 	"github.com/banditstream/banditstream/store/state"
 )
@@ -19,16 +16,8 @@ import (
 // version with older watermarks.
 func TestInstallIsFencedByTheLoadLock(t *testing.T) {
 	ctx := context.Background()
-	rdb := redis.NewClient(&redis.Options{Addr: stacktest.RedisAddr(t)})
-	t.Cleanup(func() { rdb.Close() })
-	h, err := hot.New(rdb, hot.Keys{Prefix: stacktest.UniqueName("it"), Shards: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	epoch, err := h.Recover(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	th := newTestHot(t)
+	h, epoch := th.h, th.epoch
 	const user = "u-1"
 	stale, ok, err := h.LockSession(ctx, user, 100*time.Millisecond)
 	if !ok || err != nil {

@@ -15,7 +15,6 @@ import (
 	"github.com/banditstream/banditstream/deploy/local/stacktest"
 	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store"
-	"github.com/banditstream/banditstream/store/cold"
 	"github.com/banditstream/banditstream/store/hot"
 	"github.com/banditstream/banditstream/store/state"
 )
@@ -218,15 +217,7 @@ func (s *system) stores(t *testing.T) (*hot.Hot, *store.Tier) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	session, err := stacktest.CQLCluster(t).CreateSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(session.Close)
-	cold, err := stacktest.NewCold(context.Background(), session, cold.Config{Keyspace: s.keyspace})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cold, _ := stacktest.OpenCold(t, s.keyspace, false)
 	tier, err := store.NewTier(hot, cold, store.TierConfig{})
 	if err != nil {
 		t.Fatal(err)

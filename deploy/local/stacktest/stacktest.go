@@ -228,6 +228,28 @@ func Stack(t testing.TB, args ...string) {
 	}
 }
 
+// OpenCold opens a session on the local Cassandra at LOCAL_QUORUM, closed
+// when the test ends, and the cold tier in keyspace, migrated first; with
+// drop, the keyspace is dropped when the test ends.
+func OpenCold(t testing.TB, keyspace string, drop bool) (*cold.Cold, *gocql.Session) {
+	t.Helper()
+	cluster := CQLCluster(t)
+	cluster.Consistency = gocql.LocalQuorum
+	session, err := cluster.CreateSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(session.Close)
+	c, err := NewCold(context.Background(), session, cold.Config{Keyspace: keyspace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if drop {
+		t.Cleanup(func() { _ = session.Query("DROP KEYSPACE IF EXISTS " + keyspace).Exec() })
+	}
+	return c, session
+}
+
 // NewCold applies the cold tier's schema in cfg's keyspace and returns the
 // cold tier on session, as a daemon started with -cql-migrate does.
 func NewCold(ctx context.Context, session *gocql.Session, cfg cold.Config) (*cold.Cold, error) {

@@ -1,0 +1,55 @@
+package config
+
+import (
+	"io"
+	"log/slog"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/banditstream/banditstream/store/hot"
+)
+
+// Daemon is what bandit-ingest and bandit-score open before their work:
+// the logger (and the profiles asked for), the hot tier, and Kafka's
+// transport and dialer.
+type Daemon struct {
+	Log       *slog.Logger
+	Redis     redis.UniversalClient
+	Hot       *hot.Hot
+	Transport *kafka.Transport
+	Dialer    *kafka.Dialer
+	close     []func()
+}
+
+// OpenDaemon starts the logging and profiles of o, and opens the hot tier
+// of c with keys and the Kafka clients of c. Close releases them.
+func OpenDaemon(o *Observability, c *Connections, keys hot.Keys, stderr io.Writer) (*Daemon, error) {
+	d := &Daemon{}
+	var stopProfile func()
+	var err error
+	if d.Log, stopProfile, err = o.Start(stderr); err != nil {
+		return nil, err
+	}
+	d.close = append(d.close, stopProfile)
+	if d.Redis, d.Hot, err = c.Redis.Hot(keys); err != nil {
+		d.Close()
+		return nil, err
+	}
+	d.close = append(d.close, func() { _ = d.Redis.Close() })
+	if d.Transport, err = c.Kafka.Transport(); err == nil {
+		d.Dialer, err = c.Kafka.Dialer()
+	}
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Close closes the hot tier's client and ends the profiles, writing them.
+func (d *Daemon) Close() {
+	for i := len(d.close) - 1; i >= 0; i-- {
+		d.close[i]()
+	}
+}
