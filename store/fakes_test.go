@@ -409,6 +409,17 @@ func (c *fakeCold) CompleteSnapshot(_ context.Context, s state.Snapshot) error {
 	return nil
 }
 
+func (c *fakeCold) PruneSnapshots(_ context.Context, keep int) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := max(len(c.snapshots)-keep, 0)
+	for _, s := range c.snapshots[:n] {
+		delete(c.shards, s.ID)
+	}
+	c.snapshots = append([]state.Snapshot(nil), c.snapshots[n:]...)
+	return n, nil
+}
+
 func (c *fakeCold) LatestSnapshot(context.Context) (state.Snapshot, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

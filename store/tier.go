@@ -52,6 +52,7 @@ type ColdTier interface {
 	CompleteSnapshot(ctx context.Context, s state.Snapshot) error
 	LatestSnapshot(ctx context.Context) (state.Snapshot, error)
 	ReadShardSnapshot(ctx context.Context, id int64, shard int) (state.ShardSnapshot, error)
+	PruneSnapshots(ctx context.Context, keep int) (int, error)
 }
 
 // TierConfig configures the tiering of user state.
@@ -67,7 +68,11 @@ type TierConfig struct {
 	// LoadLockTTL is how long a session-load lock outlives a loader that
 	// died or stalled holding it (a live one renews it); default 10 s.
 	LoadLockTTL time.Duration
-	Logger      *slog.Logger
+	// KeepSnapshots is how many complete arm snapshots the cold tier keeps;
+	// older ones, and shards of snapshots never completed, are deleted
+	// after each snapshot. Default 3.
+	KeepSnapshots int
+	Logger        *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -75,7 +80,7 @@ type TierConfig struct {
 // DefaultTierConfig returns the defaults: 200 recent events per user, 30
 // minutes idle, 10 s to wait for another loader, 16 loads at a time.
 func DefaultTierConfig() TierConfig {
-	return TierConfig{HistoryCap: 200, IdleTimeout: 30 * time.Minute, LoadWait: 10 * time.Second, LoadParallelism: 16, LoadLockTTL: 10 * time.Second}
+	return TierConfig{HistoryCap: 200, IdleTimeout: 30 * time.Minute, LoadWait: 10 * time.Second, LoadParallelism: 16, LoadLockTTL: 10 * time.Second, KeepSnapshots: 3}
 }
 
 func (c *TierConfig) setDefaults() {
@@ -92,6 +97,9 @@ func (c *TierConfig) setDefaults() {
 	if c.LoadParallelism == 0 {
 		c.LoadParallelism = d.LoadParallelism
 	}
+	if c.KeepSnapshots == 0 {
+		c.KeepSnapshots = d.KeepSnapshots
+	}
 	if c.LoadLockTTL == 0 {
 		c.LoadLockTTL = d.LoadLockTTL
 	}
@@ -105,7 +113,7 @@ func (c *TierConfig) setDefaults() {
 
 // Validate reports a configuration that cannot work.
 func (c TierConfig) Validate() error {
-	if c.HistoryCap < 1 || c.IdleTimeout <= 0 || c.LoadWait <= 0 || c.LoadParallelism < 1 || c.LoadLockTTL <= 0 {
+	if c.HistoryCap < 1 || c.IdleTimeout <= 0 || c.LoadWait <= 0 || c.LoadParallelism < 1 || c.LoadLockTTL <= 0 || c.KeepSnapshots < 1 {
 		return errors.New("store: history cap, idle timeout, load wait, load lock TTL and load parallelism must be positive")
 	}
 	return nil
@@ -379,7 +387,17 @@ func (t *Tier) Snapshot(ctx context.Context) (state.Snapshot, error) {
 			return state.Snapshot{}, err
 		}
 	}
-	return s, t.cold.CompleteSnapshot(ctx, s)
+	if err := t.cold.CompleteSnapshot(ctx, s); err != nil {
+		return state.Snapshot{}, err
+	}
+	// Older snapshots are pruned under the same lock; one that fails is
+	// retried at the next snapshot.
+	if n, err := t.cold.PruneSnapshots(ctx, t.cfg.KeepSnapshots); err != nil {
+		t.log.Warn("pruning snapshots", "err", err)
+	} else if n > 0 {
+		t.log.Debug("pruned snapshots", "deleted", n, "kept", t.cfg.KeepSnapshots)
+	}
+	return s, nil
 }
 
 // Recover starts a new epoch after the hot tier lost its state, first

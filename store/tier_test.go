@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gocql/gocql"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/banditstream/banditstream/deploy/local/stacktest"
@@ -20,11 +21,12 @@ import (
 )
 
 type env struct {
-	epoch string
-	rdb   *redis.Client
-	hot   *hot.Hot
-	cold  *cold.Cold
-	tier  *store.Tier
+	epoch   string
+	rdb     *redis.Client
+	hot     *hot.Hot
+	cold    *cold.Cold
+	session *gocql.Session
+	tier    *store.Tier
 }
 
 func newEnv(t *testing.T, cfg store.TierConfig) *env {
@@ -37,7 +39,7 @@ func newEnvWith(t *testing.T, cfg store.TierConfig, wrap func(store.ColdTier) st
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: stacktest.RedisAddr(t)})
 	t.Cleanup(func() { rdb.Close() })
-	cold, _ := stacktest.OpenCold(t, stacktest.UniqueName("it"), true)
+	cold, session := stacktest.OpenCold(t, stacktest.UniqueName("it"), true)
 	hot, err := hot.New(rdb, hot.Keys{Prefix: stacktest.UniqueName("it"), Shards: 8})
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +56,7 @@ func newEnvWith(t *testing.T, cfg store.TierConfig, wrap func(store.ColdTier) st
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{epoch: epoch, rdb: rdb, hot: hot, cold: cold, tier: tier}
+	return &env{epoch: epoch, rdb: rdb, hot: hot, cold: cold, session: session, tier: tier}
 }
 
 func event(user string, i int, typ schemas.EventType) state.UserEvent {
@@ -420,4 +422,66 @@ type slowCold struct {
 func (c slowCold) WriteHistory(ctx context.Context, events []state.HistoryEvent) error {
 	time.Sleep(c.delay)
 	return c.ColdTier.WriteHistory(ctx, events)
+}
+
+// Snapshots are pruned to the newest KeepSnapshots after each one, with
+// their arms and shards, and so are the shards of a snapshot never
+// completed (a snapshotter that died half-way).
+func TestSnapshotsArePruned(t *testing.T) {
+	e := newEnv(t, store.TierConfig{KeepSnapshots: 2})
+	ctx := context.Background()
+	arm := state.Arm{Context: "home", Item: "sku-1"}
+	shard := e.hot.Keys().Shard(arm)
+	wms, _, err := e.hot.Watermarks(ctx, "interactions", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.hot.Apply(ctx, "interactions", 0, 3, e.epoch, []state.ShardBatch{{Shard: shard, Expected: wms[shard],
+		Deltas: []state.ArmDelta{{Arm: arm, Counts: state.Counts{ByType: [state.NumEventTypes]int64{3, 1}, LastEventMs: 1}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	const orphan = 1 // older than any snapshot taken now
+	if err := e.cold.WriteShardSnapshot(ctx, orphan, state.ShardSnapshot{Shard: shard, Arms: map[string][]int64{"x": {1}}}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for range 5 {
+		s, err := e.tier.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, s.ID)
+		time.Sleep(2 * time.Millisecond)
+	}
+	ks := e.cold.Keyspace()
+	listed := e.int64s(t, `SELECT id FROM `+ks+`.snapshots WHERE k = 0`)
+	withShards := e.int64s(t, `SELECT DISTINCT id FROM `+ks+`.arm_snapshot_shard`)
+	slices.Sort(listed)
+	slices.Sort(withShards)
+	if want := ids[3:]; !slices.Equal(listed, want) || !slices.Equal(withShards, want) {
+		t.Fatalf("snapshots listed %v, with shards %v; want %v", listed, withShards, want)
+	}
+	for _, id := range append([]int64{orphan}, ids[:3]...) {
+		if n := e.int64s(t, `SELECT COUNT(*) FROM `+ks+`.arm_snapshot WHERE id = ? AND shard = ?`, id, shard); n[0] != 0 {
+			t.Fatalf("snapshot %d keeps %d arms", id, n[0])
+		}
+	}
+	if latest, err := e.cold.LatestSnapshot(ctx); err != nil || latest.ID != ids[4] {
+		t.Fatalf("latest snapshot %d, %v; want %d", latest.ID, err, ids[4])
+	}
+}
+
+// int64s runs a query whose rows are one bigint each.
+func (e *env) int64s(t *testing.T, q string, args ...any) []int64 {
+	t.Helper()
+	iter := e.session.Query(q, args...).Iter()
+	var out []int64
+	var v int64
+	for iter.Scan(&v) {
+		out = append(out, v)
+	}
+	if err := iter.Close(); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return out
 }

@@ -49,6 +49,7 @@ type options struct {
 	idleTimeout   time.Duration
 	sweepInterval time.Duration
 	snapshotEvery time.Duration
+	keepSnapshots int
 	commitDelay   time.Duration
 	coldLatency   time.Duration
 	observe       config.Observability
@@ -73,6 +74,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", tier.IdleTimeout, "inactivity after which a user is offloaded to the cold tier")
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", sweep.Interval, "how often the sweeper looks for idle users")
 	fs.DurationVar(&o.snapshotEvery, "snapshot-interval", sweep.SnapshotEvery, "how often the sweeper snapshots the arm counts to the cold tier (0: never); recovery replays from the latest snapshot")
+	fs.IntVar(&o.keepSnapshots, "keep-snapshots", tier.KeepSnapshots, "complete arm snapshots kept in the cold tier; older ones are deleted after each snapshot")
 	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long between writing a batch and committing it")
 	fs.DurationVar(&o.coldLatency, "fault-cold-latency", 0, "fault injection for tests: delay every offload's cold-tier writes")
 	o.observe.Register(fs)
@@ -109,7 +111,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		coldTier = faults.SlowCold{ColdTier: cold, Delay: o.coldLatency}
 	}
 	tier, err := store.NewTier(hot, coldTier, store.TierConfig{
-		HistoryCap: o.historyCap, IdleTimeout: o.idleTimeout, Logger: log,
+		HistoryCap: o.historyCap, IdleTimeout: o.idleTimeout, KeepSnapshots: o.keepSnapshots, Logger: log,
 	})
 	if err != nil {
 		return err

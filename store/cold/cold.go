@@ -299,6 +299,90 @@ func (c *Cold) LatestSnapshot(ctx context.Context) (state.Snapshot, error) {
 	return state.Snapshot(s), nil
 }
 
+// PruneSnapshots deletes every snapshot but the newest keep complete ones,
+// and the shards of snapshots never completed (a snapshotter that died
+// half-way) older than the newest complete one. Call it under the snapshot
+// lock, so that no snapshot is being written. It returns how many
+// snapshots it deleted.
+func (c *Cold) PruneSnapshots(ctx context.Context, keep int) (int, error) {
+	ks := c.cfg.Keyspace
+	iter := c.session.ContextQuery(ctx, `SELECT id, shards FROM `+ks+`.snapshots WHERE k = 0`, nil).Idempotent(true).Iter()
+	listed := map[int64]bool{}
+	var old []snapshotRow
+	var newest int64
+	var row snapshotRow
+	for n := 0; iter.Scan(&row.ID, &row.Shards); n++ {
+		listed[row.ID] = true
+		if n == 0 {
+			newest = row.ID
+		}
+		if n >= keep {
+			old = append(old, row)
+		}
+	}
+	if err := iter.Close(); err != nil {
+		return 0, fmt.Errorf("listing snapshots: %w", err)
+	}
+	if len(listed) == 0 {
+		return 0, nil
+	}
+	// Shards of snapshots never listed: their ids from the shard table.
+	iter = c.session.ContextQuery(ctx, `SELECT DISTINCT id FROM `+ks+`.arm_snapshot_shard`, nil).Idempotent(true).Iter()
+	var id int64
+	var orphans []int64
+	for iter.Scan(&id) {
+		if !listed[id] && id < newest {
+			orphans = append(orphans, id)
+		}
+	}
+	if err := iter.Close(); err != nil {
+		return 0, fmt.Errorf("listing snapshot shards: %w", err)
+	}
+	for _, id := range orphans {
+		if err := c.deleteSnapshot(ctx, id, -1); err != nil {
+			return 0, err
+		}
+	}
+	for i, s := range old {
+		if err := c.deleteSnapshot(ctx, s.ID, s.Shards); err != nil {
+			return i, err
+		}
+	}
+	return len(old), nil
+}
+
+// deleteSnapshot deletes snapshot id's arms and shards, shards of them
+// (-1: as many as the shard table lists), then its row.
+func (c *Cold) deleteSnapshot(ctx context.Context, id int64, shards int) error {
+	ks := c.cfg.Keyspace
+	var list []int
+	if shards < 0 {
+		iter := c.session.ContextQuery(ctx, `SELECT shard FROM `+ks+`.arm_snapshot_shard WHERE id = ?`, nil).Idempotent(true).Bind(id).Iter()
+		var sh int
+		for iter.Scan(&sh) {
+			list = append(list, sh)
+		}
+		if err := iter.Close(); err != nil {
+			return fmt.Errorf("listing the shards of snapshot %d: %w", id, err)
+		}
+	} else {
+		for sh := range shards {
+			list = append(list, sh)
+		}
+	}
+	for _, sh := range list {
+		if err := c.session.ContextQuery(ctx, `DELETE FROM `+ks+`.arm_snapshot WHERE id = ? AND shard = ?`, nil).Idempotent(true).Bind(id, sh).ExecRelease(); err != nil {
+			return fmt.Errorf("deleting snapshot %d shard %d: %w", id, sh, err)
+		}
+	}
+	for _, q := range []string{`DELETE FROM ` + ks + `.arm_snapshot_shard WHERE id = ?`, `DELETE FROM ` + ks + `.snapshots WHERE k = 0 AND id = ?`} {
+		if err := c.session.ContextQuery(ctx, q, nil).Idempotent(true).Bind(id).ExecRelease(); err != nil {
+			return fmt.Errorf("deleting snapshot %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
 // ReadShardSnapshot reads one shard of snapshot id.
 func (c *Cold) ReadShardSnapshot(ctx context.Context, id int64, shard int) (state.ShardSnapshot, error) {
 	sh := state.ShardSnapshot{Shard: shard, Arms: map[string][]int64{}}
@@ -320,6 +404,9 @@ func (c *Cold) ReadShardSnapshot(ctx context.Context, id int64, shard int) (stat
 	}
 	return sh, nil
 }
+
+// Keyspace is the keyspace of the cold tier's tables.
+func (c *Cold) Keyspace() string { return c.cfg.Keyspace }
 
 // Ping checks that the cold tier answers.
 func (c *Cold) Ping(ctx context.Context) error {
