@@ -351,10 +351,22 @@ func (c *Cold) PruneSnapshots(ctx context.Context, keep int) (int, error) {
 	return len(old), nil
 }
 
-// deleteSnapshot deletes snapshot id's arms and shards, shards of them
-// (-1: as many as the shard table lists), then its row.
+// deleteSnapshot deletes snapshot id: its row first, so that it is no
+// longer listed, then the arms of its shards (shards of them; -1: those the
+// shard table lists), then its shard rows, last because they say where the
+// arms are: one deletion cut short leaves an unlisted snapshot's shards,
+// deleted as an orphan's next time.
 func (c *Cold) deleteSnapshot(ctx context.Context, id int64, shards int) error {
 	ks := c.cfg.Keyspace
+	exec := func(q string, args ...any) error {
+		if err := c.session.ContextQuery(ctx, q, nil).Idempotent(true).Bind(args...).ExecRelease(); err != nil {
+			return fmt.Errorf("deleting snapshot %d: %w", id, err)
+		}
+		return nil
+	}
+	if err := exec(`DELETE FROM `+ks+`.snapshots WHERE k = 0 AND id = ?`, id); err != nil {
+		return err
+	}
 	var list []int
 	if shards < 0 {
 		iter := c.session.ContextQuery(ctx, `SELECT shard FROM `+ks+`.arm_snapshot_shard WHERE id = ?`, nil).Idempotent(true).Bind(id).Iter()
@@ -371,16 +383,11 @@ func (c *Cold) deleteSnapshot(ctx context.Context, id int64, shards int) error {
 		}
 	}
 	for _, sh := range list {
-		if err := c.session.ContextQuery(ctx, `DELETE FROM `+ks+`.arm_snapshot WHERE id = ? AND shard = ?`, nil).Idempotent(true).Bind(id, sh).ExecRelease(); err != nil {
-			return fmt.Errorf("deleting snapshot %d shard %d: %w", id, sh, err)
+		if err := exec(`DELETE FROM `+ks+`.arm_snapshot WHERE id = ? AND shard = ?`, id, sh); err != nil {
+			return err
 		}
 	}
-	for _, q := range []string{`DELETE FROM ` + ks + `.arm_snapshot_shard WHERE id = ?`, `DELETE FROM ` + ks + `.snapshots WHERE k = 0 AND id = ?`} {
-		if err := c.session.ContextQuery(ctx, q, nil).Idempotent(true).Bind(id).ExecRelease(); err != nil {
-			return fmt.Errorf("deleting snapshot %d: %w", id, err)
-		}
-	}
-	return nil
+	return exec(`DELETE FROM `+ks+`.arm_snapshot_shard WHERE id = ?`, id)
 }
 
 // ReadShardSnapshot reads one shard of snapshot id.
