@@ -34,8 +34,12 @@ import (
 // ActivityShards is the number of activity-index shards.
 const ActivityShards = 64
 
-func (k Keys) userKey(user, suffix string) string {
-	return k.Prefix + ":u:{" + userTag(user) + "}:" + user + ":" + suffix
+func (k Keys) userKey(user, suffix string) string { return k.userBase(user) + suffix }
+
+// userBase is what every key of user starts with: the tag is hashed once
+// for all of them.
+func (k Keys) userBase(user string) string {
+	return k.Prefix + ":u:{" + userTag(user) + "}:" + user + ":"
 }
 
 // userTag is the hash tag of a user's keys: the 64-bit FNV-1a hash of the
@@ -55,7 +59,8 @@ func userTag(user string) string {
 func (k Keys) SessionKey(user string) string { return k.userKey(user, "m") }
 
 func (k Keys) userKeys(user string) []string {
-	return []string{k.userKey(user, "m"), k.userKey(user, "h"), k.userKey(user, "p"), k.userKey(user, "s")}
+	b := k.userBase(user)
+	return []string{b + "m", b + "h", b + "p", b + "s"}
 }
 
 // ActivityKey returns the activity-index shard of a user.

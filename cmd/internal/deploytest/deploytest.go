@@ -84,9 +84,12 @@ func CheckService(t *testing.T, name, binary string, fs *flag.FlagSet, conns *co
 	}
 }
 
-func deployFile(parts ...string) string {
+func deployFile(parts ...string) string { return repoFile(append([]string{"deploy"}, parts...)...) }
+
+// repoFile is the path of a file of the repository, from its root.
+func repoFile(parts ...string) string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(append([]string{filepath.Dir(file), "..", "..", "..", "deploy"}, parts...)...)
+	return filepath.Join(append([]string{filepath.Dir(file), "..", "..", ".."}, parts...)...)
 }
 
 // Container is what the checks read of a Kubernetes container.
@@ -295,8 +298,7 @@ func CheckDeployment(t *testing.T, name, binary string, fs *flag.FlagSet, conns 
 // the reference cannot fall behind the binaries.
 func FlagsDocumented(t *testing.T, fs *flag.FlagSet) {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	doc, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "..", "docs", "configuration.md"))
+	doc, err := os.ReadFile(repoFile("docs", "configuration.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
