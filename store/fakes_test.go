@@ -20,8 +20,8 @@ type fakeSession struct {
 	epoch, sid string
 	version    int64
 	seen       int64
-	pe         int64
-	pending    []state.HistoryEvent
+	ps, pe     int64
+	pending    []state.HistoryEvent // events ps up to pe
 	st         state.UserState
 }
 
@@ -32,6 +32,7 @@ type fakeHot struct {
 	sessions map[string]*fakeSession
 	locks    map[string]string
 	activity map[string]int64
+	due      map[string]int64
 	arms     map[int]state.ShardSnapshot
 	parts    map[string]int64
 	// otherLoader, when > 0, holds each session lock for that many lock
@@ -42,6 +43,7 @@ type fakeHot struct {
 	evictRefuses bool // an event lands between read and evict
 	recoveries   int
 	touched      int
+	chunkReads   int
 	// lockExpires makes the next installs find their load lock expired.
 	lockExpires int
 }
@@ -50,7 +52,7 @@ var _ store.HotTier = (*fakeHot)(nil)
 
 func newFakeHot(shards int) *fakeHot {
 	return &fakeHot{shards: shards, epoch: "e1", sessions: map[string]*fakeSession{}, locks: map[string]string{},
-		activity: map[string]int64{}, arms: map[int]state.ShardSnapshot{}, parts: map[string]int64{}}
+		activity: map[string]int64{}, due: map[string]int64{}, arms: map[int]state.ShardSnapshot{}, parts: map[string]int64{}}
 }
 
 func (h *fakeHot) Shards() int { return h.shards }
@@ -128,7 +130,7 @@ func (h *fakeHot) InstallSession(_ context.Context, token, epoch string, st stat
 	return installed, nil
 }
 
-func (h *fakeHot) ApplyUserEvents(_ context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent, _ int, nowMs int64) ([]string, []string, error) {
+func (h *fakeHot) ApplyUserEvents(_ context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent, limits state.SessionLimits, nowMs int64) ([]string, []string, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	field := topic + "/" + strconv.Itoa(partition)
@@ -165,6 +167,15 @@ func (h *fakeHot) ApplyUserEvents(_ context.Context, topic string, partition int
 		s.st.Watermarks[field] = wm
 		s.seen = nowMs
 		h.activity[u] = nowMs
+		if s.pe > s.ps {
+			due := nowMs
+			if limits.FlushPending > 0 && s.pe-s.ps >= int64(limits.FlushPending) {
+				due = 0
+			}
+			if d, ok := h.due[u]; !ok || due < d {
+				h.due[u] = due
+			}
+		}
 	}
 	return notLoaded, stale, nil
 }
@@ -204,11 +215,35 @@ func (h *fakeHot) ReadSession(_ context.Context, user string) (state.HotSession,
 	st.ArmCounts, st.Watermarks = maps.Clone(st.ArmCounts), maps.Clone(st.Watermarks)
 	st.Version = s.version
 	out := state.HotSession{User: user, Epoch: s.epoch, SessionID: s.sid, Version: s.version, SeenMs: s.seen,
-		PendingEnd: s.pe, Pending: append([]state.HistoryEvent(nil), s.pending...), State: st}
+		PendingStart: s.ps, PendingEnd: s.pe, State: st}
 	if h.epochChanges {
 		h.epoch = "changed"
 	}
 	return out, true, nil
+}
+
+func (h *fakeHot) PendingEvents(_ context.Context, hs state.HotSession, from int64, n int) ([]state.HistoryEvent, int64, bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.chunkReads++
+	s, ok := h.sessions[hs.User]
+	to := min(from+int64(n), hs.PendingEnd)
+	if !ok || s.sid != hs.SessionID {
+		return nil, to, false, nil
+	}
+	from = max(from, s.ps)
+	if to <= from {
+		return nil, to, true, nil
+	}
+	return append([]state.HistoryEvent(nil), s.pending[from-s.ps:to-s.ps]...), to, true, nil
+}
+
+// trim drops the events before pe from a session's pending list.
+func (s *fakeSession) trim(pe int64) {
+	if k := pe - s.ps; k > 0 {
+		s.pending = s.pending[k:]
+		s.ps = pe
+	}
 }
 
 func (h *fakeHot) EvictSession(_ context.Context, hs state.HotSession) (bool, error) {
@@ -219,14 +254,31 @@ func (h *fakeHot) EvictSession(_ context.Context, hs state.HotSession) (bool, er
 		return false, nil
 	}
 	if h.evictRefuses || s.version != hs.Version || s.seen != hs.SeenMs {
-		s.pending = s.pending[len(hs.Pending):]
+		s.trim(hs.PendingEnd)
 		return false, nil
 	}
 	delete(h.sessions, hs.User)
+	delete(h.due, hs.User)
 	if h.activity[hs.User] <= hs.SeenMs {
 		delete(h.activity, hs.User)
 	}
 	return true, nil
+}
+
+func (h *fakeHot) KeepSession(_ context.Context, hs state.HotSession, readMs int64) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.sessions[hs.User]
+	if !ok || s.sid != hs.SessionID {
+		return nil
+	}
+	s.trim(hs.PendingEnd)
+	if s.pe > s.ps {
+		h.due[hs.User] = readMs
+	} else {
+		delete(h.due, hs.User)
+	}
+	return nil
 }
 
 func (h *fakeHot) DropActivity(_ context.Context, user string, seenMs int64) error {
@@ -235,20 +287,35 @@ func (h *fakeHot) DropActivity(_ context.Context, user string, seenMs int64) err
 	if a, ok := h.activity[user]; ok && a <= seenMs {
 		delete(h.activity, user)
 	}
+	if _, hot := h.sessions[user]; !hot {
+		delete(h.due, user)
+	}
 	return nil
 }
 
 func (h *fakeHot) IdleUsers(_ context.Context, cutoffMs int64, limit int) ([]string, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return upTo(h.activity, cutoffMs, limit), nil
+}
+
+func (h *fakeHot) DueUsers(_ context.Context, cutoffMs int64, limit int) ([]string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return upTo(h.due, cutoffMs, limit), nil
+}
+
+// upTo returns, sorted, up to limit users of index scored at or before
+// cutoff.
+func upTo(index map[string]int64, cutoff int64, limit int) []string {
 	var out []string
-	for u, a := range h.activity {
-		if a <= cutoffMs {
+	for u, a := range index {
+		if a <= cutoff {
 			out = append(out, u)
 		}
 	}
 	sort.Strings(out)
-	return out[:min(len(out), limit)], nil
+	return out[:min(len(out), limit)]
 }
 
 func (h *fakeHot) LockSnapshot(context.Context) (func(), bool, error) {

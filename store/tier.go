@@ -24,14 +24,17 @@ type HotTier interface {
 	LockSession(ctx context.Context, user string, ttl time.Duration) (token string, ok bool, err error)
 	UnlockSession(ctx context.Context, user, token string) error
 	InstallSession(ctx context.Context, token, epoch string, st state.UserState, recent []state.HistoryEvent, nowMs int64) (bool, error)
-	ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent, historyCap int, nowMs int64) (notLoaded, stale []string, err error)
+	ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent, limits state.SessionLimits, nowMs int64) (notLoaded, stale []string, err error)
 	DropStaleSession(ctx context.Context, user, epoch string) error
 	TouchSessions(ctx context.Context, users []string, nowMs int64) ([]state.SessionStats, error)
 
 	ReadSession(ctx context.Context, user string) (state.HotSession, bool, error)
+	PendingEvents(ctx context.Context, s state.HotSession, from int64, n int) (evs []state.HistoryEvent, next int64, ok bool, err error)
 	EvictSession(ctx context.Context, s state.HotSession) (bool, error)
+	KeepSession(ctx context.Context, s state.HotSession, readMs int64) error
 	DropActivity(ctx context.Context, user string, seenMs int64) error
 	IdleUsers(ctx context.Context, cutoffMs int64, limit int) ([]string, error)
+	DueUsers(ctx context.Context, cutoffMs int64, limit int) ([]string, error)
 
 	LockSnapshot(ctx context.Context) (release func(), ok bool, err error)
 	ReplayPositions(ctx context.Context, epoch string) (map[string]int64, error)
@@ -61,6 +64,17 @@ type TierConfig struct {
 	HistoryCap int
 	// IdleTimeout is how long a user stays hot without activity.
 	IdleTimeout time.Duration
+	// FlushAfter and FlushPending bound the events of a hot user not yet in
+	// the cold tier, in age and in number: a user who never goes idle is
+	// flushed without eviction by the next sweep once either is passed, so
+	// the user's cold state is never much older than FlushAfter and the
+	// snapshots' replay positions keep moving. Defaults 5 minutes and 1,000
+	// events; FlushPending 0 bounds the age alone.
+	FlushAfter   time.Duration
+	FlushPending int
+	// FlushChunk bounds the pending events read from the hot tier in one
+	// reply and written to the cold tier in one go. Default 1,000.
+	FlushChunk int
 	// LoadWait bounds waiting for another loader of the same session.
 	LoadWait time.Duration
 	// LoadParallelism bounds concurrent session loads.
@@ -80,7 +94,8 @@ type TierConfig struct {
 // DefaultTierConfig returns the defaults: 200 recent events per user, 30
 // minutes idle, 10 s to wait for another loader, 16 loads at a time.
 func DefaultTierConfig() TierConfig {
-	return TierConfig{HistoryCap: 200, IdleTimeout: 30 * time.Minute, LoadWait: 10 * time.Second, LoadParallelism: 16, LoadLockTTL: 10 * time.Second, KeepSnapshots: 3}
+	return TierConfig{HistoryCap: 200, IdleTimeout: 30 * time.Minute, FlushAfter: 5 * time.Minute, FlushPending: 1000, FlushChunk: 1000,
+		LoadWait: 10 * time.Second, LoadParallelism: 16, LoadLockTTL: 10 * time.Second, KeepSnapshots: 3}
 }
 
 func (c *TierConfig) setDefaults() {
@@ -90,6 +105,12 @@ func (c *TierConfig) setDefaults() {
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = d.IdleTimeout
+	}
+	if c.FlushAfter == 0 {
+		c.FlushAfter = d.FlushAfter
+	}
+	if c.FlushChunk == 0 {
+		c.FlushChunk = d.FlushChunk
 	}
 	if c.LoadWait == 0 {
 		c.LoadWait = d.LoadWait
@@ -113,8 +134,9 @@ func (c *TierConfig) setDefaults() {
 
 // Validate reports a configuration that cannot work.
 func (c TierConfig) Validate() error {
-	if c.HistoryCap < 1 || c.IdleTimeout <= 0 || c.LoadWait <= 0 || c.LoadParallelism < 1 || c.LoadLockTTL <= 0 || c.KeepSnapshots < 1 {
-		return errors.New("store: history cap, idle timeout, load wait, load lock TTL and load parallelism must be positive")
+	if c.HistoryCap < 1 || c.IdleTimeout <= 0 || c.LoadWait <= 0 || c.LoadParallelism < 1 || c.LoadLockTTL <= 0 || c.KeepSnapshots < 1 ||
+		c.FlushAfter <= 0 || c.FlushChunk < 1 || c.FlushPending < 0 {
+		return errors.New("store: history cap, idle timeout, flush age, flush chunk, load wait, load lock TTL, load parallelism and snapshots kept must be positive, the flush bound in events not negative")
 	}
 	return nil
 }
@@ -128,7 +150,7 @@ type Tier struct {
 	cfg  TierConfig
 	log  *slog.Logger
 
-	loads, offloads atomic.Int64
+	loads, offloads, flushes atomic.Int64
 }
 
 // TierStats counts what a Tier did since it was made.
@@ -138,11 +160,14 @@ type TierStats struct {
 	// Offloads are sessions this process flushed to the cold tier and
 	// evicted.
 	Offloads int64
+	// Flushes are sessions of active users this process flushed to the
+	// cold tier without evicting them.
+	Flushes int64
 }
 
 // Stats returns the counts so far.
 func (t *Tier) Stats() TierStats {
-	return TierStats{SessionLoads: t.loads.Load(), Offloads: t.offloads.Load()}
+	return TierStats{SessionLoads: t.loads.Load(), Offloads: t.offloads.Load(), Flushes: t.flushes.Load()}
 }
 
 // NewTier returns the tiering of hot and cold.
@@ -275,7 +300,8 @@ func (t *Tier) install(ctx context.Context, user, token, epoch string) error {
 // returns the users whose session was not loaded (evicted meanwhile, or
 // loaded in another epoch and now dropped); load them and apply again.
 func (t *Tier) ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent) ([]string, error) {
-	notLoaded, stale, err := t.hot.ApplyUserEvents(ctx, topic, partition, epoch, byUser, t.cfg.HistoryCap, t.nowMs())
+	limits := state.SessionLimits{HistoryCap: t.cfg.HistoryCap, FlushPending: t.cfg.FlushPending}
+	notLoaded, stale, err := t.hot.ApplyUserEvents(ctx, topic, partition, epoch, byUser, limits, t.nowMs())
 	if err != nil {
 		return nil, err
 	}
@@ -296,16 +322,28 @@ func (t *Tier) ApplyUserEvents(ctx context.Context, topic string, partition int,
 // dropped without a flush (it is replayed), and nothing is written to the
 // cold tier if the epoch changes during the offload.
 func (t *Tier) Offload(ctx context.Context, user, epoch string) (bool, error) {
+	return t.offload(ctx, user, epoch, false)
+}
+
+// Flush writes a hot user's pending events and state to the cold tier and
+// keeps the session: what an offload does for a user who is not idle.
+func (t *Tier) Flush(ctx context.Context, user, epoch string) error {
+	_, err := t.offload(ctx, user, epoch, true)
+	return err
+}
+
+func (t *Tier) offload(ctx context.Context, user, epoch string, keep bool) (bool, error) {
 	if epoch == "" {
 		return false, errors.New("store: no offload while the hot tier is not recovered")
 	}
+	readMs := t.nowMs()
 	s, ok, err := t.hot.ReadSession(ctx, user)
 	if err != nil {
 		return false, err
 	}
 	if !ok {
-		// Not hot: only the activity entry is left.
-		return true, t.hot.DropActivity(ctx, user, t.nowMs())
+		// Not hot: only index entries are left.
+		return true, t.hot.DropActivity(ctx, user, readMs)
 	}
 	if s.Epoch != epoch {
 		err := t.hot.DropStaleSession(ctx, user, epoch)
@@ -316,13 +354,33 @@ func (t *Tier) Offload(ctx context.Context, user, epoch string) (bool, error) {
 	if now, err := t.hot.Epoch(ctx); err != nil || now != epoch {
 		return false, errors.Join(err, errors.New("store: hot tier epoch changed during an offload"))
 	}
-	t.log.Debug("offload: session read", "user", user, "version", s.Version)
-	if err := t.cold.WriteHistory(ctx, s.Pending); err != nil {
-		return false, err
+	t.log.Debug("offload: session read", "user", user, "version", s.Version, "pending", s.PendingEnd-s.PendingStart, "keep", keep)
+	// The pending events go in chunks: however many a user piled up, no
+	// reply and no write holds more than FlushChunk of them.
+	for from := s.PendingStart; from < s.PendingEnd; {
+		evs, next, ok, err := t.hot.PendingEvents(ctx, s, from, t.cfg.FlushChunk)
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			// Evicted meanwhile by another offload, which flushed them.
+			return false, nil
+		}
+		if err := t.cold.WriteHistory(ctx, evs); err != nil {
+			return false, err
+		}
+		from = next
 	}
 	s.State.FlushedMs = t.nowMs()
 	if err := t.cold.WriteUserState(ctx, s.State); err != nil {
 		return false, err
+	}
+	if keep {
+		if err := t.hot.KeepSession(ctx, s, readMs); err != nil {
+			return false, err
+		}
+		t.flushes.Add(1)
+		return false, nil
 	}
 	evicted, err := t.hot.EvictSession(ctx, s)
 	t.log.Debug("offload: cold state written", "user", user, "version", s.Version, "evicted", evicted)
@@ -333,8 +391,11 @@ func (t *Tier) Offload(ctx context.Context, user, epoch string) (bool, error) {
 }
 
 // Sweep offloads up to limit users idle longer than the idle timeout from
-// each activity shard. Any number of sweepers may run: offloads of the same
-// user by two of them write the same cold state and evict once.
+// each activity shard, and flushes without eviction up to limit users per
+// flush-index shard whose pending events passed FlushAfter or
+// FlushPending. Any number of sweepers may run: offloads of the same user
+// by two of them write the same cold state and evict once. It returns the
+// users evicted.
 func (t *Tier) Sweep(ctx context.Context, limit int) (offloaded int, err error) {
 	epoch, err := t.hot.Epoch(ctx)
 	if err != nil {
@@ -344,7 +405,8 @@ func (t *Tier) Sweep(ctx context.Context, limit int) (offloaded int, err error) 
 		// Lost and not recovered yet: ingest recovers it; sweep after.
 		return 0, nil
 	}
-	users, err := t.hot.IdleUsers(ctx, t.nowMs()-t.cfg.IdleTimeout.Milliseconds(), limit)
+	now := t.nowMs()
+	users, err := t.hot.IdleUsers(ctx, now-t.cfg.IdleTimeout.Milliseconds(), limit)
 	errs := []error{err}
 	for _, u := range users {
 		evicted, err := t.Offload(ctx, u, epoch)
@@ -355,6 +417,11 @@ func (t *Tier) Sweep(ctx context.Context, limit int) (offloaded int, err error) 
 		if evicted {
 			offloaded++
 		}
+	}
+	due, err := t.hot.DueUsers(ctx, now-t.cfg.FlushAfter.Milliseconds(), limit)
+	errs = append(errs, err)
+	for _, u := range due {
+		errs = append(errs, t.Flush(ctx, u, epoch))
 	}
 	return offloaded, errors.Join(errs...)
 }

@@ -485,3 +485,102 @@ func (e *env) int64s(t *testing.T, q string, args ...any) []int64 {
 	}
 	return out
 }
+
+// A user who is never idle, ten minutes of events by the tier's clock: the
+// sweeps flush the user without evicting it, so the pending events stay
+// under the bound (plus what one sweep interval adds), the cold state is
+// never older than the age bound (plus a sweep interval), and each
+// snapshot's replay position is past the previous one.
+func TestNeverIdleUserIsFlushed(t *testing.T) {
+	const (
+		bound     = 500
+		perSecond = 20
+		sweepEach = 5 // seconds
+	)
+	clk := newClock()
+	e := newEnv(t, store.TierConfig{IdleTimeout: 30 * time.Minute, FlushAfter: time.Minute, FlushPending: bound, FlushChunk: 200, Now: clk.Now})
+	ctx := context.Background()
+	const user = "u-bot"
+	offset, lastReplay := 0, int64(-1)
+	for second := 1; second <= 600; second++ {
+		evs := make([]state.UserEvent, perSecond)
+		for i := range evs {
+			evs[i] = event(user, offset, schemas.Click)
+			offset++
+		}
+		e.apply(t, ctx, 0, evs...)
+		if err := e.hot.MarkPartitionApplied(ctx, "interactions", 0, int64(offset-1), e.epoch); err != nil {
+			t.Fatal(err)
+		}
+		clk.advance(time.Second)
+		if second%sweepEach == 0 {
+			if n, err := e.tier.Sweep(ctx, 100); err != nil || n != 0 {
+				t.Fatalf("second %d: swept %d, %v", second, n, err)
+			}
+		}
+		s, ok, err := e.hot.ReadSession(ctx, user)
+		if err != nil || !ok {
+			t.Fatalf("second %d: the user is not hot (%v)", second, err)
+		}
+		if pending := s.PendingEnd - s.PendingStart; pending > bound+sweepEach*perSecond {
+			t.Fatalf("second %d: %d events pending, bound %d", second, pending, bound)
+		}
+		if second > 60+sweepEach {
+			st, err := e.tier.ColdState(ctx, user)
+			if err != nil {
+				t.Fatalf("second %d: no cold state: %v", second, err)
+			}
+			if age := clk.Now().UnixMilli() - st.FlushedMs; age > (60+sweepEach)*1000 {
+				t.Fatalf("second %d: cold state %d ms old", second, age)
+			}
+		}
+		if second%60 == 0 {
+			snap, err := e.tier.Snapshot(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			from := snap.ReplayFrom["interactions/0"]
+			if from <= lastReplay {
+				t.Fatalf("second %d: the snapshot replays from %d, the one before from %d", second, from, lastReplay)
+			}
+			lastReplay = from
+		}
+	}
+	if st, err := e.tier.ColdState(ctx, user); err != nil || st.ArmCounts["home\x1fsku-0"][1] == 0 || st.Watermarks["interactions/0"] < int64(offset-bound-sweepEach*perSecond) {
+		t.Fatalf("cold state %+v, %v after %d events", st.Watermarks, err, offset)
+	}
+	if e.tier.Stats().Flushes == 0 || e.tier.Stats().Offloads != 0 {
+		t.Fatalf("stats %+v", e.tier.Stats())
+	}
+}
+
+// History events are written with the configured retention as their TTL,
+// and without one when it is 0.
+func TestHistoryRetention(t *testing.T) {
+	ctx := context.Background()
+	_, session := stacktest.OpenCold(t, stacktest.UniqueName("it"), true)
+	for _, retention := range []time.Duration{time.Hour, 0} {
+		ks := stacktest.UniqueName("it")
+		t.Cleanup(func() { _ = session.Query("DROP KEYSPACE IF EXISTS " + ks).Exec() })
+		c, err := stacktest.NewCold(ctx, session, cold.Config{Keyspace: ks, HistoryRetention: retention})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WriteHistory(ctx, []state.HistoryEvent{event("u-ttl", 1, schemas.Click).Event}); err != nil {
+			t.Fatal(err)
+		}
+		var ttl *int
+		if err := session.Query(`SELECT TTL(item_id) FROM ` + ks + `.history WHERE user_id = 'u-ttl'`).Scan(&ttl); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case retention == 0 && ttl != nil:
+			t.Fatalf("no retention, but a TTL of %d s", *ttl)
+		case retention > 0 && (ttl == nil || *ttl > 3600 || *ttl < 3500):
+			t.Fatalf("retention 1h, TTL %v", ttl)
+		}
+	}
+	if _, err := cold.New(session, cold.Config{Keyspace: "x", HistoryRetention: cold.MaxTTL + time.Second}); err == nil {
+		t.Fatal("a retention past CQL's largest TTL: accepted")
+	}
+}

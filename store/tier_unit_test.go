@@ -280,6 +280,67 @@ func TestSweepByIdleTimeout(t *testing.T) {
 	}
 }
 
+// A user who is never idle is flushed without eviction once the pending
+// events pass the bound in number or in age, in chunks of FlushChunk, and
+// stays hot; the flush index forgets a user with nothing pending.
+func TestSweepFlushesActiveUsers(t *testing.T) {
+	tier, h, c, clk := newUnitTier(t, store.TierConfig{FlushPending: 5, FlushAfter: time.Minute, FlushChunk: 2})
+	ctx := context.Background()
+	if err := tier.EnsureLoaded(ctx, []string{"bot"}, "e1"); err != nil {
+		t.Fatal(err)
+	}
+	apply := func(from, n int64) {
+		t.Helper()
+		var evs []state.UserEvent
+		for off := from; off < from+n; off++ {
+			evs = append(evs, userEvent("bot", off, "a", 2))
+		}
+		if _, err := tier.ApplyUserEvents(ctx, "ev", 0, "e1", map[string][]state.UserEvent{"bot": evs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sweep := func() {
+		t.Helper()
+		if n, err := tier.Sweep(ctx, 100); err != nil || n != 0 {
+			t.Fatalf("swept %d, %v: the active user was evicted", n, err)
+		}
+	}
+	// Four events, a second old: under both bounds, nothing written.
+	apply(1, 4)
+	clk.advance(time.Second)
+	sweep()
+	if c.writes != 0 || tier.Stats().Flushes != 0 {
+		t.Fatalf("flushed under the bounds: %d cold writes", c.writes)
+	}
+	// The fifth passes the bound in number: flushed in three chunks.
+	apply(5, 1)
+	sweep()
+	if got := c.states["bot"]; got.ArmCounts["home\x1fa"][1] != 5 || got.Watermarks["ev/0"] != 5 || len(c.history["bot"]) != 5 {
+		t.Fatalf("cold state %+v, %d events of history", got, len(c.history["bot"]))
+	}
+	if s := h.sessions["bot"]; s == nil || len(s.pending) != 0 || h.chunkReads != 3 {
+		t.Fatalf("session %+v after a flush, %d chunk reads (want 3 of at most 2)", s, h.chunkReads)
+	}
+	if _, due := h.due["bot"]; due || tier.Stats().Flushes != 1 {
+		t.Fatalf("still due with nothing pending, or %d flushes", tier.Stats().Flushes)
+	}
+	// One more event: due by age only, a minute after it arrived.
+	apply(6, 1)
+	clk.advance(30 * time.Second)
+	sweep()
+	if len(c.history["bot"]) != 5 {
+		t.Fatal("flushed before the age bound")
+	}
+	clk.advance(31 * time.Second)
+	sweep()
+	if got := c.states["bot"]; len(c.history["bot"]) != 6 || got.Watermarks["ev/0"] != 6 || got.FlushedMs != clk.Now().UnixMilli() {
+		t.Fatalf("cold state %+v, %d events of history after the age bound", got, len(c.history["bot"]))
+	}
+	if _, ok := h.sessions["bot"]; !ok {
+		t.Fatal("a flush evicted the user")
+	}
+}
+
 func TestSnapshotAndRecover(t *testing.T) {
 	ctx := context.Background()
 	tier, h, c, clk := newUnitTier(t, store.TierConfig{})

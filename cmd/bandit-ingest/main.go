@@ -47,6 +47,9 @@ type options struct {
 	session       time.Duration
 	historyCap    int
 	idleTimeout   time.Duration
+	flushAfter    time.Duration
+	flushPending  int
+	flushChunk    int
 	sweepInterval time.Duration
 	snapshotEvery time.Duration
 	keepSnapshots int
@@ -72,6 +75,9 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.session, "session-timeout", in.SessionTimeout, "consumer group session timeout (at least Kafka's group.min.session.timeout.ms, 6s by default)")
 	fs.IntVar(&o.historyCap, "history-cap", tier.HistoryCap, "recent events kept per hot user")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", tier.IdleTimeout, "inactivity after which a user is offloaded to the cold tier")
+	fs.DurationVar(&o.flushAfter, "flush-after", tier.FlushAfter, "age of a hot user's oldest event not yet in the cold tier after which the sweeper flushes the user without evicting it")
+	fs.IntVar(&o.flushPending, "flush-pending", tier.FlushPending, "events of a hot user not yet in the cold tier that make the next sweep flush it without eviction (0: the age bound alone)")
+	fs.IntVar(&o.flushChunk, "flush-chunk", tier.FlushChunk, "pending events read from the hot tier and written to the cold tier at a time by a flush")
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", sweep.Interval, "how often the sweeper looks for idle users")
 	fs.DurationVar(&o.snapshotEvery, "snapshot-interval", sweep.SnapshotEvery, "how often the sweeper snapshots the arm counts to the cold tier (0: never); recovery replays from the latest snapshot")
 	fs.IntVar(&o.keepSnapshots, "keep-snapshots", tier.KeepSnapshots, "complete arm snapshots kept in the cold tier; older ones are deleted after each snapshot")
@@ -112,6 +118,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	tier, err := store.NewTier(hot, coldTier, store.TierConfig{
 		HistoryCap: o.historyCap, IdleTimeout: o.idleTimeout, KeepSnapshots: o.keepSnapshots, Logger: log,
+		FlushAfter: o.flushAfter, FlushPending: o.flushPending, FlushChunk: o.flushChunk,
 	})
 	if err != nil {
 		return err
@@ -124,6 +131,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			Read: func() []ops.Value { return ops.One(tier.Stats().SessionLoads) }},
 		ops.Func{Name: "session_offloads_total", Help: "Sessions this process flushed to the cold tier and evicted.", Type: prometheus.CounterValue,
 			Read: func() []ops.Value { return ops.One(tier.Stats().Offloads) }},
+		ops.Func{Name: "session_flushes_total", Help: "Sessions of active users this process flushed to the cold tier without evicting them.", Type: prometheus.CounterValue,
+			Read: func() []ops.Value { return ops.One(tier.Stats().Flushes) }},
 	); err != nil {
 		return err
 	}

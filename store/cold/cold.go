@@ -15,6 +15,7 @@ import (
 	"github.com/scylladb/gocqlx/v2"
 	"github.com/scylladb/gocqlx/v2/qb"
 	"github.com/scylladb/gocqlx/v2/table"
+	"golang.org/x/sync/errgroup"
 )
 
 // DefaultReplication is the keyspace's replication when none is given:
@@ -32,7 +33,18 @@ type Config struct {
 	// HistoryLoad bounds the events loaded into the hot tier at session
 	// start (the newest); default 200.
 	HistoryLoad int
+	// HistoryRetention is how long a history event is kept (the rows'
+	// TTL), at most MaxTTL; 0 keeps events for ever. Default none: a
+	// program sets it (the binaries' -cql-history-retention, default
+	// DefaultHistoryRetention).
+	HistoryRetention time.Duration
 }
+
+// DefaultHistoryRetention is the binaries' default history retention.
+const DefaultHistoryRetention = 180 * 24 * time.Hour
+
+// MaxTTL is the largest TTL CQL accepts, 20 years.
+const MaxTTL = 630_720_000 * time.Second
 
 func (c *Config) setDefaults() {
 	if c.Keyspace == "" {
@@ -55,6 +67,9 @@ func (c Config) Validate() error {
 	}
 	if c.HistoryLoad < 1 {
 		return errors.New("store: history load must be at least 1")
+	}
+	if c.HistoryRetention < 0 || c.HistoryRetention > MaxTTL {
+		return fmt.Errorf("store: history retention must be between 0 and %s", MaxTTL)
 	}
 	return nil
 }
@@ -174,21 +189,32 @@ func Migrate(ctx context.Context, session *gocql.Session, cfg Config) error {
 
 func (c *Cold) qualified(t *table.Table) string { return c.cfg.Keyspace + "." + t.Name() }
 
-// WriteHistory writes events; rewriting one is harmless.
+// historyWriters bounds the history rows one WriteHistory has in flight.
+const historyWriters = 16
+
+// WriteHistory writes events, up to historyWriters rows at a time;
+// rewriting one is harmless.
 func (c *Cold) WriteHistory(ctx context.Context, events []state.HistoryEvent) error {
 	if len(events) == 0 {
 		return nil
 	}
-	stmt, names := qb.Insert(c.qualified(historyTable)).Columns(historyTable.Metadata().Columns...).ToCql()
-	q := c.session.ContextQuery(ctx, stmt, names).Idempotent(true)
-	defer q.Release()
-	for i := range events {
-		row := historyRow(events[i])
-		if err := q.BindStruct(&row).Exec(); err != nil {
-			return fmt.Errorf("writing history of %s: %w", events[i].UserID, err)
-		}
+	insert := qb.Insert(c.qualified(historyTable)).Columns(historyTable.Metadata().Columns...)
+	if c.cfg.HistoryRetention > 0 {
+		insert = insert.TTL(c.cfg.HistoryRetention)
 	}
-	return nil
+	stmt, names := insert.ToCql()
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(historyWriters)
+	for i := range events {
+		g.Go(func() error {
+			row := historyRow(events[i])
+			if err := c.session.ContextQuery(ctx, stmt, names).Idempotent(true).BindStruct(&row).ExecRelease(); err != nil {
+				return fmt.Errorf("writing history of %s: %w", events[i].UserID, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }
 
 // RecentHistory returns up to limit of the user's newest events, newest

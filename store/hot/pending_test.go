@@ -56,7 +56,7 @@ func (e pendingEnv) load(ctx context.Context, user string, offset int64) error {
 		return err
 	}
 	ev := state.HistoryEvent{UserID: user, EventID: "e" + user, ItemID: "i", Context: "c", Type: int32(schemas.Click), EventTimeMs: 1}
-	notLoaded, _, err := e.h.ApplyUserEvents(ctx, "ev", 0, e.epoch, map[string][]state.UserEvent{user: {{Offset: offset, Event: ev}}}, 10, time.Now().UnixMilli())
+	notLoaded, _, err := e.h.ApplyUserEvents(ctx, "ev", 0, e.epoch, map[string][]state.UserEvent{user: {{Offset: offset, Event: ev}}}, state.SessionLimits{HistoryCap: 10}, time.Now().UnixMilli())
 	if err == nil && len(notLoaded) > 0 {
 		err = errors.New("not loaded")
 	}
@@ -133,4 +133,74 @@ func TestPendingEntriesFollowSessions(t *testing.T) {
 			t.Fatalf("replay from %d, want 21: an evicted session's entry pins it", got)
 		}
 	})
+}
+
+// A flush that keeps the session moves its pending entry past what it
+// flushed, and a snapshot passes over the entry of a session with nothing
+// pending: the replay position follows the partition, not the user's first
+// event. Events applied after the flush pull it back to just after the
+// flushed watermark, and make the session due again.
+func TestFlushMovesTheReplayPosition(t *testing.T) {
+	ctx := context.Background()
+	th := newTestHot(t)
+	e := pendingEnv{th.h, th.epoch}
+	if err := e.load(ctx, "u", 5); err != nil {
+		t.Fatal(err)
+	}
+	apply := func(offsets ...int64) {
+		t.Helper()
+		var evs []state.UserEvent
+		for _, o := range offsets {
+			evs = append(evs, state.UserEvent{Offset: o, Event: state.HistoryEvent{UserID: "u", EventID: "e" + string(rune('a'+o)), ItemID: "i", Context: "c", Type: int32(schemas.Click), EventTimeMs: o}})
+		}
+		if _, _, err := th.h.ApplyUserEvents(ctx, "ev", 0, th.epoch, map[string][]state.UserEvent{"u": evs}, state.SessionLimits{HistoryCap: 10, FlushPending: 4}, time.Now().UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(6, 7, 8, 9)
+	if err := th.h.MarkPartitionApplied(ctx, "ev", 0, 20, th.epoch); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.replayFrom(t); got != 5 {
+		t.Fatalf("replay from %d before the flush, want 5", got)
+	}
+	// Five pending passed FlushPending: due now, whatever the age bound.
+	if due, err := th.h.DueUsers(ctx, 0, 10); err != nil || len(due) != 1 {
+		t.Fatalf("due %v, %v; want u at once", due, err)
+	}
+	s, ok, err := th.h.ReadSession(ctx, "u")
+	if err != nil || !ok || s.PendingEnd-s.PendingStart != 5 {
+		t.Fatalf("session %+v, %v, %v", s, ok, err)
+	}
+	var flushed []state.HistoryEvent
+	for from := s.PendingStart; from < s.PendingEnd; {
+		evs, next, ok, err := th.h.PendingEvents(ctx, s, from, 2)
+		if err != nil || !ok || len(evs) > 2 {
+			t.Fatalf("chunk from %d: %d events, %v, %v", from, len(evs), ok, err)
+		}
+		flushed, from = append(flushed, evs...), next
+	}
+	if len(flushed) != 5 || flushed[0].EventTimeMs != 1 || flushed[4].EventTimeMs != 9 {
+		t.Fatalf("read %d pending events: %+v", len(flushed), flushed)
+	}
+	readMs := time.Now().UnixMilli()
+	if err := th.h.KeepSession(ctx, s, readMs); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.replayFrom(t); got != 21 {
+		t.Fatalf("replay from %d after the flush, want 21: a session with nothing pending pins it", got)
+	}
+	if due, err := th.h.DueUsers(ctx, readMs+60_000, 10); err != nil || len(due) != 0 {
+		t.Fatalf("due %v, %v with nothing pending", due, err)
+	}
+	if ok, err := th.h.SessionsLoaded(ctx, []string{"u"}); err != nil || !ok[0] {
+		t.Fatal("the flush evicted the session")
+	}
+	apply(22)
+	if got := e.replayFrom(t); got != 10 {
+		t.Fatalf("replay from %d after a new event, want 10 (after the flushed watermark 9)", got)
+	}
+	if due, err := th.h.DueUsers(ctx, time.Now().UnixMilli(), 10); err != nil || len(due) != 1 {
+		t.Fatalf("due %v, %v with an event pending", due, err)
+	}
 }

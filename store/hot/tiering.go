@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -107,14 +108,17 @@ func (h *Hot) InstallSession(ctx context.Context, token, epoch string, st state.
 }
 
 // ApplyUserEvents applies each user's events above the user's watermark
-// for topic/partition, atomically per user, keeps the newest historyCap in
-// the recent history, and records the activity at nowMs. It returns the
-// users with no session (load them and apply again) and, among them, those
-// whose session was loaded in an epoch other than epoch (drop it first).
-func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent, historyCap int, nowMs int64) (notLoaded, stale []string, err error) {
+// for topic/partition, atomically per user, keeps the newest
+// limits.HistoryCap in the recent history, and records the activity at
+// nowMs. A session with events pending gets an entry in the flush index
+// (DueUsers), due at once when limits.FlushPending or more are pending. It
+// returns the users with no session (load them and apply again) and, among
+// them, those whose session was loaded in an epoch other than epoch (drop
+// it first).
+func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent, limits state.SessionLimits, nowMs int64) (notLoaded, stale []string, err error) {
 	k := h.keys
 	field := "w:" + watermarkField(topic, partition)
-	capArg := strconv.Itoa(historyCap)
+	capArg := strconv.Itoa(limits.HistoryCap)
 	pend := k.pendingKey(watermarkField(topic, partition))
 	users := make([]string, 0, len(byUser))
 	cmds := make([]*redis.Cmd, 0, len(byUser))
@@ -145,7 +149,7 @@ func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, 
 	// from before them anyway).
 	pipe := h.rdb.Pipeline()
 	for i, c := range cmds {
-		applied, sid := applyResult(c)
+		applied, sid, pending := applyResult(c)
 		switch {
 		case applied == -2:
 			stale = append(stale, users[i])
@@ -157,6 +161,12 @@ func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, 
 			// cold tier is at or after this one: a replay from here loses
 			// none.
 			pipe.ZAddNX(ctx, pend, redis.Z{Score: float64(byUser[users[i]][0].Offset), Member: pendingMember(users[i], sid)})
+			due := float64(nowMs)
+			if limits.FlushPending > 0 && pending >= int64(limits.FlushPending) {
+				due = 0
+			}
+			// LT: an entry already there keeps its older time.
+			pipe.ZAddLT(ctx, k.dueKey(users[i]), redis.Z{Score: due, Member: users[i]})
 		}
 	}
 	if pipe.Len() > 0 {
@@ -176,11 +186,12 @@ func (h *Hot) DropStaleSession(ctx context.Context, user, epoch string) error {
 	return nil
 }
 
-// ReadSession reads, atomically, everything an offload of a user needs; ok
-// is false when the user has no session.
+// ReadSession reads, atomically, the state an offload of a user writes and
+// the sequence numbers of its pending events (read them with
+// PendingEvents); ok is false when the user has no session.
 func (h *Hot) ReadSession(ctx context.Context, user string) (s state.HotSession, ok bool, err error) {
 	k := h.keys
-	res, err := snapshotScript.Run(ctx, h.rdb, []string{k.userKey(user, "m"), k.userKey(user, "p"), k.userKey(user, "s")}).StringSlice()
+	res, err := snapshotScript.Run(ctx, h.rdb, []string{k.userKey(user, "m"), k.userKey(user, "s")}).StringSlice()
 	if err != nil {
 		return s, false, fmt.Errorf("reading hot state of %s: %w", user, err)
 	}
@@ -191,19 +202,42 @@ func (h *Hot) ReadSession(ctx context.Context, user string) (s state.HotSession,
 	return s, err == nil, err
 }
 
+// PendingEvents returns the pending events of s numbered from up to at
+// most n further (and before s.PendingEnd), oldest first, and the number to
+// read next; the events already dropped from the list (another offload
+// flushed them) are skipped. ok is false when the session s was read from
+// is gone (evicted: its events are in the cold tier).
+func (h *Hot) PendingEvents(ctx context.Context, s state.HotSession, from int64, n int) (evs []state.HistoryEvent, next int64, ok bool, err error) {
+	to := min(from+int64(n), s.PendingEnd)
+	vals, err := pendingChunkScript.Run(ctx, h.rdb, []string{h.keys.userKey(s.User, "m"), h.keys.userKey(s.User, "p")}, s.SessionID, from, to).StringSlice()
+	if errors.Is(err, redis.Nil) {
+		return nil, to, false, nil
+	}
+	if err != nil {
+		return nil, from, false, fmt.Errorf("reading pending events of %s: %w", s.User, err)
+	}
+	evs = make([]state.HistoryEvent, len(vals))
+	for i, v := range vals {
+		if evs[i], err = decodeEvent(s.User, v); err != nil {
+			return nil, from, false, err
+		}
+	}
+	return evs, to, true, nil
+}
+
 // EvictSession evicts the session s was read from if nothing changed since
 // (same session, version and last activity), and drops the user from the
-// pending and activity indexes. Otherwise it drops from the pending list
-// the events s holds, as they are in the cold tier now. It reports whether
-// the user was evicted.
+// pending, activity and flush indexes. Otherwise it drops from the pending
+// list the events s holds, as they are in the cold tier now (see
+// KeepSession). It reports whether the user was evicted.
 func (h *Hot) EvictSession(ctx context.Context, s state.HotSession) (bool, error) {
 	k, user := h.keys, s.User
-	evicted, err := evictScript.Run(ctx, h.rdb, k.userKeys(user), s.SessionID, s.Version, s.SeenMs, s.PendingEnd).Int64()
-	if err != nil {
-		return false, fmt.Errorf("evicting %s: %w", user, err)
-	}
-	if evicted != 1 {
-		return false, nil
+	res, err := h.finishOffload(ctx, s, false)
+	if err != nil || res == nil || res[0] != 1 {
+		if err == nil && res != nil && res[0] == 0 {
+			err = h.afterFlush(ctx, s, res[1], s.SeenMs)
+		}
+		return false, err
 	}
 	for field := range s.State.Watermarks {
 		if err := h.rdb.ZRem(ctx, k.pendingKey(field), pendingMember(user, s.SessionID)).Err(); err != nil {
@@ -213,28 +247,124 @@ func (h *Hot) EvictSession(ctx context.Context, s state.HotSession) (bool, error
 	return true, h.DropActivity(ctx, user, s.SeenMs)
 }
 
-// DropActivity removes a user from the activity index if the activity
-// recorded there is no later than seenMs.
+// KeepSession ends a flush that keeps the session: it drops from the
+// pending list the events s holds, as they are in the cold tier now, moves
+// the session's entries in the pending sets past what s read (a snapshot's
+// replay then starts after them), and leaves the session in the flush
+// index only if events arrived since readMs, when s was read.
+func (h *Hot) KeepSession(ctx context.Context, s state.HotSession, readMs int64) error {
+	res, err := h.finishOffload(ctx, s, true)
+	if err != nil || res == nil || res[0] != 0 {
+		return err
+	}
+	return h.afterFlush(ctx, s, res[1], readMs)
+}
+
+// finishOffload runs the evict script: nil when the session is another.
+func (h *Hot) finishOffload(ctx context.Context, s state.HotSession, keep bool) ([]int64, error) {
+	keepArg := "0"
+	if keep {
+		keepArg = "1"
+	}
+	res, err := evictScript.Run(ctx, h.rdb, h.keys.userKeys(s.User), s.SessionID, s.Version, s.SeenMs, s.PendingEnd, keepArg).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("finishing the offload of %s: %w", s.User, err)
+	}
+	if len(res) != 2 || res[0] < 0 {
+		return nil, nil
+	}
+	return res, nil
+}
+
+// afterFlush moves a kept session's pending entries past what s read: every
+// event applied since has an offset above the watermark s read, so a replay
+// from watermark + 1 misses none (GT: never backwards; XX: an entry an
+// eviction removed stays removed). The flush-index entry goes when nothing
+// is pending, or is re-timed to readMs, before which the events left did
+// not arrive.
+func (h *Hot) afterFlush(ctx context.Context, s state.HotSession, left, readMs int64) error {
+	k, user := h.keys, s.User
+	pipe := h.rdb.Pipeline()
+	for field, wm := range s.State.Watermarks {
+		pipe.ZAddArgs(ctx, k.pendingKey(field), redis.ZAddArgs{XX: true, GT: true, Members: []redis.Z{{Score: float64(wm + 1), Member: pendingMember(user, s.SessionID)}}})
+	}
+	if left > 0 {
+		pipe.ZAddXX(ctx, k.dueKey(user), redis.Z{Score: float64(readMs), Member: user})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("recording the flush of %s: %w", user, err)
+	}
+	if left > 0 {
+		return nil
+	}
+	return h.forgetDue(ctx, user)
+}
+
+// forgetDue removes a user from the flush index, then looks again: events
+// applied meanwhile (their ZADD may have come before the removal) put the
+// entry back. Whatever the interleaving, a session with pending events
+// keeps an entry.
+func (h *Hot) forgetDue(ctx context.Context, user string) error {
+	due := h.keys.dueKey(user)
+	if err := h.rdb.ZRem(ctx, due, user).Err(); err != nil {
+		return fmt.Errorf("dropping %s from the flush index: %w", user, err)
+	}
+	pending, err := h.pendingCount(ctx, user)
+	if err != nil || pending == 0 {
+		return err
+	}
+	return h.rdb.ZAddLT(ctx, due, redis.Z{Score: float64(time.Now().UnixMilli()), Member: user}).Err()
+}
+
+// pendingCount returns how many events of user's session are not yet in
+// the cold tier (0 without a session).
+func (h *Hot) pendingCount(ctx context.Context, user string) (int64, error) {
+	vals, err := h.rdb.HMGet(ctx, h.keys.userKey(user, "m"), "l", "ps", "pe").Result()
+	if err != nil {
+		return 0, fmt.Errorf("reading the pending events of %s: %w", user, err)
+	}
+	if l, _ := vals[0].(string); l != "1" {
+		return 0, nil
+	}
+	ps, _ := strconv.ParseInt(fmt.Sprint(vals[1]), 10, 64)
+	pe, _ := strconv.ParseInt(fmt.Sprint(vals[2]), 10, 64)
+	return pe - ps, nil
+}
+
+// DropActivity removes a user found not hot from the activity index if the
+// activity recorded there is no later than seenMs, and from the flush index
+// unless a session loaded since has events pending.
 func (h *Hot) DropActivity(ctx context.Context, user string, seenMs int64) error {
 	if err := dropActivityScript.Run(ctx, h.rdb, []string{h.keys.ActivityKey(user)}, user, seenMs).Err(); err != nil {
 		return fmt.Errorf("dropping activity of %s: %w", user, err)
 	}
-	return nil
+	return h.forgetDue(ctx, user)
 }
 
 // IdleUsers returns, from each activity shard, up to limit users whose last
 // activity is at or before cutoffMs; with the error of any shard it could
 // not read, the users of those it could.
 func (h *Hot) IdleUsers(ctx context.Context, cutoffMs int64, limit int) ([]string, error) {
+	return h.byScore(ctx, h.keys.activityShardKey, "activity", cutoffMs, limit)
+}
+
+// DueUsers returns, from each flush-index shard, up to limit users whose
+// oldest pending event arrived at or before cutoffMs, or who have more
+// pending than the bound their events were applied with.
+func (h *Hot) DueUsers(ctx context.Context, cutoffMs int64, limit int) ([]string, error) {
+	return h.byScore(ctx, h.keys.dueShardKey, "flush", cutoffMs, limit)
+}
+
+func (h *Hot) byScore(ctx context.Context, shardKey func(int) string, index string, cutoffMs int64, limit int) ([]string, error) {
 	var out []string
 	var errs []error
 	for n := 0; n < ActivityShards; n++ {
 		users, err := h.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
-			Key: h.keys.activityShardKey(n), ByScore: true, Start: "-inf", Stop: strconv.FormatInt(cutoffMs, 10),
+			Key: shardKey(n), ByScore: true, Start: "-inf", Stop: strconv.FormatInt(cutoffMs, 10),
 			Offset: 0, Count: int64(limit),
 		}).Result()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("reading activity shard %d: %w", n, err))
+			errs = append(errs, fmt.Errorf("reading %s shard %d: %w", index, n, err))
 			continue
 		}
 		out = append(out, users...)
@@ -321,33 +451,17 @@ func (h *Hot) UserArmCounts(ctx context.Context, user string) (map[string][]int6
 	for f, v := range vals {
 		flat = append(flat, f, v)
 	}
-	s, err := parseSession(user, append([]string{"|", "|"}, flat...))
+	s, err := parseSession(user, append([]string{"|"}, flat...))
 	return s.State.ArmCounts, err
 }
 
 // parseSession reads the reply of the session-read script: the meta hash's
-// field/value pairs, '|', the pending events, '|', the user-arm counts.
+// field/value pairs, '|', the user-arm counts.
 func parseSession(user string, res []string) (state.HotSession, error) {
 	s := state.HotSession{User: user, State: state.UserState{UserID: user, ArmCounts: map[string][]int64{}, Watermarks: map[string]int64{}}}
-	part := 0
-	var meta, stats []string
-	for _, v := range res {
-		if v == "|" {
-			part++
-			continue
-		}
-		switch part {
-		case 0:
-			meta = append(meta, v)
-		case 1:
-			e, err := decodeEvent(user, v)
-			if err != nil {
-				return s, err
-			}
-			s.Pending = append(s.Pending, e)
-		default:
-			stats = append(stats, v)
-		}
+	meta, stats := res, []string(nil)
+	if i := slices.Index(res, "|"); i >= 0 {
+		meta, stats = res[:i], res[i+1:]
 	}
 	number := func(f, v string) (int64, error) {
 		n, err := strconv.ParseInt(v, 10, 64)
@@ -365,6 +479,8 @@ func parseSession(user string, res []string) (state.HotSession, error) {
 			s.State.Version = s.Version
 		case f == "seen":
 			s.SeenMs, err = number(f, v)
+		case f == "ps":
+			s.PendingStart, err = number(f, v)
 		case f == "pe":
 			s.PendingEnd, err = number(f, v)
 		case f == "sid":
@@ -400,50 +516,77 @@ func parseSession(user string, res []string) (state.HotSession, error) {
 // meanwhile has its own.
 func pendingMember(user, sid string) string { return user + "\x1f" + sid }
 
-// applyResult reads apply_user.lua's reply: the events applied (or -1, -2)
-// and the session id.
-func applyResult(c *redis.Cmd) (int64, string) {
+// applyResult reads apply_user.lua's reply: the events applied (or -1,
+// -2), the session id and the events pending.
+func applyResult(c *redis.Cmd) (applied int64, sid string, pending int64) {
 	switch v := c.Val().(type) {
 	case int64:
-		return v, ""
+		return v, "", 0
 	case []any:
-		if len(v) == 2 {
-			n, _ := v[0].(int64)
-			sid, _ := v[1].(string)
-			return n, sid
+		if len(v) == 3 {
+			applied, _ = v[0].(int64)
+			sid, _ = v[1].(string)
+			pending, _ = v[2].(int64)
+			return applied, sid, pending
 		}
 	}
-	return -1, ""
+	return -1, "", 0
 }
 
 // oldestPending returns the lowest score in field's pending set among the
-// entries of sessions that still exist, removing on the way the entries of
-// sessions gone without removing them (a process killed between an evict
-// and its removal, a stale session dropped after a hot-tier loss). A
-// session id never comes back, so such an entry is safe to remove.
+// entries of sessions that still exist and have events pending. It removes
+// on the way the entries of sessions gone without removing them (a process
+// killed between an evict and its removal, a stale session dropped after a
+// hot-tier loss): a session id never comes back, so such an entry is safe
+// to remove. An entry of a session with nothing pending is passed over but
+// kept: ReplayPositions reads the partition's applied offset first, so an
+// event applied after this look is above it, and one applied before it is
+// pending or in the cold tier already.
 func (h *Hot) oldestPending(ctx context.Context, field string) (int64, bool, error) {
+	const page = 128
 	key := h.keys.pendingKey(field)
-	for {
-		zs, err := h.rdb.ZRangeWithScores(ctx, key, 0, 15).Result()
+	for start := int64(0); ; start += page {
+		zs, err := h.rdb.ZRangeWithScores(ctx, key, start, start+page-1).Result()
 		if err != nil || len(zs) == 0 {
 			return 0, false, err
 		}
-		for _, z := range zs {
+		pipe := h.rdb.Pipeline()
+		cmds := make([]*redis.SliceCmd, len(zs))
+		for i, z := range zs {
 			m, _ := z.Member.(string)
-			if i := strings.LastIndexByte(m, '\x1f'); i > 0 {
-				vals, err := h.rdb.HMGet(ctx, h.keys.userKey(m[:i], "m"), "l", "sid").Result()
-				if err != nil {
-					return 0, false, err
-				}
-				if l, _ := vals[0].(string); l == "1" {
-					if sid, _ := vals[1].(string); sid == m[i+1:] {
-						return int64(z.Score), true, nil
-					}
-				}
+			user, _ := splitPendingMember(m)
+			cmds[i] = pipe.HMGet(ctx, h.keys.userKey(user, "m"), "l", "sid", "ps", "pe")
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return 0, false, err
+		}
+		var gone []any
+		for i, z := range zs {
+			m, _ := z.Member.(string)
+			_, sid := splitPendingMember(m)
+			vals := cmds[i].Val()
+			if l, _ := vals[0].(string); l != "1" || vals[1] != sid || sid == "" {
+				gone = append(gone, m)
+				continue
 			}
-			if err := h.rdb.ZRem(ctx, key, m).Err(); err != nil {
-				return 0, false, err
+			if vals[2] != vals[3] { // ps != pe: events pending
+				return int64(z.Score), true, nil
 			}
 		}
+		if len(gone) > 0 {
+			if err := h.rdb.ZRem(ctx, key, gone...).Err(); err != nil {
+				return 0, false, err
+			}
+			start -= int64(len(gone))
+		}
 	}
+}
+
+// splitPendingMember reads a pending-set member made by pendingMember.
+func splitPendingMember(m string) (user, sid string) {
+	i := strings.LastIndexByte(m, '\x1f')
+	if i <= 0 {
+		return m, ""
+	}
+	return m[:i], m[i+1:]
 }

@@ -29,7 +29,10 @@ import (
 //	<prefix>:u:{<tag>}:<user>:k   the session-load lock
 //
 // and the activity index is sharded: <prefix>:act:{a<n>} sorted set, user →
-// last activity (ms), n = hash(user) mod ActivityShards.
+// last activity (ms), n = hash(user) mod ActivityShards; so is the flush
+// index of sessions with pending events: <prefix>:due:{a<n>} sorted set,
+// user → when the oldest of them arrived (ms), 0 once they pass the
+// flush bound in number.
 
 // ActivityShards is the number of activity-index shards.
 const ActivityShards = 64
@@ -72,6 +75,16 @@ func (k Keys) ActivityKey(user string) string {
 
 func (k Keys) activityShardKey(n int) string {
 	return k.Prefix + ":act:{a" + strconv.Itoa(n) + "}"
+}
+
+// dueKey returns the flush-index shard of a user: the shard of its
+// activity entry, under another name.
+func (k Keys) dueKey(user string) string {
+	return strings.Replace(k.ActivityKey(user), ":act:", ":due:", 1)
+}
+
+func (k Keys) dueShardKey(n int) string {
+	return k.Prefix + ":due:{a" + strconv.Itoa(n) + "}"
 }
 
 // encodeEvent is the compact form of an event in the hot lists. Ids and
@@ -127,7 +140,7 @@ func parseUserArmField(field, count string) (arm string, typeIndex int, n int64,
 //
 // KEYS: m, h, p, s. ARGV: watermark field, history cap, now (ms), epoch,
 // then per event: offset, encoded event, user-arm field. Returns the events
-// applied and the session id (see pendingMember).
+// applied, the session id (see pendingMember) and the events pending.
 var applyUserScript = script("apply_user.lua")
 
 // installScript installs a session loaded from the cold tier, unless one
@@ -139,19 +152,27 @@ var applyUserScript = script("apply_user.lua")
 // user-arm counts.
 var installScript = script("install.lua")
 
-// snapshotScript reads everything an offload needs, atomically (the meta
-// hash includes the session's epoch).
-// KEYS: m, p, s. Returns {loaded, version, seen, meta..., '|', pending...,
-// '|', stats...}.
+// snapshotScript reads, atomically, the state an offload writes (the meta
+// hash includes the session's epoch and the pending events' sequence
+// numbers); the events themselves are read by pendingChunkScript.
+// KEYS: m, s. Returns {loaded, meta..., '|', stats...}.
 var snapshotScript = script("session_read.lua")
 
-// evictScript evicts a user only if the session is the one snapshotted and
-// nothing changed since (same version and last activity). Otherwise, in the
-// same session, it drops from the pending list the events the snapshot
-// flushed (by sequence number, so two sweepers never drop an event twice);
-// in another session (evicted and loaded again meanwhile) it does nothing.
-// KEYS: m, h, p, s. ARGV: session id, version, seen, the snapshot's pe.
-// Returns 1 evicted, 0 kept, -1 another session.
+// pendingChunkScript reads a bounded range of a session's pending events by
+// sequence number, so no reply holds a whole list however long it grew.
+// KEYS: m, p. ARGV: session id, from, to (exclusive). Returns nil when the
+// session is gone.
+var pendingChunkScript = script("pending_chunk.lua")
+
+// evictScript evicts a user only if the session is the one read and nothing
+// changed since (same version and last activity), unless told to keep it.
+// Otherwise, in the same session, it drops from the pending list the events
+// the offload flushed (by sequence number, so two sweepers never drop an
+// event twice); in another session (evicted and loaded again meanwhile) it
+// does nothing.
+// KEYS: m, h, p, s. ARGV: session id, version, seen, the read's pe, keep.
+// Returns {1, 0} evicted, {0, events still pending} kept, {-1, 0} another
+// session.
 var evictScript = script("evict.lua")
 
 // dropStaleScript deletes a session loaded in an epoch other than the

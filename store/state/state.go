@@ -144,15 +144,25 @@ var (
 	ErrNotFound = errors.New("store: not found")
 )
 
+// SessionLimits bound what a hot session holds: the recent-history list's
+// length, and the pending events (not yet in the cold tier) past which the
+// session is due for a flush without eviction (0: no bound in number).
+type SessionLimits struct {
+	HistoryCap   int
+	FlushPending int
+}
+
 // HotSession is a hot user's session as read for an offload: what the cold
-// tier gets, and what an eviction checks has not changed since.
+// tier gets, and what an eviction checks has not changed since. Its pending
+// events, those not yet in the cold tier, are numbered PendingStart up to
+// PendingEnd (exclusive) and read in chunks.
 type HotSession struct {
-	User       string
-	Epoch      string // the hot tier's epoch the session was loaded in
-	SessionID  string
-	Version    int64
-	SeenMs     int64 // the last activity
-	PendingEnd int64 // the sequence number after the last pending event
-	Pending    []HistoryEvent
-	State      UserState
+	User         string
+	Epoch        string // the hot tier's epoch the session was loaded in
+	SessionID    string
+	Version      int64
+	SeenMs       int64 // the last activity
+	PendingStart int64 // the sequence number of the oldest pending event
+	PendingEnd   int64 // the sequence number after the newest pending event
+	State        UserState
 }

@@ -87,7 +87,7 @@ func (c CQL) Cold(ctx context.Context, historyLoad int) (*gocql.Session, *cold.C
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to the cold tier: %w", err)
 	}
-	cfg := cold.Config{Keyspace: c.Keyspace, Replication: c.Replication, HistoryLoad: historyLoad}
+	cfg := cold.Config{Keyspace: c.Keyspace, Replication: c.Replication, HistoryLoad: historyLoad, HistoryRetention: c.HistoryRetention}
 	if c.Migrate {
 		if err := cold.Migrate(ctx, session, cfg); err != nil {
 			session.Close()

@@ -80,6 +80,9 @@ type CQL struct {
 	Replication string
 	// Consistency is the CQL consistency of reads and writes.
 	Consistency string
+	// HistoryRetention is how long the cold tier keeps a history event
+	// (0: for ever).
+	HistoryRetention time.Duration
 }
 
 // Connections groups the settings of the three external systems.
@@ -151,6 +154,7 @@ func (c *Connections) Register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.CQL.Migrate, "cql-migrate", false, "create the cold tier's keyspace and tables if missing before starting (as bandit-stack migrate does)")
 	fs.StringVar(&c.CQL.Replication, "cql-replication", cold.DefaultReplication, "replication of the keyspace when it is created (with -cql-migrate)")
 	fs.StringVar(&c.CQL.Consistency, "cql-consistency", "LOCAL_QUORUM", "consistency of cold tier reads and writes")
+	fs.DurationVar(&c.CQL.HistoryRetention, "cql-history-retention", cold.DefaultHistoryRetention, "how long the cold tier keeps each history event (a CQL TTL; 0: for ever)")
 	c.CQL.TLS.register(fs, "cql", "the cold tier")
 }
 
@@ -166,6 +170,9 @@ func (c *Connections) Validate() error {
 	}
 	if c.CQL.Timeout <= 0 {
 		errs = append(errs, errors.New("cql-timeout must be positive"))
+	}
+	if c.CQL.HistoryRetention < 0 || c.CQL.HistoryRetention > cold.MaxTTL {
+		errs = append(errs, fmt.Errorf("cql-history-retention: must be between 0 and %s (CQL's largest TTL)", cold.MaxTTL))
 	}
 	return errors.Join(errs...)
 }

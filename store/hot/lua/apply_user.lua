@@ -30,5 +30,7 @@ if applied > 0 then
 else
   redis.call('HSET', KEYS[1], 'seen', ARGV[3])
 end
--- The session id names the user's entry in the partition's pending set.
-return {applied, redis.call('HGET', KEYS[1], 'sid') or ''}
+-- The session id names the user's entry in the partition's pending set;
+-- the events still pending say whether the session is due for a flush.
+local t = redis.call('HMGET', KEYS[1], 'sid', 'ps', 'pe')
+return {applied, t[1] or '', tonumber(t[3] or '0') - tonumber(t[2] or '0')}
