@@ -137,6 +137,8 @@ type Ingest struct {
 	log *slog.Logger
 
 	batches, records, applied, duplicates, deadLetters atomic.Int64
+	// hotFull is set while batches fail on a full hot tier.
+	hotFull atomic.Bool
 }
 
 // IngestStats counts what an ingest worker did since it started.
@@ -145,12 +147,15 @@ type IngestStats struct {
 	// Applied events changed the counts; Duplicates were at or below the
 	// watermarks (redelivered or replayed) and changed nothing.
 	Applied, Duplicates, DeadLetters int64
+	// HotTierFull is true while the last batch was refused by a full hot
+	// tier: ingest is paused, retrying, until memory frees.
+	HotTierFull bool
 }
 
 // Stats returns the counts so far.
 func (in *Ingest) Stats() IngestStats {
 	return IngestStats{Batches: in.batches.Load(), Records: in.records.Load(), Applied: in.applied.Load(),
-		Duplicates: in.duplicates.Load(), DeadLetters: in.deadLetters.Load()}
+		Duplicates: in.duplicates.Load(), DeadLetters: in.deadLetters.Load(), HotTierFull: in.hotFull.Load()}
 }
 
 // NewIngest returns an ingest worker. dlq must write to the dead-letter
@@ -224,7 +229,24 @@ func (h *ingestPartition) handle(ctx, _ context.Context, batch []record) error {
 		return nil
 	}
 	// process counts into p.stats once the batch is applied.
-	return h.in.process(ctx, h.p, batch)
+	err := h.in.process(ctx, h.p, batch)
+	h.in.noteHotTier(err)
+	return err
+}
+
+// noteHotTier records whether the hot tier refused a batch for want of
+// memory, and says so once when it starts and once when it ends: the batch
+// is retried, so nothing is lost, and the partition waits for memory.
+func (in *Ingest) noteHotTier(err error) {
+	full := errors.Is(err, state.ErrHotFull)
+	if in.hotFull.Swap(full) == full {
+		return
+	}
+	if full {
+		in.log.Error("hot tier full: ingest paused, retrying until memory frees", "err", err)
+	} else {
+		in.log.Info("hot tier writable again: ingest resumed")
+	}
 }
 
 // startPartition reads the partition's watermarks and decides where to

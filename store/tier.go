@@ -431,8 +431,11 @@ func (t *Tier) Sweep(ctx context.Context, limit int) (offloaded int, err error) 
 // each partition. One snapshot at a time across instances.
 func (t *Tier) Snapshot(ctx context.Context) (state.Snapshot, error) {
 	release, got, err := t.hot.LockSnapshot(ctx)
-	if err != nil || !got {
-		return state.Snapshot{}, errors.Join(err, errors.New("store: another snapshot is running"))
+	if err != nil {
+		return state.Snapshot{}, fmt.Errorf("store: taking the snapshot lease: %w", err)
+	}
+	if !got {
+		return state.Snapshot{}, errors.New("store: another snapshot is running")
 	}
 	defer release()
 	epoch, err := t.hot.Epoch(ctx)

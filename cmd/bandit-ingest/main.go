@@ -15,6 +15,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -137,7 +138,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return srv.Serve(ctx, o.opsAddr) })
 	if o.mode == "ingest" || o.mode == "all" {
 		dlq := producers.NewSyncWriter(producers.WriterConfig{
 			Brokers: o.conns.Kafka.Brokers, Topic: schemas.DeadLetterTopic(o.topic),
@@ -171,9 +171,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 					return []ops.Value{{V: float64(st.Applied), Labels: []string{"applied"}}, {V: float64(st.Duplicates), Labels: []string{"duplicate"}},
 						{V: float64(st.DeadLetters), Labels: []string{"dead_letter"}}}
 				}},
+			ops.Func{Name: "hot_tier_full", Help: "1 while the hot tier refuses ingest's writes for want of memory (ingest paused, retrying), else 0.",
+				Type: prometheus.GaugeValue, Read: func() []ops.Value { return ops.One(boolValue(in.Stats().HotTierFull)) }},
 		); err != nil {
 			return err
 		}
+		srv.AddCheck(ops.Check{Name: "hot-tier-memory", Run: func(context.Context) error {
+			if in.Stats().HotTierFull {
+				return errors.New("the hot tier is full: ingest is paused until memory frees")
+			}
+			return nil
+		}})
 		g.Go(func() error { return in.Run(ctx) })
 	}
 	if o.mode == "sweep" || o.mode == "all" {
@@ -185,5 +193,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		g.Go(func() error { return sweeper.Run(ctx) })
 	}
+	// Served once every check is added.
+	g.Go(func() error { return srv.Serve(ctx, o.opsAddr) })
 	return g.Wait()
+}
+
+func boolValue(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }

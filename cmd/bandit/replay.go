@@ -34,6 +34,8 @@ func replayCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Con
 	shards := fs.Int("shards", keys.Shards, "arm shards of that namespace")
 	historyCap := fs.Int("history-cap", store.DefaultTierConfig().HistoryCap, "recent events kept per hot user")
 	resultsTopic := fs.String("results-topic", "", "for requests: topic the responses go to (never the live "+config.TopicScoreResults+")")
+	live := fs.String("live-key-prefix", keys.Prefix, "the live namespace: a replay into any other is a shadow, whose keys expire after -shadow-ttl")
+	shadowTTL := fs.Duration("shadow-ttl", 24*time.Hour, "time to live set on every key of a shadow namespace once the replay ends (0: kept until deleted)")
 	dryRun := fs.Bool("dry-run", false, "events: report how many events would change the namespace, writing nothing; requests: count them")
 	progress := fs.String("progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), always or never")
 	return func(ctx context.Context, _ io.Reader, stdout, stderr io.Writer) error {
@@ -73,6 +75,19 @@ func replayCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Con
 		for _, r := range ranges {
 			total += r.To - r.From
 		}
+		shadow := *prefix != *live
+		if *kind == "events" && !*dryRun {
+			// Say what the replay will write before writing it.
+			what := "the live namespace " + *prefix
+			if shadow {
+				what = "the shadow namespace " + *prefix + fmt.Sprintf(" (its keys expire %s after the replay)", *shadowTTL)
+				if *shadowTTL == 0 {
+					what = "the shadow namespace " + *prefix + " (kept until deleted: -shadow-ttl 0)"
+				}
+			}
+			fmt.Fprintf(stderr, "replaying %d records of %s in %d partition ranges into %s: each event writes its arm and its user's session; a user not hot is loaded from keyspace %s\n",
+				total, *topic, len(ranges), what, conns.CQL.Keyspace)
+		}
 		bar := newProgressBar(stderr, total, *progress)
 		defer bar.stop()
 
@@ -81,6 +96,18 @@ func replayCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Con
 			return err
 		}
 		defer rdb.Close()
+		if shadow && *kind == "events" && !*dryRun {
+			// Also when the replay fails or is interrupted: a shadow's keys
+			// never outlive the TTL.
+			defer func() {
+				used, err := hot.Expire(context.WithoutCancel(ctx), *shadowTTL)
+				if err != nil {
+					fmt.Fprintf(stderr, "expiring shadow namespace %s: %v\n", *prefix, err)
+					return
+				}
+				fmt.Fprintf(stdout, "shadow namespace %s holds %d keys, %d bytes; they expire in %s\n", *prefix, used.Keys, used.Bytes, *shadowTTL)
+			}()
+		}
 		var st consumers.ReplayStats
 		switch {
 		case *kind == "requests" && *dryRun:

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -105,7 +106,7 @@ func TestReplay(t *testing.T) {
 	}
 	e.checkCounts(t, all)
 
-	conn := []string{"-redis-addr", e.redis, "-cql-hosts", e.cql, "-cql-migrate", "-shards", "8"}
+	conn := []string{"-redis-addr", e.redis, "-cql-hosts", e.cql, "-cql-migrate", "-shards", "8", "-live-key-prefix", e.prefix}
 	replay := func(args ...string) string {
 		t.Helper()
 		out, errOut, code := e.bandit(t, "", append(append([]string{"replay", "-topic", e.events}, conn...), args...)...)
@@ -141,8 +142,21 @@ func TestReplay(t *testing.T) {
 	shadow, shadowKS := stacktest.UniqueName("it_shadow"), stacktest.UniqueName("it")
 	t.Cleanup(func() { _ = session.Query("DROP KEYSPACE IF EXISTS " + shadowKS).Exec() })
 	out = replay("-key-prefix", shadow, "-cql-keyspace", shadowKS, "-progress", "always")
-	if !strings.Contains(out, ": 300 events applied, 0 applied before") {
+	if !strings.Contains(out, ": 300 events applied, 0 applied before") || !regexp.MustCompile(`shadow namespace \S+ holds [1-9]\d* keys, [1-9]\d* bytes; they expire in 24h0m0s`).MatchString(out) {
 		t.Fatalf("shadow rebuild: %s", out)
+	}
+	// The shadow's keys expire; the live namespace's do not.
+	for prefix, expires := range map[string]bool{shadow: true, e.prefix: false} {
+		keys, err := e.rdb.Keys(ctx, prefix+":*").Result()
+		if err != nil || len(keys) == 0 {
+			t.Fatalf("namespace %s: %d keys, %v", prefix, len(keys), err)
+		}
+		for _, k := range keys {
+			ttl, err := e.rdb.TTL(ctx, k).Result()
+			if err != nil || (ttl > 0) != expires || ttl > 24*time.Hour {
+				t.Fatalf("key %s has TTL %v (%v); expiring: want %v", k, ttl, err, expires)
+			}
+		}
 	}
 	out, errOut, code := e.bandit(t, "", "diff", "-redis-addr", e.redis, "-shards", "8", "-key-prefix", e.prefix, "-against", shadow)
 	if code != 0 || !strings.Contains(out, "13 equal, 0 differ, 0 only in") {

@@ -209,13 +209,13 @@ func (h *Hot) Apply(ctx context.Context, topic string, partition int, last int64
 			}
 			return h.Apply(ctx, topic, partition, last, epoch, shards)
 		}
-		return nil, fmt.Errorf("applying batch of %s up to %d: %w", field, last, err)
+		return nil, refused(fmt.Errorf("applying batch of %s up to %d: %w", field, last, err))
 	}
 	var conflict, lost bool
 	for i, cmd := range cmds {
 		res, err := cmd.Slice()
 		if err != nil {
-			return nil, fmt.Errorf("applying shard %d of %s: %w", shards[i].Shard, field, err)
+			return nil, refused(fmt.Errorf("applying shard %d of %s: %w", shards[i].Shard, field, err))
 		}
 		if len(res) != 2 {
 			return nil, fmt.Errorf("applying shard %d of %s: unexpected reply %v", shards[i].Shard, field, res)
@@ -258,7 +258,7 @@ func (h *Hot) MarkPartitionApplied(ctx context.Context, topic string, partition 
 	pipe.HSet(ctx, h.keys.partitionKey(topic, partition), "o", last, "ep", epoch)
 	pipe.SAdd(ctx, h.keys.Prefix+":parts", watermarkField(topic, partition))
 	_, err := pipe.Exec(ctx)
-	return err
+	return refused(err)
 }
 
 // PartitionApplied returns what MarkPartitionApplied recorded in epoch.

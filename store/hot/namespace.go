@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/banditstream/banditstream/store/state"
+	"github.com/redis/go-redis/v9"
 )
 
 // NamespaceDiff compares the arm counts of two namespaces (key prefixes).
@@ -132,4 +135,74 @@ func (h *Hot) Promote(ctx context.Context, src *Hot) error {
 		}
 	}
 	return nil
+}
+
+// NamespaceUsage is what a namespace holds: its keys and the memory Redis
+// reports for them (MEMORY USAGE).
+type NamespaceUsage struct {
+	Keys, Bytes int64
+}
+
+// Expire sets a time to live on every key of the namespace (every master
+// of a cluster is scanned) and returns what it holds: a shadow namespace,
+// written by a replay for a check, then frees its memory by itself. ttl 0
+// measures only.
+func (h *Hot) Expire(ctx context.Context, ttl time.Duration) (NamespaceUsage, error) {
+	var mu sync.Mutex
+	var total NamespaceUsage
+	scan := func(ctx context.Context, c redis.UniversalClient) error {
+		iter := c.Scan(ctx, 0, globEscape(h.keys.Prefix)+":*", 1000).Iterator()
+		var batch []string
+		flush := func() error {
+			pipe := c.Pipeline()
+			usage := make([]*redis.IntCmd, len(batch))
+			for i, k := range batch {
+				usage[i] = pipe.MemoryUsage(ctx, k, 0)
+				if ttl > 0 {
+					pipe.Expire(ctx, k, ttl)
+				}
+			}
+			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+				return fmt.Errorf("expiring namespace %s: %w", h.keys.Prefix, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, u := range usage {
+				total.Keys++
+				total.Bytes += u.Val()
+			}
+			batch = batch[:0]
+			return nil
+		}
+		for iter.Next(ctx) {
+			if batch = append(batch, iter.Val()); len(batch) == 1000 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if err := iter.Err(); err != nil {
+			return fmt.Errorf("scanning namespace %s: %w", h.keys.Prefix, err)
+		}
+		return flush()
+	}
+	var err error
+	if cc, ok := h.rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, h.rdb)
+	}
+	return total, err
+}
+
+// globEscape escapes the pattern characters of a SCAN MATCH.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

@@ -2,6 +2,7 @@ package hot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -32,6 +33,11 @@ func (h *Hot) TouchSessions(ctx context.Context, users []string, nowMs int64) ([
 		_, err := pipe.Exec(ctx)
 		return err
 	}, touchScript)
+	if IsFull(err) {
+		// A full Redis refuses the touches: scoring goes on from reads,
+		// and the users' activity is recorded by their next requests.
+		return h.readSessions(ctx, users)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading sessions: %w", err)
 	}
@@ -50,6 +56,51 @@ func (h *Hot) TouchSessions(ctx context.Context, users []string, nowMs int64) ([
 		}
 	}
 	return out, nil
+}
+
+// readSessions is TouchSessions without the touch: reads only.
+func (h *Hot) readSessions(ctx context.Context, users []string) ([]state.SessionStats, error) {
+	k := h.keys
+	pipe := h.rdb.Pipeline()
+	loaded := make([]*redis.StringCmd, len(users))
+	counts := make([]*redis.MapStringStringCmd, len(users))
+	for i, u := range users {
+		loaded[i] = pipe.HGet(ctx, k.userKey(u, "m"), "l")
+		counts[i] = pipe.HGetAll(ctx, k.userKey(u, "s"))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("reading sessions: %w", err)
+	}
+	out := make([]state.SessionStats, len(users))
+	for i := range users {
+		if loaded[i].Val() != "1" {
+			continue
+		}
+		flat := make([]string, 0, 2*len(counts[i].Val()))
+		for f, v := range counts[i].Val() {
+			flat = append(flat, f, v)
+		}
+		arms, err := parseUserArms(flat)
+		if err != nil {
+			return nil, fmt.Errorf("session of %s: %w", users[i], err)
+		}
+		out[i] = state.SessionStats{Loaded: true, Arms: arms}
+	}
+	return out, nil
+}
+
+// IsFull reports an error of a Redis at its maxmemory with a policy that
+// evicts nothing (noeviction, the only one that loses no state): it refuses
+// every write until memory frees, and a retry later succeeds.
+func IsFull(err error) bool { return err != nil && redis.HasErrorPrefix(err, "OOM") }
+
+// refused marks an error of a full Redis with state.ErrHotFull, which the
+// stages speak.
+func refused(err error) error {
+	if IsFull(err) {
+		return fmt.Errorf("%w: %w", state.ErrHotFull, err)
+	}
+	return err
 }
 
 // withScripts runs a pipeline of scripts once more after loading them when

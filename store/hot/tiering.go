@@ -49,7 +49,7 @@ func (h *Hot) SessionsLoaded(ctx context.Context, users []string) ([]bool, error
 func (h *Hot) LockSession(ctx context.Context, user string, ttl time.Duration) (token string, ok bool, err error) {
 	l, ok, err := acquireLease(ctx, h.rdb, h.keys.userKey(user, "k"), ttl)
 	if err != nil {
-		return "", false, fmt.Errorf("locking session of %s: %w", user, err)
+		return "", false, refused(fmt.Errorf("locking session of %s: %w", user, err))
 	}
 	if !ok {
 		return "", false, nil
@@ -99,7 +99,7 @@ func (h *Hot) InstallSession(ctx context.Context, token, epoch string, st state.
 	defer h.stopRenewing(token)
 	installed, err := installScript.Run(ctx, h.rdb, keys, args...).Int64()
 	if err != nil {
-		return false, fmt.Errorf("installing session of %s: %w", user, err)
+		return false, refused(fmt.Errorf("installing session of %s: %w", user, err))
 	}
 	if installed < 0 {
 		return false, fmt.Errorf("installing session of %s: %w", user, state.ErrLockLost)
@@ -141,7 +141,7 @@ func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, 
 		return err
 	}, applyUserScript)
 	if err != nil {
-		return nil, nil, fmt.Errorf("applying user events: %w", err)
+		return nil, nil, refused(fmt.Errorf("applying user events: %w", err))
 	}
 	// Each session with events applied gets its entry in the partition's
 	// pending set, after its events are in (the partition is marked
@@ -156,10 +156,12 @@ func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, 
 			fallthrough
 		case applied < 0:
 			notLoaded = append(notLoaded, users[i])
-		case applied > 0:
+		case pending > 0:
 			// The user's oldest event of this partition not yet in the
 			// cold tier is at or after this one: a replay from here loses
-			// none.
+			// none. Added also when nothing was applied: a batch retried
+			// after this pipeline failed (a full Redis refuses ZADD) finds
+			// its events applied, and must still leave them an entry.
 			pipe.ZAddNX(ctx, pend, redis.Z{Score: float64(byUser[users[i]][0].Offset), Member: pendingMember(users[i], sid)})
 			due := float64(nowMs)
 			if limits.FlushPending > 0 && pending >= int64(limits.FlushPending) {
@@ -171,7 +173,7 @@ func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, 
 	}
 	if pipe.Len() > 0 {
 		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, nil, fmt.Errorf("recording pending events: %w", err)
+			return nil, nil, refused(fmt.Errorf("recording pending events: %w", err))
 		}
 	}
 	return notLoaded, stale, nil

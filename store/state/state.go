@@ -140,6 +140,10 @@ var (
 	// lock (it expired while the loader stalled, and another may have
 	// loaded since): what it read may be stale, so nothing was installed.
 	ErrLockLost = errors.New("store: session-load lock lost")
+	// ErrHotFull means the hot tier refused a write for want of memory
+	// (Redis at maxmemory with noeviction): nothing was lost, and the same
+	// write succeeds once memory frees.
+	ErrHotFull = errors.New("store: hot tier full")
 	// ErrNotFound means the cold tier holds nothing for the key.
 	ErrNotFound = errors.New("store: not found")
 )

@@ -37,6 +37,9 @@ type Server struct {
 	log      *slog.Logger
 }
 
+// AddCheck adds a readiness check; call it before Serve.
+func (s *Server) AddCheck(c Check) { s.checks = append(s.checks, c) }
+
 // NewServer returns a server with a fresh registry holding the Go runtime
 // and process collectors; components register theirs on Registry.
 func NewServer(checks []Check, log *slog.Logger) *Server {

@@ -255,8 +255,15 @@ func (p *Process) Output() string {
 // of authenticated paths; it stops with the test. It returns the address.
 func StartRedis(t testing.TB, password string) string {
 	t.Helper()
+	return StartRedisWith(t, "--requirepass", password)
+}
+
+// StartRedisWith starts a Redis server as StartRedis does, with the extra
+// arguments args (a maxmemory, a policy), and returns its address.
+func StartRedisWith(t testing.TB, args ...string) string {
+	t.Helper()
 	port := freePort(t)
-	startRedis(t, port, "--port", strconv.Itoa(port), "--requirepass", password)
+	startRedis(t, port, append([]string{"--port", strconv.Itoa(port)}, args...)...)
 	return "127.0.0.1:" + strconv.Itoa(port)
 }
 
