@@ -25,6 +25,16 @@ type batchHandler interface {
 	handle(ctx, member context.Context, batch []record) error
 }
 
+// holder is a batchHandler that keeps part of a handled batch's work
+// pending past handle (the scorer's responses to a reply topic not created
+// yet): held reports the lowest offset whose effects are not yet durable,
+// and the loop commits no further; idle runs when a fetch finds nothing, so
+// the pending work moves on without new records.
+type holder interface {
+	held() (offset int64, ok bool)
+	idle(ctx context.Context)
+}
+
 // source is where the loop reads records (fetcher implements it).
 type source interface {
 	fetch(ctx context.Context, partition int, offset int64) ([]record, int64, error)
@@ -86,21 +96,28 @@ func (l *loop) consume(ctx, gctx context.Context, offset int64) {
 	committed, lastCommit := offset, l.now()
 	// commit commits the position reached; it reports false when the
 	// generation is over.
+	holding, _ := l.h.(holder)
 	commit := func() bool {
-		if offset == committed {
+		pos := offset
+		if holding != nil {
+			if low, ok := holding.held(); ok && low < pos {
+				pos = low
+			}
+		}
+		if pos <= committed {
 			return true
 		}
 		if l.beforeCommit != nil {
 			_ = l.beforeCommit(gctx)
 		}
-		if err := l.gen.CommitOffsets(map[string]map[int]int64{l.topic: {l.partition: offset}}); err != nil {
+		if err := l.gen.CommitOffsets(map[string]map[int]int64{l.topic: {l.partition: pos}}); err != nil {
 			// The next owner resumes from the last commit: the watermarks
 			// make ingest's redelivery harmless, and the scorer's clients
 			// see a duplicate with the same request id, never a gap.
 			log.Info("commit refused; generation ended", "err", err)
 			return false
 		}
-		committed, lastCommit = offset, l.now()
+		committed, lastCommit = pos, l.now()
 		return true
 	}
 	defer commit()
@@ -128,6 +145,9 @@ func (l *loop) consume(ctx, gctx context.Context, offset int64) {
 		}
 		if len(batch) == 0 {
 			offset = next
+			if holding != nil {
+				holding.idle(gctx)
+			}
 			if !commit() {
 				return
 			}

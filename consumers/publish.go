@@ -4,6 +4,7 @@ package consumers
 // step, retried until every message is acknowledged.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,19 +23,19 @@ var responseHeaders = map[schemas.Codec][]kafka.Header{
 }
 
 // publish writes the batch's responses and dead letters and returns once
-// all are acknowledged. Failures are retried until ctx ends (the batch is
-// then fetched and answered again). A reply topic the brokers do not know
-// is retried for ReplyTopicWait (a client's new topic takes a metadata
-// refresh to be seen), then its requests go to the dead-letter topic
-// instead (redirected counts them).
-func (w *scoreWorker) publish(ctx context.Context, batch []record) (redirected int, err error) {
+// all are acknowledged, but for responses to a reply topic the brokers do
+// not know (yet: a client's new topic takes a metadata refresh to be
+// seen), which are parked (see park) so they hold back no other request.
+// Other failures are retried until ctx ends (the batch is then fetched and
+// answered again). redirected counts the requests answered with a dead
+// letter instead, parked those whose responses wait.
+func (w *scoreWorker) publish(ctx context.Context, batch []record) (redirected, parked int, err error) {
 	s := w.s
 	msgs, origin := w.out, w.origin
-	var unknownSince time.Time
 	for attempt := 0; len(msgs) > 0; attempt++ {
 		err := s.out.WriteMessages(ctx, msgs...)
 		if err == nil {
-			return redirected, nil
+			return redirected, parked, nil
 		}
 		var werrs kafka.WriteErrors
 		switch {
@@ -58,20 +59,18 @@ func (w *scoreWorker) publish(ctx context.Context, batch []record) (redirected i
 			redirected += n
 		case errors.Is(err, kafka.UnknownTopicOrPartition):
 			// The writer checks every topic before writing anything: write
-			// topic by topic, so one unknown reply topic holds back only
-			// its own responses.
-			if unknownSince.IsZero() {
-				unknownSince = time.Now()
-			}
-			var n int
-			msgs, origin, n = w.publishByTopic(ctx, batch, msgs, origin, time.Since(unknownSince) >= s.cfg.ReplyTopicWait)
+			// topic by topic, and park the responses to unknown reply
+			// topics.
+			var n, p int
+			msgs, origin, n, p = w.publishByTopic(ctx, batch, msgs, origin)
 			redirected += n
+			parked += p
 		}
 		if len(msgs) == 0 {
-			return redirected, nil
+			return redirected, parked, nil
 		}
 		if ctx.Err() != nil {
-			return redirected, fmt.Errorf("publishing: %d messages not acknowledged: %w", len(msgs), firstError(err))
+			return redirected, parked, fmt.Errorf("publishing: %d messages not acknowledged: %w", len(msgs), firstError(err))
 		}
 		if attempt > 0 {
 			s.log.Warn("publishing; retrying", "messages", len(msgs), "err", firstError(err))
@@ -79,7 +78,7 @@ func (w *scoreWorker) publish(ctx context.Context, batch []record) (redirected i
 		b := backoff{d: min(100*time.Millisecond<<min(attempt, 5), 2*time.Second)}
 		b.wait(ctx)
 	}
-	return redirected, nil
+	return redirected, parked, nil
 }
 
 // failedOnly returns the messages whose write failed, and the indexes
@@ -138,11 +137,12 @@ func (w *scoreWorker) publishLarge(ctx context.Context, batch []record, msgs []k
 }
 
 // publishByTopic writes msgs one topic at a time and returns those still to
-// write. With giveUp, responses to a reply topic the brokers do not know
-// become dead letters of their requests (returned to be written, and
-// counted); the results topic is never given up on: its absence is a
+// write. Responses to a reply topic the brokers do not know are parked
+// (counted in parked), or, with the parking full, become dead letters of
+// their requests at once (returned to be written, and counted in
+// redirected); the results topic is never given up on: its absence is a
 // deployment error, retried until fixed.
-func (w *scoreWorker) publishByTopic(ctx context.Context, batch []record, msgs []kafka.Message, origin []int, giveUp bool) ([]kafka.Message, []int, int) {
+func (w *scoreWorker) publishByTopic(ctx context.Context, batch []record, msgs []kafka.Message, origin []int) (left []kafka.Message, leftOrigin []int, redirected, parked int) {
 	byTopic := map[string][]int{}
 	var topics []string
 	for i, m := range msgs {
@@ -151,9 +151,6 @@ func (w *scoreWorker) publishByTopic(ctx context.Context, batch []record, msgs [
 		}
 		byTopic[m.Topic] = append(byTopic[m.Topic], i)
 	}
-	var left []kafka.Message
-	var leftOrigin []int
-	redirected := 0
 	for _, t := range topics {
 		group := make([]kafka.Message, 0, len(byTopic[t]))
 		for _, i := range byTopic[t] {
@@ -165,8 +162,12 @@ func (w *scoreWorker) publishByTopic(ctx context.Context, batch []record, msgs [
 		}
 		reply := t != w.s.cfg.ResultsTopic && t != schemas.DeadLetterTopic(w.s.cfg.Topic)
 		for _, i := range byTopic[t] {
-			if giveUp && reply && errors.Is(err, kafka.UnknownTopicOrPartition) && origin[i] >= 0 {
-				cause := fmt.Errorf("reply topic %q: %w", t, kafka.UnknownTopicOrPartition)
+			if reply && errors.Is(err, kafka.UnknownTopicOrPartition) && origin[i] >= 0 {
+				if w.park(&batch[origin[i]], msgs[i]) {
+					parked++
+					continue
+				}
+				cause := fmt.Errorf("reply topic %q: %w, and %d responses wait for unknown reply topics already", t, kafka.UnknownTopicOrPartition, len(w.parked))
 				left = append(left, w.deadLetter(&batch[origin[i]], cause))
 				leftOrigin = append(leftOrigin, -1)
 				redirected++
@@ -176,7 +177,109 @@ func (w *scoreWorker) publishByTopic(ctx context.Context, batch []record, msgs [
 			leftOrigin = append(leftOrigin, origin[i])
 		}
 	}
-	return left, leftOrigin, redirected
+	return left, leftOrigin, redirected, parked
+}
+
+// maxParked bounds the responses a partition keeps waiting for their reply
+// topics; past it, such a request is dead-lettered at once.
+const maxParked = 10_000
+
+// parkedRetry spaces the attempts to write parked responses.
+const parkedRetry = 200 * time.Millisecond
+
+// parkedResponse is a response waiting for its reply topic to exist, with
+// its request's dead letter for when it never does.
+type parkedResponse struct {
+	msg, dead kafka.Message
+	offset    int64
+	since     time.Time
+}
+
+// park keeps a response to a reply topic the brokers do not know, copied
+// out of the batch's buffers; the partition's commits stop before its
+// request (held) until it is written or, after ReplyTopicWait, its
+// request is dead-lettered (retryParked). It reports false when the
+// parking is full.
+func (w *scoreWorker) park(r *record, m kafka.Message) bool {
+	if len(w.parked) >= maxParked {
+		return false
+	}
+	m.Key, m.Value = bytes.Clone(m.Key), bytes.Clone(m.Value)
+	cause := fmt.Errorf("reply topic %q: %w for %s", m.Topic, kafka.UnknownTopicOrPartition, w.s.cfg.ReplyTopicWait)
+	dead := w.deadLetter(r, cause)
+	dead.Key, dead.Value = bytes.Clone(dead.Key), bytes.Clone(dead.Value)
+	w.parked = append(w.parked, parkedResponse{msg: m, dead: dead, offset: r.offset, since: time.Now()})
+	return true
+}
+
+// held reports the offset of the oldest request whose response is parked:
+// the partition commits no further.
+func (w *scoreWorker) held() (int64, bool) {
+	if len(w.parked) == 0 {
+		return 0, false
+	}
+	low := w.parked[0].offset
+	for _, p := range w.parked[1:] {
+		low = min(low, p.offset)
+	}
+	return low, true
+}
+
+// idle retries the parked responses while the partition has no records.
+func (w *scoreWorker) idle(ctx context.Context) { w.retryParked(ctx) }
+
+// retryParked writes the parked responses whose reply topics exist now,
+// one topic at a time, and dead-letters the requests of those that waited
+// ReplyTopicWait; the others wait on. Attempts are parkedRetry apart.
+func (w *scoreWorker) retryParked(ctx context.Context) {
+	if len(w.parked) == 0 || time.Since(w.lastParkedTry) < parkedRetry {
+		return
+	}
+	w.lastParkedTry = time.Now()
+	byTopic := map[string][]parkedResponse{}
+	var topics []string
+	for _, p := range w.parked {
+		if byTopic[p.msg.Topic] == nil {
+			topics = append(topics, p.msg.Topic)
+		}
+		byTopic[p.msg.Topic] = append(byTopic[p.msg.Topic], p)
+	}
+	keep := w.parked[:0]
+	for _, t := range topics {
+		group := byTopic[t]
+		msgs := make([]kafka.Message, len(group))
+		for i, p := range group {
+			msgs[i] = p.msg
+		}
+		err := w.s.out.WriteMessages(ctx, msgs...)
+		if err == nil {
+			w.s.scored.Add(int64(len(group)))
+			continue
+		}
+		var waiting, expired []parkedResponse
+		for _, p := range group {
+			if errors.Is(err, kafka.UnknownTopicOrPartition) && time.Since(p.since) >= w.s.cfg.ReplyTopicWait {
+				expired = append(expired, p)
+			} else {
+				waiting = append(waiting, p)
+			}
+		}
+		if len(expired) > 0 {
+			dead := make([]kafka.Message, len(expired))
+			for i, p := range expired {
+				dead[i] = p.dead
+			}
+			if derr := w.s.out.WriteMessages(ctx, dead...); derr != nil {
+				waiting = append(waiting, expired...) // tried again next time
+			} else {
+				w.s.deadLetters.Add(int64(len(expired)))
+				w.s.log.Info("dead letters: reply topic unknown", "partition", w.partition, "topic", t, "count", len(expired))
+			}
+		}
+		keep = append(keep, waiting...)
+	}
+	clear(w.parked[len(keep):])
+	w.parked = keep
 }
 
 // deadLetter returns the dead letter of a request.

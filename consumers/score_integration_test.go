@@ -678,3 +678,36 @@ func TestScoreResponseTooLargeForTheTopic(t *testing.T) {
 		t.Fatalf("dead letter %q from offset %s", reason, headerOf(m, consumers.HeaderOriginOffset))
 	}
 }
+
+// A request naming a reply topic that does not exist yet holds back only
+// itself: the requests after it on the same partition are answered at
+// once, the group's commit stays at it, and when the client creates the
+// topic its response arrives there and the commit moves to the end.
+func TestMissingReplyTopicDelaysOnlyItsRequest(t *testing.T) {
+	e := newScoreEnv(t, 1)
+	e.seedArms(t, catalogue("", 5))
+	e.startScorer(t, consumers.ScorerConfig{ReplyTopicWait: 2 * time.Minute})
+	reply := stacktest.UniqueName(consumers.ReplyTopicPrefix + "late")
+	msgs := []kafka.Message{requestMsg(t, &schemas.ScoreRequest{RequestId: "waits", UserId: "u-w", Candidates: []string{"sku-1", "sku-2"}, K: 1, ReplyTopic: reply})}
+	for i := 0; i < 50; i++ {
+		msgs = append(msgs, requestMsg(t, &schemas.ScoreRequest{RequestId: "r" + strconv.Itoa(i), UserId: "u-" + strconv.Itoa(i), Candidates: []string{"sku-1", "sku-2"}, K: 1}))
+	}
+	e.send(t, msgs...)
+	start := time.Now()
+	got := readTopic(t, e.brokers, e.results, 1, time.Minute, atLeast(50))
+	if len(got) != 50 || got["waits"] != nil {
+		t.Fatalf("%d responses in the results topic, the waiting one among them: %v", len(got), got["waits"] != nil)
+	}
+	// The commit stays at the waiting request (offset 0) meanwhile.
+	time.Sleep(time.Second)
+	if lag, err := stacktest.Lag(context.Background(), e.brokers, e.group, e.requests); err != nil || lag != int64(len(msgs)) {
+		t.Fatalf("lag %d (%v) while a response waits; want %d: the commit passed it", lag, err, len(msgs))
+	}
+	stacktest.CreateTopicNamed(t, e.brokers, reply, 1)
+	late := readTopic(t, e.brokers, reply, 1, time.Minute, atLeast(1))
+	if late["waits"] == nil {
+		t.Fatal("the waiting response never reached its reply topic")
+	}
+	stacktest.WaitForLag(t, e.brokers, e.group, e.requests, time.Minute)
+	t.Logf("the other requests answered within %s of sending", time.Since(start).Round(time.Millisecond))
+}

@@ -213,16 +213,18 @@ func TestScorerPersonalizesHotUsers(t *testing.T) {
 	s.loading.Wait()
 }
 
-// A reply topic the brokers do not know is retried for ReplyTopicWait,
-// then its request goes to the dead-letter topic; the other responses are
-// not held back. A write failing for some messages retries those only.
+// A response to a reply topic the brokers do not know is parked: the other
+// responses are written at once, and the partition commits no further
+// than its request. It is written when the topic appears; after
+// ReplyTopicWait its request goes to the dead-letter topic instead. A
+// write failing for some messages retries those only.
 func TestScorerPublishFailures(t *testing.T) {
 	reader := &fakeReader{}
 	out := &fakeWriter{}
 	unknown := true
 	out.fail = func(call int, msgs []kafka.Message) error {
 		for _, m := range msgs {
-			if m.Topic == "score-replies.nowhere" && unknown {
+			if strings.HasPrefix(m.Topic, "score-replies.") && unknown {
 				return kafka.UnknownTopicOrPartition
 			}
 		}
@@ -231,21 +233,55 @@ func TestScorerPublishFailures(t *testing.T) {
 		}
 		return nil
 	}
-	s := newTestScorer(t, ScorerConfig{ReplyTopicWait: time.Millisecond}, reader, nil, out)
+	ctx := context.Background()
+	topics := func() map[string]int {
+		got := map[string]int{}
+		for _, m := range out.written() {
+			got[m.Topic]++
+		}
+		return got
+	}
+	s := newTestScorer(t, ScorerConfig{ReplyTopicWait: time.Hour}, reader, nil, out)
 	w := newScoreWorker(s, 0)
 	batch := []record{
 		requestRecord(t, 0, &schemas.ScoreRequest{RequestId: "ok", UserId: "u", Context: "c", Candidates: []string{"a"}, K: 1}, schemas.Protobuf),
-		requestRecord(t, 1, &schemas.ScoreRequest{RequestId: "lost", UserId: "u", Context: "c", Candidates: []string{"a"}, K: 1, ReplyTopic: "score-replies.nowhere"}, schemas.Protobuf),
+		requestRecord(t, 1, &schemas.ScoreRequest{RequestId: "later", UserId: "u", Context: "c", Candidates: []string{"a"}, K: 1, ReplyTopic: "score-replies.soon"}, schemas.Protobuf),
+		requestRecord(t, 2, &schemas.ScoreRequest{RequestId: "ok2", UserId: "u", Context: "c", Candidates: []string{"a"}, K: 1}, schemas.Protobuf),
 	}
-	if err := w.process(context.Background(), context.Background(), batch); err != nil {
+	if err := w.process(ctx, ctx, batch); err != nil {
 		t.Fatal(err)
 	}
-	topics := map[string]int{}
-	for _, m := range out.written() {
-		topics[m.Topic]++
+	if got := topics(); got["res"] != 2 || got["score-replies.soon"] != 0 {
+		t.Fatalf("written by topic %v: want both other responses at once", got)
 	}
-	if topics["res"] != 1 || topics["req.dlq"] != 1 || topics["score-replies.nowhere"] != 0 {
-		t.Fatalf("written by topic %v", topics)
+	if low, ok := w.held(); !ok || low != 1 {
+		t.Fatalf("held %d, %v: want the parked request's offset 1", low, ok)
+	}
+	unknown = false // the client's topic is seen now
+	time.Sleep(parkedRetry)
+	w.idle(ctx)
+	if _, ok := w.held(); ok || topics()["score-replies.soon"] != 1 {
+		t.Fatalf("after the topic appeared: held %v, written %v", ok, topics())
+	}
+	if st := s.Stats(); st.Scored != 3 || st.DeadLetters != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+
+	// A topic that never appears: dead-lettered after ReplyTopicWait.
+	unknown = true
+	s = newTestScorer(t, ScorerConfig{ReplyTopicWait: time.Millisecond}, reader, nil, out)
+	w = newScoreWorker(s, 0)
+	lost := []record{batch[0], requestRecord(t, 1, &schemas.ScoreRequest{RequestId: "lost", UserId: "u", Context: "c", Candidates: []string{"a"}, K: 1, ReplyTopic: "score-replies.nowhere"}, schemas.Protobuf)}
+	if err := w.process(ctx, ctx, lost); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(parkedRetry)
+	w.idle(ctx)
+	if got := topics(); got["req.dlq"] != 1 || got["score-replies.nowhere"] != 0 {
+		t.Fatalf("written by topic %v", got)
+	}
+	if _, ok := w.held(); ok {
+		t.Fatal("a dead-lettered request still holds the partition")
 	}
 	if st := s.Stats(); st.Scored != 1 || st.DeadLetters != 1 {
 		t.Fatalf("stats %+v", st)

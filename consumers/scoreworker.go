@@ -36,6 +36,9 @@ type scoreWorker struct {
 	origin  []int // out[i] answers batch[origin[i]]; -1 for a dead letter
 	seeds   sampler.Rand
 	stats   ReplayStats // of a replay
+	// parked are responses waiting for their reply topics (see park).
+	parked        []parkedResponse
+	lastParkedTry time.Time
 }
 
 // liveRequest is a request to score: batch[rec] decoded into reqs[i]; its
@@ -118,7 +121,8 @@ func (w *scoreWorker) process(ctx, member context.Context, batch []record) error
 			w.rank(&w.live[i], batch, received)
 		}
 	}
-	redirected, err := w.publish(ctx, batch)
+	w.retryParked(ctx)
+	redirected, parked, err := w.publish(ctx, batch)
 	if err != nil {
 		// A write abandoned at the deadline may still read its values:
 		// the next batch encodes into a new buffer.
@@ -126,7 +130,7 @@ func (w *scoreWorker) process(ctx, member context.Context, batch []record) error
 		return err
 	}
 	s.deadLetters.Add(int64(redirected))
-	s.scored.Add(int64(len(w.live) - redirected))
+	s.scored.Add(int64(len(w.live) - redirected - parked))
 	s.candidates.Add(int64(nCand))
 	return nil
 }
