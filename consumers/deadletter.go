@@ -163,13 +163,13 @@ func writeDeadLetters(ctx context.Context, w MessageWriter, msgs []kafka.Message
 			if e == nil {
 				continue
 			}
-			if !errors.Is(e, kafka.MessageSizeTooLarge) {
+			if !isTooLarge(e) {
 				return err
 			}
 			large = append(large, msgs[i])
 		}
 		msgs = large
-	case !errors.Is(err, kafka.MessageSizeTooLarge):
+	case !isTooLarge(err):
 		return err
 	}
 	for _, m := range msgs {
@@ -190,13 +190,41 @@ func tooLarge(err error) bool {
 	var werrs kafka.WriteErrors
 	if errors.As(err, &werrs) {
 		for _, e := range werrs {
-			if e != nil && errors.Is(e, kafka.MessageSizeTooLarge) {
+			if e != nil && isTooLarge(e) {
 				return true
 			}
 		}
 		return false
 	}
-	return errors.Is(err, kafka.MessageSizeTooLarge)
+	return isTooLarge(err)
+}
+
+func isTooLarge(err error) bool {
+	return errors.Is(err, kafka.MessageSizeTooLarge) || errors.Is(err, kafka.RecordListTooLarge)
+}
+
+// refusedForGood reports a broker's refusal of a message or its topic that
+// no retry changes: a topic the client may not write or whose name or
+// policy rejects it, a record it finds invalid. (Too large is handled
+// apart: the message may fit alone.) Anything else — a broker or leader
+// unavailable, a timeout, an unknown topic that may yet be created — is
+// transient and retried.
+func refusedForGood(err error) bool {
+	var werrs kafka.WriteErrors
+	if errors.As(err, &werrs) {
+		for _, e := range werrs {
+			if e != nil && refusedForGood(e) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, code := range []kafka.Error{kafka.TopicAuthorizationFailed, kafka.InvalidTopic, kafka.PolicyViolation, kafka.InvalidRecord} {
+		if errors.Is(err, code) {
+			return true
+		}
+	}
+	return false
 }
 
 func headerValue(headers []kafka.Header, key string) string {

@@ -219,6 +219,16 @@ func (w *fakeWriter) WriteMessages(_ context.Context, msgs ...kafka.Message) err
 	w.n++
 	if w.fail != nil {
 		if err := w.fail(call, msgs); err != nil {
+			// As kafka-go's writer: with an error per message, those
+			// without one were written.
+			var werrs kafka.WriteErrors
+			if errors.As(err, &werrs) && len(werrs) == len(msgs) {
+				for i, e := range werrs {
+					if e == nil {
+						w.msgs = append(w.msgs, msgs[i])
+					}
+				}
+			}
 			return err
 		}
 	}

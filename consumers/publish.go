@@ -40,14 +40,14 @@ func (w *scoreWorker) publish(ctx context.Context, batch []record) (redirected, 
 		var werrs kafka.WriteErrors
 		switch {
 		case errors.As(err, &werrs) && len(werrs) == len(msgs):
-			var large []int
-			msgs, origin, large = failedOnly(msgs, origin, werrs)
-			if len(large) > 0 {
+			var alone []int
+			msgs, origin, alone = failedOnly(msgs, origin, werrs)
+			if len(alone) > 0 {
 				var n int
-				msgs, origin, n = w.publishLarge(ctx, batch, msgs, origin, large)
+				msgs, origin, n = w.publishAlone(ctx, batch, msgs, origin, alone)
 				redirected += n
 			}
-		case errors.Is(err, kafka.MessageSizeTooLarge):
+		case isTooLarge(err):
 			// The writer's own check: one message is larger than its
 			// BatchBytes. Find it by writing one by one.
 			all := make([]int, len(msgs))
@@ -55,12 +55,12 @@ func (w *scoreWorker) publish(ctx context.Context, batch []record) (redirected, 
 				all[i] = i
 			}
 			var n int
-			msgs, origin, n = w.publishLarge(ctx, batch, msgs, origin, all)
+			msgs, origin, n = w.publishAlone(ctx, batch, msgs, origin, all)
 			redirected += n
-		case errors.Is(err, kafka.UnknownTopicOrPartition):
+		case errors.Is(err, kafka.UnknownTopicOrPartition) || refusedForGood(err):
 			// The writer checks every topic before writing anything: write
-			// topic by topic, and park the responses to unknown reply
-			// topics.
+			// topic by topic, park the responses to unknown reply topics,
+			// and dead-letter the requests whose topic refuses them.
 			var n, p int
 			msgs, origin, n, p = w.publishByTopic(ctx, batch, msgs, origin)
 			redirected += n
@@ -82,15 +82,16 @@ func (w *scoreWorker) publish(ctx context.Context, batch []record) (redirected, 
 }
 
 // failedOnly returns the messages whose write failed, and the indexes
-// among them of those refused as too large: a broker refuses a whole
-// partition's batch when it passes the topic's max.message.bytes, though
-// each message alone may fit.
+// among them of those to write alone: refused as too large (a broker
+// refuses a whole partition's batch when it passes the topic's
+// max.message.bytes, though each message alone may fit) or for good (the
+// broker's refusal names no message: alone, it names that one).
 func failedOnly(msgs []kafka.Message, origin []int, werrs kafka.WriteErrors) ([]kafka.Message, []int, []int) {
 	var retry []kafka.Message
 	var retryOrigin, large []int
 	for i, e := range werrs {
 		if e != nil {
-			if errors.Is(e, kafka.MessageSizeTooLarge) {
+			if isTooLarge(e) || refusedForGood(e) {
 				large = append(large, len(retry))
 			}
 			retry = append(retry, msgs[i])
@@ -100,17 +101,25 @@ func failedOnly(msgs []kafka.Message, origin []int, werrs kafka.WriteErrors) ([]
 	return retry, retryOrigin, large
 }
 
-// publishLarge writes the messages at indexes large of msgs one at a time,
+// publishAlone writes the messages at indexes alone of msgs one at a time,
 // and returns msgs without those written. A response too large for its
-// topic even alone is permanent: it becomes its request's dead letter,
-// written at once (counted in redirected); a dead letter too large is
-// reduced to its headers. Other failures stay in msgs, to be retried.
-func (w *scoreWorker) publishLarge(ctx context.Context, batch []record, msgs []kafka.Message, origin, large []int) ([]kafka.Message, []int, int) {
+// topic even alone, or refused for good, is permanent: it becomes its
+// request's dead letter, with the reason, written at once (counted in
+// redirected); a dead letter too large is reduced to its headers. Other
+// failures stay in msgs, to be retried.
+func (w *scoreWorker) publishAlone(ctx context.Context, batch []record, msgs []kafka.Message, origin, alone []int) ([]kafka.Message, []int, int) {
 	done := make([]bool, len(msgs))
 	redirected := 0
-	for _, i := range large {
+	for _, i := range alone {
 		m := msgs[i]
 		err := w.s.out.WriteMessages(ctx, m)
+		if origin[i] >= 0 && refusedForGood(err) {
+			cause := fmt.Errorf("topic %s refused the response: %w", m.Topic, firstError(err))
+			msgs[i], origin[i] = w.deadLetter(&batch[origin[i]], cause), -1
+			redirected++
+			m = msgs[i]
+			err = w.s.out.WriteMessages(ctx, m)
+		}
 		if tooLarge(err) {
 			if origin[i] >= 0 {
 				cause := fmt.Errorf("response of %d bytes is larger than topic %s accepts: %w", len(m.Key)+len(m.Value), m.Topic, err)
@@ -161,7 +170,21 @@ func (w *scoreWorker) publishByTopic(ctx context.Context, batch []record, msgs [
 			continue
 		}
 		reply := t != w.s.cfg.ResultsTopic && t != schemas.DeadLetterTopic(w.s.cfg.Topic)
-		for _, i := range byTopic[t] {
+		var werrs kafka.WriteErrors
+		perMessage := errors.As(err, &werrs) && len(werrs) == len(group)
+		for j, i := range byTopic[t] {
+			err := err
+			if perMessage {
+				if err = werrs[j]; err == nil {
+					continue // written
+				}
+			}
+			if origin[i] >= 0 && refusedForGood(err) {
+				left = append(left, w.deadLetter(&batch[origin[i]], fmt.Errorf("topic %s refused the response: %w", t, firstError(err))))
+				leftOrigin = append(leftOrigin, -1)
+				redirected++
+				continue
+			}
 			if reply && errors.Is(err, kafka.UnknownTopicOrPartition) && origin[i] >= 0 {
 				if w.park(&batch[origin[i]], msgs[i]) {
 					parked++
@@ -258,7 +281,7 @@ func (w *scoreWorker) retryParked(ctx context.Context) {
 		}
 		var waiting, expired []parkedResponse
 		for _, p := range group {
-			if errors.Is(err, kafka.UnknownTopicOrPartition) && time.Since(p.since) >= w.s.cfg.ReplyTopicWait {
+			if refusedForGood(err) || errors.Is(err, kafka.UnknownTopicOrPartition) && time.Since(p.since) >= w.s.cfg.ReplyTopicWait {
 				expired = append(expired, p)
 			} else {
 				waiting = append(waiting, p)

@@ -301,8 +301,67 @@ func TestScorerPublishFailures(t *testing.T) {
 	if err := newScoreWorker(s2, 0).process(context.Background(), context.Background(), two); err != nil {
 		t.Fatal(err)
 	}
-	if got := out2.written(); len(got) != 1 || string(got[0].Key) != "b" {
-		t.Fatalf("after a partial failure wrote %d messages, want only b's", len(got))
+	if got := out2.written(); len(got) != 2 || string(got[0].Key) != "ok" || string(got[1].Key) != "b" {
+		t.Fatalf("after a partial failure wrote %d messages, want ok's once and b's again", len(got))
+	}
+}
+
+// A response its topic refuses for good (not authorised, an invalid
+// record) sends its request to the dead-letter topic with the reason,
+// whether the refusal names the topic or the message; the rest of the
+// batch is answered, and transient failures are retried.
+func TestScorerPermanentRefusals(t *testing.T) {
+	ctx := context.Background()
+	out := &fakeWriter{fail: func(call int, msgs []kafka.Message) error {
+		for _, m := range msgs {
+			if m.Topic == "score-replies.denied" {
+				return kafka.TopicAuthorizationFailed
+			}
+		}
+		errs := make(kafka.WriteErrors, len(msgs))
+		failed := false
+		for i, m := range msgs {
+			if m.Topic != "res" {
+				continue
+			}
+			switch string(m.Key) {
+			case "invalid":
+				errs[i], failed = kafka.InvalidRecord, true
+			case "flaky":
+				if call < 3 {
+					errs[i], failed = kafka.LeaderNotAvailable, true
+				}
+			}
+		}
+		if failed {
+			return errs
+		}
+		return nil
+	}}
+	s := newTestScorer(t, ScorerConfig{}, &fakeReader{}, nil, out)
+	req := func(off int64, id, reply string) record {
+		return requestRecord(t, off, &schemas.ScoreRequest{RequestId: id, UserId: "u", Context: "c", Candidates: []string{"a"}, K: 1, ReplyTopic: reply}, schemas.Protobuf)
+	}
+	batch := []record{req(0, "ok", ""), req(1, "denied", "score-replies.denied"), req(2, "invalid", ""), req(3, "flaky", "")}
+	if err := newScoreWorker(s, 0).process(ctx, ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]string{}
+	topics := map[string]int{}
+	for _, m := range out.written() {
+		topics[m.Topic]++
+		if m.Topic == "req.dlq" {
+			reasons[string(m.Key)] = headerValue(m.Headers, HeaderError)
+		}
+	}
+	if topics["res"] != 2 || topics["req.dlq"] != 2 || topics["score-replies.denied"] != 0 {
+		t.Fatalf("written by topic %v", topics)
+	}
+	if !strings.Contains(reasons["denied"], "Topic Authorization Failed") || !strings.Contains(reasons["invalid"], "Invalid Record") || len(reasons) != 2 {
+		t.Fatalf("dead letters' reasons %q", reasons)
+	}
+	if st := s.Stats(); st.Scored != 2 || st.DeadLetters != 2 {
+		t.Fatalf("stats %+v", st)
 	}
 }
 

@@ -139,9 +139,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	if o.mode == "ingest" || o.mode == "all" {
+		batchBytes, err := o.conns.Kafka.BatchBytes(ctx, schemas.DeadLetterTopic(o.topic))
+		if err != nil {
+			log.Warn("topic limits not read; assuming Kafka's default", "batch_bytes", batchBytes, "err", err)
+		}
 		dlq := producers.NewSyncWriter(producers.WriterConfig{
 			Brokers: o.conns.Kafka.Brokers, Topic: schemas.DeadLetterTopic(o.topic),
-			BatchTimeout: 5 * time.Millisecond, BatchBytes: 1 << 20, WriteTimeout: o.conns.Kafka.Timeout, Transport: transport,
+			BatchTimeout: 5 * time.Millisecond, BatchBytes: batchBytes, WriteTimeout: o.conns.Kafka.Timeout, Transport: transport,
 		})
 		defer dlq.Close()
 		batchRecords, batchSeconds := ops.BatchHistograms(srv.Registry, "ingest")

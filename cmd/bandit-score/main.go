@@ -189,6 +189,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	srv := ops.NewServer(checks, log)
 	batchRecords, batchSeconds := ops.BatchHistograms(srv.Registry, "score")
 	requestSeconds := ops.Histogram(srv.Registry, "request_seconds", "Time from a request's sent_time_ms to its ranking.", ops.SecondsBuckets, nil)
+	batchBytes, err := o.conns.Kafka.BatchBytes(ctx, o.resultsTopic, schemas.DeadLetterTopic(o.topic))
+	if err != nil {
+		log.Warn("topic limits not read; assuming Kafka's default", "batch_bytes", batchBytes, "err", err)
+	}
 	out := producers.NewSyncWriter(producers.WriterConfig{
 		Brokers: o.conns.Kafka.Brokers,
 		// kafka-go allocates BatchSize messages for every partition's batch
@@ -196,8 +200,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		// scanned by the GC, per partition per published batch. A batch's
 		// responses per partition are in the tens; more go out as several
 		// batches.
-		BatchSize:    512,
-		BatchBytes:   64 << 20,
+		BatchSize: 512,
+		// Batches that fit the topics' limit: a broker refuses a whole
+		// partition's batch past it.
+		BatchBytes:   batchBytes,
 		BatchTimeout: time.Millisecond,
 		WriteTimeout: o.conns.Kafka.Timeout,
 		Transport:    writerTransport,

@@ -182,8 +182,10 @@ func replayRequests(ctx context.Context, conns config.Connections, hot *hot.Hot,
 	if err != nil {
 		return total, err
 	}
+	// An unreadable limit is taken as Kafka's default, which BatchBytes returns.
+	batchBytes, _ := conns.Kafka.BatchBytes(ctx, results)
 	out := producers.NewSyncWriter(producers.WriterConfig{Brokers: conns.Kafka.Brokers,
-		BatchSize: 512, BatchBytes: 64 << 20, BatchTimeout: time.Millisecond, WriteTimeout: conns.Kafka.Timeout, Transport: transport})
+		BatchSize: 512, BatchBytes: batchBytes, BatchTimeout: time.Millisecond, WriteTimeout: conns.Kafka.Timeout, Transport: transport})
 	defer out.Close()
 	sc, err := consumers.NewScorer(consumers.ScorerConfig{Brokers: conns.Kafka.Brokers, Topic: topic, ResultsTopic: results, Replay: true,
 		Transport: transport}, hot, nil, out)

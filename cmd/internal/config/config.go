@@ -52,6 +52,9 @@ type Kafka struct {
 	Username     string
 	Password     string // never logged; see Redacted
 	PasswordFile string
+	// MaxMessageBytes bounds what a writer puts in one batch; 0 reads it
+	// from the topics written (their max.message.bytes).
+	MaxMessageBytes int64
 }
 
 // Redis is how to reach the hot tier (Redis, Redis Cluster or Dragonfly).
@@ -99,6 +102,7 @@ func (k *Kafka) Register(fs *flag.FlagSet) {
 	fs.Var((*listFlag)(&k.Brokers), "kafka-brokers", "Kafka bootstrap brokers, comma separated")
 	fs.StringVar(&k.ClientID, "kafka-client-id", "banditstream", "client id reported to Kafka")
 	fs.DurationVar(&k.Timeout, "kafka-timeout", 10*time.Second, "Kafka dial and request timeout")
+	fs.Int64Var(&k.MaxMessageBytes, "kafka-max-message-bytes", 0, "largest batch a writer sends to one partition (0: the written topics' max.message.bytes, read at start)")
 	k.registerSecurity(fs)
 }
 
@@ -115,6 +119,9 @@ func (k *Kafka) Validate() error {
 	}
 	if k.Timeout <= 0 {
 		errs = append(errs, errors.New("kafka-timeout must be positive"))
+	}
+	if k.MaxMessageBytes != 0 && k.MaxMessageBytes < 1024 {
+		errs = append(errs, errors.New("kafka-max-message-bytes: 0 (read from the topics) or at least 1024"))
 	}
 	return errors.Join(errs...)
 }
