@@ -347,18 +347,15 @@ func (in *Ingest) decodeBatch(p *partitionState, batch []record) ([]goodEvent, [
 	return good, dead
 }
 
-// process handles one batch: dead letters first, then the arm counts. It
-// returns nil only when both are durable.
+// process handles one batch: the users' events and the arm counts, then
+// the dead letters. It returns nil only when all are durable. The dead
+// letters come last: every step before them is idempotent (the
+// watermarks), so a batch retried after a failure of the hot tier (full,
+// away) or of the dead-letter write itself writes its dead letters once.
 func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record) error {
 	good, dead := in.decodeBatch(p, batch)
 	var st ReplayStats
 	st.count(good, len(dead), p.watermarks)
-	if !p.replay && len(dead) > 0 {
-		if err := writeDeadLetters(ctx, in.dlq, dead); err != nil {
-			return fmt.Errorf("writing %d dead letters: %w", len(dead), err)
-		}
-		in.log.Info("dead letters", "partition", p.partition, "count", len(dead))
-	}
 	if in.users != nil {
 		if err := in.applyUsers(ctx, p, good); err != nil {
 			return err
@@ -370,6 +367,12 @@ func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record
 			if err := in.arms.MarkPartitionApplied(ctx, p.topic, p.partition, last, p.epoch); err != nil {
 				return err
 			}
+		}
+		if !p.replay && len(dead) > 0 {
+			if err := writeDeadLetters(ctx, in.dlq, dead); err != nil {
+				return fmt.Errorf("writing %d dead letters: %w", len(dead), err)
+			}
+			in.log.Info("dead letters", "partition", p.partition, "count", len(dead))
 		}
 		p.stats.Add(st)
 		in.batches.Add(1)

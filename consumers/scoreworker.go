@@ -2,6 +2,7 @@ package consumers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -236,7 +237,13 @@ func (w *scoreWorker) startSessions(member context.Context, users []string) bool
 			return
 		}
 		if err := s.sessions.EnsureLoaded(ctx, users, epoch); err != nil {
-			if ctx.Err() == nil {
+			switch {
+			case ctx.Err() != nil:
+			case errors.Is(err, state.ErrHotFull):
+				// Ingest reports a full hot tier; the users are ranked
+				// without their own counts meanwhile.
+				s.log.Debug("loading sessions: hot tier full", "users", len(users))
+			default:
 				s.log.Warn("loading sessions", "users", len(users), "err", err)
 			}
 			return

@@ -210,28 +210,7 @@ func (t *Tier) EnsureLoaded(ctx context.Context, users []string, epoch string) e
 			todo = append(todo, u)
 		}
 	}
-	if len(todo) == 0 {
-		return nil
-	}
-	sem := make(chan struct{}, t.cfg.LoadParallelism)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var errs []error
-	for _, u := range todo {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := t.load(ctx, u, epoch); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return t.each(ctx, todo, func(u string) error { return t.load(ctx, u, epoch) })
 }
 
 // load installs a user's session under the session-load lock, or waits for
@@ -396,7 +375,7 @@ func (t *Tier) offload(ctx context.Context, user, epoch string, keep bool) (bool
 // FlushPending. Any number of sweepers may run: offloads of the same user
 // by two of them write the same cold state and evict once. It returns the
 // users evicted.
-func (t *Tier) Sweep(ctx context.Context, limit int) (offloaded int, err error) {
+func (t *Tier) Sweep(ctx context.Context, limit int) (int, error) {
 	epoch, err := t.hot.Epoch(ctx)
 	if err != nil {
 		return 0, err
@@ -408,22 +387,45 @@ func (t *Tier) Sweep(ctx context.Context, limit int) (offloaded int, err error) 
 	now := t.nowMs()
 	users, err := t.hot.IdleUsers(ctx, now-t.cfg.IdleTimeout.Milliseconds(), limit)
 	errs := []error{err}
-	for _, u := range users {
-		evicted, err := t.Offload(ctx, u, epoch)
-		if err != nil {
-			errs = append(errs, err)
-			continue
+	var evicted atomic.Int64
+	errs = append(errs, t.each(ctx, users, func(u string) error {
+		ok, err := t.Offload(ctx, u, epoch)
+		if ok {
+			evicted.Add(1)
 		}
-		if evicted {
-			offloaded++
-		}
-	}
+		return err
+	}))
 	due, err := t.hot.DueUsers(ctx, now-t.cfg.FlushAfter.Milliseconds(), limit)
-	errs = append(errs, err)
-	for _, u := range due {
-		errs = append(errs, t.Flush(ctx, u, epoch))
+	errs = append(errs, err, t.each(ctx, due, func(u string) error { return t.Flush(ctx, u, epoch) }))
+	return int(evicted.Load()), errors.Join(errs...)
+}
+
+// each runs fn for every user, LoadParallelism at a time: loads and a
+// sweep's offloads wait on the cold tier, and a sweep round must not take
+// longer than the bounds it keeps.
+func (t *Tier) each(ctx context.Context, users []string, fn func(string) error) error {
+	sem := make(chan struct{}, t.cfg.LoadParallelism)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for _, u := range users {
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := fn(u); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
 	}
-	return offloaded, errors.Join(errs...)
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Snapshot writes the arm counts of every shard, with their watermarks,

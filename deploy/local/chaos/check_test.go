@@ -1,6 +1,7 @@
 package chaos_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -120,7 +121,7 @@ func (s *system) settle(scenario, faults string) result {
 	inTopic := map[string]int{}
 	poisonInTopic := 0
 	err := readTopic(ctx, s.brokers, s.events, func(m kafka.Message) error {
-		if string(m.Key) == poisonKey {
+		if isPoison(m.Key) {
 			poisonInTopic++
 			return nil
 		}
@@ -150,7 +151,7 @@ func (s *system) settle(scenario, faults string) result {
 	}
 	badInTopic := 0
 	if err := readTopic(ctx, s.brokers, s.requests, func(m kafka.Message) error {
-		if string(m.Key) == poisonKey {
+		if isPoison(m.Key) {
 			badInTopic++
 		}
 		return nil
@@ -208,6 +209,10 @@ func header(m kafka.Message, key string) string {
 	}
 	return ""
 }
+
+// isPoison reports a record the load sent malformed: its key starts with
+// poisonKey (a poison pill's key goes on after it).
+func isPoison(key []byte) bool { return bytes.HasPrefix(key, []byte(poisonKey)) }
 
 // stores opens the hot and tiered stores the processes write.
 func (s *system) stores(t *testing.T) (*hot.Hot, *store.Tier) {

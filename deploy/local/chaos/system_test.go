@@ -62,6 +62,7 @@ type system struct {
 	poisonSent  int
 	requestIDs  map[string]bool // acknowledged requests (valid ones)
 	badRequests int
+	pillRounds  int
 	answers     map[string]int // request id → responses read
 	duplicates  int
 	eventIDs    map[string]bool // acknowledged valid events
