@@ -186,18 +186,7 @@ func writeDeadLetters(ctx context.Context, w MessageWriter, msgs []kafka.Message
 
 // tooLarge reports whether a write failed because a message is larger than
 // the writer or its topic accepts.
-func tooLarge(err error) bool {
-	var werrs kafka.WriteErrors
-	if errors.As(err, &werrs) {
-		for _, e := range werrs {
-			if e != nil && isTooLarge(e) {
-				return true
-			}
-		}
-		return false
-	}
-	return isTooLarge(err)
-}
+func tooLarge(err error) bool { return anyWriteError(err, isTooLarge) }
 
 func isTooLarge(err error) bool {
 	return errors.Is(err, kafka.MessageSizeTooLarge) || errors.Is(err, kafka.RecordListTooLarge)
@@ -210,21 +199,29 @@ func isTooLarge(err error) bool {
 // unavailable, a timeout, an unknown topic that may yet be created — is
 // transient and retried.
 func refusedForGood(err error) bool {
+	return anyWriteError(err, func(err error) bool {
+		for _, code := range []kafka.Error{kafka.TopicAuthorizationFailed, kafka.InvalidTopic, kafka.PolicyViolation, kafka.InvalidRecord} {
+			if errors.Is(err, code) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// anyWriteError reports whether err, or with an error per message one of
+// them, satisfies is.
+func anyWriteError(err error, is func(error) bool) bool {
 	var werrs kafka.WriteErrors
 	if errors.As(err, &werrs) {
 		for _, e := range werrs {
-			if e != nil && refusedForGood(e) {
+			if e != nil && is(e) {
 				return true
 			}
 		}
 		return false
 	}
-	for _, code := range []kafka.Error{kafka.TopicAuthorizationFailed, kafka.InvalidTopic, kafka.PolicyViolation, kafka.InvalidRecord} {
-		if errors.Is(err, code) {
-			return true
-		}
-	}
-	return false
+	return err != nil && is(err)
 }
 
 func headerValue(headers []kafka.Header, key string) string {

@@ -77,7 +77,8 @@ type TierConfig struct {
 	FlushChunk int
 	// LoadWait bounds waiting for another loader of the same session.
 	LoadWait time.Duration
-	// LoadParallelism bounds concurrent session loads.
+	// LoadParallelism bounds concurrent session loads, and a sweep's
+	// concurrent offloads and flushes.
 	LoadParallelism int
 	// LoadLockTTL is how long a session-load lock outlives a loader that
 	// died or stalled holding it (a live one renews it); default 10 s.
