@@ -230,8 +230,38 @@ func (h *ingestPartition) handle(ctx, _ context.Context, batch []record) error {
 	}
 	// process counts into p.stats once the batch is applied.
 	err := h.in.process(ctx, h.p, batch)
+	if errors.Is(err, state.ErrRefused) {
+		err = h.in.isolate(ctx, h.p, batch)
+	}
 	h.in.noteHotTier(err)
 	return err
+}
+
+// isolate processes a batch a store refused record by record, and sends
+// each record refused again to the dead-letter topic with the reason: a
+// record whose state no retry can write (a key of another kind where the
+// user's session should be) must not stop its partition. Every step is
+// idempotent, so the records the failed batch applied before are not
+// counted again. An error of another kind fails the batch, to be retried.
+func (in *Ingest) isolate(ctx context.Context, p *partitionState, batch []record) error {
+	refused := 0
+	for i := range batch {
+		err := in.process(ctx, p, batch[i:i+1])
+		if !errors.Is(err, state.ErrRefused) {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		dead := deadLetter(p.topic, p.partition, &batch[i], fmt.Errorf("the stores refused it: %w", err))
+		if err := writeDeadLetters(ctx, in.dlq, []kafka.Message{dead}); err != nil {
+			return fmt.Errorf("writing a dead letter: %w", err)
+		}
+		refused++
+		in.deadLetters.Add(1)
+	}
+	in.log.Warn("records the stores refused sent to the dead-letter topic", "partition", p.partition, "count", refused)
+	return nil
 }
 
 // noteHotTier records whether the hot tier refused a batch for want of

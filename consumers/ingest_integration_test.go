@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -396,5 +397,61 @@ func TestIngestDeadLetters(t *testing.T) {
 	}
 	if bigKeys != wantBigKeys {
 		t.Fatalf("%d dead letters with a cut key, want %d", bigKeys, wantBigKeys)
+	}
+}
+
+// A user whose hot-tier key holds something else (here a string where the
+// session hash should be) makes every write for that user fail the same
+// way, WRONGTYPE. The user's events go to the dead-letter topic with the
+// reason, one by one; every other event of the batches they came in is
+// counted exactly, and the partitions move on.
+func TestIngestIsolatesRecordsTheHotTierRefuses(t *testing.T) {
+	e := newIngestEnv(t, 2)
+	const broken = "u-broken"
+	ctx := context.Background()
+	if err := e.rdb.Set(ctx, e.hot.Keys().SessionKey(broken), "not a session", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	group := stacktest.UniqueName("it_ingest")
+	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-ingest"), nil, e.args(group)...)
+	want := oracle{}
+	var msgs []kafka.Message
+	brokenEvents := 0
+	for i := 0; i < 400; i++ {
+		user := "u-" + strconv.Itoa(i%10)
+		if i%10 == 3 {
+			user, brokenEvents = broken, brokenEvents+1
+		}
+		ev := &schemas.Interaction{EventId: "w" + strconv.Itoa(i), UserId: user, ItemId: "sku-" + strconv.Itoa(i%7), Context: "home",
+			Type: schemas.Click, EventTimeMs: time.Now().UnixMilli()}
+		if user != broken {
+			want.add(ev)
+		}
+		msgs = append(msgs, encode(t, ev, i))
+	}
+	w := newWriter(e.brokers, e.topic)
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	stacktest.WaitForLag(t, e.brokers, group, e.topic, time.Minute)
+	e.checkCounts(t, want)
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.brokers, Topic: e.topic + ".dlq", Partition: 0, MaxWait: 200 * time.Millisecond})
+	defer r.Close()
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for n := 0; n < brokenEvents; n++ {
+		m, err := r.ReadMessage(rctx)
+		if err != nil {
+			t.Fatalf("%d of %d dead letters: %v", n, brokenEvents, err)
+		}
+		if reason := headerOf(m, consumers.HeaderError); string(m.Key) != broken || !strings.Contains(reason, "WRONGTYPE") {
+			t.Fatalf("dead letter of %q with reason %q", m.Key, reason)
+		}
+	}
+	more, cancelMore := context.WithTimeout(ctx, 2*time.Second)
+	defer cancelMore()
+	if m, err := r.ReadMessage(more); err == nil {
+		t.Fatalf("a dead letter more than the %d events of %s: %q at %d", brokenEvents, broken, m.Key, m.Offset)
 	}
 }

@@ -94,13 +94,35 @@ func (h *Hot) readSessions(ctx context.Context, users []string) ([]state.Session
 // every write until memory frees, and a retry later succeeds.
 func IsFull(err error) bool { return err != nil && redis.HasErrorPrefix(err, "OOM") }
 
-// refused marks an error of a full Redis with state.ErrHotFull, which the
-// stages speak.
+// refused marks the errors the stages act on, in the terms they speak: a
+// full Redis (state.ErrHotFull) and a refusal no retry changes
+// (state.ErrRefused).
 func refused(err error) error {
-	if IsFull(err) {
+	switch {
+	case IsFull(err):
 		return fmt.Errorf("%w: %w", state.ErrHotFull, err)
+	case isPermanent(err):
+		return fmt.Errorf("%w: %w", state.ErrRefused, err)
 	}
 	return err
+}
+
+// isPermanent reports a Redis server's refusal that a retry cannot change:
+// WRONGTYPE (a key of another kind where a user's state or an arm should
+// be), CROSSSLOT, and a script failing on what its keys hold (a Lua
+// runtime error). Everything else is taken as transient: a connection's or
+// a timeout's error (no server reply at all), a server loading, busy,
+// failing over, full or moving slots, and the deployment's own errors (no
+// permission, too many clients), which an operator fixes for every record
+// at once.
+func isPermanent(err error) bool {
+	var rerr redis.Error
+	if errors.Is(err, redis.Nil) || !errors.As(err, &rerr) {
+		return false
+	}
+	msg := rerr.Error()
+	return strings.HasPrefix(msg, "WRONGTYPE") || strings.HasPrefix(msg, "CROSSSLOT") ||
+		strings.HasPrefix(msg, "ERR user_script:") || strings.HasPrefix(msg, "ERR Error running script")
 }
 
 // withScripts runs a pipeline of scripts once more after loading them when

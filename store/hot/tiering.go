@@ -32,7 +32,7 @@ func (h *Hot) SessionsLoaded(ctx context.Context, users []string) ([]bool, error
 		cmds[i] = pipe.HGet(ctx, h.keys.userKey(u, "m"), "l")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("checking sessions: %w", err)
+		return nil, refused(fmt.Errorf("checking sessions: %w", err))
 	}
 	out := make([]bool, len(users))
 	for i, c := range cmds {

@@ -144,6 +144,10 @@ var (
 	// (Redis at maxmemory with noeviction): nothing was lost, and the same
 	// write succeeds once memory frees.
 	ErrHotFull = errors.New("store: hot tier full")
+	// ErrRefused means a store refused a write for what it was given (a
+	// key holding another kind of value, a script failing on it): the same
+	// write fails again, so the record goes to the dead-letter topic.
+	ErrRefused = errors.New("store: write refused")
 	// ErrNotFound means the cold tier holds nothing for the key.
 	ErrNotFound = errors.New("store: not found")
 )
