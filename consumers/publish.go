@@ -152,14 +152,7 @@ func (w *scoreWorker) publishAlone(ctx context.Context, batch []record, msgs []k
 // redirected); the results topic is never given up on: its absence is a
 // deployment error, retried until fixed.
 func (w *scoreWorker) publishByTopic(ctx context.Context, batch []record, msgs []kafka.Message, origin []int) (left []kafka.Message, leftOrigin []int, redirected, parked int) {
-	byTopic := map[string][]int{}
-	var topics []string
-	for i, m := range msgs {
-		if byTopic[m.Topic] == nil {
-			topics = append(topics, m.Topic)
-		}
-		byTopic[m.Topic] = append(byTopic[m.Topic], i)
-	}
+	topics, byTopic := groupByTopic(len(msgs), func(i int) string { return msgs[i].Topic })
 	for _, t := range topics {
 		group := make([]kafka.Message, 0, len(byTopic[t]))
 		for _, i := range byTopic[t] {
@@ -259,20 +252,14 @@ func (w *scoreWorker) retryParked(ctx context.Context) {
 		return
 	}
 	w.lastParkedTry = time.Now()
-	byTopic := map[string][]parkedResponse{}
-	var topics []string
-	for _, p := range w.parked {
-		if byTopic[p.msg.Topic] == nil {
-			topics = append(topics, p.msg.Topic)
-		}
-		byTopic[p.msg.Topic] = append(byTopic[p.msg.Topic], p)
-	}
-	keep := w.parked[:0]
+	parked := w.parked
+	topics, byTopic := groupByTopic(len(parked), func(i int) string { return parked[i].msg.Topic })
+	keep := make([]parkedResponse, 0, len(parked))
 	for _, t := range topics {
-		group := byTopic[t]
+		group := make([]parkedResponse, len(byTopic[t]))
 		msgs := make([]kafka.Message, len(group))
-		for i, p := range group {
-			msgs[i] = p.msg
+		for j, i := range byTopic[t] {
+			group[j], msgs[j] = parked[i], parked[i].msg
 		}
 		err := w.s.out.WriteMessages(ctx, msgs...)
 		if err == nil {
@@ -301,8 +288,22 @@ func (w *scoreWorker) retryParked(ctx context.Context) {
 		}
 		keep = append(keep, waiting...)
 	}
-	clear(w.parked[len(keep):])
 	w.parked = keep
+}
+
+// groupByTopic returns the indexes of n messages by topic, and the topics
+// in the order they first appear.
+func groupByTopic(n int, topic func(i int) string) ([]string, map[string][]int) {
+	groups := map[string][]int{}
+	var topics []string
+	for i := range n {
+		t := topic(i)
+		if groups[t] == nil {
+			topics = append(topics, t)
+		}
+		groups[t] = append(groups[t], i)
+	}
+	return topics, groups
 }
 
 // deadLetter returns the dead letter of a request.

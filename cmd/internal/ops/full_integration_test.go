@@ -62,19 +62,7 @@ func TestRedisFullPausesIngestOnly(t *testing.T) {
 	stacktest.WaitForLag(t, d.brokers, ingestGroup, d.events, time.Minute)
 
 	// Full: the limit below what is used refuses every write.
-	info, err := rdb.Info(ctx, "memory").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var usedBytes int64
-	for _, line := range strings.Split(info, "\r\n") {
-		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
-			usedBytes, _ = strconv.ParseInt(v, 10, 64)
-		}
-	}
-	if err := rdb.ConfigSet(ctx, "maxmemory", strconv.FormatInt(usedBytes/2, 10)).Err(); err != nil {
-		t.Fatal(err)
-	}
+	stacktest.FillRedis(t, rdb)
 	send(d.events, events(200, 200, 40)) // users u20…u39 are new
 	var requests []kafka.Message
 	for i := 0; i < 40; i++ {

@@ -64,7 +64,7 @@ func TestFaultChaosPoisonPills(t *testing.T) {
 		time.Sleep(time.Second)
 		switch second {
 		case seconds / 3:
-			fill(t, rdb)
+			stacktest.FillRedis(t, rdb)
 		case seconds/3 + 4:
 			if err := rdb.ConfigSet(context.Background(), "maxmemory", "0").Err(); err != nil {
 				t.Fatal(err)
@@ -102,25 +102,6 @@ func TestFaultChaosPoisonPills(t *testing.T) {
 	s.checkPillReasons(t)
 	s.settle("poison pills", fmt.Sprintf("%d rounds of pills, hot tier full 4 s, busy user ≤ %d pending, cold ≤ %d ms old; lag 0 %s after the load",
 		s.pillRounds, worstPending, worstAge, caughtUp.Round(100*time.Millisecond)))
-}
-
-// fill lowers the hot tier's maxmemory below what it uses: every write is
-// refused until it is raised again.
-func fill(t *testing.T, rdb *redis.Client) {
-	info, err := rdb.Info(context.Background(), "memory").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(info, "\r\n") {
-		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
-			used, _ := strconv.ParseInt(v, 10, 64)
-			if err := rdb.ConfigSet(context.Background(), "maxmemory", strconv.FormatInt(used/2, 10)).Err(); err != nil {
-				t.Fatal(err)
-			}
-			return
-		}
-	}
-	t.Fatal("no used_memory in INFO memory")
 }
 
 const busyUser = "u-busy"

@@ -15,11 +15,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -265,6 +267,28 @@ func StartRedisWith(t testing.TB, args ...string) string {
 	port := freePort(t)
 	startRedis(t, port, append([]string{"--port", strconv.Itoa(port)}, args...)...)
 	return "127.0.0.1:" + strconv.Itoa(port)
+}
+
+// FillRedis sets the maxmemory of the Redis rdb reaches to half of what it
+// uses: with noeviction, every write is refused until maxmemory is raised
+// again (CONFIG SET maxmemory 0).
+func FillRedis(t testing.TB, rdb *redis.Client) {
+	t.Helper()
+	ctx := context.Background()
+	info, err := rdb.Info(ctx, "memory").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+			used, _ := strconv.ParseInt(v, 10, 64)
+			if err := rdb.ConfigSet(ctx, "maxmemory", strconv.FormatInt(used/2, 10)).Err(); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	t.Fatal("no used_memory in INFO memory")
 }
 
 // StartRedisTLS starts a Redis server that accepts only TLS, with a
