@@ -75,6 +75,13 @@ type TierConfig struct {
 	// FlushChunk bounds the pending events read from the hot tier in one
 	// reply and written to the cold tier in one go. Default 1,000.
 	FlushChunk int
+	// UserCounts bounds a user's own counts (one per arm and event type):
+	// past it, events on arms the user has no count for yet still reach
+	// the history and the arms' counts, not the user's own. It bounds what
+	// the scorer reads of a user per request and the state a flush writes
+	// to the cold tier in one row. Default DefaultUserCounts, at most
+	// MaxUserCounts.
+	UserCounts int
 	// LoadWait bounds waiting for another loader of the same session.
 	LoadWait time.Duration
 	// LoadParallelism bounds concurrent session loads, and a sweep's
@@ -92,10 +99,19 @@ type TierConfig struct {
 	Now func() time.Time
 }
 
+// DefaultUserCounts and MaxUserCounts are the default and the largest
+// bound of a user's own counts. A user state with MaxUserCounts arms of the
+// longest ids the schema accepts (a 256-byte context and item) is ≈ 11.5
+// MB, within the 16 MiB a CQL request and a Cassandra mutation may hold.
+const (
+	DefaultUserCounts = 10_000
+	MaxUserCounts     = 20_000
+)
+
 // DefaultTierConfig returns the defaults: 200 recent events per user, 30
 // minutes idle, 10 s to wait for another loader, 16 loads at a time.
 func DefaultTierConfig() TierConfig {
-	return TierConfig{HistoryCap: 200, IdleTimeout: 30 * time.Minute, FlushAfter: 5 * time.Minute, FlushPending: 1000, FlushChunk: 1000,
+	return TierConfig{HistoryCap: 200, IdleTimeout: 30 * time.Minute, FlushAfter: 5 * time.Minute, FlushPending: 1000, FlushChunk: 1000, UserCounts: DefaultUserCounts,
 		LoadWait: 10 * time.Second, LoadParallelism: 16, LoadLockTTL: 10 * time.Second, KeepSnapshots: 3}
 }
 
@@ -112,6 +128,9 @@ func (c *TierConfig) setDefaults() {
 	}
 	if c.FlushChunk == 0 {
 		c.FlushChunk = d.FlushChunk
+	}
+	if c.UserCounts == 0 {
+		c.UserCounts = d.UserCounts
 	}
 	if c.LoadWait == 0 {
 		c.LoadWait = d.LoadWait
@@ -139,6 +158,9 @@ func (c TierConfig) Validate() error {
 		c.FlushAfter <= 0 || c.FlushChunk < 1 || c.FlushPending < 0 {
 		return errors.New("store: history cap, idle timeout, flush age, flush chunk, load wait, load lock TTL, load parallelism and snapshots kept must be positive, the flush bound in events not negative")
 	}
+	if c.UserCounts < 1 || c.UserCounts > MaxUserCounts {
+		return fmt.Errorf("store: a user's own counts must be bounded by 1 to %d", MaxUserCounts)
+	}
 	return nil
 }
 
@@ -151,7 +173,7 @@ type Tier struct {
 	cfg  TierConfig
 	log  *slog.Logger
 
-	loads, offloads, flushes atomic.Int64
+	loads, offloads, flushes, refusals atomic.Int64
 }
 
 // TierStats counts what a Tier did since it was made.
@@ -164,11 +186,15 @@ type TierStats struct {
 	// Flushes are sessions of active users this process flushed to the
 	// cold tier without evicting them.
 	Flushes int64
+	// ColdRefusals are flushes the cold tier refused for good (a grant or
+	// the schema missing, a write past its size limit): the users stay hot
+	// and are tried again each sweep, so an operator can fix the cause.
+	ColdRefusals int64
 }
 
 // Stats returns the counts so far.
 func (t *Tier) Stats() TierStats {
-	return TierStats{SessionLoads: t.loads.Load(), Offloads: t.offloads.Load(), Flushes: t.flushes.Load()}
+	return TierStats{SessionLoads: t.loads.Load(), Offloads: t.offloads.Load(), Flushes: t.flushes.Load(), ColdRefusals: t.refusals.Load()}
 }
 
 // NewTier returns the tiering of hot and cold.
@@ -280,7 +306,7 @@ func (t *Tier) install(ctx context.Context, user, token, epoch string) error {
 // returns the users whose session was not loaded (evicted meanwhile, or
 // loaded in another epoch and now dropped); load them and apply again.
 func (t *Tier) ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent) ([]string, error) {
-	limits := state.SessionLimits{HistoryCap: t.cfg.HistoryCap, FlushPending: t.cfg.FlushPending}
+	limits := state.SessionLimits{HistoryCap: t.cfg.HistoryCap, FlushPending: t.cfg.FlushPending, UserCounts: t.cfg.UserCounts}
 	notLoaded, stale, err := t.hot.ApplyUserEvents(ctx, topic, partition, epoch, byUser, limits, t.nowMs())
 	if err != nil {
 		return nil, err
@@ -347,13 +373,13 @@ func (t *Tier) offload(ctx context.Context, user, epoch string, keep bool) (bool
 			return false, nil
 		}
 		if err := t.cold.WriteHistory(ctx, evs); err != nil {
-			return false, err
+			return false, t.coldRefused(user, err)
 		}
 		from = next
 	}
 	s.State.FlushedMs = t.nowMs()
 	if err := t.cold.WriteUserState(ctx, s.State); err != nil {
-		return false, err
+		return false, t.coldRefused(user, err)
 	}
 	if keep {
 		if err := t.hot.KeepSession(ctx, s, readMs); err != nil {
@@ -368,6 +394,16 @@ func (t *Tier) offload(ctx context.Context, user, epoch string, keep bool) (bool
 		t.offloads.Add(1)
 	}
 	return evicted, err
+}
+
+// coldRefused counts and logs a flush the cold tier refused for good, and
+// returns err.
+func (t *Tier) coldRefused(user string, err error) error {
+	if errors.Is(err, state.ErrRefused) {
+		t.refusals.Add(1)
+		t.log.Error("the cold tier refuses a flush: the user stays hot and is tried again each sweep", "user", user, "err", err)
+	}
+	return err
 }
 
 // Sweep offloads up to limit users idle longer than the idle timeout from

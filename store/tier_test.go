@@ -2,9 +2,11 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -582,5 +584,61 @@ func TestHistoryRetention(t *testing.T) {
 	}
 	if _, err := cold.New(session, cold.Config{Keyspace: "x", HistoryRetention: cold.MaxTTL + time.Second}); err == nil {
 		t.Fatal("a retention past CQL's largest TTL: accepted")
+	}
+}
+
+// A user who touches more arms than the bound (a bot walking the whole
+// catalogue, with the longest ids the schema accepts) keeps own counts for
+// the first arms only, so the state a flush writes stays within what the
+// cold tier accepts; every event still reaches the history. Without the
+// bound the flush is refused for good (the request is past Cassandra's 16
+// MiB) and retried for ever.
+func TestABotsOwnCountsStayFlushable(t *testing.T) {
+	const arms = 30_000
+	e := newEnv(t, store.TierConfig{IdleTimeout: time.Millisecond, FlushChunk: 5000})
+	ctx := context.Background()
+	const user = "u-walker"
+	limits := schemas.DefaultLimits()
+	ctxName := strings.Repeat("c", limits.MaxContextBytes)
+	item := func(i int) string { return fmt.Sprintf("%0*d", limits.MaxIDBytes, i) }
+	evs := make([]state.UserEvent, arms)
+	for i := range evs {
+		evs[i] = state.UserEvent{Offset: int64(i), Event: state.HistoryEvent{
+			UserID: user, EventID: "e-" + strconv.Itoa(i), ItemID: item(i), Context: ctxName,
+			Type: int32(schemas.Click), EventTimeMs: int64(1_767_225_600_000 + i),
+		}}
+	}
+	for i := 0; i < arms; i += 5000 {
+		e.apply(t, ctx, 0, evs[i:i+5000]...)
+	}
+	// A redelivery changes nothing.
+	e.apply(t, ctx, 0, evs[store.DefaultUserCounts-5:store.DefaultUserCounts+5]...)
+	counts, err := e.hot.UserArmCounts(ctx, user)
+	if err != nil || len(counts) != store.DefaultUserCounts {
+		t.Fatalf("hot: %d own counts, %v; want the bound, %d", len(counts), err, store.DefaultUserCounts)
+	}
+	time.Sleep(5 * time.Millisecond)
+	if n, err := e.tier.Sweep(ctx, 100); err != nil || n != 1 {
+		t.Fatalf("sweep offloaded %d, err %v; want 1", n, err)
+	}
+	st, err := e.tier.ColdState(ctx, user)
+	if err != nil || len(st.ArmCounts) != store.DefaultUserCounts {
+		t.Fatalf("cold: %d own counts, %v; want %d", len(st.ArmCounts), err, store.DefaultUserCounts)
+	}
+	first, past := ctxName+"\x1f"+item(store.DefaultUserCounts-1), ctxName+"\x1f"+item(store.DefaultUserCounts)
+	if st.ArmCounts[first][state.TypeIndex(schemas.Click)] != 1 || st.ArmCounts[past] != nil {
+		t.Fatalf("cold: the last arm within the bound %v, the first past it %v", st.ArmCounts[first], st.ArmCounts[past])
+	}
+	// The state the bound keeps out: the cold tier refuses it for good.
+	big := state.UserState{UserID: "u-unbounded", Version: 1, ArmCounts: map[string][]int64{}}
+	for i := range arms {
+		big.ArmCounts[ctxName+"\x1f"+item(i)] = make([]int64, state.NumEventTypes+1)
+	}
+	if err := e.cold.WriteUserState(ctx, big); !errors.Is(err, state.ErrRefused) {
+		t.Fatalf("writing %d own counts: %v; want a refusal for good", arms, err)
+	}
+	var rows int
+	if err := e.session.Query(`SELECT COUNT(*) FROM `+e.cold.Keyspace()+`.history WHERE user_id = ?`, user).Scan(&rows); err != nil || rows != arms {
+		t.Fatalf("history: %d rows, %v; want %d", rows, err, arms)
 	}
 }

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -277,6 +278,37 @@ func TestSweepByIdleTimeout(t *testing.T) {
 	h.epoch = ""
 	if n, err := tier.Sweep(ctx, 100); n != 0 || err != nil {
 		t.Fatalf("swept %d, %v while the hot tier is not recovered", n, err)
+	}
+}
+
+// A flush the cold tier refuses for good keeps the user hot, is counted,
+// and goes through once the cause is gone; a transient failure is not
+// counted as a refusal.
+func TestSweepCountsColdRefusals(t *testing.T) {
+	tier, h, c, clk := newUnitTier(t, store.TierConfig{IdleTimeout: time.Minute})
+	ctx := context.Background()
+	if err := tier.EnsureLoaded(ctx, []string{"u"}, "e1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tier.ApplyUserEvents(ctx, "ev", 0, "e1", map[string][]state.UserEvent{"u": {userEvent("u", 1, "a", 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(2 * time.Minute)
+	for _, fault := range []error{errors.New("timeout"), fmt.Errorf("writing history of u: %w: unauthorized", state.ErrRefused)} {
+		c.writeErr = fault
+		if n, err := tier.Sweep(ctx, 100); n != 0 || !errors.Is(err, fault) {
+			t.Fatalf("swept %d, %v; want nothing and %v", n, err, fault)
+		}
+		if _, ok := h.sessions["u"]; !ok {
+			t.Fatalf("%v: the user was evicted", fault)
+		}
+	}
+	if got := tier.Stats().ColdRefusals; got != 1 {
+		t.Fatalf("%d refusals counted, want 1", got)
+	}
+	c.writeErr = nil
+	if n, err := tier.Sweep(ctx, 100); n != 1 || err != nil {
+		t.Fatalf("swept %d, %v once the cold tier accepts", n, err)
 	}
 }
 

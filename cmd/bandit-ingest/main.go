@@ -47,6 +47,7 @@ type options struct {
 	drainTimeout  time.Duration
 	session       time.Duration
 	historyCap    int
+	userCounts    int
 	idleTimeout   time.Duration
 	flushAfter    time.Duration
 	flushPending  int
@@ -75,6 +76,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", in.DrainTimeout, "time to finish in-flight batches after SIGTERM")
 	fs.DurationVar(&o.session, "session-timeout", in.SessionTimeout, "consumer group session timeout (at least Kafka's group.min.session.timeout.ms, 6s by default)")
 	fs.IntVar(&o.historyCap, "history-cap", tier.HistoryCap, "recent events kept per hot user")
+	fs.IntVar(&o.userCounts, "user-counts", tier.UserCounts, fmt.Sprintf("own counts kept per user, one per arm and event type (at most %d): past it only the user's existing counts grow", store.MaxUserCounts))
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", tier.IdleTimeout, "inactivity after which a user is offloaded to the cold tier")
 	fs.DurationVar(&o.flushAfter, "flush-after", tier.FlushAfter, "age of a hot user's oldest event not yet in the cold tier after which the sweeper flushes the user without evicting it")
 	fs.IntVar(&o.flushPending, "flush-pending", tier.FlushPending, "events of a hot user not yet in the cold tier that make the next sweep flush it without eviction (0: the age bound alone)")
@@ -119,7 +121,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	tier, err := store.NewTier(hot, coldTier, store.TierConfig{
 		HistoryCap: o.historyCap, IdleTimeout: o.idleTimeout, KeepSnapshots: o.keepSnapshots, Logger: log,
-		FlushAfter: o.flushAfter, FlushPending: o.flushPending, FlushChunk: o.flushChunk,
+		FlushAfter: o.flushAfter, FlushPending: o.flushPending, FlushChunk: o.flushChunk, UserCounts: o.userCounts,
 	})
 	if err != nil {
 		return err
@@ -134,6 +136,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			Read: func() []ops.Value { return ops.One(tier.Stats().Offloads) }},
 		ops.Func{Name: "session_flushes_total", Help: "Sessions of active users this process flushed to the cold tier without evicting them.", Type: prometheus.CounterValue,
 			Read: func() []ops.Value { return ops.One(tier.Stats().Flushes) }},
+		ops.Func{Name: "cold_refusals_total", Help: "Flushes the cold tier refused for good (a grant or the schema missing, a write past its size limit); retried each sweep.", Type: prometheus.CounterValue,
+			Read: func() []ops.Value { return ops.One(tier.Stats().ColdRefusals) }},
 	); err != nil {
 		return err
 	}

@@ -33,6 +33,7 @@ func replayCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Con
 	prefix := fs.String("key-prefix", keys.Prefix, "hot tier namespace to replay into; the live one by default, another for a shadow rebuild")
 	shards := fs.Int("shards", keys.Shards, "arm shards of that namespace")
 	historyCap := fs.Int("history-cap", store.DefaultTierConfig().HistoryCap, "recent events kept per hot user")
+	userCounts := fs.Int("user-counts", store.DefaultTierConfig().UserCounts, "own counts kept per user (the same as bandit-ingest's)")
 	resultsTopic := fs.String("results-topic", "", "for requests: topic the responses go to (never the live "+config.TopicScoreResults+")")
 	live := fs.String("live-key-prefix", keys.Prefix, "the live namespace: a replay into any other is a shadow, whose keys expire after -shadow-ttl")
 	shadowTTL := fs.Duration("shadow-ttl", 24*time.Hour, "time to live set on every key of a shadow namespace once the replay ends (0: kept until deleted)")
@@ -116,7 +117,7 @@ func replayCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Con
 		case *kind == "requests":
 			st, err = replayRequests(ctx, *conns, hot, *topic, *resultsTopic, ranges, bar.add)
 		default:
-			st, err = replayEvents(ctx, *conns, hot, *topic, *historyCap, ranges, *dryRun, bar.add)
+			st, err = replayEvents(ctx, *conns, hot, *topic, store.TierConfig{HistoryCap: *historyCap, UserCounts: *userCounts}, ranges, *dryRun, bar.add)
 		}
 		bar.stop()
 		if err != nil {
@@ -141,17 +142,17 @@ type discard struct{}
 
 func (discard) WriteMessages(context.Context, ...kafka.Message) error { return nil }
 
-func replayEvents(ctx context.Context, conns config.Connections, hot *hot.Hot, topic string, historyCap int,
+func replayEvents(ctx context.Context, conns config.Connections, hot *hot.Hot, topic string, tierCfg store.TierConfig,
 	ranges []consumers.ReplayRange, dry bool, progress func(int)) (consumers.ReplayStats, error) {
 	var total consumers.ReplayStats
 	stores := consumers.IngestStores{Arms: hot, Recoverer: hot}
 	if !dry {
-		session, cold, err := conns.CQL.Cold(ctx, historyCap)
+		session, cold, err := conns.CQL.Cold(ctx, tierCfg.HistoryCap)
 		if err != nil {
 			return total, err
 		}
 		defer session.Close()
-		tier, err := store.NewTier(hot, cold, store.TierConfig{HistoryCap: historyCap})
+		tier, err := store.NewTier(hot, cold, tierCfg)
 		if err != nil {
 			return total, err
 		}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/banditstream/banditstream/store/state"
@@ -189,6 +190,35 @@ func Migrate(ctx context.Context, session *gocql.Session, cfg Config) error {
 
 func (c *Cold) qualified(t *table.Table) string { return c.cfg.Keyspace + "." + t.Name() }
 
+// refusedForGood reports a CQL error that a retry of the same statement
+// cannot change: a request past the server's size limit, an invalid or
+// unauthorised statement, a keyspace or table that is not there. Those
+// depending on the operator (a grant, the schema) go away once fixed, so
+// the writes are still tried again; the error says the cold tier refuses.
+func refusedForGood(err error) bool {
+	var re gocql.RequestError
+	if !errors.As(err, &re) {
+		return false
+	}
+	switch re.Code() {
+	case gocql.ErrCodeSyntax, gocql.ErrCodeUnauthorized, gocql.ErrCodeInvalid, gocql.ErrCodeConfig, gocql.ErrCodeCredentials:
+		return true
+	case gocql.ErrCodeProtocol:
+		// "Request is too big: length … exceeds maximum allowed length".
+		return strings.Contains(re.Message(), "too big")
+	}
+	return false
+}
+
+// classify wraps a write's error with state.ErrRefused when the cold tier
+// refuses it for good.
+func classify(err error) error {
+	if err != nil && refusedForGood(err) {
+		return fmt.Errorf("%w: %w", state.ErrRefused, err)
+	}
+	return err
+}
+
 // historyWriters bounds the history rows one WriteHistory has in flight.
 const historyWriters = 16
 
@@ -209,7 +239,7 @@ func (c *Cold) WriteHistory(ctx context.Context, events []state.HistoryEvent) er
 		g.Go(func() error {
 			row := historyRow(events[i])
 			if err := c.session.ContextQuery(ctx, stmt, names).Idempotent(true).BindStruct(&row).ExecRelease(); err != nil {
-				return fmt.Errorf("writing history of %s: %w", events[i].UserID, err)
+				return fmt.Errorf("writing history of %s: %w", events[i].UserID, classify(err))
 			}
 			return nil
 		})
@@ -241,7 +271,7 @@ func (c *Cold) WriteUserState(ctx context.Context, st state.UserState) error {
 	q := c.session.ContextQuery(ctx, stmt, names).Idempotent(true).
 		BindStructMap(&row, qb.M{"ts": st.Version + 1})
 	if err := q.ExecRelease(); err != nil {
-		return fmt.Errorf("writing state of %s: %w", st.UserID, err)
+		return fmt.Errorf("writing state of %s: %w", st.UserID, classify(err))
 	}
 	return nil
 }

@@ -109,7 +109,9 @@ func (h *Hot) InstallSession(ctx context.Context, token, epoch string, st state.
 
 // ApplyUserEvents applies each user's events above the user's watermark
 // for topic/partition, atomically per user, keeps the newest
-// limits.HistoryCap in the recent history, and records the activity at
+// limits.HistoryCap in the recent history, adds to the user's own counts
+// up to limits.UserCounts of them (past it, only to counts the user has),
+// and records the activity at
 // nowMs. A session with events pending gets an entry in the flush index
 // (DueUsers), due at once when limits.FlushPending or more are pending. It
 // returns the users with no session (load them and apply again) and, among
@@ -118,7 +120,7 @@ func (h *Hot) InstallSession(ctx context.Context, token, epoch string, st state.
 func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent, limits state.SessionLimits, nowMs int64) (notLoaded, stale []string, err error) {
 	k := h.keys
 	field := "w:" + watermarkField(topic, partition)
-	capArg := strconv.Itoa(limits.HistoryCap)
+	capArg, countsArg := strconv.Itoa(limits.HistoryCap), strconv.Itoa(limits.UserCounts)
 	pend := k.pendingKey(watermarkField(topic, partition))
 	users := make([]string, 0, len(byUser))
 	cmds := make([]*redis.Cmd, 0, len(byUser))
@@ -126,8 +128,8 @@ func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, 
 		users, cmds = users[:0], cmds[:0]
 		pipe := h.rdb.Pipeline()
 		for u, evs := range byUser {
-			args := make([]any, 4, 4+3*len(evs))
-			args[0], args[1], args[2], args[3] = field, capArg, nowMs, epoch
+			args := make([]any, 5, 5+3*len(evs))
+			args[0], args[1], args[2], args[3], args[4] = field, capArg, nowMs, epoch, countsArg
 			for _, e := range evs {
 				args = append(args, e.Offset, encodeEvent(e.Event), userArmField(e.Event, int(e.Event.Type)-1))
 			}

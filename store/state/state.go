@@ -154,10 +154,12 @@ var (
 
 // SessionLimits bound what a hot session holds: the recent-history list's
 // length, and the pending events (not yet in the cold tier) past which the
-// session is due for a flush without eviction (0: no bound in number).
+// session is due for a flush without eviction (0: no bound in number), and
+// the user's own counts, one per arm and event type (0: no bound).
 type SessionLimits struct {
 	HistoryCap   int
 	FlushPending int
+	UserCounts   int
 }
 
 // HotSession is a hot user's session as read for an offload: what the cold
