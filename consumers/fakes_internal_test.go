@@ -153,12 +153,13 @@ type fakeUsers struct {
 	loaded  map[string]bool
 	wm      map[string]int64 // user → watermark of the partition
 	events  map[string]int
+	first   map[string]int64 // event id → the offset that counted
 	evictN  int // evict this many users right after the next EnsureLoaded calls
 	loadErr error
 }
 
 func newFakeUsers() *fakeUsers {
-	return &fakeUsers{loaded: map[string]bool{}, wm: map[string]int64{}, events: map[string]int{}}
+	return &fakeUsers{loaded: map[string]bool{}, wm: map[string]int64{}, events: map[string]int{}, first: map[string]int64{}}
 }
 
 func (f *fakeUsers) EnsureLoaded(_ context.Context, users []string, _ string) error {
@@ -179,10 +180,11 @@ func (f *fakeUsers) EnsureLoaded(_ context.Context, users []string, _ string) er
 	return nil
 }
 
-func (f *fakeUsers) ApplyUserEvents(_ context.Context, _ string, _ int, _ string, byUser map[string][]state.UserEvent) ([]string, error) {
+func (f *fakeUsers) ApplyUserEvents(_ context.Context, _ string, _ int, _ string, byUser map[string][]state.UserEvent) ([]string, []int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var notLoaded []string
+	var dups []int64
 	for u, evs := range byUser {
 		if !f.loaded[u] {
 			notLoaded = append(notLoaded, u)
@@ -193,14 +195,21 @@ func (f *fakeUsers) ApplyUserEvents(_ context.Context, _ string, _ int, _ string
 			wm = -1
 		}
 		for _, e := range evs {
-			if e.Offset > wm {
-				f.events[u]++
-				wm = e.Offset
+			// An unbounded window: the first offset of each id counts.
+			first, seen := f.first[e.Event.EventID]
+			if !seen {
+				f.first[e.Event.EventID] = e.Offset
 			}
+			if seen && first != e.Offset {
+				dups = append(dups, e.Offset)
+			} else if e.Offset > wm {
+				f.events[u]++
+			}
+			wm = max(wm, e.Offset)
 		}
 		f.wm[u] = wm
 	}
-	return notLoaded, nil
+	return notLoaded, dups, nil
 }
 
 // fakeWriter records the messages written, failing as told first.

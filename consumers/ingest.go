@@ -32,10 +32,13 @@ type Recoverer interface {
 }
 
 // UserStore is what ingest needs of the tiered user state: session loads
-// and per-user application of events above the user's watermark.
+// and per-user application of events above the user's watermark, each
+// event id once within the user's deduplication window. dups are the
+// offsets decided duplicates (now, or by an earlier delivery of the same
+// offsets): ingest counts them nowhere.
 type UserStore interface {
 	EnsureLoaded(ctx context.Context, users []string, epoch string) error
-	ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent) (notLoaded []string, err error)
+	ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent) (notLoaded []string, dups []int64, err error)
 }
 
 // IngestStores are the stores ingest writes to.
@@ -216,7 +219,7 @@ type ingestPartition struct {
 
 func (h *ingestPartition) start(ctx context.Context, offset int64) (int64, error) {
 	if h.p.replay {
-		return offset, h.in.startReplay(ctx, h.p, h.dry)
+		return h.in.startReplay(ctx, h.p, h.dry, offset, h.src)
 	}
 	err := h.in.startPartition(ctx, h.p, &offset, h.src)
 	return offset, err
@@ -337,10 +340,14 @@ type partitionState struct {
 	epoch      string  // the hot tier's recovery epoch the watermarks belong to
 	event      schemas.Interaction
 	// replay: bad records are counted, not dead-lettered again, and the
-	// partition's applied offset is left alone (a replayed range says
-	// nothing of the offsets before it).
-	replay bool
-	stats  ReplayStats
+	// partition's applied offset only ever grows (a replay behind ingest
+	// leaves it). A replay starts where nothing is left unapplied before
+	// it (startReplay): shadow says a namespace with nothing applied may
+	// start where the replay does. applied is the last offset the replay
+	// knows applied.
+	replay, shadow bool
+	applied        int64
+	stats          ReplayStats
 }
 
 // goodEvent is a validated event reduced to what the state needs.
@@ -384,19 +391,25 @@ func (in *Ingest) decodeBatch(p *partitionState, batch []record) ([]goodEvent, [
 // away) or of the dead-letter write itself writes its dead letters once.
 func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record) error {
 	good, dead := in.decodeBatch(p, batch)
-	var st ReplayStats
-	st.count(good, len(dead), p.watermarks)
+	valid := len(good)
 	if in.users != nil {
-		if err := in.applyUsers(ctx, p, good); err != nil {
+		dups, err := in.applyUsers(ctx, p, good)
+		if err != nil {
 			return err
 		}
+		good = dropDuplicates(good, dups)
 	}
+	var st ReplayStats
+	st.count(good, len(dead), p.watermarks)
+	st.Records += valid - len(good) // duplicates by event id: known
+	st.Known += valid - len(good)
 	last := batch[len(batch)-1].offset
 	markApplied := func() error {
-		if !p.replay {
+		if !p.replay || last > p.applied {
 			if err := in.arms.MarkPartitionApplied(ctx, p.topic, p.partition, last, p.epoch); err != nil {
 				return err
 			}
+			p.applied = last
 		}
 		if !p.replay && len(dead) > 0 {
 			if err := writeDeadLetters(ctx, in.dlq, dead); err != nil {
@@ -439,31 +452,52 @@ func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record
 	}
 }
 
+// dropDuplicates returns the events of good whose offsets are not in dups
+// (good is reused).
+func dropDuplicates(good []goodEvent, dups []int64) []goodEvent {
+	if len(dups) == 0 {
+		return good
+	}
+	dup := make(map[int64]bool, len(dups))
+	for _, o := range dups {
+		dup[o] = true
+	}
+	out := good[:0]
+	for _, e := range good {
+		if !dup[e.offset] {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // applyUsers loads the sessions of the batch's users that are not hot,
 // then applies each user's events; a user evicted in between is loaded
-// again.
-func (in *Ingest) applyUsers(ctx context.Context, p *partitionState, good []goodEvent) error {
+// again. It returns the offsets decided duplicates by their event ids.
+func (in *Ingest) applyUsers(ctx context.Context, p *partitionState, good []goodEvent) ([]int64, error) {
 	byUser := map[string][]state.UserEvent{}
 	for _, e := range good {
 		byUser[e.hist.UserID] = append(byUser[e.hist.UserID], state.UserEvent{Offset: e.offset, Event: e.hist})
 	}
+	var all []int64
 	for attempt := 0; len(byUser) > 0; attempt++ {
 		users := make([]string, 0, len(byUser))
 		for u := range byUser {
 			users = append(users, u)
 		}
 		if err := in.users.EnsureLoaded(ctx, users, p.epoch); err != nil {
-			return fmt.Errorf("loading sessions: %w", err)
+			return nil, fmt.Errorf("loading sessions: %w", err)
 		}
-		notLoaded, err := in.users.ApplyUserEvents(ctx, p.topic, p.partition, p.epoch, byUser)
+		notLoaded, dups, err := in.users.ApplyUserEvents(ctx, p.topic, p.partition, p.epoch, byUser)
 		if err != nil {
-			return err
+			return nil, err
 		}
+		all = append(all, dups...)
 		if len(notLoaded) == 0 {
-			return nil
+			return all, nil
 		}
 		if attempt >= 5 {
-			return fmt.Errorf("%d users evicted again and again while applying", len(notLoaded))
+			return nil, fmt.Errorf("%d users evicted again and again while applying", len(notLoaded))
 		}
 		again := make(map[string][]state.UserEvent, len(notLoaded))
 		for _, u := range notLoaded {
@@ -471,7 +505,7 @@ func (in *Ingest) applyUsers(ctx context.Context, p *partitionState, good []good
 		}
 		byUser = again
 	}
-	return nil
+	return all, nil
 }
 
 func (in *Ingest) decode(p *partitionState, r *record, now time.Time) (*schemas.Interaction, error) {

@@ -162,7 +162,7 @@ func (e *ingestEnv) checkCounts(t *testing.T, want oracle) {
 // tier opens the tiered user state the ingest processes write.
 func (e *ingestEnv) tier(t *testing.T) *store.Tier {
 	t.Helper()
-	cold, _ := stacktest.OpenCold(t, e.keyspace, false)
+	cold, _ := stacktest.OpenCold(t, e.keyspace, e.prefix, false)
 	tier, err := store.NewTier(e.hot, cold, store.TierConfig{})
 	if err != nil {
 		t.Fatal(err)

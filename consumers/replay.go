@@ -27,11 +27,19 @@ var (
 
 // ReplayRange is the part of one partition a replay reads: offsets
 // [From, To), and of those only records stamped in [FromTime, ToTime) when
-// the times are set.
+// the times are set (requests only: an events replay applies every record
+// of the offsets the times resolved to, as skipping one would leave it
+// under the watermarks).
 type ReplayRange struct {
 	Partition        int
 	From, To         int64
 	FromTime, ToTime time.Time
+	// Shadow says the target is a shadow namespace: one with nothing
+	// applied in its epoch starts at From. Any other replay of events
+	// starts no later than right after what the namespace applied (from
+	// the earliest record when nothing), so that it never moves a
+	// watermark over an event nobody applied.
+	Shadow bool
 }
 
 // ReplayStats counts what a replay read.
@@ -173,31 +181,61 @@ func (f *fetcher) replayLoop(r ReplayRange, h batchHandler, progress func(int), 
 // keyspace) rebuilds it. Bad records are counted, not dead-lettered again.
 // Nothing is committed. With dry, nothing is written either: the stats
 // say what would change. progress, if not nil, gets the offsets passed.
+//
+// A replay may run at any time, ahead of ingest or behind it: it starts no
+// later than right after the partition's last offset the namespace applied
+// (see ReplayRange.Shadow), and marks what it applied as ingest does, so
+// the watermarks only ever cover applied events.
 func (in *Ingest) Replay(ctx context.Context, r ReplayRange, dry bool, progress func(int)) (ReplayStats, error) {
-	p := &partitionState{topic: in.cfg.Topic, partition: r.Partition, replay: true}
-	err := in.replayLoop(r, &ingestPartition{in: in, p: p, dry: dry}, progress, in.log).replay(ctx, r.From)
+	p := &partitionState{topic: in.cfg.Topic, partition: r.Partition, replay: true, shadow: r.Shadow}
+	r.FromTime, r.ToTime = time.Time{}, time.Time{}
+	err := in.replayLoop(r, &ingestPartition{in: in, p: p, dry: dry, src: &in.fetcher}, progress, in.log).replay(ctx, r.From)
 	return p.stats, err
 }
 
-// startReplay reads the watermarks a replay filters by. A new namespace,
-// or one that lost its state, is recovered first as consumption would
-// (restoring its latest snapshot, if any), unless dry.
-func (in *Ingest) startReplay(ctx context.Context, p *partitionState, dry bool) error {
+// startReplay reads the watermarks a replay filters by, and returns where
+// it starts: from, or earlier when the namespace has not applied the
+// offsets before from. A new namespace, or one that lost its state, is
+// recovered first as consumption would (restoring its latest snapshot, if
+// any), unless dry.
+func (in *Ingest) startReplay(ctx context.Context, p *partitionState, dry bool, from int64, src source) (int64, error) {
 	wms, epoch, err := in.arms.Watermarks(ctx, p.topic, p.partition)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if epoch == "" && !dry {
 		if epoch, err = in.recover.Recover(ctx, ""); err != nil {
-			return err
+			return 0, err
 		}
 		if wms, _, err = in.arms.Watermarks(ctx, p.topic, p.partition); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	if len(wms) == 0 {
-		return errors.New("replay: the hot tier returned no watermarks")
+		return 0, errors.New("replay: the hot tier returned no watermarks")
 	}
 	p.watermarks, p.epoch = wms, epoch
-	return nil
+	applied, ok, err := in.arms.PartitionApplied(ctx, p.topic, p.partition, epoch)
+	if err != nil {
+		return 0, err
+	}
+	start := from
+	switch {
+	case ok && applied+1 < from:
+		start = applied + 1
+	case !ok && !p.shadow:
+		if start, err = src.earliest(ctx, p.partition); err != nil {
+			return 0, err
+		}
+		start = min(start, from)
+	}
+	p.applied = applied
+	if !ok {
+		p.applied = start - 1
+	}
+	if start < from {
+		in.log.Info("replay starts before its range: the namespace has not applied the offsets before it",
+			"partition", p.partition, "from", from, "start", start)
+	}
+	return start, nil
 }

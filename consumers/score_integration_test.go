@@ -55,7 +55,7 @@ func newScoreEnv(t *testing.T, partitions int) *scoreEnv {
 	if e.epoch, err = e.hot.Recover(context.Background(), ""); err != nil {
 		t.Fatal(err)
 	}
-	cold, _ := stacktest.OpenCold(t, e.keyspace, true)
+	cold, _ := stacktest.OpenCold(t, e.keyspace, e.prefix, true)
 	if e.tier, err = store.NewTier(e.hot, cold, store.TierConfig{}); err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +273,7 @@ func TestScoreMatchesSamplerOnStoredPosteriors(t *testing.T) {
 	if err := e.tier.EnsureLoaded(ctx, []string{"hot"}, e.epoch); err != nil {
 		t.Fatal(err)
 	}
-	if notLoaded, err := e.tier.ApplyUserEvents(ctx, "interactions", 0, e.epoch, map[string][]state.UserEvent{"hot": evs}); err != nil || len(notLoaded) > 0 {
+	if notLoaded, _, err := e.tier.ApplyUserEvents(ctx, "interactions", 0, e.epoch, map[string][]state.UserEvent{"hot": evs}); err != nil || len(notLoaded) > 0 {
 		t.Fatalf("applying the user's events: %v %v", err, notLoaded)
 	}
 

@@ -130,7 +130,7 @@ func (h *fakeHot) InstallSession(_ context.Context, token, epoch string, st stat
 	return installed, nil
 }
 
-func (h *fakeHot) ApplyUserEvents(_ context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent, limits state.SessionLimits, nowMs int64) ([]string, []string, error) {
+func (h *fakeHot) ApplyUserEvents(_ context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent, limits state.SessionLimits, nowMs int64) ([]string, []string, []int64, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	field := topic + "/" + strconv.Itoa(partition)
@@ -177,7 +177,7 @@ func (h *fakeHot) ApplyUserEvents(_ context.Context, topic string, partition int
 			}
 		}
 	}
-	return notLoaded, stale, nil
+	return notLoaded, stale, nil, nil
 }
 
 func (h *fakeHot) DropStaleSession(_ context.Context, user, epoch string) error {
@@ -399,6 +399,7 @@ type fakeCold struct {
 	readErr   error
 	writeErr  error
 	writes    int
+	lastID    int64
 }
 
 var _ store.ColdTier = (*fakeCold)(nil)
@@ -485,6 +486,13 @@ func (c *fakeCold) PruneSnapshots(_ context.Context, keep int) (int, error) {
 	}
 	c.snapshots = append([]state.Snapshot(nil), c.snapshots[n:]...)
 	return n, nil
+}
+
+func (c *fakeCold) NextSnapshotID(context.Context) (int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lastID++
+	return c.lastID, nil
 }
 
 func (c *fakeCold) LatestSnapshot(context.Context) (state.Snapshot, error) {

@@ -24,7 +24,7 @@ type HotTier interface {
 	LockSession(ctx context.Context, user string, ttl time.Duration) (token string, ok bool, err error)
 	UnlockSession(ctx context.Context, user, token string) error
 	InstallSession(ctx context.Context, token, epoch string, st state.UserState, recent []state.HistoryEvent, nowMs int64) (bool, error)
-	ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent, limits state.SessionLimits, nowMs int64) (notLoaded, stale []string, err error)
+	ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent, limits state.SessionLimits, nowMs int64) (notLoaded, stale []string, dups []int64, err error)
 	DropStaleSession(ctx context.Context, user, epoch string) error
 	TouchSessions(ctx context.Context, users []string, nowMs int64) ([]state.SessionStats, error)
 
@@ -56,6 +56,7 @@ type ColdTier interface {
 	LatestSnapshot(ctx context.Context) (state.Snapshot, error)
 	ReadShardSnapshot(ctx context.Context, id int64, shard int) (state.ShardSnapshot, error)
 	PruneSnapshots(ctx context.Context, keep int) (int, error)
+	NextSnapshotID(ctx context.Context) (int64, error)
 }
 
 // TierConfig configures the tiering of user state.
@@ -82,6 +83,14 @@ type TierConfig struct {
 	// to the cold tier in one row. Default DefaultUserCounts, at most
 	// MaxUserCounts.
 	UserCounts int
+	// DedupWindow is how many of a user's latest events the hot tier
+	// remembers the ids of (DedupRecordBytes each), so that an event at
+	// two offsets (a producer's retry, a re-driven dead letter, an event
+	// written again) counts once; the window travels with the user's state
+	// to the cold tier and back. Default DefaultDedupWindow; NoDedup turns
+	// it off.
+	DedupWindow int
+	NoDedup     bool
 	// LoadWait bounds waiting for another loader of the same session.
 	LoadWait time.Duration
 	// LoadParallelism bounds concurrent session loads, and a sweep's
@@ -108,10 +117,19 @@ const (
 	MaxUserCounts     = 20_000
 )
 
+// DefaultDedupWindow is the default deduplication window in events per
+// user: 256 records of hot.DedupRecordBytes, 4,352 bytes for a user with
+// that many events.
+const DefaultDedupWindow = 256
+
+// MaxDedupWindow is the largest window: 100,000 events, 1.7 MB per user
+// at most, scanned for every event of the user.
+const MaxDedupWindow = 100_000
+
 // DefaultTierConfig returns the defaults: 200 recent events per user, 30
 // minutes idle, 10 s to wait for another loader, 16 loads at a time.
 func DefaultTierConfig() TierConfig {
-	return TierConfig{HistoryCap: 200, IdleTimeout: 30 * time.Minute, FlushAfter: 5 * time.Minute, FlushPending: 1000, FlushChunk: 1000, UserCounts: DefaultUserCounts,
+	return TierConfig{HistoryCap: 200, IdleTimeout: 30 * time.Minute, FlushAfter: 5 * time.Minute, FlushPending: 1000, FlushChunk: 1000, UserCounts: DefaultUserCounts, DedupWindow: DefaultDedupWindow,
 		LoadWait: 10 * time.Second, LoadParallelism: 16, LoadLockTTL: 10 * time.Second, KeepSnapshots: 3}
 }
 
@@ -131,6 +149,9 @@ func (c *TierConfig) setDefaults() {
 	}
 	if c.UserCounts == 0 {
 		c.UserCounts = d.UserCounts
+	}
+	if c.DedupWindow == 0 {
+		c.DedupWindow = DefaultDedupWindow
 	}
 	if c.LoadWait == 0 {
 		c.LoadWait = d.LoadWait
@@ -157,6 +178,9 @@ func (c TierConfig) Validate() error {
 	if c.HistoryCap < 1 || c.IdleTimeout <= 0 || c.LoadWait <= 0 || c.LoadParallelism < 1 || c.LoadLockTTL <= 0 || c.KeepSnapshots < 1 ||
 		c.FlushAfter <= 0 || c.FlushChunk < 1 || c.FlushPending < 0 {
 		return errors.New("store: history cap, idle timeout, flush age, flush chunk, load wait, load lock TTL, load parallelism and snapshots kept must be positive, the flush bound in events not negative")
+	}
+	if c.DedupWindow < 1 || c.DedupWindow > MaxDedupWindow {
+		return fmt.Errorf("store: the deduplication window must be 1 to %d events", MaxDedupWindow)
 	}
 	if c.UserCounts < 1 || c.UserCounts > MaxUserCounts {
 		return fmt.Errorf("store: a user's own counts must be bounded by 1 to %d", MaxUserCounts)
@@ -302,21 +326,27 @@ func (t *Tier) install(ctx context.Context, user, token, epoch string) error {
 }
 
 // ApplyUserEvents applies each user's events above the user's watermark
-// for topic/partition, atomically per user, and records the activity. It
-// returns the users whose session was not loaded (evicted meanwhile, or
-// loaded in another epoch and now dropped); load them and apply again.
-func (t *Tier) ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent) ([]string, error) {
-	limits := state.SessionLimits{HistoryCap: t.cfg.HistoryCap, FlushPending: t.cfg.FlushPending, UserCounts: t.cfg.UserCounts}
-	notLoaded, stale, err := t.hot.ApplyUserEvents(ctx, topic, partition, epoch, byUser, limits, t.nowMs())
+// for topic/partition, atomically per user, each event id once within the
+// user's deduplication window, and records the activity. It returns the
+// users whose session was not loaded (evicted meanwhile, or loaded in
+// another epoch and now dropped; load them and apply again), and the
+// offsets of the events decided duplicates, now or by an earlier delivery
+// of the same offsets: those must change no count.
+func (t *Tier) ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent) (notLoaded []string, dups []int64, err error) {
+	limits := state.SessionLimits{HistoryCap: t.cfg.HistoryCap, FlushPending: t.cfg.FlushPending, UserCounts: t.cfg.UserCounts, DedupWindow: t.cfg.DedupWindow}
+	if t.cfg.NoDedup {
+		limits.DedupWindow = 0
+	}
+	notLoaded, stale, dups, err := t.hot.ApplyUserEvents(ctx, topic, partition, epoch, byUser, limits, t.nowMs())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, u := range stale {
 		if err := t.hot.DropStaleSession(ctx, u, epoch); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return notLoaded, nil
+	return notLoaded, dups, nil
 }
 
 // Offload flushes a user's hot state to the cold tier and evicts it if
@@ -485,8 +515,11 @@ func (t *Tier) Snapshot(ctx context.Context) (state.Snapshot, error) {
 	if err != nil {
 		return state.Snapshot{}, err
 	}
-	now := t.cfg.Now()
-	s := state.Snapshot{ID: now.UnixMicro(), Epoch: epoch, Shards: t.hot.Shards(), TakenMs: now.UnixMilli(), ReplayFrom: replay}
+	id, err := t.cold.NextSnapshotID(ctx)
+	if err != nil {
+		return state.Snapshot{}, err
+	}
+	s := state.Snapshot{ID: id, Epoch: epoch, Shards: t.hot.Shards(), TakenMs: t.nowMs(), ReplayFrom: replay}
 	for shard := 0; shard < s.Shards; shard++ {
 		sh, err := t.hot.SnapshotShard(ctx, shard, epoch)
 		if err != nil {

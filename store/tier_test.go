@@ -41,8 +41,9 @@ func newEnvWith(t *testing.T, cfg store.TierConfig, wrap func(store.ColdTier) st
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: stacktest.RedisAddr(t)})
 	t.Cleanup(func() { rdb.Close() })
-	cold, session := stacktest.OpenCold(t, stacktest.UniqueName("it"), true)
-	hot, err := hot.New(rdb, hot.Keys{Prefix: stacktest.UniqueName("it"), Shards: 8})
+	prefix := stacktest.UniqueName("it")
+	cold, session := stacktest.OpenCold(t, stacktest.UniqueName("it"), prefix, true)
+	hot, err := hot.New(rdb, hot.Keys{Prefix: prefix, Shards: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,43 +82,58 @@ func (e *env) apply(t *testing.T, ctx context.Context, partition int, evs ...sta
 	if err := e.tier.EnsureLoaded(ctx, users, e.epoch); err != nil {
 		t.Fatal(err)
 	}
-	notLoaded, err := e.tier.ApplyUserEvents(ctx, "interactions", partition, e.epoch, byUser)
+	notLoaded, _, err := e.tier.ApplyUserEvents(ctx, "interactions", partition, e.epoch, byUser)
 	if err != nil || len(notLoaded) > 0 {
 		t.Fatalf("apply: %v, not loaded %v", err, notLoaded)
 	}
 }
 
 // An event a producer wrote twice (a retried send: the same event at two
-// offsets) counts as the topic holds it, twice, and is in the history once,
-// hot and after an offload and reload alike (the cold tier's history is
-// keyed by time and event id).
-func TestHistoryHoldsAProducerDuplicateOnce(t *testing.T) {
-	e := newEnv(t, store.TierConfig{IdleTimeout: time.Millisecond})
-	ctx := context.Background()
-	const user = "u-dup"
-	first, again := event(user, 1, schemas.Click), event(user, 1, schemas.Click)
-	again.Offset = 2
-	e.apply(t, ctx, 0, event(user, 0, schemas.Impression), first, again)
-	check := func(when string) {
-		t.Helper()
-		counts, err := e.hot.UserArmCounts(ctx, user)
-		if err != nil || counts["home\x1fsku-1"][state.TypeIndex(schemas.Click)] != 2 {
-			t.Fatalf("%s: counts %v, %v; want 2 clicks on sku-1", when, counts, err)
-		}
-		hist, err := e.hot.UserHistory(ctx, user)
-		if err != nil || len(hist) != 2 || hist[0].EventID != "e-1" || hist[1].EventID != "e-0" {
-			t.Fatalf("%s: history %+v, %v; want e-1, e-0", when, hist, err)
-		}
+// offsets) counts once and is in the history once, hot and after an
+// offload and reload alike; a redelivery of either offset, before and after
+// the reload, makes the same decision (the window travels with the user's
+// state). By offset alone (the window off) it counts twice.
+func TestAnEventAtTwoOffsetsCountsOnce(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		noDup  bool
+		clicks int64
+		dups   []int64
+	}{{"by event id", false, 1, []int64{2}}, {"by offset alone", true, 2, nil}} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, store.TierConfig{IdleTimeout: time.Millisecond, NoDedup: c.noDup})
+			ctx := context.Background()
+			const user = "u-dup"
+			first, again := event(user, 1, schemas.Click), event(user, 1, schemas.Click)
+			again.Offset = 2
+			all := []state.UserEvent{event(user, 0, schemas.Impression), first, again}
+			apply := func(when string) {
+				t.Helper()
+				if err := e.tier.EnsureLoaded(ctx, []string{user}, e.epoch); err != nil {
+					t.Fatal(err)
+				}
+				_, dups, err := e.tier.ApplyUserEvents(ctx, "interactions", 0, e.epoch, map[string][]state.UserEvent{user: all})
+				if err != nil || !slices.Equal(dups, c.dups) {
+					t.Fatalf("%s: duplicates %v, %v; want %v", when, dups, err, c.dups)
+				}
+				counts, err := e.hot.UserArmCounts(ctx, user)
+				if err != nil || counts["home\x1fsku-1"][state.TypeIndex(schemas.Click)] != c.clicks {
+					t.Fatalf("%s: counts %v, %v; want %d clicks on sku-1", when, counts, err, c.clicks)
+				}
+				hist, err := e.hot.UserHistory(ctx, user)
+				if err != nil || len(hist) != 2 || hist[0].EventID != "e-1" || hist[1].EventID != "e-0" {
+					t.Fatalf("%s: history %+v, %v; want e-1, e-0", when, hist, err)
+				}
+			}
+			apply("first delivery")
+			apply("redelivered")
+			time.Sleep(5 * time.Millisecond)
+			if n, err := e.tier.Sweep(ctx, 100); err != nil || n != 1 {
+				t.Fatalf("sweep offloaded %d, err %v; want 1", n, err)
+			}
+			apply("redelivered after a reload")
+		})
 	}
-	check("hot")
-	time.Sleep(5 * time.Millisecond)
-	if n, err := e.tier.Sweep(ctx, 100); err != nil || n != 1 {
-		t.Fatalf("sweep offloaded %d, err %v; want 1", n, err)
-	}
-	if err := e.tier.EnsureLoaded(ctx, []string{user}, e.epoch); err != nil {
-		t.Fatal(err)
-	}
-	check("reloaded")
 }
 
 // A user's state survives offload and reload exactly: counts, history, and
@@ -209,7 +225,7 @@ func TestConcurrentSessionLoadOnce(t *testing.T) {
 	// The restored watermark holds: offset 41 is old, 42 is new.
 	byUser := map[string][]state.UserEvent{user: {event(user, 41, schemas.Click), event(user, 42, schemas.Click)}}
 	byUser[user][0].Event.ItemID, byUser[user][1].Event.ItemID = "sku-1", "sku-1"
-	if _, err := e.tier.ApplyUserEvents(ctx, "interactions", 3, e.epoch, byUser); err != nil {
+	if _, _, err := e.tier.ApplyUserEvents(ctx, "interactions", 3, e.epoch, byUser); err != nil {
 		t.Fatal(err)
 	}
 	counts, _ = e.hot.UserArmCounts(ctx, user)
@@ -442,7 +458,10 @@ func TestSnapshotsArePruned(t *testing.T) {
 		Deltas: []state.ArmDelta{{Arm: arm, Counts: state.Counts{ByType: [state.NumEventTypes]int64{3, 1}, LastEventMs: 1}}}}}); err != nil {
 		t.Fatal(err)
 	}
-	const orphan = 1 // older than any snapshot taken now
+	orphan, err := e.cold.NextSnapshotID(ctx) // a snapshotter that died half-way
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := e.cold.WriteShardSnapshot(ctx, orphan, state.ShardSnapshot{Shard: shard, Arms: map[string][]int64{"x": {1}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -453,18 +472,28 @@ func TestSnapshotsArePruned(t *testing.T) {
 			t.Fatal(err)
 		}
 		ids = append(ids, s.ID)
-		time.Sleep(2 * time.Millisecond)
 	}
-	ks := e.cold.Keyspace()
-	listed := e.int64s(t, `SELECT id FROM `+ks+`.snapshots WHERE k = 0`)
-	withShards := e.int64s(t, `SELECT DISTINCT id FROM `+ks+`.arm_snapshot_shard`)
+	ks, ns := e.cold.Keyspace(), e.cold.Namespace()
+	listed := e.int64s(t, `SELECT id FROM `+ks+`.ns_snapshots WHERE ns = ?`, ns)
+	var withShards []int64
+	iter := e.session.Query(`SELECT DISTINCT ns, id FROM ` + ks + `.ns_arm_snapshot_shard`).Iter()
+	var owner string
+	var id int64
+	for iter.Scan(&owner, &id) {
+		if owner == ns {
+			withShards = append(withShards, id)
+		}
+	}
+	if err := iter.Close(); err != nil {
+		t.Fatal(err)
+	}
 	slices.Sort(listed)
 	slices.Sort(withShards)
 	if want := ids[3:]; !slices.Equal(listed, want) || !slices.Equal(withShards, want) {
 		t.Fatalf("snapshots listed %v, with shards %v; want %v", listed, withShards, want)
 	}
 	for _, id := range append([]int64{orphan}, ids[:3]...) {
-		if n := e.int64s(t, `SELECT COUNT(*) FROM `+ks+`.arm_snapshot WHERE id = ? AND shard = ?`, id, shard); n[0] != 0 {
+		if n := e.int64s(t, `SELECT COUNT(*) FROM `+ks+`.ns_arm_snapshot WHERE ns = ? AND id = ? AND shard = ?`, ns, id, shard); n[0] != 0 {
 			t.Fatalf("snapshot %d keeps %d arms", id, n[0])
 		}
 	}
@@ -560,7 +589,7 @@ func TestNeverIdleUserIsFlushed(t *testing.T) {
 // and without one when it is 0.
 func TestHistoryRetention(t *testing.T) {
 	ctx := context.Background()
-	_, session := stacktest.OpenCold(t, stacktest.UniqueName("it"), true)
+	_, session := stacktest.OpenCold(t, stacktest.UniqueName("it"), "bs", true)
 	for _, retention := range []time.Duration{time.Hour, 0} {
 		ks := stacktest.UniqueName("it")
 		t.Cleanup(func() { _ = session.Query("DROP KEYSPACE IF EXISTS " + ks).Exec() })

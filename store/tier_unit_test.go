@@ -73,7 +73,7 @@ func TestEnsureLoadedInstallsTheColdState(t *testing.T) {
 		t.Fatalf("installed %+v", s)
 	}
 	// The user's watermark skips what the cold state holds already.
-	notLoaded, err := tier.ApplyUserEvents(ctx, "ev", 0, "e1", map[string][]state.UserEvent{"back": {userEvent("back", 41, "a", 2), userEvent("back", 42, "a", 2)}})
+	notLoaded, _, err := tier.ApplyUserEvents(ctx, "ev", 0, "e1", map[string][]state.UserEvent{"back": {userEvent("back", 41, "a", 2), userEvent("back", 42, "a", 2)}})
 	if err != nil || len(notLoaded) > 0 {
 		t.Fatal(notLoaded, err)
 	}
@@ -145,7 +145,7 @@ func TestApplyDropsStaleSessions(t *testing.T) {
 	tier, h, _, _ := newUnitTier(t, store.TierConfig{})
 	ctx := context.Background()
 	h.sessions["u"] = &fakeSession{epoch: "old", st: state.UserState{UserID: "u", Watermarks: map[string]int64{"ev/0": 99}}}
-	notLoaded, err := tier.ApplyUserEvents(ctx, "ev", 0, "e1", map[string][]state.UserEvent{"u": {userEvent("u", 5, "a", 1)}})
+	notLoaded, _, err := tier.ApplyUserEvents(ctx, "ev", 0, "e1", map[string][]state.UserEvent{"u": {userEvent("u", 5, "a", 1)}})
 	if err != nil || len(notLoaded) != 1 {
 		t.Fatalf("not loaded %v, %v", notLoaded, err)
 	}
@@ -161,7 +161,7 @@ func TestOffload(t *testing.T) {
 		if err := tier.EnsureLoaded(ctx, []string{"u"}, "e1"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tier.ApplyUserEvents(ctx, "ev", 0, "e1", map[string][]state.UserEvent{"u": {userEvent("u", 1, "a", 1), userEvent("u", 2, "a", 2)}}); err != nil {
+		if _, _, err := tier.ApplyUserEvents(ctx, "ev", 0, "e1", map[string][]state.UserEvent{"u": {userEvent("u", 1, "a", 1), userEvent("u", 2, "a", 2)}}); err != nil {
 			t.Fatal(err)
 		}
 		return tier, h, c, clk
@@ -253,7 +253,7 @@ func TestSweepByIdleTimeout(t *testing.T) {
 		if err := tier.EnsureLoaded(ctx, []string{u}, "e1"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tier.ApplyUserEvents(ctx, "ev", 0, "e1", map[string][]state.UserEvent{u: {userEvent(u, 1, "a", 1)}}); err != nil {
+		if _, _, err := tier.ApplyUserEvents(ctx, "ev", 0, "e1", map[string][]state.UserEvent{u: {userEvent(u, 1, "a", 1)}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -261,7 +261,7 @@ func TestSweepByIdleTimeout(t *testing.T) {
 	if _, err := tier.Sessions(ctx, []string{"reader"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tier.ApplyUserEvents(ctx, "ev", 0, "e1", map[string][]state.UserEvent{"writer": {userEvent("writer", 2, "a", 1)}}); err != nil {
+	if _, _, err := tier.ApplyUserEvents(ctx, "ev", 0, "e1", map[string][]state.UserEvent{"writer": {userEvent("writer", 2, "a", 1)}}); err != nil {
 		t.Fatal(err)
 	}
 	clk.advance(11 * time.Minute)
@@ -290,7 +290,7 @@ func TestSweepCountsColdRefusals(t *testing.T) {
 	if err := tier.EnsureLoaded(ctx, []string{"u"}, "e1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tier.ApplyUserEvents(ctx, "ev", 0, "e1", map[string][]state.UserEvent{"u": {userEvent("u", 1, "a", 1)}}); err != nil {
+	if _, _, err := tier.ApplyUserEvents(ctx, "ev", 0, "e1", map[string][]state.UserEvent{"u": {userEvent("u", 1, "a", 1)}}); err != nil {
 		t.Fatal(err)
 	}
 	clk.advance(2 * time.Minute)
@@ -327,7 +327,7 @@ func TestSweepFlushesActiveUsers(t *testing.T) {
 		for off := from; off < from+n; off++ {
 			evs = append(evs, userEvent("bot", off, "a", 2))
 		}
-		if _, err := tier.ApplyUserEvents(ctx, "ev", 0, "e1", map[string][]state.UserEvent{"bot": evs}); err != nil {
+		if _, _, err := tier.ApplyUserEvents(ctx, "ev", 0, "e1", map[string][]state.UserEvent{"bot": evs}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -382,7 +382,7 @@ func TestSnapshotAndRecover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.ID != clk.Now().UnixMicro() || s.Shards != 4 || s.ReplayFrom["ev/0"] != 10 || len(c.shards[s.ID]) != 4 {
+	if s.ID != 1 || s.TakenMs != clk.Now().UnixMilli() || s.Shards != 4 || s.ReplayFrom["ev/0"] != 10 || len(c.shards[s.ID]) != 4 {
 		t.Fatalf("snapshot %+v with %d shards written", s, len(c.shards[s.ID]))
 	}
 	if latest, err := tier.LatestSnapshot(ctx); err != nil || latest.ID != s.ID {
@@ -445,7 +445,7 @@ func TestSweeperRun(t *testing.T) {
 		if err := tier.EnsureLoaded(ctx, []string{"u"}, "e1"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tier.ApplyUserEvents(ctx, "ev", 0, "e1", map[string][]state.UserEvent{"u": {userEvent("u", 1, "a", 1)}}); err != nil {
+		if _, _, err := tier.ApplyUserEvents(ctx, "ev", 0, "e1", map[string][]state.UserEvent{"u": {userEvent("u", 1, "a", 1)}}); err != nil {
 			t.Fatal(err)
 		}
 		sw, err := store.NewSweeper(tier, store.SweeperConfig{Interval: 10 * time.Second, SnapshotEvery: time.Minute, Limit: 10})

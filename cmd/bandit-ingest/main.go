@@ -48,6 +48,7 @@ type options struct {
 	session       time.Duration
 	historyCap    int
 	userCounts    int
+	dedupWindow   int
 	idleTimeout   time.Duration
 	flushAfter    time.Duration
 	flushPending  int
@@ -76,6 +77,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", in.DrainTimeout, "time to finish in-flight batches after SIGTERM")
 	fs.DurationVar(&o.session, "session-timeout", in.SessionTimeout, "consumer group session timeout (at least Kafka's group.min.session.timeout.ms, 6s by default)")
 	fs.IntVar(&o.historyCap, "history-cap", tier.HistoryCap, "recent events kept per hot user")
+	fs.IntVar(&o.dedupWindow, "dedup-window", tier.DedupWindow, fmt.Sprintf("latest events per user whose ids are remembered, so that an event at two offsets counts once (%d bytes each; 0: by offset only)", hot.DedupRecordBytes))
 	fs.IntVar(&o.userCounts, "user-counts", tier.UserCounts, fmt.Sprintf("own counts kept per user, one per arm and event type (at most %d): past it only the user's existing counts grow", store.MaxUserCounts))
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", tier.IdleTimeout, "inactivity after which a user is offloaded to the cold tier")
 	fs.DurationVar(&o.flushAfter, "flush-after", tier.FlushAfter, "age of a hot user's oldest event not yet in the cold tier after which the sweeper flushes the user without evicting it")
@@ -110,7 +112,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer d.Close()
 	log, rdb, hot, transport, dialer := d.Log, d.Redis, d.Hot, d.Transport, d.Dialer
-	session, cold, err := o.conns.CQL.Cold(ctx, o.historyCap)
+	session, cold, err := o.conns.CQL.Cold(ctx, o.keyPrefix, o.historyCap)
 	if err != nil {
 		return err
 	}
@@ -122,6 +124,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	tier, err := store.NewTier(hot, coldTier, store.TierConfig{
 		HistoryCap: o.historyCap, IdleTimeout: o.idleTimeout, KeepSnapshots: o.keepSnapshots, Logger: log,
 		FlushAfter: o.flushAfter, FlushPending: o.flushPending, FlushChunk: o.flushChunk, UserCounts: o.userCounts,
+		DedupWindow: max(o.dedupWindow, 1), NoDedup: o.dedupWindow == 0,
 	})
 	if err != nil {
 		return err

@@ -173,7 +173,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	var sessions consumers.SessionStore
 	var tierStats func() store.TierStats
 	if o.sessions {
-		session, cold, err := o.conns.CQL.Cold(ctx, o.historyCap)
+		session, cold, err := o.conns.CQL.Cold(ctx, o.keyPrefix, o.historyCap)
 		if err != nil {
 			return err
 		}

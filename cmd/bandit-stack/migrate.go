@@ -15,7 +15,7 @@ func migrateCommand(_ *flag.FlagSet, conns *config.Connections) func(context.Con
 	return func(ctx context.Context, _ []string, stdout io.Writer) error {
 		cql := conns.CQL
 		cql.Migrate = true
-		session, _, err := cql.Cold(ctx, 0)
+		session, _, err := cql.Cold(ctx, "", 0)
 		if err != nil {
 			return err
 		}

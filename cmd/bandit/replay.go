@@ -34,6 +34,7 @@ func replayCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Con
 	shards := fs.Int("shards", keys.Shards, "arm shards of that namespace")
 	historyCap := fs.Int("history-cap", store.DefaultTierConfig().HistoryCap, "recent events kept per hot user")
 	userCounts := fs.Int("user-counts", store.DefaultTierConfig().UserCounts, "own counts kept per user (the same as bandit-ingest's)")
+	dedupWindow := fs.Int("dedup-window", store.DefaultTierConfig().DedupWindow, "latest events per user whose ids are remembered (the same as bandit-ingest's; 0: by offset only)")
 	resultsTopic := fs.String("results-topic", "", "for requests: topic the responses go to (never the live "+config.TopicScoreResults+")")
 	live := fs.String("live-key-prefix", keys.Prefix, "the live namespace: a replay into any other is a shadow, whose keys expire after -shadow-ttl")
 	shadowTTL := fs.Duration("shadow-ttl", 24*time.Hour, "time to live set on every key of a shadow namespace once the replay ends (0: kept until deleted)")
@@ -72,11 +73,12 @@ func replayCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Con
 		if err != nil {
 			return err
 		}
-		var total int64
-		for _, r := range ranges {
-			total += r.To - r.From
-		}
 		shadow := *prefix != *live
+		var total int64
+		for i, r := range ranges {
+			total += r.To - r.From
+			ranges[i].Shadow = shadow
+		}
 		if *kind == "events" && !*dryRun {
 			// Say what the replay will write before writing it.
 			what := "the live namespace " + *prefix
@@ -117,7 +119,7 @@ func replayCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Con
 		case *kind == "requests":
 			st, err = replayRequests(ctx, *conns, hot, *topic, *resultsTopic, ranges, bar.add)
 		default:
-			st, err = replayEvents(ctx, *conns, hot, *topic, store.TierConfig{HistoryCap: *historyCap, UserCounts: *userCounts}, ranges, *dryRun, bar.add)
+			st, err = replayEvents(ctx, *conns, hot, *topic, store.TierConfig{HistoryCap: *historyCap, UserCounts: *userCounts, DedupWindow: max(*dedupWindow, 1), NoDedup: *dedupWindow == 0}, ranges, *dryRun, bar.add)
 		}
 		bar.stop()
 		if err != nil {
@@ -147,7 +149,7 @@ func replayEvents(ctx context.Context, conns config.Connections, hot *hot.Hot, t
 	var total consumers.ReplayStats
 	stores := consumers.IngestStores{Arms: hot, Recoverer: hot}
 	if !dry {
-		session, cold, err := conns.CQL.Cold(ctx, tierCfg.HistoryCap)
+		session, cold, err := conns.CQL.Cold(ctx, hot.Keys().Prefix, tierCfg.HistoryCap)
 		if err != nil {
 			return total, err
 		}

@@ -27,6 +27,12 @@ const DefaultReplication = "{'class': 'SimpleStrategy', 'replication_factor': 1}
 type Config struct {
 	// Keyspace holds the tables; default "banditstream".
 	Keyspace string
+	// Namespace scopes the offloaded user states and the snapshots: the
+	// hot tier's key prefix they belong to, so that several namespaces
+	// (the live one, shadows) share a keyspace without reading each
+	// other's. Default "bs", the hot tier's default prefix. A user's
+	// history is shared: its rows are the events themselves.
+	Namespace string
 	// Replication is the keyspace's replication map in CQL, used when the
 	// keyspace is created; default SimpleStrategy with factor 1. On a
 	// cluster: {'class': 'NetworkTopologyStrategy', 'dc1': 3}.
@@ -51,6 +57,9 @@ func (c *Config) setDefaults() {
 	if c.Keyspace == "" {
 		c.Keyspace = "banditstream"
 	}
+	if c.Namespace == "" {
+		c.Namespace = "bs"
+	}
 	if c.Replication == "" {
 		c.Replication = DefaultReplication
 	}
@@ -65,6 +74,9 @@ var identifier = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_]{0,47}$`)
 func (c Config) Validate() error {
 	if !identifier.MatchString(c.Keyspace) {
 		return fmt.Errorf("store: keyspace %q is not a CQL identifier", c.Keyspace)
+	}
+	if c.Namespace == "" || len(c.Namespace) > 256 {
+		return errors.New("store: the cold tier's namespace must be 1 to 256 bytes")
 	}
 	if c.HistoryLoad < 1 {
 		return errors.New("store: history load must be at least 1")
@@ -86,31 +98,37 @@ func migrations(ks, replication string) []string {
 			item_id text, context text, type int, session_id text, value double,
 			PRIMARY KEY ((user_id), event_time_ms, event_id)
 		) WITH CLUSTERING ORDER BY (event_time_ms DESC, event_id ASC)`,
-		// The state of an offloaded user, written with USING TIMESTAMP =
-		// its version, so an older flush never overwrites a newer one.
-		`CREATE TABLE IF NOT EXISTS ` + ks + `.user_state (
-			user_id text PRIMARY KEY, version bigint,
+		// The state of an offloaded user in a namespace, written with
+		// USING TIMESTAMP = its version, so an older flush never overwrites
+		// a newer one; dedup is the user's deduplication window.
+		`CREATE TABLE IF NOT EXISTS ` + ks + `.user_states (
+			ns text, user_id text, version bigint,
 			arm_counts map<text, frozen<list<bigint>>>,
 			watermarks map<text, bigint>,
-			flushed_ms bigint
+			dedup blob,
+			flushed_ms bigint,
+			PRIMARY KEY ((ns, user_id))
 		)`,
-		// Arm-count snapshots of the hot tier: a snapshot row is written
-		// last, once every shard's rows are in, so a listed snapshot is
-		// complete. replay_from says, per topic/partition, where a replay
-		// after restoring it must start.
-		`CREATE TABLE IF NOT EXISTS ` + ks + `.snapshots (
-			k int, id bigint, epoch text, shards int, taken_ms bigint,
+		// Arm-count snapshots of a namespace's hot tier: a snapshot row is
+		// written last, once every shard's rows are in, so a listed
+		// snapshot is complete. replay_from says, per topic/partition,
+		// where a replay after restoring it must start. Ids come from
+		// snapshot_ids, a compare-and-set sequence per namespace, so the
+		// newest id is the latest snapshot whatever the clocks say.
+		`CREATE TABLE IF NOT EXISTS ` + ks + `.ns_snapshots (
+			ns text, id bigint, epoch text, shards int, taken_ms bigint,
 			replay_from map<text, bigint>,
-			PRIMARY KEY ((k), id)
+			PRIMARY KEY ((ns), id)
 		) WITH CLUSTERING ORDER BY (id DESC)`,
-		`CREATE TABLE IF NOT EXISTS ` + ks + `.arm_snapshot (
-			id bigint, shard int, arm text, counts list<bigint>,
-			PRIMARY KEY ((id, shard), arm)
+		`CREATE TABLE IF NOT EXISTS ` + ks + `.ns_arm_snapshot (
+			ns text, id bigint, shard int, arm text, counts list<bigint>,
+			PRIMARY KEY ((ns, id, shard), arm)
 		)`,
-		`CREATE TABLE IF NOT EXISTS ` + ks + `.arm_snapshot_shard (
-			id bigint, shard int, watermarks map<text, bigint>,
-			PRIMARY KEY ((id), shard)
+		`CREATE TABLE IF NOT EXISTS ` + ks + `.ns_arm_snapshot_shard (
+			ns text, id bigint, shard int, watermarks map<text, bigint>,
+			PRIMARY KEY ((ns, id), shard)
 		)`,
+		`CREATE TABLE IF NOT EXISTS ` + ks + `.snapshot_ids (ns text PRIMARY KEY, last bigint)`,
 	}
 }
 
@@ -133,19 +151,21 @@ var historyTable = table.New(table.Metadata{
 	SortKey: []string{"event_time_ms", "event_id"},
 })
 
-// userStateRow is one row of user_state.
+// userStateRow is one row of user_states.
 type userStateRow struct {
+	NS         string             `db:"ns"`
 	UserID     string             `db:"user_id"`
 	Version    int64              `db:"version"`
 	ArmCounts  map[string][]int64 `db:"arm_counts"`
 	Watermarks map[string]int64   `db:"watermarks"`
+	Dedup      []byte             `db:"dedup"`
 	FlushedMs  int64              `db:"flushed_ms"`
 }
 
 var userStateTable = table.New(table.Metadata{
-	Name:    "user_state",
-	Columns: []string{"user_id", "version", "arm_counts", "watermarks", "flushed_ms"},
-	PartKey: []string{"user_id"},
+	Name:    "user_states",
+	Columns: []string{"ns", "user_id", "version", "arm_counts", "watermarks", "dedup", "flushed_ms"},
+	PartKey: []string{"ns", "user_id"},
 })
 
 // Cold is the cold tier on ScyllaDB or Cassandra.
@@ -267,7 +287,8 @@ func (c *Cold) RecentHistory(ctx context.Context, user string, limit int) ([]sta
 // order of arrival.
 func (c *Cold) WriteUserState(ctx context.Context, st state.UserState) error {
 	stmt, names := qb.Insert(c.qualified(userStateTable)).Columns(userStateTable.Metadata().Columns...).TimestampNamed("ts").ToCql()
-	row := userStateRow(st)
+	row := userStateRow{NS: c.cfg.Namespace, UserID: st.UserID, Version: st.Version, ArmCounts: st.ArmCounts,
+		Watermarks: st.Watermarks, Dedup: st.Dedup, FlushedMs: st.FlushedMs}
 	q := c.session.ContextQuery(ctx, stmt, names).Idempotent(true).
 		BindStructMap(&row, qb.M{"ts": st.Version + 1})
 	if err := q.ExecRelease(); err != nil {
@@ -278,16 +299,17 @@ func (c *Cold) WriteUserState(ctx context.Context, st state.UserState) error {
 
 // ReadUserState returns a user's offloaded state, or ErrNotFound.
 func (c *Cold) ReadUserState(ctx context.Context, user string) (state.UserState, error) {
-	stmt, names := qb.Select(c.qualified(userStateTable)).Columns(userStateTable.Metadata().Columns...).Where(qb.Eq("user_id")).ToCql()
+	stmt, names := qb.Select(c.qualified(userStateTable)).Columns(userStateTable.Metadata().Columns...).Where(qb.Eq("ns"), qb.Eq("user_id")).ToCql()
 	var row userStateRow
-	err := c.session.ContextQuery(ctx, stmt, names).Idempotent(true).BindMap(qb.M{"user_id": user}).GetRelease(&row)
+	err := c.session.ContextQuery(ctx, stmt, names).Idempotent(true).BindMap(qb.M{"ns": c.cfg.Namespace, "user_id": user}).GetRelease(&row)
 	if errors.Is(err, gocql.ErrNotFound) {
 		return state.UserState{}, state.ErrNotFound
 	}
 	if err != nil {
 		return state.UserState{}, fmt.Errorf("reading state of %s: %w", user, err)
 	}
-	return state.UserState(row), nil
+	return state.UserState{UserID: row.UserID, Version: row.Version, ArmCounts: row.ArmCounts, Watermarks: row.Watermarks,
+		Dedup: row.Dedup, FlushedMs: row.FlushedMs}, nil
 }
 
 // snapshotRow is one row of snapshots.
@@ -302,7 +324,7 @@ type snapshotRow struct {
 // WriteShardSnapshot writes one shard of snapshot id. All of a shard's
 // rows share a partition, so they go in unlogged batches of 100.
 func (c *Cold) WriteShardSnapshot(ctx context.Context, id int64, sh state.ShardSnapshot) error {
-	stmt := `INSERT INTO ` + c.cfg.Keyspace + `.arm_snapshot (id, shard, arm, counts) VALUES (?, ?, ?, ?)`
+	stmt := `INSERT INTO ` + c.cfg.Keyspace + `.ns_arm_snapshot (ns, id, shard, arm, counts) VALUES (?, ?, ?, ?, ?)`
 	batch := c.session.Batch(gocql.UnloggedBatch).WithContext(ctx)
 	flush := func() error {
 		if batch.Size() == 0 {
@@ -313,7 +335,7 @@ func (c *Cold) WriteShardSnapshot(ctx context.Context, id int64, sh state.ShardS
 		return err
 	}
 	for arm, counts := range sh.Arms {
-		batch.Query(stmt, id, sh.Shard, arm, counts)
+		batch.Query(stmt, c.cfg.Namespace, id, sh.Shard, arm, counts)
 		if batch.Size() >= 100 {
 			if err := flush(); err != nil {
 				return fmt.Errorf("writing snapshot %d shard %d: %w", id, sh.Shard, err)
@@ -323,8 +345,8 @@ func (c *Cold) WriteShardSnapshot(ctx context.Context, id int64, sh state.ShardS
 	if err := flush(); err != nil {
 		return fmt.Errorf("writing snapshot %d shard %d: %w", id, sh.Shard, err)
 	}
-	err := c.session.ContextQuery(ctx, `INSERT INTO `+c.cfg.Keyspace+`.arm_snapshot_shard (id, shard, watermarks) VALUES (?, ?, ?)`, nil).
-		Idempotent(true).Bind(id, sh.Shard, sh.Watermarks).ExecRelease()
+	err := c.session.ContextQuery(ctx, `INSERT INTO `+c.cfg.Keyspace+`.ns_arm_snapshot_shard (ns, id, shard, watermarks) VALUES (?, ?, ?, ?)`, nil).
+		Idempotent(true).Bind(c.cfg.Namespace, id, sh.Shard, sh.Watermarks).ExecRelease()
 	if err != nil {
 		return fmt.Errorf("writing snapshot %d shard %d: %w", id, sh.Shard, err)
 	}
@@ -333,8 +355,8 @@ func (c *Cold) WriteShardSnapshot(ctx context.Context, id int64, sh state.ShardS
 
 // CompleteSnapshot lists snapshot s, whose shards are all written.
 func (c *Cold) CompleteSnapshot(ctx context.Context, s state.Snapshot) error {
-	err := c.session.ContextQuery(ctx, `INSERT INTO `+c.cfg.Keyspace+`.snapshots (k, id, epoch, shards, taken_ms, replay_from) VALUES (0, ?, ?, ?, ?, ?)`, nil).
-		Idempotent(true).Bind(s.ID, s.Epoch, s.Shards, s.TakenMs, s.ReplayFrom).ExecRelease()
+	err := c.session.ContextQuery(ctx, `INSERT INTO `+c.cfg.Keyspace+`.ns_snapshots (ns, id, epoch, shards, taken_ms, replay_from) VALUES (?, ?, ?, ?, ?, ?)`, nil).
+		Idempotent(true).Bind(c.cfg.Namespace, s.ID, s.Epoch, s.Shards, s.TakenMs, s.ReplayFrom).ExecRelease()
 	if err != nil {
 		return fmt.Errorf("completing snapshot %d: %w", s.ID, err)
 	}
@@ -344,8 +366,8 @@ func (c *Cold) CompleteSnapshot(ctx context.Context, s state.Snapshot) error {
 // LatestSnapshot returns the newest complete snapshot, or ErrNotFound.
 func (c *Cold) LatestSnapshot(ctx context.Context) (state.Snapshot, error) {
 	var s snapshotRow
-	err := c.session.ContextQuery(ctx, `SELECT id, epoch, shards, taken_ms, replay_from FROM `+c.cfg.Keyspace+`.snapshots WHERE k = 0 LIMIT 1`, nil).
-		Idempotent(true).GetRelease(&s)
+	err := c.session.ContextQuery(ctx, `SELECT id, epoch, shards, taken_ms, replay_from FROM `+c.cfg.Keyspace+`.ns_snapshots WHERE ns = ? LIMIT 1`, nil).
+		Idempotent(true).Bind(c.cfg.Namespace).GetRelease(&s)
 	if errors.Is(err, gocql.ErrNotFound) {
 		return state.Snapshot{}, state.ErrNotFound
 	}
@@ -362,7 +384,8 @@ func (c *Cold) LatestSnapshot(ctx context.Context) (state.Snapshot, error) {
 // snapshots it deleted.
 func (c *Cold) PruneSnapshots(ctx context.Context, keep int) (int, error) {
 	ks := c.cfg.Keyspace
-	iter := c.session.ContextQuery(ctx, `SELECT id, shards FROM `+ks+`.snapshots WHERE k = 0`, nil).Idempotent(true).Iter()
+	ns := c.cfg.Namespace
+	iter := c.session.ContextQuery(ctx, `SELECT id, shards FROM `+ks+`.ns_snapshots WHERE ns = ?`, nil).Idempotent(true).Bind(ns).Iter()
 	listed := map[int64]bool{}
 	var old []snapshotRow
 	var newest int64
@@ -383,11 +406,12 @@ func (c *Cold) PruneSnapshots(ctx context.Context, keep int) (int, error) {
 		return 0, nil
 	}
 	// Shards of snapshots never listed: their ids from the shard table.
-	iter = c.session.ContextQuery(ctx, `SELECT DISTINCT id FROM `+ks+`.arm_snapshot_shard`, nil).Idempotent(true).Iter()
+	iter = c.session.ContextQuery(ctx, `SELECT DISTINCT ns, id FROM `+ks+`.ns_arm_snapshot_shard`, nil).Idempotent(true).Iter()
 	var id int64
+	var owner string
 	var orphans []int64
-	for iter.Scan(&id) {
-		if !listed[id] && id < newest {
+	for iter.Scan(&owner, &id) {
+		if owner == ns && !listed[id] && id < newest {
 			orphans = append(orphans, id)
 		}
 	}
@@ -413,19 +437,19 @@ func (c *Cold) PruneSnapshots(ctx context.Context, keep int) (int, error) {
 // arms are: one deletion cut short leaves an unlisted snapshot's shards,
 // deleted as an orphan's next time.
 func (c *Cold) deleteSnapshot(ctx context.Context, id int64, shards int) error {
-	ks := c.cfg.Keyspace
+	ks, ns := c.cfg.Keyspace, c.cfg.Namespace
 	exec := func(q string, args ...any) error {
-		if err := c.session.ContextQuery(ctx, q, nil).Idempotent(true).Bind(args...).ExecRelease(); err != nil {
+		if err := c.session.ContextQuery(ctx, q, nil).Idempotent(true).Bind(append([]any{ns}, args...)...).ExecRelease(); err != nil {
 			return fmt.Errorf("deleting snapshot %d: %w", id, err)
 		}
 		return nil
 	}
-	if err := exec(`DELETE FROM `+ks+`.snapshots WHERE k = 0 AND id = ?`, id); err != nil {
+	if err := exec(`DELETE FROM `+ks+`.ns_snapshots WHERE ns = ? AND id = ?`, id); err != nil {
 		return err
 	}
 	var list []int
 	if shards < 0 {
-		iter := c.session.ContextQuery(ctx, `SELECT shard FROM `+ks+`.arm_snapshot_shard WHERE id = ?`, nil).Idempotent(true).Bind(id).Iter()
+		iter := c.session.ContextQuery(ctx, `SELECT shard FROM `+ks+`.ns_arm_snapshot_shard WHERE ns = ? AND id = ?`, nil).Idempotent(true).Bind(ns, id).Iter()
 		var sh int
 		for iter.Scan(&sh) {
 			list = append(list, sh)
@@ -439,23 +463,23 @@ func (c *Cold) deleteSnapshot(ctx context.Context, id int64, shards int) error {
 		}
 	}
 	for _, sh := range list {
-		if err := exec(`DELETE FROM `+ks+`.arm_snapshot WHERE id = ? AND shard = ?`, id, sh); err != nil {
+		if err := exec(`DELETE FROM `+ks+`.ns_arm_snapshot WHERE ns = ? AND id = ? AND shard = ?`, id, sh); err != nil {
 			return err
 		}
 	}
-	return exec(`DELETE FROM `+ks+`.arm_snapshot_shard WHERE id = ?`, id)
+	return exec(`DELETE FROM `+ks+`.ns_arm_snapshot_shard WHERE ns = ? AND id = ?`, id)
 }
 
 // ReadShardSnapshot reads one shard of snapshot id.
 func (c *Cold) ReadShardSnapshot(ctx context.Context, id int64, shard int) (state.ShardSnapshot, error) {
 	sh := state.ShardSnapshot{Shard: shard, Arms: map[string][]int64{}}
-	err := c.session.ContextQuery(ctx, `SELECT watermarks FROM `+c.cfg.Keyspace+`.arm_snapshot_shard WHERE id = ? AND shard = ?`, nil).
-		Idempotent(true).Bind(id, shard).GetRelease(&sh.Watermarks)
+	err := c.session.ContextQuery(ctx, `SELECT watermarks FROM `+c.cfg.Keyspace+`.ns_arm_snapshot_shard WHERE ns = ? AND id = ? AND shard = ?`, nil).
+		Idempotent(true).Bind(c.cfg.Namespace, id, shard).GetRelease(&sh.Watermarks)
 	if err != nil {
 		return sh, fmt.Errorf("reading snapshot %d shard %d: %w", id, shard, err)
 	}
-	iter := c.session.ContextQuery(ctx, `SELECT arm, counts FROM `+c.cfg.Keyspace+`.arm_snapshot WHERE id = ? AND shard = ?`, nil).
-		Idempotent(true).Bind(id, shard).Iter()
+	iter := c.session.ContextQuery(ctx, `SELECT arm, counts FROM `+c.cfg.Keyspace+`.ns_arm_snapshot WHERE ns = ? AND id = ? AND shard = ?`, nil).
+		Idempotent(true).Bind(c.cfg.Namespace, id, shard).Iter()
 	var arm string
 	var counts []int64
 	for iter.Scan(&arm, &counts) {
@@ -467,6 +491,39 @@ func (c *Cold) ReadShardSnapshot(ctx context.Context, id int64, shard int) (stat
 	}
 	return sh, nil
 }
+
+// NextSnapshotID returns a new snapshot id of the namespace, greater than
+// every one returned before: a compare-and-set on the namespace's sequence
+// (a lightweight transaction), so neither a clock running ahead nor two
+// snapshotters make an older snapshot the latest.
+func (c *Cold) NextSnapshotID(ctx context.Context) (int64, error) {
+	ks, ns := c.cfg.Keyspace, c.cfg.Namespace
+	for attempt := 0; attempt < 20; attempt++ {
+		var last int64
+		err := c.session.ContextQuery(ctx, `SELECT last FROM `+ks+`.snapshot_ids WHERE ns = ?`, nil).
+			Consistency(gocql.Serial).Bind(ns).GetRelease(&last)
+		var applied bool
+		switch {
+		case errors.Is(err, gocql.ErrNotFound):
+			applied, err = c.session.Session.Query(`INSERT INTO `+ks+`.snapshot_ids (ns, last) VALUES (?, 1) IF NOT EXISTS`, ns).
+				WithContext(ctx).MapScanCAS(map[string]any{})
+			last = 0
+		case err == nil:
+			applied, err = c.session.Session.Query(`UPDATE `+ks+`.snapshot_ids SET last = ? WHERE ns = ? IF last = ?`, last+1, ns, last).
+				WithContext(ctx).MapScanCAS(map[string]any{})
+		}
+		if err != nil {
+			return 0, fmt.Errorf("allocating a snapshot id: %w", err)
+		}
+		if applied {
+			return last + 1, nil
+		}
+	}
+	return 0, errors.New("allocating a snapshot id: too many concurrent allocations")
+}
+
+// Namespace is the namespace of the user states and snapshots.
+func (c *Cold) Namespace() string { return c.cfg.Namespace }
 
 // Keyspace is the keyspace of the cold tier's tables.
 func (c *Cold) Keyspace() string { return c.cfg.Keyspace }

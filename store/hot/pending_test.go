@@ -56,7 +56,7 @@ func (e pendingEnv) load(ctx context.Context, user string, offset int64) error {
 		return err
 	}
 	ev := state.HistoryEvent{UserID: user, EventID: "e" + user, ItemID: "i", Context: "c", Type: int32(schemas.Click), EventTimeMs: 1}
-	notLoaded, _, err := e.h.ApplyUserEvents(ctx, "ev", 0, e.epoch, map[string][]state.UserEvent{user: {{Offset: offset, Event: ev}}}, state.SessionLimits{HistoryCap: 10}, time.Now().UnixMilli())
+	notLoaded, _, _, err := e.h.ApplyUserEvents(ctx, "ev", 0, e.epoch, map[string][]state.UserEvent{user: {{Offset: offset, Event: ev}}}, state.SessionLimits{HistoryCap: 10}, time.Now().UnixMilli())
 	if err == nil && len(notLoaded) > 0 {
 		err = errors.New("not loaded")
 	}
@@ -153,7 +153,7 @@ func TestFlushMovesTheReplayPosition(t *testing.T) {
 		for _, o := range offsets {
 			evs = append(evs, state.UserEvent{Offset: o, Event: state.HistoryEvent{UserID: "u", EventID: "e" + string(rune('a'+o)), ItemID: "i", Context: "c", Type: int32(schemas.Click), EventTimeMs: o}})
 		}
-		if _, _, err := th.h.ApplyUserEvents(ctx, "ev", 0, th.epoch, map[string][]state.UserEvent{"u": evs}, state.SessionLimits{HistoryCap: 10, FlushPending: 4}, time.Now().UnixMilli()); err != nil {
+		if _, _, _, err := th.h.ApplyUserEvents(ctx, "ev", 0, th.epoch, map[string][]state.UserEvent{"u": evs}, state.SessionLimits{HistoryCap: 10, FlushPending: 4}, time.Now().UnixMilli()); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -79,7 +79,7 @@ func (h *Hot) stopRenewing(token string) {
 // cannot install what it read before another loader's session.
 func (h *Hot) InstallSession(ctx context.Context, token, epoch string, st state.UserState, recent []state.HistoryEvent, nowMs int64) (bool, error) {
 	k, user := h.keys, st.UserID
-	args := []any{token, st.Version, nowMs, epoch, len(recent)}
+	args := []any{token, st.Version, nowMs, epoch, st.Dedup, len(recent)}
 	for _, e := range recent {
 		args = append(args, encodeEvent(e))
 	}
@@ -94,7 +94,7 @@ func (h *Hot) InstallSession(ctx context.Context, token, epoch string, st state.
 			}
 		}
 	}
-	keys := []string{k.userKey(user, "m"), k.userKey(user, "h"), k.userKey(user, "s"), k.userKey(user, "k")}
+	keys := []string{k.userKey(user, "m"), k.userKey(user, "h"), k.userKey(user, "s"), k.userKey(user, "k"), k.userKey(user, "d")}
 	// The script releases the lock it installs under.
 	defer h.stopRenewing(token)
 	installed, err := installScript.Run(ctx, h.rdb, keys, args...).Int64()
@@ -117,10 +117,10 @@ func (h *Hot) InstallSession(ctx context.Context, token, epoch string, st state.
 // returns the users with no session (load them and apply again) and, among
 // them, those whose session was loaded in an epoch other than epoch (drop
 // it first).
-func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent, limits state.SessionLimits, nowMs int64) (notLoaded, stale []string, err error) {
+func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, epoch string, byUser map[string][]state.UserEvent, limits state.SessionLimits, nowMs int64) (notLoaded, stale []string, dups []int64, err error) {
 	k := h.keys
 	field := "w:" + watermarkField(topic, partition)
-	capArg, countsArg := strconv.Itoa(limits.HistoryCap), strconv.Itoa(limits.UserCounts)
+	capArg, countsArg, windowArg := strconv.Itoa(limits.HistoryCap), strconv.Itoa(limits.UserCounts), strconv.Itoa(limits.DedupWindow)
 	pend := k.pendingKey(watermarkField(topic, partition))
 	users := make([]string, 0, len(byUser))
 	cmds := make([]*redis.Cmd, 0, len(byUser))
@@ -128,10 +128,11 @@ func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, 
 		users, cmds = users[:0], cmds[:0]
 		pipe := h.rdb.Pipeline()
 		for u, evs := range byUser {
-			args := make([]any, 5, 5+3*len(evs))
-			args[0], args[1], args[2], args[3], args[4] = field, capArg, nowMs, epoch, countsArg
+			args := make([]any, 6, 6+4*len(evs))
+			args[0], args[1], args[2], args[3], args[4], args[5] = field, capArg, nowMs, epoch, countsArg, windowArg
 			for _, e := range evs {
-				args = append(args, e.Offset, encodeEvent(e.Event), userArmField(e.Event, int(e.Event.Type)-1))
+				args = append(args, e.Offset, encodeEvent(e.Event), userArmField(e.Event, int(e.Event.Type)-1),
+					dedupRecord(topic, partition, e.Offset, e.Event.EventID))
 			}
 			users = append(users, u)
 			cmds = append(cmds, applyUserScript.Run(ctx, pipe, k.userKeys(u), args...))
@@ -143,7 +144,7 @@ func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, 
 		return err
 	}, applyUserScript)
 	if err != nil {
-		return nil, nil, refused(fmt.Errorf("applying user events: %w", err))
+		return nil, nil, nil, refused(fmt.Errorf("applying user events: %w", err))
 	}
 	// Each session with events applied gets its entry in the partition's
 	// pending set, after its events are in (the partition is marked
@@ -151,7 +152,8 @@ func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, 
 	// from before them anyway).
 	pipe := h.rdb.Pipeline()
 	for i, c := range cmds {
-		applied, sid, pending := applyResult(c)
+		applied, sid, pending, dup := applyResult(c)
+		dups = append(dups, dup...)
 		switch {
 		case applied == -2:
 			stale = append(stale, users[i])
@@ -175,10 +177,10 @@ func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, 
 	}
 	if pipe.Len() > 0 {
 		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, nil, refused(fmt.Errorf("recording pending events: %w", err))
+			return nil, nil, nil, refused(fmt.Errorf("recording pending events: %w", err))
 		}
 	}
-	return notLoaded, stale, nil
+	return notLoaded, stale, dups, nil
 }
 
 // DropStaleSession deletes a user's session if it was loaded in an epoch
@@ -195,14 +197,17 @@ func (h *Hot) DropStaleSession(ctx context.Context, user, epoch string) error {
 // PendingEvents); ok is false when the user has no session.
 func (h *Hot) ReadSession(ctx context.Context, user string) (s state.HotSession, ok bool, err error) {
 	k := h.keys
-	res, err := snapshotScript.Run(ctx, h.rdb, []string{k.userKey(user, "m"), k.userKey(user, "s")}).StringSlice()
+	res, err := snapshotScript.Run(ctx, h.rdb, []string{k.userKey(user, "m"), k.userKey(user, "s"), k.userKey(user, "d")}).StringSlice()
 	if err != nil {
 		return s, false, fmt.Errorf("reading hot state of %s: %w", user, err)
 	}
-	if len(res) == 0 || res[0] != "1" {
+	if len(res) < 2 || res[0] != "1" {
 		return s, false, nil
 	}
-	s, err = parseSession(user, res[1:])
+	s, err = parseSession(user, res[2:])
+	if res[1] != "" {
+		s.State.Dedup = []byte(res[1])
+	}
 	return s, err == nil, err
 }
 
@@ -521,20 +526,27 @@ func parseSession(user string, res []string) (state.HotSession, error) {
 func pendingMember(user, sid string) string { return user + "\x1f" + sid }
 
 // applyResult reads apply_user.lua's reply: the events applied (or -1,
-// -2), the session id and the events pending.
-func applyResult(c *redis.Cmd) (applied int64, sid string, pending int64) {
+// -2), the session id, the events pending and the offsets decided
+// duplicates.
+func applyResult(c *redis.Cmd) (applied int64, sid string, pending int64, dups []int64) {
 	switch v := c.Val().(type) {
 	case int64:
-		return v, "", 0
+		return v, "", 0, nil
 	case []any:
-		if len(v) == 3 {
+		if len(v) == 4 {
 			applied, _ = v[0].(int64)
 			sid, _ = v[1].(string)
 			pending, _ = v[2].(int64)
-			return applied, sid, pending
+			offs, _ := v[3].([]any)
+			for _, o := range offs {
+				if n, ok := o.(int64); ok {
+					dups = append(dups, n)
+				}
+			}
+			return applied, sid, pending, dups
 		}
 	}
-	return -1, "", 0
+	return -1, "", 0, nil
 }
 
 // oldestPending returns the lowest score in field's pending set among the

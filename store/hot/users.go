@@ -2,6 +2,7 @@ package hot
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -27,6 +28,9 @@ import (
 //	<prefix>:u:{<tag>}:<user>:p   list: events not yet in the cold tier, oldest first
 //	<prefix>:u:{<tag>}:<user>:s   hash: "<context>\x1f<item>\x1f<type>" → count
 //	<prefix>:u:{<tag>}:<user>:k   the session-load lock
+//	<prefix>:u:{<tag>}:<user>:d   string: the deduplication window, 17-byte
+//	                              records of the latest events, oldest first
+//	                              (see dedupRecord)
 //
 // and the activity index is sharded: <prefix>:act:{a<n>} sorted set, user →
 // last activity (ms), n = hash(user) mod ActivityShards; so is the flush
@@ -47,15 +51,7 @@ func (k Keys) userBase(user string) string {
 
 // userTag is the hash tag of a user's keys: the 64-bit FNV-1a hash of the
 // id in hex, which holds no brace whatever the id does.
-func userTag(user string) string {
-	const offset, prime = 14695981039346656037, 1099511628211
-	h := uint64(offset)
-	for i := 0; i < len(user); i++ {
-		h ^= uint64(user[i])
-		h *= prime
-	}
-	return strconv.FormatUint(h, 16)
-}
+func userTag(user string) string { return strconv.FormatUint(fnv64(user), 16) }
 
 // SessionKey returns the key of a user's session hash, which exists while
 // the user is hot (for tools that watch sessions come and go).
@@ -63,7 +59,7 @@ func (k Keys) SessionKey(user string) string { return k.userKey(user, "m") }
 
 func (k Keys) userKeys(user string) []string {
 	b := k.userBase(user)
-	return []string{b + "m", b + "h", b + "p", b + "s"}
+	return []string{b + "m", b + "h", b + "p", b + "s", b + "d"}
 }
 
 // ActivityKey returns the activity-index shard of a user.
@@ -86,6 +82,34 @@ func (k Keys) dueKey(user string) string {
 func (k Keys) dueShardKey(n int) string {
 	return k.Prefix + ":due:{a" + strconv.Itoa(n) + "}"
 }
+
+// dedupRecord is the 16 bytes of an event's record in its user's
+// deduplication window: the 64-bit FNV-1a hash of its id, then that of its
+// position (topic, partition, offset), big-endian. apply_user.lua adds a
+// flag byte: 'c' the position counted, 'd' it held an id seen before.
+// Two ids of one user's window share a hash with a probability of about
+// window²/2⁶⁵.
+func dedupRecord(topic string, partition int, offset int64, eventID string) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], fnv64(eventID))
+	binary.BigEndian.PutUint64(b[8:], fnv64(topic+"/"+strconv.Itoa(partition)+"/"+strconv.FormatInt(offset, 10)))
+	return string(b[:])
+}
+
+// fnv64 is the 64-bit FNV-1a hash of s.
+func fnv64(s string) uint64 {
+	const offset, prime = 14695981039346656037, 1099511628211
+	h := uint64(offset)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= prime
+	}
+	return h
+}
+
+// DedupRecordBytes is the size of one event's record in a user's
+// deduplication window.
+const DedupRecordBytes = 17
 
 // encodeEvent is the compact form of an event in the hot lists. Ids and
 // contexts hold no control characters, so \x1f separates fields.
@@ -155,7 +179,7 @@ var installScript = script("install.lua")
 // snapshotScript reads, atomically, the state an offload writes (the meta
 // hash includes the session's epoch and the pending events' sequence
 // numbers); the events themselves are read by pendingChunkScript.
-// KEYS: m, s. Returns {loaded, meta..., '|', stats...}.
+// KEYS: m, s, d. Returns {loaded, window, meta..., '|', stats...}.
 var snapshotScript = script("session_read.lua")
 
 // pendingChunkScript reads a bounded range of a session's pending events by

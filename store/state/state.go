@@ -108,7 +108,11 @@ type UserState struct {
 	ArmCounts map[string][]int64
 	// Watermarks are the user's offset watermarks per "topic/partition".
 	Watermarks map[string]int64
-	FlushedMs  int64
+	// Dedup is the user's deduplication window: the records of the latest
+	// events' ids and positions, and whether each counted (the hot tier's
+	// format, carried as it is).
+	Dedup     []byte
+	FlushedMs int64
 }
 
 // Snapshot describes a complete arm-count snapshot.
@@ -155,11 +159,13 @@ var (
 // SessionLimits bound what a hot session holds: the recent-history list's
 // length, and the pending events (not yet in the cold tier) past which the
 // session is due for a flush without eviction (0: no bound in number), and
-// the user's own counts, one per arm and event type (0: no bound).
+// the user's own counts, one per arm and event type (0: no bound), and the
+// events whose ids are remembered to count each once (0: none).
 type SessionLimits struct {
 	HistoryCap   int
 	FlushPending int
 	UserCounts   int
+	DedupWindow  int
 }
 
 // HotSession is a hot user's session as read for an offload: what the cold

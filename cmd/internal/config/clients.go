@@ -73,7 +73,7 @@ func (r Redis) Hot(keys hot.Keys) (redis.UniversalClient, *hot.Hot, error) {
 // and the cold tier in the keyspace; with Migrate, the keyspace (with
 // Replication) and its tables are created first if missing. Close the
 // session when done.
-func (c CQL) Cold(ctx context.Context, historyLoad int) (*gocql.Session, *cold.Cold, error) {
+func (c CQL) Cold(ctx context.Context, namespace string, historyLoad int) (*gocql.Session, *cold.Cold, error) {
 	cons, err := gocql.ParseConsistencyWrapper(c.Consistency)
 	if err != nil {
 		return nil, nil, fmt.Errorf("-cql-consistency: %w", err)
@@ -87,7 +87,7 @@ func (c CQL) Cold(ctx context.Context, historyLoad int) (*gocql.Session, *cold.C
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to the cold tier: %w", err)
 	}
-	cfg := cold.Config{Keyspace: c.Keyspace, Replication: c.Replication, HistoryLoad: historyLoad, HistoryRetention: c.HistoryRetention}
+	cfg := cold.Config{Keyspace: c.Keyspace, Namespace: namespace, Replication: c.Replication, HistoryLoad: historyLoad, HistoryRetention: c.HistoryRetention}
 	if c.Migrate {
 		if err := cold.Migrate(ctx, session, cfg); err != nil {
 			session.Close()

@@ -222,7 +222,7 @@ func (s *system) stores(t *testing.T) (*hot.Hot, *store.Tier) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cold, _ := stacktest.OpenCold(t, s.keyspace, false)
+	cold, _ := stacktest.OpenCold(t, s.keyspace, s.prefix, false)
 	tier, err := store.NewTier(hot, cold, store.TierConfig{})
 	if err != nil {
 		t.Fatal(err)

@@ -229,9 +229,10 @@ func Stack(t testing.TB, args ...string) {
 }
 
 // OpenCold opens a session on the local Cassandra at LOCAL_QUORUM, closed
-// when the test ends, and the cold tier in keyspace, migrated first; with
-// drop, the keyspace is dropped when the test ends.
-func OpenCold(t testing.TB, keyspace string, drop bool) (*cold.Cold, *gocql.Session) {
+// when the test ends, and the cold tier of namespace (the hot tier's key
+// prefix) in keyspace, migrated first; with drop, the keyspace is dropped
+// when the test ends.
+func OpenCold(t testing.TB, keyspace, namespace string, drop bool) (*cold.Cold, *gocql.Session) {
 	t.Helper()
 	cluster := CQLCluster(t)
 	cluster.Consistency = gocql.LocalQuorum
@@ -240,7 +241,7 @@ func OpenCold(t testing.TB, keyspace string, drop bool) (*cold.Cold, *gocql.Sess
 		t.Fatal(err)
 	}
 	t.Cleanup(session.Close)
-	c, err := NewCold(context.Background(), session, cold.Config{Keyspace: keyspace})
+	c, err := NewCold(context.Background(), session, cold.Config{Keyspace: keyspace, Namespace: namespace})
 	if err != nil {
 		t.Fatal(err)
 	}

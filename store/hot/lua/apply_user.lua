@@ -1,17 +1,76 @@
+-- Applies a user's events of one partition above the user's watermark,
+-- each event once by its id within the deduplication window.
+-- KEYS: m, h, p, s, d. ARGV: [1] the watermark field, [2] the history cap,
+-- [3] now (ms), [4] the epoch, [5] the bound of the user's own counts (0:
+-- none), [6] the window in events (0: no deduplication by id), then per
+-- event: offset, the encoded event, the user-arm field, and its 16-byte
+-- record (8 bytes of the id's hash, 8 of the position's: topic, partition,
+-- offset).
+--
+-- The window (KEYS[5]) is a string of 17-byte records, oldest first: the
+-- record and a flag, 'c' when that position counted, 'd' when it was a
+-- duplicate of an id seen before. An event above the watermark is a
+-- duplicate when its id has a record; either way its decision is
+-- recorded. An event at or below the watermark (a redelivery, a replay)
+-- is not applied again, and its decision is read back by its position:
+-- past the window, a position counts, as it did by offset alone.
+--
+-- Returns -1 (no session), -2 (another epoch), or {applied, session id,
+-- events pending, {offsets decided duplicates}}.
 local m = redis.call('HMGET', KEYS[1], 'l', 'ep')
 if m[1] ~= '1' then return -1 end
 if m[2] ~= ARGV[4] then return -2 end
 local wm = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
-local last, events, counts, fields = wm, {}, {}, {}
-for i = 6, #ARGV, 3 do
-  local off = tonumber(ARGV[i])
-  if off > wm then
-    table.insert(events, ARGV[i + 1])
-    local f = ARGV[i + 2]
-    if counts[f] == nil then table.insert(fields, f); counts[f] = 0 end
-    counts[f] = counts[f] + 1
-    if off > last then last = off end
+local window = tonumber(ARGV[6])
+local ring = ''
+if window > 0 then ring = redis.call('GET', KEYS[5]) or '' end
+-- This batch's records, and the ids they hold.
+local added, seen = {}, {}
+
+-- at returns the flag of the record whose bytes [from, from + 8) equal
+-- key, aligned on a record, or nil.
+local function at(key, from)
+  local init = 1
+  while true do
+    local i = string.find(ring, key, init, true)
+    if not i then return nil end
+    if (i - from) % 17 == 0 then return string.sub(ring, i - from + 17, i - from + 17) end
+    init = i + 1
   end
+end
+
+local last, events, counts, fields, dups = wm, {}, {}, {}, {}
+for i = 7, #ARGV, 4 do
+  local off = tonumber(ARGV[i])
+  local rec = ARGV[i + 3]
+  if off > wm then
+    local dup = false
+    if window > 0 then
+      local id = string.sub(rec, 1, 8)
+      dup = seen[id] or at(id, 1) ~= nil
+      local flag = 'c'
+      if dup then flag = 'd' end
+      seen[id] = true
+      table.insert(added, rec .. flag)
+    end
+    if dup then
+      table.insert(dups, off)
+    else
+      table.insert(events, ARGV[i + 1])
+      local f = ARGV[i + 2]
+      if counts[f] == nil then table.insert(fields, f); counts[f] = 0 end
+      counts[f] = counts[f] + 1
+    end
+    if off > last then last = off end
+  elseif window > 0 and at(string.sub(rec, 9, 16), 9) == 'd' then
+    table.insert(dups, off)
+  end
+end
+if #added > 0 then
+  ring = ring .. table.concat(added)
+  local over = #ring - 17 * window
+  if over > 0 then ring = string.sub(ring, over + 1) end
+  redis.call('SET', KEYS[5], ring)
 end
 local applied = #events
 if applied > 0 then
@@ -34,8 +93,10 @@ if applied > 0 then
     end
   end
   redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
-  redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', last), 'seen', ARGV[3])
   redis.call('HINCRBY', KEYS[1], 'pe', applied)
+end
+if last > wm then
+  redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', last), 'seen', ARGV[3])
   redis.call('HINCRBY', KEYS[1], 'v', 1)
 else
   redis.call('HSET', KEYS[1], 'seen', ARGV[3])
@@ -43,4 +104,4 @@ end
 -- The session id names the user's entry in the partition's pending set;
 -- the events still pending say whether the session is due for a flush.
 local t = redis.call('HMGET', KEYS[1], 'sid', 'ps', 'pe')
-return {applied, t[1] or '', tonumber(t[3] or '0') - tonumber(t[2] or '0')}
+return {applied, t[1] or '', tonumber(t[3] or '0') - tonumber(t[2] or '0'), dups}

@@ -7,7 +7,7 @@
 local m = redis.call('HMGET', KEYS[1], 'sid', 'v', 'seen', 'ps', 'pe')
 if m[1] ~= ARGV[1] then return {-1, 0} end
 if ARGV[5] ~= '1' and m[2] == ARGV[2] and m[3] == ARGV[3] then
-  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
   return {1, 0}
 end
 local ps = tonumber(m[4] or '0')
