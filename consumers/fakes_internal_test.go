@@ -154,7 +154,7 @@ type fakeUsers struct {
 	wm      map[string]int64 // user → watermark of the partition
 	events  map[string]int
 	first   map[string]int64 // event id → the offset that counted
-	evictN  int // evict this many users right after the next EnsureLoaded calls
+	evictN  int              // evict this many users right after the next EnsureLoaded calls
 	loadErr error
 }
 

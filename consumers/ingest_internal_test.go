@@ -374,21 +374,29 @@ func TestAggregate(t *testing.T) {
 }
 
 // A replay counts what it would change (dry) or applies it, and a replay of
-// what is already applied changes nothing.
+// what is already applied changes nothing. A replay of the live namespace
+// whose range starts past what the namespace applied starts right after
+// it (here, from the earliest record: nothing applied), so that no event
+// is left under a watermark; a shadow with nothing applied starts where
+// its range does.
 func TestReplayThroughTheLoop(t *testing.T) {
 	arms := newFakeArms(4)
 	in := newTestIngest(t, arms, nil, &fakeWriter{})
 	src := &fakeSource{records: batchOf(t, 0, "a", "b", "a", "c"), perFetch: 3}
-	run := func(dry bool) ReplayStats {
-		p := &partitionState{topic: "ev", partition: 0, replay: true}
-		l := &loop{src: src, h: &ingestPartition{in: in, p: p, dry: dry}, topic: "ev", end: 4}
-		if err := l.replay(context.Background(), 0); err != nil {
+	replay := func(dry, shadow bool, from int64) ReplayStats {
+		p := &partitionState{topic: "ev", partition: 0, replay: true, shadow: shadow}
+		l := &loop{src: src, h: &ingestPartition{in: in, p: p, dry: dry, src: src}, topic: "ev", end: 4}
+		if err := l.replay(context.Background(), from); err != nil {
 			t.Fatal(err)
 		}
 		return p.stats
 	}
-	if st := run(true); st.New != 4 || arms.count("home", "a", schemas.Impression) != 0 {
-		t.Fatalf("dry run: %+v, and it wrote", st)
+	run := func(dry bool) ReplayStats { return replay(dry, false, 0) }
+	if st := replay(true, true, 2); st.Records != 2 || st.New != 2 {
+		t.Fatalf("dry run of a shadow from offset 2: %+v", st)
+	}
+	if st := replay(true, false, 2); st.Records != 4 || st.New != 4 || arms.count("home", "a", schemas.Impression) != 0 {
+		t.Fatalf("dry run from offset 2 of a namespace with nothing applied: %+v, and it wrote", st)
 	}
 	if st := run(false); st.New != 4 || arms.count("home", "a", schemas.Impression) != 2 {
 		t.Fatalf("replay: %+v", st)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -20,20 +19,29 @@ import (
 )
 
 // HeaderRedrivenFrom marks a re-driven record with the dead letter it came
-// from: "<dead-letter topic>/<partition>/<offset>".
-const HeaderRedrivenFrom = "dlq-redriven-from"
+// from: "<dead-letter topic>/<partition>/<offset>"; HeaderRedrivenOrigin
+// with the record the dead letter stands for: "<origin topic>/<partition>/
+// <offset>".
+const (
+	HeaderRedrivenFrom   = "dlq-redriven-from"
+	HeaderRedrivenOrigin = "dlq-redriven-origin"
+)
 
 // redriveCommand sends dead letters back to the topic they came from, each
-// at most once however often it runs or crashes.
+// origin at most once however often it was dead-lettered, and however
+// often the redrive runs or crashes.
 //
 // Progress is the offset committed for the dead-letter partition under
 // -group (no group membership: one redrive per dead-letter topic at a
 // time). Before publishing a batch it commits its start again with an
-// intent (the time and the target topics) as metadata; after the brokers
-// acknowledge the batch it commits its end. A run that finds an intent
-// (the previous one stopped in between) first reads the target topics from
-// the intent's time for records marked as re-driven from this partition,
-// and skips those.
+// intent (the end offsets of the target topics' partitions) as metadata;
+// after the brokers acknowledge the batch it commits its end. A run that
+// finds an intent (the previous one stopped in between) first reads the
+// target topics from those offsets for records marked as re-driven, and
+// passes over the dead letters of the origins it finds. A dead letter whose
+// origin the run re-drove already (a record dead-lettered more than once)
+// is passed over too. Offsets, not times: the check holds whatever the
+// clocks and the topics' timestamp types.
 func redriveCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Context, io.Reader, io.Writer, io.Writer) error {
 	k := &conns.Kafka
 	topic := fs.String("topic", config.TopicInteractions+config.DLQSuffix, "dead-letter topic to re-drive")
@@ -80,7 +88,7 @@ func redriveCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Co
 		if *dryRun {
 			verb = "would re-drive"
 		}
-		fmt.Fprintf(stdout, "%s %d dead letters from %s; passed over %d (filter), %d (re-driven before), %d (value cut, cannot be re-driven)\n",
+		fmt.Fprintf(stdout, "%s %d dead letters from %s; passed over %d (filter), %d (origin re-driven before), %d (value cut, cannot be re-driven)\n",
 			verb, st.sent, *topic, st.filtered, st.already, st.truncated)
 		return nil
 	}
@@ -134,22 +142,72 @@ func (rd *redriver) commit(ctx context.Context, partition int, offset int64, met
 	return nil
 }
 
-// intent is the metadata committed before a batch is published.
-func intent(at time.Time, topics []string) string {
-	return "intent:" + strconv.FormatInt(at.UnixMilli(), 10) + ":" + strings.Join(topics, ",")
+// targetEnds are the end offsets of the target topics' partitions before a
+// batch is published: topic → partition → offset.
+type targetEnds map[string]map[int]int64
+
+// ends reads the end offsets of every partition of topics.
+func (rd *redriver) ends(ctx context.Context, topics []string) (targetEnds, error) {
+	out := targetEnds{}
+	for _, t := range topics {
+		ranges, err := partitionRanges(ctx, rd.client, t)
+		if err != nil {
+			return nil, err
+		}
+		out[t] = map[int]int64{}
+		for _, r := range ranges {
+			out[t][r.partition] = r.last
+		}
+	}
+	return out, nil
 }
 
-func parseIntent(md string) (time.Time, []string, bool) {
-	rest, ok := strings.CutPrefix(md, "intent:")
+// intent is the metadata committed before a batch is published:
+// "intent2:" then "<topic>@<partition>=<offset>,…" per target topic, ';'
+// between topics (topic names hold neither '@' nor ';').
+func intent(ends targetEnds) string {
+	var b strings.Builder
+	b.WriteString("intent2:")
+	first := true
+	for t, parts := range ends {
+		if !first {
+			b.WriteByte(';')
+		}
+		first = false
+		b.WriteString(t)
+		b.WriteByte('@')
+		sep := ""
+		for p, off := range parts {
+			b.WriteString(sep + strconv.Itoa(p) + "=" + strconv.FormatInt(off, 10))
+			sep = ","
+		}
+	}
+	return b.String()
+}
+
+func parseIntent(md string) (targetEnds, bool) {
+	rest, ok := strings.CutPrefix(md, "intent2:")
 	if !ok {
-		return time.Time{}, nil, false
+		return nil, false
 	}
-	ms, topics, _ := strings.Cut(rest, ":")
-	n, err := strconv.ParseInt(ms, 10, 64)
-	if err != nil {
-		return time.Time{}, nil, false
+	out := targetEnds{}
+	for _, part := range strings.Split(rest, ";") {
+		t, list, ok := strings.Cut(part, "@")
+		if !ok {
+			return nil, false
+		}
+		out[t] = map[int]int64{}
+		for _, po := range strings.Split(list, ",") {
+			ps, os, ok := strings.Cut(po, "=")
+			p, err1 := strconv.Atoi(ps)
+			off, err2 := strconv.ParseInt(os, 10, 64)
+			if !ok || err1 != nil || err2 != nil {
+				return nil, false
+			}
+			out[t][p] = off
+		}
 	}
-	return time.UnixMilli(n), strings.Split(topics, ","), true
+	return out, true
 }
 
 func (rd *redriver) partition(ctx context.Context, pr partitionRange, st *redriveStats) error {
@@ -158,9 +216,11 @@ func (rd *redriver) partition(ctx context.Context, pr partitionRange, st *redriv
 		return err
 	}
 	from = max(from, pr.first)
-	sent := map[int64]bool{}
-	if at, topics, ok := parseIntent(md); ok {
-		if sent, err = rd.alreadySent(ctx, pr.partition, at, topics); err != nil {
+	// The origins re-driven: by the last run's unfinished batch, then by
+	// this run.
+	sent := map[string]bool{}
+	if ends, ok := parseIntent(md); ok {
+		if err := rd.alreadySent(ctx, ends, sent); err != nil {
 			return err
 		}
 		fmt.Fprintf(rd.stderr, "%s/%d: the last run stopped mid-batch; %d of its dead letters were published and are skipped\n", rd.topic, pr.partition, len(sent))
@@ -183,16 +243,17 @@ func (rd *redriver) partition(ctx context.Context, pr partitionRange, st *redriv
 				return err
 			}
 			next = m.Offset + 1
-			out, reason := rd.redriven(m)
+			out, origin, reason := rd.redriven(m)
 			switch {
 			case reason == "filter":
 				st.filtered++
 			case reason == "truncated":
 				st.truncated++
 				fmt.Fprintf(rd.stderr, "%s/%d/%d: value cut to %d bytes in the dead-letter topic; not re-driven\n", rd.topic, m.Partition, m.Offset, len(m.Value))
-			case sent[m.Offset]:
+			case sent[origin]:
 				st.already++
 			default:
+				sent[origin] = true
 				msgs = append(msgs, out)
 				topics[out.Topic] = true
 			}
@@ -207,8 +268,13 @@ func (rd *redriver) partition(ctx context.Context, pr partitionRange, st *redriv
 			for t := range topics {
 				names = append(names, t)
 			}
-			// Records are stamped after this time: a search from it finds them.
-			if err := rd.commit(ctx, pr.partition, start, intent(time.Now().Add(-time.Second), names)); err != nil {
+			// The records land at or after these offsets: a search from
+			// them finds them.
+			ends, err := rd.ends(ctx, names)
+			if err != nil {
+				return err
+			}
+			if err := rd.commit(ctx, pr.partition, start, intent(ends)); err != nil {
 				return err
 			}
 			if err := rd.w.WriteMessages(ctx, msgs...); err != nil {
@@ -228,19 +294,23 @@ func (rd *redriver) partition(ctx context.Context, pr partitionRange, st *redriv
 	return nil
 }
 
-// redriven returns the record to publish for dead letter m, or why it is
-// passed over.
-func (rd *redriver) redriven(m kafka.Message) (kafka.Message, string) {
-	var origin, errText string
+// redriven returns the record to publish for dead letter m and the
+// position of its origin, or why it is passed over.
+func (rd *redriver) redriven(m kafka.Message) (kafka.Message, string, string) {
+	var origin, originPartition, originOffset, errText string
 	var headers []kafka.Header
 	for _, h := range m.Headers {
 		switch {
 		case h.Key == consumers.HeaderOriginTopic:
 			origin = string(h.Value)
+		case h.Key == consumers.HeaderOriginPartition:
+			originPartition = string(h.Value)
+		case h.Key == consumers.HeaderOriginOffset:
+			originOffset = string(h.Value)
 		case h.Key == consumers.HeaderError:
 			errText = string(h.Value)
 		case h.Key == consumers.HeaderTruncated || h.Key == consumers.HeaderKeyTruncated || h.Key == consumers.HeaderHeadersTruncated:
-			return kafka.Message{}, "truncated"
+			return kafka.Message{}, "", "truncated"
 		case strings.HasPrefix(h.Key, "dlq-"):
 		case h.Key == schemas.HeaderContentType && rd.contentType != "":
 		default:
@@ -248,43 +318,47 @@ func (rd *redriver) redriven(m kafka.Message) (kafka.Message, string) {
 		}
 	}
 	if origin == "" || !strings.Contains(errText, rd.errorContains) {
-		return kafka.Message{}, "filter"
+		return kafka.Message{}, "", "filter"
+	}
+	// A dead letter written before its origin's position was recorded
+	// stands for itself.
+	position := origin + "/" + originPartition + "/" + originOffset
+	if originPartition == "" || originOffset == "" {
+		position = redrivenFrom(rd.topic, m.Partition, m.Offset)
 	}
 	if rd.contentType != "" {
 		headers = append(headers, kafka.Header{Key: schemas.HeaderContentType, Value: []byte(rd.contentType)})
 	}
-	headers = append(headers, kafka.Header{Key: HeaderRedrivenFrom, Value: []byte(redrivenFrom(rd.topic, m.Partition, m.Offset))})
-	return kafka.Message{Topic: origin, Key: m.Key, Value: m.Value, Headers: headers}, ""
+	headers = append(headers,
+		kafka.Header{Key: HeaderRedrivenFrom, Value: []byte(redrivenFrom(rd.topic, m.Partition, m.Offset))},
+		kafka.Header{Key: HeaderRedrivenOrigin, Value: []byte(position)})
+	return kafka.Message{Topic: origin, Key: m.Key, Value: m.Value, Headers: headers}, position, ""
 }
 
 func redrivenFrom(topic string, partition int, offset int64) string {
 	return topic + "/" + strconv.Itoa(partition) + "/" + strconv.FormatInt(offset, 10)
 }
 
-// alreadySent reads the target topics from at to their end and returns the
-// offsets of this dead-letter partition found re-driven there.
-func (rd *redriver) alreadySent(ctx context.Context, partition int, at time.Time, topics []string) (map[int64]bool, error) {
-	prefix := rd.topic + "/" + strconv.Itoa(partition) + "/"
-	sent := map[int64]bool{}
-	for _, t := range topics {
-		// From the first record stamped at or after the intent to the end.
-		ranges, err := consumers.PlanReplay(ctx, rd.client, t, nil, consumers.Position{Time: at}, consumers.End)
+// alreadySent reads the target topics from the offsets of an intent to
+// their end and adds to sent the origins found re-driven there.
+func (rd *redriver) alreadySent(ctx context.Context, from targetEnds, sent map[string]bool) error {
+	for t := range from {
+		now, err := rd.ends(ctx, []string{t})
 		if err != nil {
-			return nil, err
+			return err
 		}
-		for _, r := range ranges {
-			if r.From >= r.To {
-				continue
-			}
-			if err := rd.scan(ctx, t, r.Partition, r.From, r.To, prefix, sent); err != nil {
-				return nil, err
+		for p, end := range now[t] {
+			if start := from[t][p]; start < end {
+				if err := rd.scan(ctx, t, p, start, end, sent); err != nil {
+					return err
+				}
 			}
 		}
 	}
-	return sent, nil
+	return nil
 }
 
-func (rd *redriver) scan(ctx context.Context, topic string, partition int, start, end int64, prefix string, sent map[int64]bool) error {
+func (rd *redriver) scan(ctx context.Context, topic string, partition int, start, end int64, sent map[string]bool) error {
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: rd.brokers, Topic: topic, Partition: partition, MaxWait: 200 * time.Millisecond, MaxBytes: 16 << 20, Dialer: rd.dialer})
 	defer r.Close()
 	if err := r.SetOffset(start); err != nil {
@@ -296,14 +370,8 @@ func (rd *redriver) scan(ctx context.Context, topic string, partition int, start
 			return err
 		}
 		for _, h := range m.Headers {
-			if h.Key == HeaderRedrivenFrom {
-				if off, ok := strings.CutPrefix(string(h.Value), prefix); ok {
-					n, err := strconv.ParseInt(off, 10, 64)
-					if err != nil {
-						return errors.New("malformed " + HeaderRedrivenFrom + " header " + string(h.Value))
-					}
-					sent[n] = true
-				}
+			if h.Key == HeaderRedrivenOrigin {
+				sent[string(h.Value)] = true
 			}
 		}
 	}
