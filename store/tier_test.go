@@ -671,3 +671,104 @@ func TestABotsOwnCountsStayFlushable(t *testing.T) {
 		t.Fatalf("history: %d rows, %v; want %d", rows, err, arms)
 	}
 }
+
+// Two namespaces share a keyspace: each offloads its own state of the same
+// user and snapshots its own arms; after the hot tier of one is lost, it
+// restores its own snapshot and reloads its own user state, and the other
+// namespace is untouched. Pairing a namespace with another keyspace is
+// refused.
+func TestNamespacesShareAKeyspace(t *testing.T) {
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: stacktest.RedisAddr(t)})
+	t.Cleanup(func() { rdb.Close() })
+	ks := stacktest.UniqueName("it")
+	_, session := stacktest.OpenCold(t, ks, "bs", true)
+	const user = "u-both"
+	arm := state.Arm{Context: "home", Item: "sku-1"}
+	type ns struct {
+		prefix string
+		env    *env
+		clicks int
+	}
+	spaces := []*ns{{prefix: stacktest.UniqueName("it_a"), clicks: 2}, {prefix: stacktest.UniqueName("it_b"), clicks: 5}}
+	for _, n := range spaces {
+		c, err := stacktest.NewCold(ctx, session, cold.Config{Keyspace: ks, Namespace: n.prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := hot.New(rdb, hot.Keys{Prefix: n.prefix, Shards: 8})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Pair(ctx, ks); err != nil {
+			t.Fatal(err)
+		}
+		tier, err := store.NewTier(h, c, store.TierConfig{IdleTimeout: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		epoch, err := h.Recover(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.env = &env{epoch: epoch, rdb: rdb, hot: h, cold: c, session: session, tier: tier}
+		var evs []state.UserEvent
+		for i := range n.clicks {
+			ev := event(user, i, schemas.Click)
+			ev.Event.ItemID = arm.Item
+			evs = append(evs, ev)
+		}
+		n.env.apply(t, ctx, 0, evs...)
+		wms, _, err := h.Watermarks(ctx, "interactions", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sh := h.Keys().Shard(arm)
+		if _, err := h.Apply(ctx, "interactions", 0, int64(n.clicks-1), epoch, []state.ShardBatch{{Shard: sh, Expected: wms[sh],
+			Deltas: []state.ArmDelta{{Arm: arm, Counts: state.Counts{ByType: [state.NumEventTypes]int64{0, int64(n.clicks)}}}}}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.MarkPartitionApplied(ctx, "interactions", 0, int64(n.clicks-1), epoch); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+		if n, err := tier.Sweep(ctx, 100); err != nil || n != 1 {
+			t.Fatalf("sweep offloaded %d, %v", n, err)
+		}
+		if _, err := tier.Snapshot(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(n *ns, when string) {
+		t.Helper()
+		got, err := n.env.hot.Counts(ctx, []state.Arm{arm})
+		if err != nil || got[0].ByType[state.TypeIndex(schemas.Click)] != int64(n.clicks) {
+			t.Fatalf("%s: %s counts %v, %v; want %d clicks", when, n.prefix, got, err, n.clicks)
+		}
+		if err := n.env.tier.EnsureLoaded(ctx, []string{user}, n.env.epoch); err != nil {
+			t.Fatal(err)
+		}
+		own, err := n.env.hot.UserArmCounts(ctx, user)
+		if err != nil || own["home\x1fsku-1"][state.TypeIndex(schemas.Click)] != int64(n.clicks) {
+			t.Fatalf("%s: %s's own counts of %s %v, %v; want %d clicks", when, n.prefix, user, own, err, n.clicks)
+		}
+	}
+	// The first namespace loses its hot tier.
+	a, b := spaces[0], spaces[1]
+	iter := rdb.Scan(ctx, 0, a.prefix+":*", 1000).Iterator()
+	for iter.Next(ctx) {
+		rdb.Del(ctx, iter.Val())
+	}
+	epoch, err := a.env.tier.Recover(ctx, a.env.epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.env.epoch = epoch
+	check(a, "restored")
+	check(b, "untouched")
+
+	// The second namespace's prefix with another keyspace: refused.
+	if err := b.env.hot.Pair(ctx, ks+"_other"); !errors.Is(err, hot.ErrPairing) || !strings.Contains(err.Error(), "keeps its cold state in keyspace "+ks) {
+		t.Fatalf("pairing %s with another keyspace: %v", b.prefix, err)
+	}
+}

@@ -117,6 +117,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer session.Close()
+	if err := hot.Pair(ctx, cold.Keyspace()); err != nil {
+		return err
+	}
 	var coldTier store.ColdTier = cold
 	if o.coldLatency > 0 {
 		coldTier = faults.SlowCold{ColdTier: cold, Delay: o.coldLatency}

@@ -178,6 +178,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 		defer session.Close()
+		if err := hot.Pair(ctx, cold.Keyspace()); err != nil {
+			return err
+		}
 		tier, err := store.NewTier(hot, cold, store.TierConfig{HistoryCap: o.historyCap, Logger: log})
 		if err != nil {
 			return err

@@ -79,7 +79,8 @@ func (d *distinct) check(t *testing.T, e *cliEnv, prefix, when string) {
 // namespace and rebuilt into a shadow; then, with ingest stopped, a replay
 // by time of a range ingest has not reached runs into the live namespace
 // and ingest starts again. Every count, arm and user, equals the distinct
-// events' at each step, in the live and the shadow namespace.
+// events' at each step, in the live and the shadow namespace. A replay
+// pairing the live prefix with another keyspace is refused.
 func TestEventsCountOnceWhateverPath(t *testing.T) {
 	e := newCLIEnv(t)
 	ctx := context.Background()
@@ -182,6 +183,14 @@ func TestEventsCountOnceWhateverPath(t *testing.T) {
 	ingest.Start()
 	stacktest.WaitForLag(t, e.brokers, group, topic, time.Minute)
 	oracle.check(t, e, e.prefix, "ingest after a replay ahead of it")
+
+	// The live prefix with another namespace's keyspace: refused, nothing
+	// written.
+	out, errOut, code := e.bandit(t, "", append(conn, "-key-prefix", e.prefix, "-cql-keyspace", stacktest.UniqueName("it"))...)
+	if code == 0 || !strings.Contains(errOut, "keeps its cold state in keyspace "+e.keyspace) {
+		t.Fatalf("replay pairing the live prefix with another keyspace: exit %d\n%s\n%s", code, out, errOut)
+	}
+	oracle.check(t, e, e.prefix, "after a refused pairing")
 }
 
 // endOffset returns the end offset of partition 0 of topic.

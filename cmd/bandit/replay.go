@@ -154,6 +154,9 @@ func replayEvents(ctx context.Context, conns config.Connections, hot *hot.Hot, t
 			return total, err
 		}
 		defer session.Close()
+		if err := hot.Pair(ctx, cold.Keyspace()); err != nil {
+			return total, err
+		}
 		tier, err := store.NewTier(hot, cold, tierCfg)
 		if err != nil {
 			return total, err

@@ -206,3 +206,29 @@ func globEscape(s string) string {
 	}
 	return b.String()
 }
+
+// ErrPairing means a namespace is paired with another cold keyspace than
+// the one a process names: its sessions would load and flush another
+// namespace's user states.
+var ErrPairing = errors.New("store: hot namespace paired with another cold keyspace")
+
+// Pair records that the namespace's cold state lives in keyspace, or
+// checks that it does: a namespace paired with another keyspace is
+// refused, so a process given the live prefix and a shadow's keyspace (or
+// the other way round) writes nothing. The pairing is lost with the hot
+// tier's state, and the first process after a loss pairs it again.
+func (h *Hot) Pair(ctx context.Context, keyspace string) error {
+	key := h.keys.Prefix + ":ns"
+	if err := h.rdb.HSetNX(ctx, key, "keyspace", keyspace).Err(); err != nil {
+		return fmt.Errorf("pairing namespace %s with keyspace %s: %w", h.keys.Prefix, keyspace, refused(err))
+	}
+	got, err := h.rdb.HGet(ctx, key, "keyspace").Result()
+	if err != nil {
+		return fmt.Errorf("pairing namespace %s with keyspace %s: %w", h.keys.Prefix, keyspace, err)
+	}
+	if got != keyspace {
+		return fmt.Errorf("%w: namespace %s keeps its cold state in keyspace %s, not %s (pair another prefix with %s)",
+			ErrPairing, h.keys.Prefix, got, keyspace, keyspace)
+	}
+	return nil
+}
