@@ -250,6 +250,10 @@ func (s *system) sendEvents(ctx context.Context, l load) {
 		return
 	}
 	w := newWriter(s.brokers, s.events)
+	// One produce answer in 25 lost: the writer sends that batch again,
+	// and the topic holds its events twice, as a real producer's retry
+	// leaves them (kafka-go has no idempotent producer).
+	w.Transport = stacktest.NewLostAcksEvery(25)
 	defer w.Close()
 	r := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
 	tick := time.NewTicker(50 * time.Millisecond)

@@ -21,13 +21,30 @@ import (
 // producer's retry makes them (kafka-go has no idempotent producer).
 type LostAcks struct {
 	*kafka.Transport
-	left atomic.Int64
-	lost atomic.Int64
+	left     atomic.Int64
+	lost     atomic.Int64
+	every    int64 // when > 0: lose the answer to one produce request in every
+	produces atomic.Int64
 }
 
 // NewLostAcks returns a transport losing the answers to n produce requests.
-func NewLostAcks(n int) *LostAcks {
-	l := &LostAcks{}
+func NewLostAcks(n int) *LostAcks { return newLostAcks(n, 0) }
+
+// NewLostAcksEvery returns a transport losing the answer to one produce
+// request in every k, for as long as it is used.
+func NewLostAcksEvery(k int) *LostAcks { return newLostAcks(0, k) }
+
+// lose reports whether the answer to the produce request just written is
+// to be lost.
+func (l *LostAcks) lose() bool {
+	if l.every > 0 {
+		return l.produces.Add(1)%l.every == 0
+	}
+	return l.left.Add(-1) >= 0
+}
+
+func newLostAcks(n, every int) *LostAcks {
+	l := &LostAcks{every: int64(every)}
 	l.left.Store(int64(n))
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	l.Transport = &kafka.Transport{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -68,7 +85,7 @@ func (c *ackLosingConn) Write(b []byte) (int, error) {
 		i++
 		if len(c.head) == 6 {
 			size := int(binary.BigEndian.Uint32(c.head[:4]))
-			if binary.BigEndian.Uint16(c.head[4:6]) == 0 && c.owner.left.Add(-1) >= 0 {
+			if binary.BigEndian.Uint16(c.head[4:6]) == 0 && c.owner.lose() {
 				c.reset = true
 			}
 			c.rest = size - 2
