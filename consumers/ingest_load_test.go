@@ -75,6 +75,7 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 		cpu0[name] = cpuSeconds(pid)
 	}
 	cmds0 := redisCommands(ctx, t, e)
+	mem0 := redisMemory(ctx, t, e)
 	start = time.Now()
 	var rows []string
 	// Events applied per second, from bandit-ingest's own counter.
@@ -105,12 +106,24 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 	elapsed := time.Since(start)
+	steady := time.Since(firstCommit)
 	cmds := redisCommands(ctx, t, e) - cmds0
+	memOn := redisMemory(ctx, t, e) - mem0
 	cpu := map[string]float64{}
 	for name, pid := range pids {
 		cpu[name] = cpuSeconds(pid) - cpu0[name]
 	}
 	stopTook, clean := p.Stop(30 * time.Second)
+
+	// The same backlog again, by another group into another namespace,
+	// with deduplication by event id off: the window's cost in the same
+	// run.
+	mem0 = redisMemory(ctx, t, e)
+	offGroup := stacktest.UniqueName("it_ingest_nodedup")
+	off := stacktest.StartProcess(t, bin, nil, append(e.args(offGroup), "-mode", "ingest", "-key-prefix", stacktest.UniqueName("it"), "-dedup-window", "0")...)
+	offRate, offElapsed := drainRate(ctx, t, e, offGroup, n)
+	memOff := redisMemory(ctx, t, e) - mem0
+	off.Stop(30 * time.Second)
 
 	var report strings.Builder
 	fmt.Fprintf(&report, "# Ingest load run\n\n%d events, %.0f bytes each on average, 6 partitions, one bandit-ingest process, %d users, %d items; %s, %d CPUs\n\n",
@@ -119,12 +132,21 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 	fmt.Fprintf(&report, "| produce (lz4, acks=all, one producer) | %.0f events/s |\n", float64(n)/produce.Seconds())
 	fmt.Fprintf(&report, "| ingest, start to lag 0 (group join, 10k session loads included) | %.0f events/s (%.1f s) |\n", float64(n)/elapsed.Seconds(), elapsed.Seconds())
 	headline := fmt.Sprintf("ingest: %.0f events/s start to lag 0", float64(n)/elapsed.Seconds())
-	if steady := time.Since(firstCommit); !firstCommit.IsZero() && steady > 0 && lagAtFirst > 0 {
+	if !firstCommit.IsZero() && steady > 0 && lagAtFirst > 0 {
 		fmt.Fprintf(&report, "| ingest, first commit to lag 0 | %.0f events/s (%d events in %.1f s) |\n", float64(lagAtFirst)/steady.Seconds(), lagAtFirst, steady.Seconds())
 		headline = fmt.Sprintf("ingest: %.0f events/s from the first commit to lag 0", float64(lagAtFirst)/steady.Seconds())
 	}
-	headline += fmt.Sprintf(" (%d events, bandit-ingest %.2f cores, Redis %.2f cores)", n, cpu["bandit-ingest"]/elapsed.Seconds(), cpu["redis"]/elapsed.Seconds())
+	headline += fmt.Sprintf(" (%d events, bandit-ingest %.2f cores, Redis %.2f cores; without deduplication by event id %.0f events/s)", n, cpu["bandit-ingest"]/elapsed.Seconds(), cpu["redis"]/elapsed.Seconds(), offRate)
 	fmt.Fprintf(&report, "| Redis commands | %.0f /s |\n", float64(cmds)/elapsed.Seconds())
+	fmt.Fprintf(&report, "| Redis memory of the namespace | %.1f MiB |\n", float64(memOn)/(1<<20))
+	onRate := float64(n) / elapsed.Seconds()
+	if !firstCommit.IsZero() && lagAtFirst > 0 {
+		onRate = float64(lagAtFirst) / steady.Seconds()
+	}
+	fmt.Fprintf(&report, "\nDeduplication by event id (the window, 256 events per user, on by default) against off (-dedup-window 0), the same backlog consumed again by another group into another namespace right after:\n\n")
+	fmt.Fprintf(&report, "| | dedup on | dedup off |\n|---|--:|--:|\n")
+	fmt.Fprintf(&report, "| first commit to lag 0 | %.0f events/s | %.0f events/s (%.1f s start to lag 0) |\n", onRate, offRate, offElapsed.Seconds())
+	fmt.Fprintf(&report, "| Redis memory of the namespace | %.1f MiB | %.1f MiB |\n\n", float64(memOn)/(1<<20), float64(memOff)/(1<<20))
 	for _, name := range []string{"bandit-ingest", "kafka", "redis", "cassandra"} {
 		fmt.Fprintf(&report, "| CPU %s | %.2f cores |\n", name, cpu[name]/elapsed.Seconds())
 	}
@@ -186,15 +208,54 @@ func cpuSeconds(pid int) float64 {
 }
 
 func redisCommands(ctx context.Context, t *testing.T, e *ingestEnv) int64 {
-	info, err := e.rdb.Info(ctx, "stats").Result()
+	return redisInfo(ctx, t, e, "stats", "total_commands_processed")
+}
+
+// redisMemory is the memory Redis holds for data, in bytes.
+func redisMemory(ctx context.Context, t *testing.T, e *ingestEnv) int64 {
+	return redisInfo(ctx, t, e, "memory", "used_memory")
+}
+
+func redisInfo(ctx context.Context, t *testing.T, e *ingestEnv, section, field string) int64 {
+	info, err := e.rdb.Info(ctx, section).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_commands_processed:"); ok {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
 			n, _ := strconv.ParseInt(v, 10, 64)
 			return n
 		}
 	}
 	return 0
+}
+
+// drainRate waits until group has consumed the n events of e's topic and
+// returns its rate from the first commit to lag 0, and the time from its
+// start.
+func drainRate(ctx context.Context, t *testing.T, e *ingestEnv, group string, n int) (float64, time.Duration) {
+	start := time.Now()
+	var first time.Time
+	var lagAtFirst int64
+	for {
+		lag, err := stacktest.Lag(ctx, e.brokers, group, e.topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first.IsZero() && lag < int64(n) {
+			first, lagAtFirst = time.Now(), lag
+		}
+		if lag == 0 {
+			break
+		}
+		if time.Since(start) > 25*time.Minute {
+			t.Fatalf("%s: lag %d after 25 minutes", group, lag)
+		}
+		time.Sleep(time.Second)
+	}
+	elapsed := time.Since(start)
+	if first.IsZero() || lagAtFirst == 0 {
+		return float64(n) / elapsed.Seconds(), elapsed
+	}
+	return float64(lagAtFirst) / time.Since(first).Seconds(), elapsed
 }

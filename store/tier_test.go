@@ -772,3 +772,60 @@ func TestNamespacesShareAKeyspace(t *testing.T) {
 		t.Fatalf("pairing %s with another keyspace: %v", b.prefix, err)
 	}
 }
+
+// The deduplication window holds the latest DedupWindow events of a user:
+// a copy of an event that fell out of it counts again (past the window), a
+// copy of one still in it does not; the window survives an offload and a
+// reload, oldest first, so the decisions after the reload are the same.
+func TestTheDedupWindowKeepsTheLatestEvents(t *testing.T) {
+	e := newEnv(t, store.TierConfig{IdleTimeout: time.Millisecond, DedupWindow: 3})
+	ctx := context.Background()
+	const user = "u-window"
+	ev := func(offset, id int) state.UserEvent {
+		u := event(user, id, schemas.Click)
+		u.Offset = int64(offset)
+		return u
+	}
+	apply := func(when string, want []int64, evs ...state.UserEvent) {
+		t.Helper()
+		if err := e.tier.EnsureLoaded(ctx, []string{user}, e.epoch); err != nil {
+			t.Fatal(err)
+		}
+		_, dups, err := e.tier.ApplyUserEvents(ctx, "interactions", 0, e.epoch, map[string][]state.UserEvent{user: evs})
+		if err != nil || !slices.Equal(dups, want) {
+			t.Fatalf("%s: duplicates %v, %v; want %v", when, dups, err, want)
+		}
+	}
+	// Events 0-4 at offsets 0-4: the window holds 2, 3, 4.
+	apply("five events", nil, ev(0, 0), ev(1, 1), ev(2, 2), ev(3, 3), ev(4, 4))
+	// A copy of 0 (out of the window) counts; one of 4 does not. The
+	// window then holds 4, 0 (offset 5) and the duplicate at offset 6.
+	apply("copies", []int64{6}, ev(5, 0), ev(6, 4))
+	all := []state.UserEvent{ev(0, 0), ev(1, 1), ev(2, 2), ev(3, 3), ev(4, 4), ev(5, 0), ev(6, 4)}
+	apply("redelivered", []int64{6}, all...)
+	time.Sleep(5 * time.Millisecond)
+	if n, err := e.tier.Sweep(ctx, 100); err != nil || n != 1 {
+		t.Fatalf("sweep offloaded %d, err %v; want 1", n, err)
+	}
+	st, err := e.tier.ColdState(ctx, user)
+	if err != nil || len(st.Dedup) != 3*hot.DedupRecordBytes {
+		t.Fatalf("cold window of %d bytes, %v; want 3 records", len(st.Dedup), err)
+	}
+	apply("redelivered after a reload", []int64{6}, all...)
+	// A copy of 4 at offset 7 is still a duplicate (its record holds the
+	// id too); three more events push every record of 4 out of the
+	// window, and a copy of it counts.
+	apply("after the reload", []int64{7}, ev(7, 4))
+	apply("more events", nil, ev(8, 8), ev(9, 9), ev(10, 10), ev(11, 4))
+	counts, err := e.hot.UserArmCounts(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clicks int64
+	for _, c := range counts {
+		clicks += c[state.TypeIndex(schemas.Click)]
+	}
+	if clicks != 10 {
+		t.Fatalf("%d clicks counted, want 10 (12 events, 2 duplicates within the window)", clicks)
+	}
+}

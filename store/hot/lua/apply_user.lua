@@ -7,13 +7,15 @@
 -- record (8 bytes of the id's hash, 8 of the position's: topic, partition,
 -- offset).
 --
--- The window (KEYS[5]) is a string of 17-byte records, oldest first: the
--- record and a flag, 'c' when that position counted, 'd' when it was a
--- duplicate of an id seen before. An event above the watermark is a
--- duplicate when its id has a record; either way its decision is
--- recorded. An event at or below the watermark (a redelivery, a replay)
--- is not applied again, and its decision is read back by its position:
--- past the window, a position counts, as it did by offset alone.
+-- The window (KEYS[5]) is a ring of 17-byte records: the record and a
+-- flag, 'c' when that position counted, 'd' when it was a duplicate of an
+-- id seen before; the session's field dc counts the records ever written,
+-- so the next one goes to slot dc mod window, over the oldest. An event
+-- above the watermark is a duplicate when its id has a record; either way
+-- its decision is recorded. An event at or below the watermark (a
+-- redelivery, a replay) is not applied again, and its decision is read
+-- back by its position: past the window, a position counts, as it did by
+-- offset alone.
 --
 -- Returns -1 (no session), -2 (another epoch), or {applied, session id,
 -- events pending, {offsets decided duplicates}}.
@@ -22,21 +24,62 @@ if m[1] ~= '1' then return -1 end
 if m[2] ~= ARGV[4] then return -2 end
 local wm = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
 local window = tonumber(ARGV[6])
-local ring = ''
-if window > 0 then ring = redis.call('GET', KEYS[5]) or '' end
--- This batch's records, and the ids they hold.
-local added, seen = {}, {}
+local ring, dc = '', 0
+if window > 0 then
+  ring = redis.call('GET', KEYS[5]) or ''
+  dc = tonumber(redis.call('HGET', KEYS[1], 'dc') or '0')
+  if #ring > 17 * window then
+    -- The window shrank: keep the newest records, oldest first.
+    local cut = (dc % (#ring / 17)) * 17
+    ring = string.sub(ring, cut + 1) .. string.sub(ring, 1, cut)
+    ring = string.sub(ring, #ring - 17 * window + 1)
+    redis.call('SET', KEYS[5], ring)
+    dc = window
+  end
+end
+-- The ring as read (ring) goes stale as this batch writes: over marks the
+-- slots written since, fresh the slot of each id this batch wrote last,
+-- slotid the id this batch wrote in a slot. So each decision sees exactly
+-- the latest window records, however the events are batched.
+local over, fresh, slotid, wrote, grow = {}, {}, {}, false, {}
 
--- at returns the flag of the record whose bytes [from, from + 8) equal
--- key, aligned on a record, or nil.
+-- flush writes the records of a ring still growing at once: SET sizes
+-- the string exactly, where SETRANGE and APPEND leave it room to grow.
+local function flush()
+  if #grow > 0 then
+    redis.call('SET', KEYS[5], ring .. table.concat(grow))
+    grow = {}
+  end
+end
+
+-- at returns the flag of the record read whose bytes [from, from + 8)
+-- equal key, aligned on a record and not overwritten since, or nil.
 local function at(key, from)
   local init = 1
   while true do
     local i = string.find(ring, key, init, true)
     if not i then return nil end
-    if (i - from) % 17 == 0 then return string.sub(ring, i - from + 17, i - from + 17) end
+    if (i - from) % 17 == 0 and not over[(i - from) / 17] then
+      return string.sub(ring, i - from + 17, i - from + 17)
+    end
     init = i + 1
   end
+end
+
+-- record writes a decided event's record over the oldest.
+local function record(id, rec)
+  local slot = dc % window
+  local old = slotid[slot]
+  if old and fresh[old] == slot then fresh[old] = nil end
+  over[slot], slotid[slot], fresh[id] = true, id, slot
+  if dc < window then
+    table.insert(grow, rec)
+    if dc + 1 == window then flush() end
+  else
+    redis.call('SETRANGE', KEYS[5], slot * 17, rec)
+  end
+  dc = dc + 1
+  wrote = true
 end
 
 local last, events, counts, fields, dups = wm, {}, {}, {}, {}
@@ -47,11 +90,8 @@ for i = 7, #ARGV, 4 do
     local dup = false
     if window > 0 then
       local id = string.sub(rec, 1, 8)
-      dup = seen[id] or at(id, 1) ~= nil
-      local flag = 'c'
-      if dup then flag = 'd' end
-      seen[id] = true
-      table.insert(added, rec .. flag)
+      dup = fresh[id] ~= nil or at(id, 1) ~= nil
+      if dup then record(id, rec .. 'd') else record(id, rec .. 'c') end
     end
     if dup then
       table.insert(dups, off)
@@ -66,12 +106,8 @@ for i = 7, #ARGV, 4 do
     table.insert(dups, off)
   end
 end
-if #added > 0 then
-  ring = ring .. table.concat(added)
-  local over = #ring - 17 * window
-  if over > 0 then ring = string.sub(ring, over + 1) end
-  redis.call('SET', KEYS[5], ring)
-end
+flush()
+if wrote then redis.call('HSET', KEYS[1], 'dc', string.format('%d', dc)) end
 local applied = #events
 if applied > 0 then
   -- One command per list (per 1000 events: unpack has a stack limit) and

@@ -10,7 +10,8 @@ local installed = 0
 if redis.call('HGET', KEYS[1], 'l') ~= '1' then
   redis.call('DEL', KEYS[2], KEYS[3], KEYS[5])
   if ARGV[5] ~= '' then redis.call('SET', KEYS[5], ARGV[5]) end
-  redis.call('HSET', KEYS[1], 'l', '1', 'ep', ARGV[4], 'sid', ARGV[1], 'v', ARGV[2], 'seen', ARGV[3], 'ps', '0', 'pe', '0')
+  redis.call('HSET', KEYS[1], 'l', '1', 'ep', ARGV[4], 'sid', ARGV[1], 'v', ARGV[2], 'seen', ARGV[3], 'ps', '0', 'pe', '0',
+    'dc', string.format('%d', #ARGV[5] / 17))
   local i = 6
   local n = tonumber(ARGV[i]); i = i + 1
   for j = 1, n do redis.call('RPUSH', KEYS[2], ARGV[i]); i = i + 1 end
