@@ -105,7 +105,7 @@ func (c *ackLosingConn) Read(b []byte) (int, error) {
 		// Let the broker append the batch, then lose its answer.
 		time.Sleep(300 * time.Millisecond)
 		c.owner.lost.Add(1)
-		_ = c.Conn.Close()
+		_ = c.Close()
 		return 0, fmt.Errorf("answer lost on purpose: %w", syscall.ECONNRESET)
 	}
 	return c.Conn.Read(b)
