@@ -3,8 +3,10 @@ package chaos_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -114,16 +116,21 @@ func (s *system) settle(scenario, faults string) result {
 	}
 	s.stopReader()
 	<-s.readerDone
+	redriven := s.redrive(ctx)
 
 	// The truth: the distinct events the topic holds, each event id once
 	// however many records carry it.
 	arms := map[state.Arm]state.Counts{}
 	truth := map[string]*stacktest.UserTruth{}
 	inTopic := map[string]int{}
-	poisonInTopic := 0
+	poisonInTopic, misfiledInTopic := 0, 0
 	err := readTopic(ctx, s.brokers, s.events, func(m kafka.Message) error {
 		if isPoison(m.Key) {
 			poisonInTopic++
+			return nil
+		}
+		if header(m, misfiledHeader) != "" && header(m, "dlq-redriven-from") == "" {
+			misfiledInTopic++ // dead-lettered; its re-driven copies count
 			return nil
 		}
 		codec, err := schemas.CodecFor(header(m, schemas.HeaderContentType))
@@ -181,6 +188,9 @@ func (s *system) settle(scenario, faults string) result {
 	r.seconds = int(time.Since(s.start).Seconds())
 	r.crashes = s.crashes()
 
+	if misfiledInTopic > 0 {
+		r.faults += fmt.Sprintf(": %d misfiled in the topic, %d records re-driven", misfiledInTopic, redriven)
+	}
 	rowsMu.Lock()
 	rows = append(rows, r)
 	rowsMu.Unlock()
@@ -191,8 +201,11 @@ func (s *system) settle(scenario, faults string) result {
 	if r.answered != r.requests {
 		t.Errorf("%d of %d requests answered", r.answered, r.requests)
 	}
-	if r.deadLetters != poisonInTopic || r.poison > poisonInTopic {
-		t.Errorf("%d malformed events sent (%d in the topic), %d dead letters", r.poison, poisonInTopic, r.deadLetters)
+	if r.deadLetters != poisonInTopic+misfiledInTopic || r.poison > poisonInTopic {
+		t.Errorf("%d malformed events sent (%d in the topic), %d misfiled in the topic, %d dead letters", r.poison, poisonInTopic, misfiledInTopic, r.deadLetters)
+	}
+	if misfiledInTopic > 0 && redriven < 2*misfiledInTopic {
+		t.Errorf("%d misfiled events in the topic, %d re-driven over two runs; want each twice", misfiledInTopic, redriven)
 	}
 	if r.requestDeadLetters != badInTopic || r.badRequests > badInTopic {
 		t.Errorf("%d malformed requests sent (%d in the topic), %d dead letters", r.badRequests, badInTopic, r.requestDeadLetters)
@@ -204,6 +217,41 @@ func (s *system) settle(scenario, faults string) result {
 		t.Errorf("no event reached the topic twice: the scenario tests no producer duplicate")
 	}
 	return r
+}
+
+// redrive sends the misfiled events' dead letters back with the right
+// content type, twice, by two redrives of their own progress each (the
+// second sends them all again), and waits for ingest to consume them. It
+// returns how many records the two runs re-drove.
+func (s *system) redrive(ctx context.Context) int {
+	t := s.t
+	s.mu.Lock()
+	misfiled := s.misfiled
+	s.mu.Unlock()
+	if misfiled == 0 {
+		return 0
+	}
+	bin := stacktest.BuildBinary(t, "./cmd/bandit")
+	total := 0
+	for range 2 {
+		cmd := exec.CommandContext(ctx, bin, "redrive", "-kafka-brokers", s.brokers[0], "-topic", s.events+".dlq",
+			"-group", stacktest.UniqueName("chaos_redrive"), "-error-contains", "unknown content type", "-content-type", schemas.ContentTypeJSON)
+		out, err := cmd.Output()
+		if err != nil {
+			var exit *exec.ExitError
+			if errors.As(err, &exit) {
+				t.Fatalf("redrive: %v\n%s", err, exit.Stderr)
+			}
+			t.Fatalf("redrive: %v", err)
+		}
+		var n int
+		if _, err := fmt.Sscanf(string(out), "re-drove %d", &n); err != nil {
+			t.Fatalf("redrive printed %q", out)
+		}
+		total += n
+	}
+	stacktest.WaitForLag(t, s.brokers, s.ingestGroup, s.events, 5*time.Minute)
+	return total
 }
 
 func header(m kafka.Message, key string) string {

@@ -200,15 +200,19 @@ func TestFaultChaosPausedSweeper(t *testing.T) {
 
 // 1% of the events and of the requests are malformed, of several kinds:
 // each reaches its dead-letter topic once, and the valid ones are exact.
+// One valid event in 150 is sent under an unknown content type: it is
+// dead-lettered, then re-driven twice with the right one (the second
+// redrive sends them all again), and counts once.
 func TestFaultChaosPoison(t *testing.T) {
 	s := newSystem(t, 6)
 	s.startIngest()
 	s.startScorer()
 	l := steady
 	l.poisonEvery = 100
+	l.misfiledEvery = 150
 	s.run(l)
 	time.Sleep(time.Duration(sized(10, 30)) * time.Second)
-	s.settle("1% poison input", "1 in 100 records malformed")
+	s.settle("1% poison input", "1 in 100 records malformed, 1 in 150 misfiled and re-driven twice")
 }
 
 // SIGTERM under load: ingest and scorer processes are stopped gracefully

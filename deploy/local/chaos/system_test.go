@@ -39,6 +39,9 @@ const (
 	items      = 300
 	candidates = 40
 	poisonKey  = "chaos-poison"
+	// misfiledHeader marks a valid event sent under an unknown content
+	// type: dead-lettered, then re-driven with the right one.
+	misfiledHeader = "chaos-misfiled"
 )
 
 var contexts = []string{"home", "search", ""}
@@ -66,6 +69,7 @@ type system struct {
 	answers     map[string]int // request id → responses read
 	duplicates  int
 	eventIDs    map[string]bool // acknowledged valid events
+	misfiled    int             // valid events sent under an unknown content type
 
 	stopLoad, stopReader context.CancelFunc
 	loadDone             sync.WaitGroup
@@ -201,6 +205,9 @@ func (s *system) crashes() int {
 type load struct {
 	events, requests int
 	poisonEvery      int // one record in poisonEvery is malformed (0: none)
+	// misfiledEvery: one valid event in misfiledEvery is sent under an
+	// unknown content type (0: none); settle re-drives them twice.
+	misfiledEvery int
 }
 
 // run sends load until settle, and reads the responses. A batch that fails
@@ -260,7 +267,7 @@ func (s *system) sendEvents(ctx context.Context, l load) {
 	defer tick.Stop()
 	n := 0
 	for ctx.Err() == nil {
-		msgs, ids, poison := make([]kafka.Message, 0, l.events), make([]string, 0, l.events), 0
+		msgs, ids, poison, misfiled := make([]kafka.Message, 0, l.events), make([]string, 0, l.events), 0, 0
 		for range l.events {
 			n++
 			if l.poisonEvery > 0 && n%l.poisonEvery == 0 {
@@ -280,8 +287,15 @@ func (s *system) sendEvents(ctx context.Context, l load) {
 				panic(err)
 			}
 			ids = append(ids, ev.EventId)
-			msgs = append(msgs, kafka.Message{Key: []byte(ev.UserId), Value: b,
-				Headers: []kafka.Header{{Key: schemas.HeaderContentType, Value: []byte(codec.ContentType())}}})
+			headers := []kafka.Header{{Key: schemas.HeaderContentType, Value: []byte(codec.ContentType())}}
+			if l.misfiledEvery > 0 && n%l.misfiledEvery == 1 {
+				headers = []kafka.Header{{Key: schemas.HeaderContentType, Value: []byte("text/json")}, {Key: misfiledHeader, Value: []byte("1")}}
+				if codec != schemas.JSON {
+					b, _ = schemas.JSON.AppendInteraction(nil, ev)
+				}
+				misfiled++
+			}
+			msgs = append(msgs, kafka.Message{Key: []byte(ev.UserId), Value: b, Headers: headers})
 		}
 		if !publish(ctx, w, msgs) {
 			return
@@ -289,6 +303,7 @@ func (s *system) sendEvents(ctx context.Context, l load) {
 		s.mu.Lock()
 		s.eventsSent += len(msgs)
 		s.poisonSent += poison
+		s.misfiled += misfiled
 		for _, id := range ids {
 			s.eventIDs[id] = true
 		}
