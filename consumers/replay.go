@@ -53,6 +53,9 @@ type ReplayStats struct {
 	Known int
 	// Bad records are counted, not dead-lettered again.
 	Bad int
+	// Before are the offsets replayed before the range's start, which the
+	// namespace had not applied (a replay never leaves them behind).
+	Before int64
 }
 
 // Add adds the counts of o to s (the stats of several ranges).
@@ -61,6 +64,7 @@ func (s *ReplayStats) Add(o ReplayStats) {
 	s.New += o.New
 	s.Known += o.Known
 	s.Bad += o.Bad
+	s.Before += o.Before
 }
 
 func (s *ReplayStats) count(good []goodEvent, bad int, watermarks []int64) {
@@ -234,6 +238,7 @@ func (in *Ingest) startReplay(ctx context.Context, p *partitionState, dry bool, 
 		p.applied = start - 1
 	}
 	if start < from {
+		p.stats.Before = from - start
 		in.log.Info("replay starts before its range: the namespace has not applied the offsets before it",
 			"partition", p.partition, "from", from, "start", start)
 	}

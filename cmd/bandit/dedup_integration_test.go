@@ -179,7 +179,9 @@ func TestEventsCountOnceWhateverPath(t *testing.T) {
 	}
 	from, to := later[5].Time, later[15].Time
 	out = replay("-key-prefix", e.prefix, "-cql-keyspace", e.keyspace, "-from", from.Format(time.RFC3339), "-to", to.Format(time.RFC3339))
-	t.Logf("replay ahead of ingest: %s", out)
+	if !strings.Contains(out, "started 5 offsets before the range") || !strings.Contains(out, "replayed 15 records") {
+		t.Fatalf("replay ahead of ingest: %s", out)
+	}
 	ingest.Start()
 	stacktest.WaitForLag(t, e.brokers, group, topic, time.Minute)
 	oracle.check(t, e, e.prefix, "ingest after a replay ahead of it")

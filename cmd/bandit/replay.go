@@ -125,6 +125,9 @@ func replayCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Con
 		if err != nil {
 			return err
 		}
+		if st.Before > 0 {
+			fmt.Fprintf(stdout, "started %d offsets before the range: the namespace had not applied them, and a replay leaves no event behind\n", st.Before)
+		}
 		switch {
 		case *kind == "requests":
 			fmt.Fprintf(stdout, "scored %d requests of %s into %s; %d bad\n", st.New, *topic, *resultsTopic, st.Bad)
