@@ -829,3 +829,33 @@ func TestTheDedupWindowKeepsTheLatestEvents(t *testing.T) {
 		t.Fatalf("%d clicks counted, want 10 (12 events, 2 duplicates within the window)", clicks)
 	}
 }
+
+// A window made smaller keeps the newest records: the user's next events
+// see the latest of them only.
+func TestTheDedupWindowShrinks(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, store.TierConfig{DedupWindow: 4})
+	const user = "u-shrink"
+	ev := func(offset, id int) state.UserEvent {
+		u := event(user, id, schemas.Click)
+		u.Offset = int64(offset)
+		return u
+	}
+	// Seven events through a window of 4: it holds 3, 4, 5, 6.
+	e.apply(t, ctx, 0, ev(0, 0), ev(1, 1), ev(2, 2), ev(3, 3), ev(4, 4), ev(5, 5), ev(6, 6))
+	small, err := store.NewTier(e.hot, e.cold, store.TierConfig{DedupWindow: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// With a window of 2, a redelivery (nothing new) keeps 5 and 6; then a
+	// copy of 4 counts, replacing 5, the oldest, and one of 6 does not.
+	for _, c := range []struct {
+		evs  []state.UserEvent
+		want []int64
+	}{{[]state.UserEvent{ev(6, 6)}, nil}, {[]state.UserEvent{ev(7, 4)}, nil}, {[]state.UserEvent{ev(8, 6)}, []int64{8}}} {
+		_, dups, err := small.ApplyUserEvents(ctx, "interactions", 0, e.epoch, map[string][]state.UserEvent{user: c.evs})
+		if err != nil || !slices.Equal(dups, c.want) {
+			t.Fatalf("offset %d: duplicates %v, %v; want %v", c.evs[0].Offset, dups, err, c.want)
+		}
+	}
+}

@@ -35,6 +35,7 @@ if window > 0 then
     ring = string.sub(ring, #ring - 17 * window + 1)
     redis.call('SET', KEYS[5], ring)
     dc = window
+    redis.call('HSET', KEYS[1], 'dc', string.format('%d', dc))
   end
 end
 -- The ring as read (ring) goes stale as this batch writes: over marks the
