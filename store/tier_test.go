@@ -831,7 +831,8 @@ func TestTheDedupWindowKeepsTheLatestEvents(t *testing.T) {
 }
 
 // A window made smaller keeps the newest records: the user's next events
-// see the latest of them only.
+// see the latest of them only; made larger again, it grows from what it
+// holds.
 func TestTheDedupWindowShrinks(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, store.TierConfig{DedupWindow: 4})
@@ -857,5 +858,21 @@ func TestTheDedupWindowShrinks(t *testing.T) {
 		if err != nil || !slices.Equal(dups, c.want) {
 			t.Fatalf("offset %d: duplicates %v, %v; want %v", c.evs[0].Offset, dups, err, c.want)
 		}
+	}
+	// Back to 4: the window holds 6 and 4 (offset 7), and grows from
+	// there: 9 and 10 join it, and a copy of 6 is still a duplicate, one
+	// of 5 (pushed out at offset 7) is not.
+	for _, c := range []struct {
+		evs  []state.UserEvent
+		want []int64
+	}{{[]state.UserEvent{ev(9, 9), ev(10, 10)}, nil}, {[]state.UserEvent{ev(11, 6), ev(12, 5)}, []int64{11}}} {
+		_, dups, err := e.tier.ApplyUserEvents(ctx, "interactions", 0, e.epoch, map[string][]state.UserEvent{user: c.evs})
+		if err != nil || !slices.Equal(dups, c.want) {
+			t.Fatalf("offset %d, window 4 again: duplicates %v, %v; want %v", c.evs[0].Offset, dups, err, c.want)
+		}
+	}
+	s, _, err := e.hot.ReadSession(ctx, user)
+	if err != nil || len(s.State.Dedup) != 4*hot.DedupRecordBytes {
+		t.Fatalf("a window of %d bytes, %v; want 4 records", len(s.State.Dedup), err)
 	}
 }

@@ -28,13 +28,14 @@ local ring, dc = '', 0
 if window > 0 then
   ring = redis.call('GET', KEYS[5]) or ''
   dc = tonumber(redis.call('HGET', KEYS[1], 'dc') or '0')
-  if #ring > 17 * window then
-    -- The window shrank: keep the newest records, oldest first.
+  if #ring > 0 and #ring ~= 17 * math.min(dc, window) then
+    -- The window changed size: the records oldest first, the newest
+    -- window of them kept; the next record then goes after them.
     local cut = (dc % (#ring / 17)) * 17
     ring = string.sub(ring, cut + 1) .. string.sub(ring, 1, cut)
-    ring = string.sub(ring, #ring - 17 * window + 1)
+    if #ring > 17 * window then ring = string.sub(ring, #ring - 17 * window + 1) end
     redis.call('SET', KEYS[5], ring)
-    dc = window
+    dc = #ring / 17
     redis.call('HSET', KEYS[1], 'dc', string.format('%d', dc))
   end
 end
