@@ -151,7 +151,7 @@ func (c *TierConfig) setDefaults() {
 		c.UserCounts = d.UserCounts
 	}
 	if c.DedupWindow == 0 {
-		c.DedupWindow = DefaultDedupWindow
+		c.DedupWindow = d.DedupWindow
 	}
 	if c.LoadWait == 0 {
 		c.LoadWait = d.LoadWait

@@ -1,6 +1,7 @@
 package hot
 
 import (
+	"encoding/binary"
 	"strings"
 	"testing"
 )
@@ -54,5 +55,17 @@ func TestUserKeysShareASlot(t *testing.T) {
 			}
 			seen[key] = user
 		}
+	}
+}
+
+// A record's position hash, continued from the partition's, is the hash
+// of the whole position: windows written before stay readable.
+func TestDedupRecordHashesThePosition(t *testing.T) {
+	rec := dedupRecord(fnv64("interactions/3/"), 1234, "e-1")
+	want := make([]byte, 16)
+	binary.BigEndian.PutUint64(want[:8], fnv64("e-1"))
+	binary.BigEndian.PutUint64(want[8:], fnv64("interactions/3/1234"))
+	if rec != string(want) {
+		t.Fatalf("record %x, want %x", rec, want)
 	}
 }

@@ -122,6 +122,7 @@ func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, 
 	field := "w:" + watermarkField(topic, partition)
 	capArg, countsArg, windowArg := strconv.Itoa(limits.HistoryCap), strconv.Itoa(limits.UserCounts), strconv.Itoa(limits.DedupWindow)
 	pend := k.pendingKey(watermarkField(topic, partition))
+	position := fnv64(watermarkField(topic, partition) + "/")
 	users := make([]string, 0, len(byUser))
 	cmds := make([]*redis.Cmd, 0, len(byUser))
 	err = h.withScripts(ctx, func() error {
@@ -132,7 +133,7 @@ func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, 
 			args[0], args[1], args[2], args[3], args[4], args[5] = field, capArg, nowMs, epoch, countsArg, windowArg
 			for _, e := range evs {
 				args = append(args, e.Offset, encodeEvent(e.Event), userArmField(e.Event, int(e.Event.Type)-1),
-					dedupRecord(topic, partition, e.Offset, e.Event.EventID))
+					dedupRecord(position, e.Offset, e.Event.EventID))
 			}
 			users = append(users, u)
 			cmds = append(cmds, applyUserScript.Run(ctx, pipe, k.userKeys(u), args...))

@@ -88,21 +88,33 @@ func (k Keys) dueShardKey(n int) string {
 // position (topic, partition, offset), big-endian. apply_user.lua adds a
 // flag byte: 'c' the position counted, 'd' it held an id seen before.
 // Two ids of one user's window share a hash with a probability of about
-// window²/2⁶⁵.
-func dedupRecord(topic string, partition int, offset int64, eventID string) string {
+// window²/2⁶⁵. partition is fnv64 of "<topic>/<partition>/", hashed once
+// per batch: the position's hash goes on from it with the offset's digits.
+func dedupRecord(partition uint64, offset int64, eventID string) string {
 	var b [16]byte
+	var digits [20]byte
 	binary.BigEndian.PutUint64(b[:8], fnv64(eventID))
-	binary.BigEndian.PutUint64(b[8:], fnv64(topic+"/"+strconv.Itoa(partition)+"/"+strconv.FormatInt(offset, 10)))
+	binary.BigEndian.PutUint64(b[8:], fnv64From(partition, strconv.AppendInt(digits[:0], offset, 10)))
 	return string(b[:])
 }
 
+const fnvOffset, fnvPrime = 14695981039346656037, 1099511628211
+
 // fnv64 is the 64-bit FNV-1a hash of s.
 func fnv64(s string) uint64 {
-	const offset, prime = 14695981039346656037, 1099511628211
-	h := uint64(offset)
+	h := uint64(fnvOffset)
 	for i := 0; i < len(s); i++ {
 		h ^= uint64(s[i])
-		h *= prime
+		h *= fnvPrime
+	}
+	return h
+}
+
+// fnv64From goes on hashing b from h, the FNV-1a hash of what came before.
+func fnv64From(h uint64, b []byte) uint64 {
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= fnvPrime
 	}
 	return h
 }
