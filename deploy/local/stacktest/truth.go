@@ -97,14 +97,7 @@ func CompareUsers(ctx context.Context, tier *store.Tier, hot *hot.Hot, want map[
 	}
 	bad, wrong := 0, []string(nil)
 	for user, truth := range want {
-		if err := tier.EnsureLoaded(ctx, []string{user}, epoch); err != nil {
-			return 0, nil, err
-		}
-		counts, err := hot.UserArmCounts(ctx, user)
-		if err != nil {
-			return 0, nil, err
-		}
-		hist, err := hot.UserHistory(ctx, user)
+		counts, hist, err := readUser(ctx, tier, hot, user, epoch)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -125,4 +118,35 @@ func CompareUsers(ctx context.Context, tier *store.Tier, hot *hot.Hot, want map[
 		}
 	}
 	return bad, wrong, nil
+}
+
+// readUser loads a user's session and reads its own counts and history. A
+// pipeline still running may offload the session between the load and the
+// reads (it was idle, or is loaded already and idle since): the reads are
+// taken only when the session is still there after them, else it is loaded
+// and read again.
+func readUser(ctx context.Context, tier *store.Tier, hot *hot.Hot, user, epoch string) (map[string][]int64, []state.HistoryEvent, error) {
+	for attempt := 0; ; attempt++ {
+		if err := tier.EnsureLoaded(ctx, []string{user}, epoch); err != nil {
+			return nil, nil, err
+		}
+		counts, err := hot.UserArmCounts(ctx, user)
+		if err != nil {
+			return nil, nil, err
+		}
+		hist, err := hot.UserHistory(ctx, user)
+		if err != nil {
+			return nil, nil, err
+		}
+		loaded, err := hot.SessionsLoaded(ctx, []string{user})
+		if err != nil {
+			return nil, nil, err
+		}
+		if loaded[0] {
+			return counts, hist, nil
+		}
+		if attempt == 10 {
+			return nil, nil, fmt.Errorf("user %s: the session is offloaded again every time it is loaded", user)
+		}
+	}
 }
