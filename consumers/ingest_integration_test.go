@@ -112,7 +112,7 @@ type ingestEnv struct {
 	prefix   string
 	group    string
 	hot      *hot.Hot
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 }
 
 func newIngestEnv(t *testing.T, partitions int) *ingestEnv {
@@ -123,8 +123,7 @@ func newIngestEnv(t *testing.T, partitions int) *ingestEnv {
 	stacktest.CreateTopicNamed(t, e.brokers, e.topic+".dlq", 1)
 	e.prefix = stacktest.UniqueName("it")
 	e.group = stacktest.UniqueName("it_ingest")
-	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis})
-	t.Cleanup(func() { e.rdb.Close() })
+	e.rdb = stacktest.NewRedis(t, e.redis)
 	var err error
 	e.hot, err = hot.New(e.rdb, hot.Keys{Prefix: e.prefix, Shards: 64})
 	if err != nil {

@@ -63,18 +63,8 @@ func TestIngestHotStateWipedBetweenBatches(t *testing.T) {
 	stacktest.WaitForLag(t, e.brokers, e.group, e.topic, time.Minute)
 
 	// Wipe this test's namespace.
-	var keys []string
-	iter := e.rdb.Scan(ctx, 0, e.prefix+":*", 1000).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil || len(keys) == 0 {
-		t.Fatalf("scanning %s: %d keys, %v", e.prefix, len(keys), err)
-	}
-	for i := 0; i < len(keys); i += 500 {
-		if err := e.rdb.Del(ctx, keys[i:min(i+500, len(keys))]...).Err(); err != nil {
-			t.Fatal(err)
-		}
+	if n := stacktest.DeleteKeys(t, e.rdb, e.prefix+":*"); n == 0 {
+		t.Fatalf("namespace %s has no keys to wipe", e.prefix)
 	}
 
 	send(5000)

@@ -31,7 +31,7 @@ type scoreEnv struct {
 	prefix   string
 	keyspace string
 	group    string
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	hot      *hot.Hot
 	tier     *store.Tier
 	epoch    string
@@ -46,8 +46,7 @@ func newScoreEnv(t *testing.T, partitions int) *scoreEnv {
 	e.prefix = stacktest.UniqueName("it")
 	e.keyspace = stacktest.UniqueName("it")
 	e.group = stacktest.UniqueName("it_scorer")
-	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis})
-	t.Cleanup(func() { e.rdb.Close() })
+	e.rdb = stacktest.NewRedis(t, e.redis)
 	var err error
 	if e.hot, err = hot.New(e.rdb, hot.Keys{Prefix: e.prefix, Shards: 16}); err != nil {
 		t.Fatal(err)

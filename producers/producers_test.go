@@ -80,7 +80,7 @@ func startScorer() (func(), error) {
 			return nil, fmt.Errorf("creating %s: %w", t, err)
 		}
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: strings.Split(redisAddr, ",")})
 	hot, err := hot.New(rdb, hot.Keys{Prefix: run, Shards: 4})
 	if err != nil {
 		return nil, err

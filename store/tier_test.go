@@ -24,7 +24,7 @@ import (
 
 type env struct {
 	epoch   string
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	hot     *hot.Hot
 	cold    *cold.Cold
 	session *gocql.Session
@@ -39,8 +39,7 @@ func newEnv(t *testing.T, cfg store.TierConfig) *env {
 // newEnvWith is newEnv with the cold tier wrapped by wrap (a fault).
 func newEnvWith(t *testing.T, cfg store.TierConfig, wrap func(store.ColdTier) store.ColdTier) *env {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: stacktest.RedisAddr(t)})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := stacktest.Redis(t)
 	prefix := stacktest.UniqueName("it")
 	cold, session := stacktest.OpenCold(t, stacktest.UniqueName("it"), prefix, true)
 	hot, err := hot.New(rdb, hot.Keys{Prefix: prefix, Shards: 8})
@@ -362,10 +361,7 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 
 	// Lose everything in the hot tier.
-	iter := e.rdb.Scan(ctx, 0, keys.Prefix+":*", 1000).Iterator()
-	for iter.Next(ctx) {
-		e.rdb.Del(ctx, iter.Val())
-	}
+	stacktest.DeleteKeys(t, e.rdb, keys.Prefix+":*")
 	epoch, err := e.tier.Recover(ctx, e.epoch)
 	if err != nil || epoch == "" || epoch == e.epoch {
 		t.Fatalf("recover: %q, %v", epoch, err)
@@ -679,8 +675,7 @@ func TestABotsOwnCountsStayFlushable(t *testing.T) {
 // refused.
 func TestNamespacesShareAKeyspace(t *testing.T) {
 	ctx := context.Background()
-	rdb := redis.NewClient(&redis.Options{Addr: stacktest.RedisAddr(t)})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := stacktest.Redis(t)
 	ks := stacktest.UniqueName("it")
 	_, session := stacktest.OpenCold(t, ks, "bs", true)
 	const user = "u-both"
@@ -755,10 +750,7 @@ func TestNamespacesShareAKeyspace(t *testing.T) {
 	}
 	// The first namespace loses its hot tier.
 	a, b := spaces[0], spaces[1]
-	iter := rdb.Scan(ctx, 0, a.prefix+":*", 1000).Iterator()
-	for iter.Next(ctx) {
-		rdb.Del(ctx, iter.Val())
-	}
+	stacktest.DeleteKeys(t, rdb, a.prefix+":*")
 	epoch, err := a.env.tier.Recover(ctx, a.env.epoch)
 	if err != nil {
 		t.Fatal(err)

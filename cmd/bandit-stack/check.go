@@ -13,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
+	"github.com/banditstream/banditstream/cmd/internal/ops"
 )
 
 // check runs the checks of the services named in args (all by default).
@@ -117,15 +118,7 @@ func checkRedis(ctx context.Context, cfg config.Redis) error {
 		return err
 	}
 	defer rdb.Close()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("ping: %w", err)
-	}
-	// A server out of memory with noeviction still answers PING; a write
-	// shows it can take counts.
-	if err := rdb.Set(ctx, "{banditstream}:health", randomHex(4), time.Minute).Err(); err != nil {
-		return fmt.Errorf("write: %w", err)
-	}
-	return nil
+	return ops.RedisHealth(ctx, rdb, true)
 }
 
 func checkCQL(ctx context.Context, cfg config.CQL) error {

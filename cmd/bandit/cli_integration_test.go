@@ -30,7 +30,7 @@ type cliEnv struct {
 	prefix, keyspace          string
 	ingestGroup               string
 	bin                       string
-	rdb                       *redis.Client
+	rdb                       redis.UniversalClient
 	hot                       *hot.Hot
 }
 
@@ -46,8 +46,7 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	e.prefix, e.keyspace = stacktest.UniqueName("it"), stacktest.UniqueName("it")
 	prefix, keyspace := e.prefix, e.keyspace
 	e.ingestGroup = stacktest.UniqueName("it_cli_ingest")
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := stacktest.NewRedis(t, redisAddr)
 	e.rdb = rdb
 	var err error
 	if e.hot, err = hot.New(rdb, hot.Keys{Prefix: prefix, Shards: 8}); err != nil {

@@ -11,11 +11,9 @@ import (
 	"github.com/banditstream/banditstream/deploy/local/stacktest"
 )
 
-func newRedis(t *testing.T) *redis.Client {
+func newRedis(t *testing.T) redis.UniversalClient {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: stacktest.RedisAddr(t)})
-	t.Cleanup(func() { rdb.Close() })
-	return rdb
+	return stacktest.Redis(t)
 }
 
 // One pipeline round trip answers hits with values and misses with

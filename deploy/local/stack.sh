@@ -12,8 +12,12 @@
 #   stack.sh env                   the addresses, as shell assignments
 #   stack.sh tls                   the PEM certificate of the TLS listeners
 #
-# Services: kafka, cassandra, redis. State, data and logs live in
-# $BANDITSTREAM_LOCAL_DIR (default: <repo>/.local), which git ignores.
+# Services: kafka, cassandra, redis. With TOPOLOGY=cluster, redis is a Redis
+# Cluster of six nodes (redis-1..redis-6, 1-3 masters at first) and kafka
+# three brokers (kafka-1..kafka-3); a node can be named alone (stack.sh kill
+# redis-2). down with no service stops both topologies. State, data and
+# logs live in $BANDITSTREAM_LOCAL_DIR (default: <repo>/.local), which git
+# ignores.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,7 +28,13 @@ source "$HERE/versions.env"
 STATE=${BANDITSTREAM_LOCAL_DIR:-$ROOT/.local}
 LIBS=$STATE/lib
 BIN=$STATE/bin
-ALL_SERVICES=(redis kafka cassandra)
+REDIS_NODES=(redis-1 redis-2 redis-3 redis-4 redis-5 redis-6)
+KAFKA_NODES=(kafka-1 kafka-2 kafka-3)
+case $TOPOLOGY in
+  single) ALL_SERVICES=(redis kafka cassandra) ;;
+  cluster) ALL_SERVICES=("${REDIS_NODES[@]}" "${KAFKA_NODES[@]}" cassandra) ;;
+  *) printf '[stack] error: TOPOLOGY=%s: want single or cluster\n' "$TOPOLOGY" >&2; exit 1 ;;
+esac
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
@@ -33,17 +43,32 @@ svc_dir() { echo "$STATE/$1"; }
 pid_file() { echo "$STATE/$1/server.pid"; }
 log_file() {
   case $1 in
-    kafka) echo "$STATE/kafka/logs/server.log" ;;
+    kafka | kafka-*) echo "$STATE/$1/logs/server.log" ;;
     cassandra) echo "$STATE/cassandra/logs/system.log" ;;
-    redis) echo "$STATE/redis/redis.log" ;;
+    redis | redis-*) echo "$STATE/$1/redis.log" ;;
   esac
 }
+node_of() { echo "${1##*-}"; } # redis-2 -> 2
 port_of() {
   case $1 in
     kafka) echo "$KAFKA_PORT" ;;
+    kafka-*) echo $((KAFKA_CLUSTER_PORT + $(node_of "$1") - 1)) ;;
     cassandra) echo "$CASSANDRA_PORT" ;;
     redis) echo "$REDIS_PORT" ;;
+    redis-*) echo $((REDIS_CLUSTER_PORT + $(node_of "$1") - 1)) ;;
   esac
+}
+join_ports() {
+  # join_ports SERVICE...: 127.0.0.1:port of each, comma separated.
+  local out=() s
+  for s in "$@"; do out+=("127.0.0.1:$(port_of "$s")"); done
+  (IFS=,; echo "${out[*]}")
+}
+kafka_brokers() {
+  if [[ $TOPOLOGY == cluster ]]; then join_ports "${KAFKA_NODES[@]}"; else join_ports kafka; fi
+}
+redis_addrs() {
+  if [[ $TOPOLOGY == cluster ]]; then join_ports "${REDIS_NODES[@]}"; else join_ports redis; fi
 }
 
 # A pid counts as ours only while that process still runs in the service's
@@ -84,7 +109,8 @@ stack_tool() {
     mkdir -p "$BIN"
     (cd "$ROOT" && go build -o "$out" ./cmd/bandit-stack) || die "building cmd/bandit-stack failed"
   fi
-  BANDITSTREAM_CQL_USERNAME=$CASSANDRA_USER BANDITSTREAM_CQL_PASSWORD=$CASSANDRA_PASSWORD "$out" "$@"
+  BANDITSTREAM_KAFKA_BROKERS=$(kafka_brokers) BANDITSTREAM_REDIS_ADDR=$(redis_addrs) \
+    BANDITSTREAM_CQL_USERNAME=$CASSANDRA_USER BANDITSTREAM_CQL_PASSWORD=$CASSANDRA_PASSWORD "$out" "$@"
 }
 
 tls_material() {
@@ -180,16 +206,22 @@ redis_install() {
   redis-server --version | grep -q "v=${REDIS_MAJOR}\." || die "installed redis-server is not ${REDIS_MAJOR}.x: $(redis-server --version)"
 }
 
-redis_start() {
-  local dir
-  dir=$(svc_dir redis)
+redis_launch() {
+  # redis_launch SERVICE [CONFIG LINE...]: write the server's configuration
+  # and start it, waiting for PING.
+  local svc=$1 dir port
+  shift
+  dir=$(svc_dir "$svc")
+  port=$(port_of "$svc")
   mkdir -p "$dir"
   redis_install
-  # No persistence: the hot tier is rebuilt from the cold tier and Kafka.
-  # noeviction: evicting keys would silently lose counts.
-  cat >"$dir/redis.conf" <<EOF
+  # No persistence: the hot tier is rebuilt from the cold tier and Kafka
+  # (and a lost cluster node really loses its data). noeviction: evicting
+  # keys would silently lose counts.
+  {
+    cat <<EOF
 bind 127.0.0.1
-port $REDIS_PORT
+port $port
 protected-mode yes
 daemonize no
 dir $dir
@@ -198,19 +230,72 @@ save ""
 appendonly no
 maxmemory-policy noeviction
 EOF
-  ensure_port_free redis
-  launch redis redis-server "$dir/redis.conf"
-  wait_for redis 30 redis-cli -p "$REDIS_PORT" ping
+    printf '%s\n' "$@"
+  } >"$dir/redis.conf"
+  ensure_port_free "$svc"
+  launch "$svc" redis-server "$dir/redis.conf"
+  wait_for "$svc" 30 redis-cli -p "$port" ping
+}
+
+redis_start() {
+  redis_launch redis
   wait_for redis 30 stack_tool check redis
+}
+
+redis_node_start() {
+  # A node of the Redis Cluster. Its nodes.conf (kept across restarts) makes
+  # a restarted node rejoin: as a replica of whoever took its slots over.
+  # after_start waits for the cluster to settle.
+  local svc=$1
+  redis_launch "$svc" "cluster-enabled yes" "cluster-config-file nodes.conf" \
+    "cluster-node-timeout $REDIS_CLUSTER_NODE_TIMEOUT_MS" "cluster-require-full-coverage yes"
+}
+
+redis_cluster_ok() {
+  # The cluster of the node on port $1 covers every slot with a known
+  # master (formed, not failing), as that node sees it.
+  redis-cli -p "$1" cluster info 2>/dev/null | grep -q '^cluster_state:ok'
+}
+
+redis_node_settled() {
+  # The node on port $1 sees the whole cluster serving and, when it is a
+  # replica, has its master's data.
+  redis_cluster_ok "$1" || return 1
+  local info
+  info=$(redis-cli -p "$1" info replication)
+  ! grep -q '^role:slave' <<<"$info" || grep -q '^master_link_status:up' <<<"$info"
+}
+
+redis_cluster_form() {
+  # Create the cluster once (3 masters, a replica each), then wait until
+  # every node sees every slot served and every replica is in sync.
+  local ports=() s known p
+  for s in "${REDIS_NODES[@]}"; do ports+=("$(port_of "$s")"); done
+  known=$(redis-cli -p "${ports[0]}" cluster info | tr -d '\r' | sed -n 's/^cluster_known_nodes://p')
+  if [[ $known == 1 ]]; then
+    log "creating the Redis Cluster (3 masters, 3 replicas)"
+    local addrs=()
+    for p in "${ports[@]}"; do addrs+=("127.0.0.1:$p"); done
+    redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
+      >"$STATE/redis-cluster-create.log" 2>&1 ||
+      { cat "$STATE/redis-cluster-create.log" >&2; die "redis-cli --cluster create failed"; }
+  fi
+  local deadline=$((SECONDS + 60))
+  for p in "${ports[@]}"; do
+    until redis_node_settled "$p"; do
+      ((SECONDS < deadline)) || die "the Redis Cluster is not serving after 60s (node 127.0.0.1:$p: $(redis-cli -p "$p" cluster info | head -n 1))"
+      sleep 0.5
+    done
+  done
+  wait_for redis-1 30 stack_tool check redis
 }
 
 # ---------------------------------------------------------------- kafka ----
 
 kafka_start() {
-  local dir lib
+  local dir
   dir=$(svc_dir kafka)
   mkdir -p "$dir/data" "$dir/logs"
-  lib=$(maven_libs kafka "$KAFKA_VERSION" kafka.version)
   tls_material
   cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
@@ -244,6 +329,79 @@ min.insync.replicas=1
 message.max.bytes=4194304
 log.retention.hours=-1
 EOF
+  kafka_launch kafka "$KAFKA_HEAP" "" "$KAFKA_PORT"
+  wait_for kafka 90 stack_tool check kafka
+  kafka_topics kafka
+}
+
+kafka_node_start() {
+  # A broker of the three-broker cluster, each a KRaft controller too.
+  local svc=$1 dir n voters="" i
+  n=$(node_of "$svc")
+  dir=$(svc_dir "$svc")
+  mkdir -p "$dir/data" "$dir/logs"
+  for i in 1 2 3; do voters+="${voters:+,}$i@127.0.0.1:$((KAFKA_CLUSTER_CONTROLLER_PORT + i - 1))"; done
+  cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=$n
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$(port_of "$svc"),CONTROLLER://127.0.0.1:$((KAFKA_CLUSTER_CONTROLLER_PORT + n - 1))
+advertised.listeners=PLAINTEXT://127.0.0.1:$(port_of "$svc")
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+auto.create.topics.enable=false
+default.replication.factor=3
+min.insync.replicas=2
+offsets.topic.replication.factor=3
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+group.initial.rebalance.delay.ms=0
+unclean.leader.election.enable=false
+message.max.bytes=4194304
+log.retention.hours=-1
+EOF
+  # One cluster id for the three, made once.
+  local idf=$STATE/kafka-cluster.id
+  if [[ ! -s $idf ]]; then
+    java -cp "$(maven_libs kafka "$KAFKA_VERSION" kafka.version)/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 >"$idf"
+    [[ -s $idf ]] || die "kafka StorageTool random-uuid printed nothing"
+  fi
+  # A broker alone cannot register until a quorum of controllers runs, so
+  # its controller port is what a node started alone is waited for.
+  kafka_launch "$svc" "$KAFKA_CLUSTER_HEAP" "$(<"$idf")" $((KAFKA_CLUSTER_CONTROLLER_PORT + n - 1))
+  if kafka_nodes_running; then
+    # All three run (a start or a restart): the cluster serves again.
+    wait_for "$svc" 120 stack_tool check kafka
+  fi
+}
+
+kafka_nodes_running() {
+  local s
+  for s in "${KAFKA_NODES[@]}"; do running_pid "$s" >/dev/null || return 1; done
+}
+
+kafka_topics() {
+  # The pipeline's topics (replicated by the brokers' default) and the SCRAM
+  # user of the single broker's SASL_SSL listener.
+  local svc=$1
+  stack_tool topics --topics "$KAFKA_TOPICS" || fail_with_log "$svc" "creating topics failed"
+  [[ $svc == kafka ]] || return 0
+  BANDITSTREAM_SCRAM_PASSWORD=$KAFKA_SCRAM_PASSWORD stack_tool scram-user -scram-user "$KAFKA_SCRAM_USER" ||
+    fail_with_log kafka "creating the SCRAM user failed"
+}
+
+kafka_launch() {
+  # kafka_launch SERVICE HEAP CLUSTER_ID PORT: format the storage once (with
+  # CLUSTER_ID, or a new one), start the broker, wait for PORT.
+  local svc=$1 heap=$2 id=$3 wait_port=$4 dir lib
+  dir=$(svc_dir "$svc")
+  lib=$(maven_libs kafka "$KAFKA_VERSION" kafka.version)
   cat >"$dir/log4j2.properties" <<EOF
 status = warn
 appender.file.type = RollingFile
@@ -264,22 +422,19 @@ logger.kafka.level = INFO
 logger.org.name = org.apache.kafka
 logger.org.level = INFO
 EOF
-  local java_opts=(-Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+  local java_opts=(-Xms"$heap" -Xmx"$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
     -Djava.awt.headless=true "-Dlog4j2.configurationFile=$dir/log4j2.properties")
   if [[ ! -f $dir/data/meta.properties ]]; then
-    local id
-    id=$(java -cp "$lib/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
-    [[ -n $id ]] || die "kafka StorageTool random-uuid printed nothing"
+    if [[ -z $id ]]; then
+      id=$(java -cp "$lib/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+      [[ -n $id ]] || die "kafka StorageTool random-uuid printed nothing"
+    fi
     java "${java_opts[@]}" -cp "$lib/*" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" \
       >"$dir/logs/format.log" 2>&1 || { cat "$dir/logs/format.log" >&2; die "formatting Kafka storage failed"; }
   fi
-  ensure_port_free kafka
-  launch kafka java "${java_opts[@]}" -cp "$lib/*" kafka.Kafka "$dir/server.properties"
-  wait_for kafka 90 port_open "$KAFKA_PORT"
-  wait_for kafka 90 stack_tool check kafka
-  stack_tool topics --topics "$KAFKA_TOPICS" || fail_with_log kafka "creating topics failed"
-  BANDITSTREAM_SCRAM_PASSWORD=$KAFKA_SCRAM_PASSWORD stack_tool scram-user -scram-user "$KAFKA_SCRAM_USER" ||
-    fail_with_log kafka "creating the SCRAM user failed"
+  ensure_port_free "$svc"
+  launch "$svc" java "${java_opts[@]}" -cp "$lib/*" kafka.Kafka "$dir/server.properties"
+  wait_for "$svc" 90 port_open "$wait_port"
 }
 
 # ------------------------------------------------------------ cassandra ----
@@ -403,7 +558,11 @@ start_one() {
   fi
   mkdir -p "$(svc_dir "$svc")"
   log "starting $svc"
-  "${svc}_start"
+  case $svc in
+    redis-*) redis_node_start "$svc" ;;
+    kafka-*) kafka_node_start "$svc" ;;
+    *) "${svc}_start" ;;
+  esac
   log "$svc serving on 127.0.0.1:$(port_of "$svc") (pid $(running_pid "$svc"), $((SECONDS - t0))s)"
 }
 
@@ -429,7 +588,9 @@ stop_one() {
 status_one() {
   local svc=$1 pid
   if pid=$(running_pid "$svc"); then
-    if stack_tool check "$([[ $svc == cassandra ]] && echo cql || echo "$svc")" >/dev/null 2>&1; then
+    local what=${svc%-*}
+    [[ $what == cassandra ]] && what=cql
+    if stack_tool check "$what" >/dev/null 2>&1; then
       printf '%-10s serving   pid %-8s 127.0.0.1:%s\n' "$svc" "$pid" "$(port_of "$svc")"
     else
       printf '%-10s starting  pid %-8s 127.0.0.1:%s (not serving yet)\n' "$svc" "$pid" "$(port_of "$svc")"
@@ -442,13 +603,35 @@ status_one() {
 }
 
 services() {
+  # The services named (all of the topology's when none), a group name
+  # standing for its nodes in the cluster topology.
   if (($# == 0)); then
     echo "${ALL_SERVICES[@]}"
     return
   fi
   for s in "$@"; do
-    case $s in kafka | cassandra | redis) echo "$s" ;; *) die "unknown service $s (kafka, cassandra, redis)" ;; esac
+    case $TOPOLOGY:$s in
+      *:cassandra | single:kafka | single:redis) echo "$s" ;;
+      cluster:redis) echo "${REDIS_NODES[@]}" ;;
+      cluster:kafka) echo "${KAFKA_NODES[@]}" ;;
+      cluster:redis-[1-6] | cluster:kafka-[1-3]) echo "$s" ;;
+      *) die "unknown service $s in the $TOPOLOGY topology (kafka, cassandra, redis$([[ $TOPOLOGY == cluster ]] && echo ', redis-1..redis-6, kafka-1..kafka-3'))" ;;
+    esac
   done
+}
+
+after_start() {
+  # What a cluster needs once its nodes run: the Redis Cluster formed, the
+  # topics made. Skipped while a node is down.
+  [[ $TOPOLOGY == cluster ]] || return 0
+  local s redis_up=1
+  for s in "${REDIS_NODES[@]}"; do running_pid "$s" >/dev/null || redis_up=0; done
+  if [[ " $* " == *" redis-"* ]] && ((redis_up)); then
+    redis_cluster_form
+  fi
+  if [[ " $* " == *" kafka-"* ]] && kafka_nodes_running; then
+    kafka_topics kafka-1
+  fi
 }
 
 main() {
@@ -457,14 +640,20 @@ main() {
   mkdir -p "$STATE"
   case $cmd in
     up | start)
-      local t0=$SECONDS
-      # shellcheck disable=SC2046
-      for s in $(services "$@"); do start_one "$s"; done
+      local t0=$SECONDS list
+      list=$(services "$@")
+      for s in $list; do start_one "$s"; done
+      # shellcheck disable=SC2086
+      after_start $list
       log "all serving after $((SECONDS - t0))s"
       ;;
     down)
       local list
-      list=$(services "$@")
+      if (($# == 0)); then
+        list="redis ${REDIS_NODES[*]} kafka ${KAFKA_NODES[*]} cassandra"
+      else
+        list=$(services "$@")
+      fi
       # Reverse order: clients of the log before the log.
       for s in $(echo "$list" | tr ' ' '\n' | tac); do stop_one "$s"; done
       ;;
@@ -484,9 +673,10 @@ main() {
       done
       ;;
     env)
-      echo "BANDITSTREAM_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
+      echo "TOPOLOGY=$TOPOLOGY"
+      echo "BANDITSTREAM_KAFKA_BROKERS=$(kafka_brokers)"
       echo "BANDITSTREAM_CQL_HOSTS=127.0.0.1:$CASSANDRA_PORT"
-      echo "BANDITSTREAM_REDIS_ADDR=127.0.0.1:$REDIS_PORT"
+      echo "BANDITSTREAM_REDIS_ADDR=$(redis_addrs)"
       echo "BANDITSTREAM_CQL_USERNAME=$CASSANDRA_USER"
       echo "BANDITSTREAM_CQL_PASSWORD=$CASSANDRA_PASSWORD"
       ;;

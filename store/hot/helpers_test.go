@@ -13,15 +13,14 @@ import (
 // testHot is a hot tier in a namespace of its own on the local Redis,
 // recovered once (so it has an epoch), with its client.
 type testHot struct {
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	h     *hot.Hot
 	epoch string
 }
 
 func newTestHot(t *testing.T) testHot {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: stacktest.RedisAddr(t)})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := stacktest.Redis(t)
 	h, err := hot.New(rdb, hot.Keys{Prefix: stacktest.UniqueName("it"), Shards: 8})
 	if err != nil {
 		t.Fatal(err)

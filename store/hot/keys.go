@@ -90,3 +90,26 @@ func watermarkField(topic string, partition int) string {
 
 // countFields are the hash fields of the counts, by state.TypeIndex.
 var countFields = [state.NumEventTypes]string{"i", "c", "w", "a", "o"}
+
+// Slot is Redis Cluster's key slot: CRC16 (XMODEM) of the hash tag (the
+// bytes between the first '{' and the first '}' after it, if any) or of
+// the whole key, mod 16384.
+func Slot(key string) int {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	var crc uint16
+	for k := 0; k < len(key); k++ {
+		crc ^= uint16(key[k]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc) % 16384
+}

@@ -104,8 +104,7 @@ func TestPendingEntriesFollowSessions(t *testing.T) {
 	}
 	t.Run("a reload between evict and removal keeps its entry", func(t *testing.T) {
 		th, err := offload(t, func(th testHot) func(context.Context) error {
-			other := redis.NewClient(&redis.Options{Addr: stacktest.RedisAddr(t)})
-			t.Cleanup(func() { other.Close() })
+			other := stacktest.Redis(t)
 			again, err := hot.New(other, th.h.Keys())
 			if err != nil {
 				t.Fatal(err)

@@ -19,7 +19,7 @@ func TestBatchBytesFollowTheTopics(t *testing.T) {
 	small := stacktest.UniqueName("it_small")
 	client := &kafka.Client{Addr: kafka.TCP(brokers...)}
 	ctx := context.Background()
-	res, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: small, NumPartitions: 1, ReplicationFactor: 1,
+	res, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: small, NumPartitions: 1, ReplicationFactor: -1,
 		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "max.message.bytes", ConfigValue: "200000"}}}}})
 	if err != nil || res.Errors[small] != nil {
 		t.Fatalf("creating %s: %v %v", small, err, res.Errors[small])

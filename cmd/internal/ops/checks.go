@@ -28,14 +28,10 @@ func KafkaCheck(brokers []string, transport kafka.RoundTripper) Check {
 	}}
 }
 
-// RedisCheck pings the hot tier.
+// RedisCheck pings the hot tier: on a Redis Cluster, every node, each
+// seeing every slot served.
 func RedisCheck(rdb redis.UniversalClient) Check {
-	return Check{Name: "redis", Run: func(ctx context.Context) error {
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			return fmt.Errorf("ping: %w", err)
-		}
-		return nil
-	}}
+	return Check{Name: "redis", Run: func(ctx context.Context) error { return RedisHealth(ctx, rdb, false) }}
 }
 
 // CQLCheck queries the cold tier.

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/banditstream/banditstream/deploy/local/stacktest"
@@ -269,8 +268,7 @@ func isPoison(key []byte) bool { return bytes.HasPrefix(key, []byte(poisonKey)) 
 
 // stores opens the hot and tiered stores the processes write.
 func (s *system) stores(t *testing.T) (*hot.Hot, *store.Tier) {
-	rdb := redis.NewClient(&redis.Options{Addr: s.redis})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := stacktest.NewRedis(t, s.redis)
 	hot, err := hot.New(rdb, hot.Keys{Prefix: s.prefix, Shards: 64})
 	if err != nil {
 		t.Fatal(err)

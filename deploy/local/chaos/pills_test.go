@@ -37,7 +37,7 @@ func TestFaultChaosPoisonPills(t *testing.T) {
 	small := stacktest.UniqueName(consumers.ReplyTopicPrefix + "chaos_small")
 	client := &kafka.Client{Addr: kafka.TCP(s.brokers...)}
 	res, err := client.CreateTopics(context.Background(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: small, NumPartitions: 1,
-		ReplicationFactor: 1, ConfigEntries: []kafka.ConfigEntry{{ConfigName: "max.message.bytes", ConfigValue: "1000000"}}}}})
+		ReplicationFactor: -1, ConfigEntries: []kafka.ConfigEntry{{ConfigName: "max.message.bytes", ConfigValue: "1000000"}}}}})
 	if err != nil || res.Errors[small] != nil {
 		t.Fatalf("creating %s: %v %v", small, err, res.Errors[small])
 	}

@@ -17,12 +17,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/banditstream/banditstream/store/cold"
 
 	"github.com/gocql/gocql"
+	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -68,6 +70,34 @@ func RedisAddr(t testing.TB) string {
 	return a
 }
 
+// Redis returns a client for the local hot tier, closed when the test
+// ends: a Redis Cluster client when the address lists several nodes.
+func Redis(t testing.TB) redis.UniversalClient {
+	t.Helper()
+	return NewRedis(t, RedisAddr(t))
+}
+
+// NewRedis returns a client for the hot tier at addr (nodes comma
+// separated), closed when the test ends.
+func NewRedis(t testing.TB, addr string) redis.UniversalClient {
+	t.Helper()
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: strings.Split(addr, ",")})
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+// Topology is the local stack's topology the environment names (stack.sh
+// env prints it): single or cluster.
+func Topology() string { return addr("TOPOLOGY", "single") }
+
+// skipOnCluster skips a test of a listener only the single broker has.
+func skipOnCluster(t testing.TB, what string) {
+	t.Helper()
+	if Topology() == "cluster" {
+		t.Skip(what + " is the single-node broker's (TOPOLOGY=single); the cluster's brokers listen in plaintext")
+	}
+}
+
 // CQLHosts returns the contact points of the local Cassandra, or fails.
 func CQLHosts(t testing.TB) []string {
 	t.Helper()
@@ -99,6 +129,7 @@ func CQLEnv() []string {
 // or fails (the defaults of deploy/local/versions.env).
 func KafkaSASL(t testing.TB) (broker, user, password string) {
 	t.Helper()
+	skipOnCluster(t, "Kafka's SASL listener")
 	broker = addr("KAFKA_SASL_BROKER", "127.0.0.1:9094")
 	need(t, "Kafka's SASL listener", broker)
 	return broker, addr("KAFKA_SASL_USER", "banditstream"), addr("KAFKA_SASL_PASSWORD", "banditstream-local-sasl")
@@ -109,6 +140,7 @@ func KafkaSASL(t testing.TB) (broker, user, password string) {
 // deploy/local/versions.env).
 func KafkaSCRAM(t testing.TB) (broker, user, password, caFile string) {
 	t.Helper()
+	skipOnCluster(t, "Kafka's TLS listener")
 	broker = addr("KAFKA_SSL_BROKER", "127.0.0.1:9095")
 	need(t, "Kafka's TLS listener", broker)
 	return broker, addr("KAFKA_SCRAM_USER", "banditstream-scram"), addr("KAFKA_SCRAM_PASSWORD", "banditstream-local-scram"), LocalCA(t)
@@ -189,7 +221,7 @@ func CreateTopicNamed(t testing.TB, brokers []string, name string, partitions in
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: name, NumPartitions: partitions, ReplicationFactor: 1,
+		Topic: name, NumPartitions: partitions, ReplicationFactor: -1,
 	}}})
 	if err == nil {
 		err = resp.Errors[name]
@@ -258,4 +290,46 @@ func NewCold(ctx context.Context, session *gocql.Session, cfg cold.Config) (*col
 		return nil, err
 	}
 	return cold.New(session, cfg)
+}
+
+// Keys returns the keys of the hot tier matching pattern, scanned on every
+// master of a Redis Cluster (a SCAN through a cluster client reaches one
+// node only).
+func Keys(t testing.TB, rdb redis.UniversalClient, pattern string) []string {
+	t.Helper()
+	ctx := context.Background()
+	var mu sync.Mutex
+	var keys []string
+	scan := func(ctx context.Context, c redis.UniversalClient) error {
+		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			mu.Lock()
+			keys = append(keys, iter.Val())
+			mu.Unlock()
+		}
+		return iter.Err()
+	}
+	var err error
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, rdb)
+	}
+	if err != nil {
+		t.Fatalf("scanning %s: %v", pattern, err)
+	}
+	return keys
+}
+
+// DeleteKeys deletes the keys of the hot tier matching pattern (a lost hot
+// tier) and returns how many there were.
+func DeleteKeys(t testing.TB, rdb redis.UniversalClient, pattern string) int {
+	t.Helper()
+	keys := Keys(t, rdb, pattern)
+	for _, k := range keys {
+		if err := rdb.Del(context.Background(), k).Err(); err != nil {
+			t.Fatalf("deleting %s: %v", k, err)
+		}
+	}
+	return len(keys)
 }
