@@ -80,6 +80,14 @@ type IngestConfig struct {
 	// before reassigning its partitions; default 10 s (Kafka's minimum is
 	// 6 s).
 	SessionTimeout time.Duration
+	// Durable, if set, runs after a batch's writes, before the batch
+	// counts as done and its offset may be committed: the hot tier's
+	// WaitReplicas, so that only writes that survive a failover are
+	// committed. It returns the hot tier's masters: when they differ from
+	// the previous batch's, a failover happened while the batch was
+	// written, and the batch fails too. A failed batch is retried from the
+	// watermarks the hot tier holds then.
+	Durable func(ctx context.Context) (masters string, err error)
 	// BeforeCommit, if set, runs between writing a batch's state and
 	// committing its offset: a hook for tests that kill the process in
 	// that window. It must return when ctx ends.
@@ -236,8 +244,27 @@ func (h *ingestPartition) handle(ctx, _ context.Context, batch []record) error {
 	if errors.Is(err, state.ErrRefused) {
 		err = h.in.isolate(ctx, h.p, batch)
 	}
+	if err == nil && h.in.cfg.Durable != nil && !h.p.replay {
+		err = h.durable(ctx)
+	}
 	h.in.noteHotTier(err)
 	return err
+}
+
+// durable waits for the batch's writes to be durable (cfg.Durable) and
+// fails the batch when the hot tier's masters changed since the previous
+// batch: a replica promoted meanwhile may lack the writes it acknowledged.
+func (h *ingestPartition) durable(ctx context.Context) error {
+	masters, err := h.in.cfg.Durable(ctx)
+	if err != nil {
+		return err
+	}
+	before := h.p.masters
+	h.p.masters = masters
+	if before != "" && masters != before {
+		return fmt.Errorf("the hot tier's masters changed while the batch was written (%s, were %s): redone from its watermarks", masters, before)
+	}
+	return nil
 }
 
 // isolate processes a batch a store refused record by record, and sends
@@ -348,6 +375,9 @@ type partitionState struct {
 	replay, shadow bool
 	applied        int64
 	stats          ReplayStats
+	// masters are the hot tier's masters the last batch's writes were
+	// made durable on (Durable).
+	masters string
 }
 
 // goodEvent is a validated event reduced to what the state needs.

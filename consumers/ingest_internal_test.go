@@ -405,3 +405,37 @@ func TestReplayThroughTheLoop(t *testing.T) {
 		t.Fatalf("second replay: %+v, want 4 known", st)
 	}
 }
+
+// A batch counts as done only once Durable says its writes are durable:
+// an error fails it, and so does a change of the hot tier's masters since
+// the previous batch (a failover while it was written); the retry that
+// follows passes.
+func TestHandleWaitsForDurableWrites(t *testing.T) {
+	arms := newFakeArms(2)
+	in := newTestIngest(t, arms, nil, &fakeWriter{})
+	masters, waitErr := "m1,m2", error(nil)
+	calls := 0
+	in.cfg.Durable = func(context.Context) (string, error) {
+		calls++
+		return masters, waitErr
+	}
+	h := &ingestPartition{in: in, p: started(t, in)}
+	ctx := context.Background()
+	if err := h.handle(ctx, ctx, batchOf(t, 0, "a", "b")); err != nil || calls != 1 {
+		t.Fatalf("first batch: %v after %d waits, want done after 1", err, calls)
+	}
+	waitErr = errors.New("1 of 1 replicas after 1s")
+	if err := h.handle(ctx, ctx, batchOf(t, 2, "a")); err == nil || !strings.Contains(err.Error(), "replicas") {
+		t.Fatalf("batch whose wait failed: %v, want the wait's error", err)
+	}
+	waitErr, masters = nil, "m1,m3"
+	if err := h.handle(ctx, ctx, batchOf(t, 2, "a")); err == nil || !strings.Contains(err.Error(), "masters changed") {
+		t.Fatalf("batch written across a failover: %v, want it failed", err)
+	}
+	if err := h.handle(ctx, ctx, batchOf(t, 2, "a")); err != nil {
+		t.Fatalf("the retry on the new masters: %v", err)
+	}
+	if got := arms.count("home", "a", schemas.Impression); got != 2 {
+		t.Fatalf("a: %d impressions, want 2 (the retries count once)", got)
+	}
+}

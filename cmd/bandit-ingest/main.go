@@ -58,6 +58,8 @@ type options struct {
 	keepSnapshots int
 	commitDelay   time.Duration
 	coldLatency   time.Duration
+	waitReplicas  int
+	waitTimeout   time.Duration
 	observe       config.Observability
 	opsAddr       string
 }
@@ -86,6 +88,8 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", sweep.Interval, "how often the sweeper looks for idle users")
 	fs.DurationVar(&o.snapshotEvery, "snapshot-interval", sweep.SnapshotEvery, "how often the sweeper snapshots the arm counts to the cold tier (0: never); recovery replays from the latest snapshot")
 	fs.IntVar(&o.keepSnapshots, "keep-snapshots", tier.KeepSnapshots, "complete arm snapshots kept in the cold tier; older ones are deleted after each snapshot")
+	fs.IntVar(&o.waitReplicas, "redis-wait-replicas", 0, "replicas of each hot-tier master that must have a batch's writes (Redis WAIT) before its offset is committed, so that a failover to a replica loses nothing committed (0: do not wait)")
+	fs.DurationVar(&o.waitTimeout, "redis-wait-timeout", time.Second, "how long a batch waits for -redis-wait-replicas; past it the batch is retried")
 	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long between writing a batch and committing it")
 	fs.DurationVar(&o.coldLatency, "fault-cold-latency", 0, "fault injection for tests: delay every offload's cold-tier writes")
 	o.observe.Register(fs)
@@ -105,6 +109,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if o.mode != "ingest" && o.mode != "sweep" && o.mode != "all" {
 		return fmt.Errorf("-mode: %q is not ingest, sweep or all", o.mode)
+	}
+	if o.waitReplicas < 0 || o.waitTimeout <= 0 {
+		return fmt.Errorf("-redis-wait-replicas %d, -redis-wait-timeout %s: want at least 0 replicas and a positive timeout", o.waitReplicas, o.waitTimeout)
 	}
 	d, err := config.OpenDaemon(&o.observe, &o.conns, hot.Keys{Prefix: o.keyPrefix, Shards: o.shards}, stderr)
 	if err != nil {
@@ -159,6 +166,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		})
 		defer dlq.Close()
 		batchRecords, batchSeconds := ops.BatchHistograms(srv.Registry, "ingest")
+		var durable func(context.Context) (string, error)
+		if o.waitReplicas > 0 {
+			durable = func(ctx context.Context) (string, error) { return hot.WaitReplicas(ctx, o.waitReplicas, o.waitTimeout) }
+		}
 		in, err := consumers.NewIngest(consumers.IngestConfig{
 			BatchRecords:   batchRecords,
 			BatchSeconds:   batchSeconds,
@@ -169,6 +180,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			FetchMaxWait:   o.fetchWait,
 			DrainTimeout:   o.drainTimeout,
 			SessionTimeout: o.session,
+			Durable:        durable,
 			BeforeCommit:   faults.CommitDelay(o.commitDelay),
 			Logger:         log,
 			Transport:      transport,

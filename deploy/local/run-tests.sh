@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# The test suite on the running local stack (make test starts it first).
+# The test suite on the running local stack (make test starts it first),
+# in two passes: the single-node topology, then the cluster topology (a
+# Redis Cluster of 3 masters and 3 replicas, three Kafka brokers).
 #
-# Fault tests (TestFault*) stop shared services, so they run first, one
-# package at a time; then every other test, with the race detector except
-# for the sampler's statistical tests (tens of millions of draws, no
-# goroutines). A missing service fails the integration tests.
-# The last line is "N passed, N failed".
+# In each pass, fault tests (TestFault*) stop shared services, so they run
+# first, one package at a time; then every other test. The single pass runs
+# every package with the race detector except for the sampler's statistical
+# tests (tens of millions of draws, no goroutines); the cluster pass runs
+# the packages that touch Redis or Kafka again, without it. A missing
+# service fails the integration tests. TEST_TOPOLOGIES chooses the passes
+# (default "single cluster"). The last line is "N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 GO=${GO:-go}
 TIMEOUT=${TEST_TIMEOUT:-25m}
+TOPOLOGIES=${TEST_TOPOLOGIES:-single cluster}
 NORACE=github.com/banditstream/banditstream/sampler
+# Packages with no integration test: the cluster pass leaves them out.
+NO_SERVICE='/(sampler|schemas|schemas/pb|consumers/internal/armcache|cmd/internal/faults|cmd/internal/deploytest|store/state|store/cold)$'
 log=.local/test.log
 mkdir -p .local
 : >"$log"
@@ -22,19 +29,35 @@ run() {
     { grep -E '^(ok|FAIL|panic:|--- FAIL|\s+\S+_test\.go:[0-9]+:)' || true; }
 }
 
-# The local stack's addresses and credentials, for the binaries and for
-# tests that read the environment.
-set -a
-eval "$(deploy/local/stack.sh env)"
-set +a
-
 status=0
-echo "== fault tests"
-BANDITSTREAM_FAULT_TESTS=1 run -p 1 -run '^TestFault' ./... || status=1
-echo "== tests"
-# shellcheck disable=SC2046
-run -race $("$GO" list ./... | grep -v -x "$NORACE") || status=1
-run "$NORACE" || status=1
+for topology in $TOPOLOGIES; do
+  t0=$SECONDS
+  echo "== $topology topology" | tee -a "$log"
+  if [[ $topology == cluster ]]; then
+    # The single topology's Redis and broker make way (Cassandra is shared).
+    deploy/local/stack.sh down redis kafka
+    TOPOLOGY=cluster deploy/local/stack.sh up
+  else
+    TOPOLOGY=single deploy/local/stack.sh up
+  fi
+  # The stack's addresses and credentials, for the binaries and for tests
+  # that read the environment.
+  set -a
+  eval "$(TOPOLOGY=$topology deploy/local/stack.sh env)"
+  set +a
+  echo "== $topology: fault tests"
+  BANDITSTREAM_FAULT_TESTS=1 run -p 1 -run '^TestFault' ./... || status=1
+  echo "== $topology: tests"
+  if [[ $topology == cluster ]]; then
+    # shellcheck disable=SC2046
+    run $("$GO" list ./... | grep -v -E "$NO_SERVICE") || status=1
+  else
+    # shellcheck disable=SC2046
+    run -race $("$GO" list ./... | grep -v -x "$NORACE") || status=1
+    run "$NORACE" || status=1
+  fi
+  echo "== $topology: $((SECONDS - t0))s" | tee -a "$log"
+done
 
 passed=$(grep -cE '^\s*--- PASS' "$log" || true)
 failed=$(grep -cE '^\s*--- FAIL' "$log" || true)

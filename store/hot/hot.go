@@ -21,6 +21,8 @@ type Hot struct {
 	// loads are the session-load locks this process holds, by token,
 	// renewed while their loader works.
 	loads sync.Map
+	// markers are WaitReplicas' keys, by cluster master address.
+	markers sync.Map
 }
 
 // New returns the hot tier on rdb with the key layout keys.

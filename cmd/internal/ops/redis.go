@@ -3,7 +3,6 @@ package ops
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -45,7 +44,7 @@ func RedisHealth(ctx context.Context, rdb redis.UniversalClient, write bool) err
 		return nil
 	}
 	return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-		key, err := ownedKey(ctx, c)
+		key, err := hot.KeyOnNode(ctx, c, "banditstream-health")
 		if err != nil {
 			return fmt.Errorf("node %s: %w", c.Options().Addr, err)
 		}
@@ -54,48 +53,6 @@ func RedisHealth(ctx context.Context, rdb redis.UniversalClient, write bool) err
 		}
 		return nil
 	})
-}
-
-// ownedKey is a health key in a slot the master c owns, from its own view
-// of the cluster.
-func ownedKey(ctx context.Context, c *redis.Client) (string, error) {
-	nodes, err := c.ClusterNodes(ctx).Result()
-	if err != nil {
-		return "", fmt.Errorf("cluster nodes: %w", err)
-	}
-	var ranges [][2]int
-	for _, line := range strings.Split(nodes, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 8 || !strings.Contains(f[2], "myself") {
-			continue
-		}
-		for _, r := range f[8:] {
-			if strings.HasPrefix(r, "[") { // a slot being migrated
-				continue
-			}
-			lo, hi, found := strings.Cut(r, "-")
-			if !found {
-				hi = lo
-			}
-			a, err1 := strconv.Atoi(lo)
-			b, err2 := strconv.Atoi(hi)
-			if err1 == nil && err2 == nil {
-				ranges = append(ranges, [2]int{a, b})
-			}
-		}
-	}
-	// A master owns a third of the slots on a cluster of three: a few
-	// tries find one of its keys.
-	for i := range 1 << 16 {
-		key := "{banditstream-health-" + strconv.Itoa(i) + "}"
-		s := hot.Slot(key)
-		for _, r := range ranges {
-			if s >= r[0] && s <= r[1] {
-				return key, nil
-			}
-		}
-	}
-	return "", fmt.Errorf("the node owns no slot")
 }
 
 func infoField(info, name string) string {

@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -94,7 +95,7 @@ func newSystem(t *testing.T, partitions int) *system {
 }
 
 func (s *system) common() []string {
-	return []string{"-kafka-brokers", s.brokers[0], "-redis-addr", s.redis, "-cql-hosts", s.cql, "-cql-keyspace", s.keyspace, "-cql-migrate",
+	return []string{"-kafka-brokers", strings.Join(s.brokers, ","), "-redis-addr", s.redis, "-cql-hosts", s.cql, "-cql-keyspace", s.keyspace, "-cql-migrate",
 		"-key-prefix", s.prefix, "-shards", "64", "-session-timeout", "6s", "-log-level", "warn"}
 }
 

@@ -16,8 +16,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -90,6 +92,15 @@ func NewRedis(t testing.TB, addr string) redis.UniversalClient {
 // env prints it): single or cluster.
 func Topology() string { return addr("TOPOLOGY", "single") }
 
+// NeedCluster skips a test of the cluster topology (a failover) on the
+// single-node one.
+func NeedCluster(t testing.TB) {
+	t.Helper()
+	if Topology() != "cluster" {
+		t.Skip("needs the cluster topology (TOPOLOGY=cluster): replicas to fail over to")
+	}
+}
+
 // skipOnCluster skips a test of a listener only the single broker has.
 func skipOnCluster(t testing.TB, what string) {
 	t.Helper()
@@ -146,15 +157,36 @@ func KafkaSCRAM(t testing.TB) (broker, user, password, caFile string) {
 	return broker, addr("KAFKA_SCRAM_USER", "banditstream-scram"), addr("KAFKA_SCRAM_PASSWORD", "banditstream-local-scram"), LocalCA(t)
 }
 
+// localDir is where stack.sh keeps its state.
+func localDir() string {
+	if dir := os.Getenv("BANDITSTREAM_LOCAL_DIR"); dir != "" {
+		return dir
+	}
+	return filepath.Join(moduleRoot(), ".local")
+}
+
+// Signal sends sig to a service of the local stack (SIGSTOP pauses it,
+// SIGCONT resumes it), by the pid stack.sh recorded.
+func Signal(t testing.TB, service string, sig syscall.Signal) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(localDir(), service, "server.pid"))
+	if err != nil {
+		t.Fatalf("the pid of %s: %v", service, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("the pid file of %s holds %q", service, b)
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		t.Fatalf("signalling %s (pid %d) with %v: %v", service, pid, sig, err)
+	}
+}
+
 // LocalCA returns the PEM certificate of the local stack's TLS listeners
 // (Kafka's SASL_SSL listener, Cassandra's native port), made by stack.sh.
 func LocalCA(t testing.TB) string {
 	t.Helper()
-	dir := os.Getenv("BANDITSTREAM_LOCAL_DIR")
-	if dir == "" {
-		dir = filepath.Join(moduleRoot(), ".local")
-	}
-	ca := filepath.Join(dir, "tls", "ca.pem")
+	ca := filepath.Join(localDir(), "tls", "ca.pem")
 	if _, err := os.Stat(ca); err != nil {
 		t.Fatal("the local TLS certificate is missing (make up makes it): " + err.Error())
 	}
