@@ -129,7 +129,8 @@ LOAD_EVENTS ?= 1000000
 bench-ingest: up ## end-to-end ingest load run on the local stack; report in .local/bench/ingest.md
 	@mkdir -p $(LOCAL)/bench
 	@rm -f $(LOCAL)/bench/ingest.* $(LOCAL)/bench/ingest-*
-	BANDITSTREAM_LOAD_EVENTS=$(LOAD_EVENTS) BANDITSTREAM_LOAD_REPORT=$(LOCAL)/bench/ingest.md \
+	@set -a; eval "$$($(STACK) env)"; set +a; \
+	  BANDITSTREAM_LOAD_EVENTS=$(LOAD_EVENTS) BANDITSTREAM_LOAD_REPORT=$(LOCAL)/bench/ingest.md \
 	  $(GO) test -count=1 -run '^TestLoadIngestEndToEnd$$' -timeout 30m ./consumers/
 	@cat $(LOCAL)/bench/ingest.md
 
@@ -140,7 +141,8 @@ LOAD_SECONDS ?= 20
 bench-score: up ## end-to-end scoring load run on the local stack; report in .local/bench/score.md
 	@mkdir -p $(LOCAL)/bench
 	@rm -f $(LOCAL)/bench/score.* $(LOCAL)/bench/score-*
-	BANDITSTREAM_LOAD_RATES=$(LOAD_RATES) BANDITSTREAM_LOAD_SECONDS=$(LOAD_SECONDS) BANDITSTREAM_LOAD_REPORT=$(LOCAL)/bench/score.md \
+	@set -a; eval "$$($(STACK) env)"; set +a; \
+	  BANDITSTREAM_LOAD_RATES=$(LOAD_RATES) BANDITSTREAM_LOAD_SECONDS=$(LOAD_SECONDS) BANDITSTREAM_LOAD_REPORT=$(LOCAL)/bench/score.md \
 	  $(GO) test -count=1 -run '^TestLoadScoreEndToEnd$$' -timeout 30m ./consumers/
 	@cat $(LOCAL)/bench/score.md
 

@@ -134,7 +134,7 @@ func newIngestEnv(t *testing.T, partitions int) *ingestEnv {
 
 func (e *ingestEnv) args(group string) []string {
 	return []string{
-		"-kafka-brokers", e.brokers[0], "-redis-addr", e.redis, "-topic", e.topic, "-group", group,
+		"-kafka-brokers", strings.Join(e.brokers, ","), "-redis-addr", e.redis, "-topic", e.topic, "-group", group,
 		"-key-prefix", e.prefix, "-shards", "64", "-session-timeout", "6s", "-fetch-max-wait", "100ms",
 		"-cql-hosts", e.cql, "-cql-keyspace", e.keyspace, "-cql-migrate", "-log-level", "warn",
 	}

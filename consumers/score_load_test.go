@@ -121,11 +121,11 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 	profile, allocs := filepath.Join(dir, "score.cpu.pprof"), filepath.Join(dir, "score.alloc.pprof")
 	ops := stacktest.FreeAddr(t)
 	p := stacktest.StartProcess(t, bin, nil,
-		"-kafka-brokers", e.brokers[0], "-redis-addr", e.redis, "-cql-hosts", e.cql, "-cql-keyspace", e.keyspace, "-cql-migrate",
+		"-kafka-brokers", strings.Join(e.brokers, ","), "-redis-addr", e.redis, "-cql-hosts", e.cql, "-cql-keyspace", e.keyspace, "-cql-migrate",
 		"-topic", e.requests, "-results-topic", e.results, "-group", e.group, "-key-prefix", e.prefix, "-shards", "16",
 		"-session-timeout", "6s", "-log-level", "warn", "-cpu-profile", profile, "-alloc-profile", allocs, "-ops-addr", ops)
-	pids := map[string]int{"bandit-score": p.Pid(), "load generator (this test)": os.Getpid(),
-		"kafka": stackPid(t, "kafka"), "redis": stackPid(t, "redis"), "cassandra": stackPid(t, "cassandra")}
+	pids := map[string][]int{"bandit-score": {p.Pid()}, "load generator (this test)": {os.Getpid()},
+		"kafka": stackPids(t, "kafka"), "redis": stackPids(t, "redis"), "cassandra": stackPids(t, "cassandra")}
 	names := []string{"bandit-score", "load generator (this test)", "kafka", "redis", "cassandra"}
 
 	w := &kafka.Writer{Addr: kafka.TCP(e.brokers...), Topic: e.requests, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{},
@@ -156,8 +156,8 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 		}
 		first := next
 		cpu0 := map[string]float64{}
-		for name, pid := range pids {
-			cpu0[name] = cpuSeconds(pid)
+		for name, pids := range pids {
+			cpu0[name] = cpuSeconds(pids...)
 		}
 		start := time.Now()
 		tick := time.NewTicker(5 * time.Millisecond)
@@ -217,7 +217,7 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 			best = max(best, achieved)
 		}
 		for _, name := range names {
-			row += fmt.Sprintf(" %.2f |", (cpuSeconds(pids[name])-cpu0[name])/elapsed.Seconds())
+			row += fmt.Sprintf(" %.2f |", (cpuSeconds(pids[name]...)-cpu0[name])/elapsed.Seconds())
 		}
 		fmt.Fprintln(&report, row)
 		t.Log(row)

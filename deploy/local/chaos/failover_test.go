@@ -3,6 +3,7 @@ package chaos_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -86,14 +87,23 @@ func (s *system) redisMaster(t *testing.T) (name, addr, replica string) {
 	if !ok {
 		t.Fatalf("the hot tier at %s is not a cluster", s.redis)
 	}
-	slots, err := cc.ClusterSlots(context.Background()).Result()
+	shards, err := cc.ClusterShards(context.Background()).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var replicaAddr string
-	for _, sl := range slots {
-		if sl.Start == 0 && len(sl.Nodes) > 1 {
-			addr, replicaAddr = sl.Nodes[0].Addr, sl.Nodes[1].Addr
+	for _, sh := range shards {
+		if !slices.ContainsFunc(sh.Slots, func(r redis.SlotRange) bool { return r.Start == 0 }) {
+			continue
+		}
+		for _, n := range sh.Nodes {
+			switch {
+			case n.Health != "online":
+			case n.Role == "master":
+				addr = nodeAddr(n)
+			case replicaAddr == "":
+				replicaAddr = nodeAddr(n)
+			}
 		}
 	}
 	for i, a := range strings.Split(s.redis, ",") {
@@ -143,15 +153,19 @@ func (s *system) waitRedisServing(t *testing.T, gone string) time.Time {
 	defer c.Close()
 	ctx := context.Background()
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		slots, err := c.ClusterSlots(ctx).Result()
+		shards, err := c.ClusterShards(ctx).Result()
 		if err != nil {
 			continue
 		}
 		info, _ := c.ClusterInfo(ctx).Result()
-		served := 0
-		for _, sl := range slots {
-			if len(sl.Nodes) > 0 && sl.Nodes[0].Addr != gone {
-				served += sl.End - sl.Start + 1
+		served := int64(0)
+		for _, sh := range shards {
+			for _, n := range sh.Nodes {
+				if n.Role == "master" && n.Health == "online" && nodeAddr(n) != gone {
+					for _, r := range sh.Slots {
+						served += r.End - r.Start + 1
+					}
+				}
 			}
 		}
 		if served == 16384 && strings.Contains(info, "cluster_state:ok") {
@@ -161,6 +175,8 @@ func (s *system) waitRedisServing(t *testing.T, gone string) time.Time {
 	t.Fatalf("no replica took over from %s within a minute", gone)
 	return time.Time{}
 }
+
+func nodeAddr(n redis.Node) string { return n.IP + ":" + strconv.FormatInt(n.Port, 10) }
 
 // kafkaLeader returns the stack's name of the broker leading partition of
 // topic.
