@@ -315,23 +315,32 @@ listener.name.sasl_ssl.ssl.keystore.type=PKCS12
 listener.name.sasl_ssl.ssl.keystore.location=$STATE/tls/keystore.p12
 listener.name.sasl_ssl.ssl.keystore.password=$TLS_STORE_PASSWORD
 listener.name.sasl_ssl.ssl.key.password=$TLS_STORE_PASSWORD
-log.dirs=$dir/data
-num.partitions=1
-auto.create.topics.enable=false
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
-min.insync.replicas=1
-message.max.bytes=4194304
-log.retention.hours=-1
 EOF
+  kafka_common_properties "$dir" 1 1 >>"$dir/server.properties"
   kafka_launch kafka "$KAFKA_HEAP" "" "$KAFKA_PORT"
   wait_for kafka 90 stack_tool check kafka
   kafka_topics kafka
+}
+
+kafka_common_properties() {
+  # kafka_common_properties DIR REPLICAS MIN_ISR: the broker settings both
+  # topologies share, the internal topics replicated REPLICAS times.
+  local dir=$1 rf=$2 isr=$3
+  cat <<EOF
+log.dirs=$dir/data
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=$rf
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
+group.initial.rebalance.delay.ms=0
+min.insync.replicas=$isr
+message.max.bytes=4194304
+log.retention.hours=-1
+EOF
 }
 
 kafka_node_start() {
@@ -350,22 +359,10 @@ advertised.listeners=PLAINTEXT://127.0.0.1:$(port_of "$svc")
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$dir/data
-num.partitions=1
-auto.create.topics.enable=false
 default.replication.factor=3
-min.insync.replicas=2
-offsets.topic.replication.factor=3
-offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=3
-transaction.state.log.min.isr=2
-share.coordinator.state.topic.replication.factor=3
-share.coordinator.state.topic.min.isr=2
-group.initial.rebalance.delay.ms=0
 unclean.leader.election.enable=false
-message.max.bytes=4194304
-log.retention.hours=-1
 EOF
+  kafka_common_properties "$dir" 3 2 >>"$dir/server.properties"
   # One cluster id for the three, made once.
   local idf=$STATE/kafka-cluster.id
   if [[ ! -s $idf ]]; then
