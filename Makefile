@@ -134,6 +134,23 @@ bench-ingest: up ## end-to-end ingest load run on the local stack; report in .lo
 	  $(GO) test -count=1 -run '^TestLoadIngestEndToEnd$$' -timeout 30m ./consumers/
 	@cat $(LOCAL)/bench/ingest.md
 
+LOAD_SCALE ?= 1,2
+
+.PHONY: bench-scale
+# The ingest load run on both topologies, one after the other, each also
+# consumed again by LOAD_SCALE ingest processes: where the limit moves
+# from one Redis to three masters. Reports .local/bench/scale-<topology>.md.
+bench-scale: ## ingest on one Redis and on the Redis Cluster, with 1 and 2 ingest processes; reports in .local/bench/scale-*.md
+	@mkdir -p $(LOCAL)/bench
+	@set -e; for topo in single cluster; do \
+	  TOPOLOGY=$$topo $(STACK) up; \
+	  ( set -a; eval "$$(TOPOLOGY=$$topo $(STACK) env)"; set +a; \
+	    BANDITSTREAM_LOAD_EVENTS=$(LOAD_EVENTS) BANDITSTREAM_LOAD_SCALE=$(LOAD_SCALE) BANDITSTREAM_LOAD_REPORT=$(LOCAL)/bench/scale-$$topo.md \
+	    $(GO) test -count=1 -run '^TestLoadIngestEndToEnd$$' -timeout 40m ./consumers/ >$(LOCAL)/bench/scale-$$topo.log 2>&1 ) || \
+	    { tail -n 40 $(LOCAL)/bench/scale-$$topo.log; exit 1; }; \
+	  echo "== $$topo"; cat $(LOCAL)/bench/scale-$$topo.md.headline; \
+	done
+
 LOAD_RATES   ?= 2000,4000,6000
 LOAD_SECONDS ?= 20
 

@@ -127,6 +127,47 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 	memOff := redisMemory(ctx, t, e) - mem0
 	off.Stop(30 * time.Second)
 
+	// With BANDITSTREAM_LOAD_SCALE (process counts, e.g. "1,2"), the same
+	// backlog again per count, by that many ingest processes in one group
+	// into a namespace of its own: where the limit moves.
+	var scaleRows []string
+	scaleHeadline := ""
+	if list := os.Getenv("BANDITSTREAM_LOAD_SCALE"); list != "" {
+		redisPids := stackPids(t, "redis")
+		for _, f := range strings.Split(list, ",") {
+			procs, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || procs < 1 {
+				t.Fatalf("BANDITSTREAM_LOAD_SCALE: %q is not a process count", f)
+			}
+			group, prefix := stacktest.UniqueName("it_ingest_scale"), stacktest.UniqueName("it")
+			var ps []*stacktest.Process
+			var ingestPids []int
+			for range procs {
+				p := stacktest.StartProcess(t, bin, nil, append(e.args(group), "-mode", "ingest", "-key-prefix", prefix)...)
+				ps = append(ps, p)
+				ingestPids = append(ingestPids, p.Pid())
+			}
+			in0, r0 := cpuSeconds(ingestPids...), make([]float64, len(redisPids))
+			for i, pid := range redisPids {
+				r0[i] = cpuSeconds(pid)
+			}
+			t0 := time.Now()
+			rate, _ := drainRate(ctx, t, e, group, n)
+			secs := time.Since(t0).Seconds()
+			inCores, redisCores, busiest := (cpuSeconds(ingestPids...)-in0)/secs, 0.0, 0.0
+			for i, pid := range redisPids {
+				c := (cpuSeconds(pid) - r0[i]) / secs
+				redisCores += c
+				busiest = max(busiest, c)
+			}
+			for _, p := range ps {
+				p.Stop(30 * time.Second)
+			}
+			scaleRows = append(scaleRows, fmt.Sprintf("| %d | %.0f events/s | %.2f | %.2f (%d processes) | %.2f |", procs, rate, inCores, redisCores, len(redisPids), busiest))
+			scaleHeadline += fmt.Sprintf("; %d ingest processes %.0f events/s", procs, rate)
+		}
+	}
+
 	// On a cluster, the same backlog again with each batch waiting for a
 	// replica of every master before its commit: the wait's cost.
 	// Both passes come after the first, so neither pays for its warm-up.
@@ -168,6 +209,11 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 		fmt.Fprintf(&report, "Waiting for a replica of every master before each commit (-redis-wait-replicas 1) against not waiting, the same backlog consumed twice more, each time by another group into another namespace:\n\n")
 		fmt.Fprintf(&report, "| | no wait | wait for 1 replica |\n|---|--:|--:|\n| first commit to lag 0 | %.0f events/s | %.0f events/s (%.2f×) |\n\n", noWaitRate, waitRate, waitRate/noWaitRate)
 		headline += fmt.Sprintf("; on the cluster, %.0f events/s not waiting for replicas against %.0f waiting for one", noWaitRate, waitRate)
+	}
+	if len(scaleRows) > 0 {
+		headline += scaleHeadline
+		fmt.Fprintf(&report, "Scale-out on the %s topology: the same backlog consumed again per row by that many bandit-ingest processes in one group (CPU from start to lag 0, group join included; on a cluster masters and replicas both count):\n\n", stacktest.Topology())
+		fmt.Fprintf(&report, "| ingest processes | first commit to lag 0 | bandit-ingest cores | Redis cores | busiest Redis process, cores |\n|--:|--:|--:|--:|--:|\n%s\n\n", strings.Join(scaleRows, "\n"))
 	}
 	for _, name := range []string{"bandit-ingest", "kafka", "redis", "cassandra"} {
 		fmt.Fprintf(&report, "| CPU %s | %.2f cores |\n", name, cpu[name]/elapsed.Seconds())

@@ -3,6 +3,7 @@ package chaos_test
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -198,4 +199,68 @@ func (s *system) kafkaLeader(t *testing.T, topic string, partition int) string {
 	}
 	t.Fatalf("no partition %d of %s", partition, topic)
 	return ""
+}
+
+// Slots move between masters under load (redis-cli --cluster reshard):
+// keys of a slot being migrated answer with ASK or TRYAGAIN until the slot
+// is done, and MOVED after; clients follow, and counts and users end
+// exact. A third of the first master's slots go to the second, then back.
+func TestFaultChaosRedisReshard(t *testing.T) {
+	stacktest.NeedCluster(t)
+	s := newSystem(t, 6)
+	s.startIngest()
+	s.startIngest()
+	s.startScorer()
+	s.run(steady)
+	time.Sleep(5 * time.Second)
+	masters := s.redisMasterIDs(t)
+	if len(masters) < 2 {
+		t.Fatalf("%d masters, want at least 2", len(masters))
+	}
+	slots := sized(1000, 3000)
+	start := time.Now()
+	s.reshard(t, masters[0], masters[1], slots)
+	time.Sleep(2 * time.Second)
+	s.reshard(t, masters[1], masters[0], slots)
+	took := time.Since(start).Round(time.Second)
+	time.Sleep(3 * time.Second)
+	s.settle("Redis slots resharded", fmt.Sprintf("%d slots moved to another master and back, %s", slots, took))
+}
+
+// redisMasterIDs returns the node ids of the cluster's masters serving
+// slots, by address.
+func (s *system) redisMasterIDs(t *testing.T) []string {
+	t.Helper()
+	rdb := stacktest.NewRedis(t, s.redis)
+	shards, err := rdb.(*redis.ClusterClient).ClusterShards(context.Background()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, sh := range shards {
+		for _, n := range sh.Nodes {
+			if n.Role == "master" && n.Health == "online" && len(sh.Slots) > 0 {
+				ids = append(ids, n.ID)
+			}
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// reshard moves n slots from the master from to the master to, keys and
+// all, with redis-cli.
+func (s *system) reshard(t *testing.T, from, to string, n int) {
+	t.Helper()
+	entry := strings.Split(s.redis, ",")[0]
+	out, err := exec.Command("redis-cli", "--cluster", "reshard", entry, "--cluster-from", from, "--cluster-to", to,
+		"--cluster-slots", strconv.Itoa(n), "--cluster-yes").CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli --cluster reshard: %v\n%s", err, lastLines(string(out), 20))
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
