@@ -134,13 +134,16 @@ bench-ingest: up ## end-to-end ingest load run on the local stack; report in .lo
 	  $(GO) test -count=1 -run '^TestLoadIngestEndToEnd$$' -timeout 30m ./consumers/
 	@cat $(LOCAL)/bench/ingest.md
 
-LOAD_SCALE ?= 1,2
+LOAD_SCALE   ?= 1,2
+SCALE_RATES  ?= 4000,8000,12000
+SCALE_SECONDS ?= 15
 
 .PHONY: bench-scale
-# The ingest load run on both topologies, one after the other, each also
-# consumed again by LOAD_SCALE ingest processes: where the limit moves
-# from one Redis to three masters. Reports .local/bench/scale-<topology>.md.
-bench-scale: ## ingest on one Redis and on the Redis Cluster, with 1 and 2 ingest processes; reports in .local/bench/scale-*.md
+# On both topologies, one after the other: the ingest load run, its backlog
+# also consumed by LOAD_SCALE ingest processes, then the scoring load run at
+# SCALE_RATES with one and with two bandit-score processes. Where the limit
+# moves from one Redis to three masters, and from one scorer to two.
+bench-scale: ## ingest with 1 and 2 processes and scoring with 1 and 2 processes, on one Redis and on the cluster; reports in .local/bench/scale-*.md
 	@mkdir -p $(LOCAL)/bench
 	@set -e; for topo in single cluster; do \
 	  TOPOLOGY=$$topo $(STACK) up; \
@@ -149,6 +152,14 @@ bench-scale: ## ingest on one Redis and on the Redis Cluster, with 1 and 2 inges
 	    $(GO) test -count=1 -run '^TestLoadIngestEndToEnd$$' -timeout 40m ./consumers/ >$(LOCAL)/bench/scale-$$topo.log 2>&1 ) || \
 	    { tail -n 40 $(LOCAL)/bench/scale-$$topo.log; exit 1; }; \
 	  echo "== $$topo"; cat $(LOCAL)/bench/scale-$$topo.md.headline; \
+	  for n in 1 2; do \
+	    ( set -a; eval "$$(TOPOLOGY=$$topo $(STACK) env)"; set +a; \
+	      BANDITSTREAM_LOAD_RATES=$(SCALE_RATES) BANDITSTREAM_LOAD_SECONDS=$(SCALE_SECONDS) BANDITSTREAM_LOAD_SCORERS=$$n \
+	      BANDITSTREAM_LOAD_REPORT=$(LOCAL)/bench/scale-score-$$topo-$$n.md \
+	      $(GO) test -count=1 -run '^TestLoadScoreEndToEnd$$' -timeout 30m ./consumers/ >$(LOCAL)/bench/scale-score-$$topo-$$n.log 2>&1 ) || \
+	      { tail -n 40 $(LOCAL)/bench/scale-score-$$topo-$$n.log; exit 1; }; \
+	    cat $(LOCAL)/bench/scale-score-$$topo-$$n.md.headline; \
+	  done; \
 	done
 
 LOAD_RATES   ?= 2000,4000,6000

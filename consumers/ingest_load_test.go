@@ -66,8 +66,8 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 
 	// Consume it.
 	bin := stacktest.BuildBinary(t, "./cmd/bandit-ingest")
-	dir := loadDir(t)
-	profile, allocs := filepath.Join(dir, "ingest.cpu.pprof"), filepath.Join(dir, "ingest.alloc.pprof")
+	file := loadFiles(t, "ingest")
+	profile, allocs := file(".cpu.pprof"), file(".alloc.pprof")
 	ops := stacktest.FreeAddr(t)
 	p := stacktest.StartProcess(t, bin, nil, append(e.args(e.group), "-mode", "ingest", "-cpu-profile", profile, "-alloc-profile", allocs,
 		"-ops-addr", ops)...)
@@ -133,7 +133,7 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 	var scaleRows []string
 	scaleHeadline := ""
 	if list := os.Getenv("BANDITSTREAM_LOAD_SCALE"); list != "" {
-		redisPids := stackPids(t, "redis")
+		redisPids, kafkaPids := stackPids(t, "redis"), stackPids(t, "kafka")
 		for _, f := range strings.Split(list, ",") {
 			procs, err := strconv.Atoi(strings.TrimSpace(f))
 			if err != nil || procs < 1 {
@@ -147,14 +147,14 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 				ps = append(ps, p)
 				ingestPids = append(ingestPids, p.Pid())
 			}
-			in0, r0 := cpuSeconds(ingestPids...), make([]float64, len(redisPids))
+			in0, k0, r0 := cpuSeconds(ingestPids...), cpuSeconds(kafkaPids...), make([]float64, len(redisPids))
 			for i, pid := range redisPids {
 				r0[i] = cpuSeconds(pid)
 			}
 			t0 := time.Now()
 			rate, _ := drainRate(ctx, t, e, group, n)
 			secs := time.Since(t0).Seconds()
-			inCores, redisCores, busiest := (cpuSeconds(ingestPids...)-in0)/secs, 0.0, 0.0
+			inCores, kafkaCores, redisCores, busiest := (cpuSeconds(ingestPids...)-in0)/secs, (cpuSeconds(kafkaPids...)-k0)/secs, 0.0, 0.0
 			for i, pid := range redisPids {
 				c := (cpuSeconds(pid) - r0[i]) / secs
 				redisCores += c
@@ -163,7 +163,7 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 			for _, p := range ps {
 				p.Stop(30 * time.Second)
 			}
-			scaleRows = append(scaleRows, fmt.Sprintf("| %d | %.0f events/s | %.2f | %.2f (%d processes) | %.2f |", procs, rate, inCores, redisCores, len(redisPids), busiest))
+			scaleRows = append(scaleRows, fmt.Sprintf("| %d | %.0f events/s | %.2f | %.2f (%d processes) | %.2f | %.2f |", procs, rate, inCores, redisCores, len(redisPids), busiest, kafkaCores))
 			scaleHeadline += fmt.Sprintf("; %d ingest processes %.0f events/s", procs, rate)
 		}
 	}
@@ -213,13 +213,13 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 	if len(scaleRows) > 0 {
 		headline += scaleHeadline
 		fmt.Fprintf(&report, "Scale-out on the %s topology: the same backlog consumed again per row by that many bandit-ingest processes in one group (CPU from start to lag 0, group join included; on a cluster masters and replicas both count):\n\n", stacktest.Topology())
-		fmt.Fprintf(&report, "| ingest processes | first commit to lag 0 | bandit-ingest cores | Redis cores | busiest Redis process, cores |\n|--:|--:|--:|--:|--:|\n%s\n\n", strings.Join(scaleRows, "\n"))
+		fmt.Fprintf(&report, "| ingest processes | first commit to lag 0 | bandit-ingest cores | Redis cores | busiest Redis process, cores | Kafka cores |\n|--:|--:|--:|--:|--:|--:|\n%s\n\n", strings.Join(scaleRows, "\n"))
 	}
 	for _, name := range []string{"bandit-ingest", "kafka", "redis", "cassandra"} {
 		fmt.Fprintf(&report, "| CPU %s | %.2f cores |\n", name, cpu[name]/elapsed.Seconds())
 	}
 	fmt.Fprintf(&report, "| SIGTERM to exit | %.2f s (clean: %v) |\n", stopTook.Seconds(), clean)
-	chart := filepath.Join(dir, "ingest-throughput.png")
+	chart := file("-throughput.png")
 	if err := writeChart(chart, "Ingest: events per second (counted as each batch of up to 4 MiB per partition completes)", "seconds", "events/s", line{"bandit-ingest", rate}); err != nil {
 		t.Fatal(err)
 	}

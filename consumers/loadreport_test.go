@@ -17,13 +17,17 @@ import (
 	"gonum.org/v1/plot/vg"
 )
 
-// loadDir is where a load run keeps its report, charts and profiles: the
-// folder of BANDITSTREAM_LOAD_REPORT, or the test's temporary folder.
-func loadDir(t *testing.T) string {
+// loadFiles names where a load run keeps its charts and profiles: next to
+// BANDITSTREAM_LOAD_REPORT, each named after the report (scale-single.md:
+// scale-single.cpu.pprof, scale-single-throughput.png), so that runs of
+// one make target do not overwrite another's; without a report, in the
+// test's temporary folder under the run's own name.
+func loadFiles(t *testing.T, run string) func(suffix string) string {
+	dir, stem := t.TempDir(), run
 	if out := os.Getenv("BANDITSTREAM_LOAD_REPORT"); out != "" {
-		return filepath.Dir(out)
+		dir, stem = filepath.Dir(out), strings.TrimSuffix(filepath.Base(out), filepath.Ext(out))
 	}
-	return t.TempDir()
+	return func(suffix string) string { return filepath.Join(dir, stem+suffix) }
 }
 
 // line is one named curve of a chart.

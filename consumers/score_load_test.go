@@ -27,8 +27,9 @@ import (
 // TestLoadScoreEndToEnd measures the scoring path on the real local stack:
 // requests of 400 candidates (from a catalogue of 100k arms in the hot
 // tier, 5,000 users) are produced at each rate of BANDITSTREAM_LOAD_RATES
-// (requests/s, comma separated) for BANDITSTREAM_LOAD_SECONDS each, one
-// bandit-score process answers them, and this process reads the results:
+// (requests/s, comma separated) for BANDITSTREAM_LOAD_SECONDS each,
+// BANDITSTREAM_LOAD_SCORERS bandit-score processes in one group (default
+// one) answer them, and this process reads the results:
 // achieved requests/s and candidates/s, end-to-end latency from the
 // producer's send to the result's arrival (p50, p99, max), and the CPU of
 // every process. It is a measurement, not a test: it runs only when asked
@@ -46,6 +47,14 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 	seconds, _ := strconv.Atoi(os.Getenv("BANDITSTREAM_LOAD_SECONDS"))
 	if seconds <= 0 {
 		seconds = 20
+	}
+	scorers := 1
+	if v := os.Getenv("BANDITSTREAM_LOAD_SCORERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("BANDITSTREAM_LOAD_SCORERS: %q is not a process count", v)
+		}
+		scorers = n
 	}
 	const (
 		partitions = 6
@@ -117,14 +126,24 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 	}
 
 	bin := stacktest.BuildBinary(t, "./cmd/bandit-score")
-	dir := loadDir(t)
-	profile, allocs := filepath.Join(dir, "score.cpu.pprof"), filepath.Join(dir, "score.alloc.pprof")
+	file := loadFiles(t, "score")
+	profile, allocs := file(".cpu.pprof"), file(".alloc.pprof")
+	// The first process is profiled, and its session loads are watched.
 	ops := stacktest.FreeAddr(t)
-	p := stacktest.StartProcess(t, bin, nil,
-		"-kafka-brokers", strings.Join(e.brokers, ","), "-redis-addr", e.redis, "-cql-hosts", e.cql, "-cql-keyspace", e.keyspace, "-cql-migrate",
-		"-topic", e.requests, "-results-topic", e.results, "-group", e.group, "-key-prefix", e.prefix, "-shards", "16",
-		"-session-timeout", "6s", "-log-level", "warn", "-cpu-profile", profile, "-alloc-profile", allocs, "-ops-addr", ops)
-	pids := map[string][]int{"bandit-score": {p.Pid()}, "load generator (this test)": {os.Getpid()},
+	var ps []*stacktest.Process
+	var scorePids []int
+	for i := range scorers {
+		args := []string{"-kafka-brokers", strings.Join(e.brokers, ","), "-redis-addr", e.redis, "-cql-hosts", e.cql, "-cql-keyspace", e.keyspace, "-cql-migrate",
+			"-topic", e.requests, "-results-topic", e.results, "-group", e.group, "-key-prefix", e.prefix, "-shards", "16",
+			"-session-timeout", "6s", "-log-level", "warn"}
+		if i == 0 {
+			args = append(args, "-cpu-profile", profile, "-alloc-profile", allocs, "-ops-addr", ops)
+		}
+		p := stacktest.StartProcess(t, bin, nil, args...)
+		ps = append(ps, p)
+		scorePids = append(scorePids, p.Pid())
+	}
+	pids := map[string][]int{"bandit-score": scorePids, "load generator (this test)": {os.Getpid()},
 		"kafka": stackPids(t, "kafka"), "redis": stackPids(t, "redis"), "cassandra": stackPids(t, "cassandra")}
 	names := []string{"bandit-score", "load generator (this test)", "kafka", "redis", "cassandra"}
 
@@ -139,8 +158,12 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 	defer w.Close()
 
 	var report strings.Builder
-	fmt.Fprintf(&report, "# Scoring load run\n\nOne bandit-score process (GOMAXPROCS %d), %d partitions, requests of %d candidates from %d arms, k = %d, %d users (sessions on), lz4 requests, acks=all; Kafka, Redis and Cassandra on the same %d-CPU machine. Latency: from the producer's send to the result's arrival in this process.\n\n",
-		runtime.NumCPU(), partitions, candidates, items, k, users, runtime.NumCPU())
+	procs := "One bandit-score process"
+	if scorers > 1 {
+		procs = fmt.Sprintf("%d bandit-score processes in one group", scorers)
+	}
+	fmt.Fprintf(&report, "# Scoring load run\n\n%s (GOMAXPROCS %d each), %d partitions, requests of %d candidates from %d arms, k = %d, %d users (sessions on), lz4 requests, acks=all; Kafka, Redis and Cassandra on the same %d-CPU machine. Latency: from the producer's send to the result's arrival in this process.\n\n",
+		procs, runtime.NumCPU(), partitions, candidates, items, k, users, runtime.NumCPU())
 	fmt.Fprintf(&report, "| offered req/s | answered req/s | candidates/s | p50 ms | p99 ms | max ms | %s |\n|---|---|---|---|---|---|%s\n",
 		strings.Join(names, " cores | ")+" cores", strings.Repeat("---|", len(names)))
 
@@ -236,14 +259,19 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
-			fmt.Fprintf(&report, "| (%.0f sessions loaded; %.1f s more for the last loads to finish) | | | | | | %s\n",
+			fmt.Fprintf(&report, "| (%.0f sessions loaded by the first process; %.1f s more for the last loads to finish) | | | | | | %s\n",
 				last, time.Since(waited).Seconds(), strings.Repeat(" |", len(names)))
 		}
 	}
 	stopReading()
 	readers.Wait()
-	stopTook, clean := p.Stop(30 * time.Second)
-	fmt.Fprintf(&report, "\nSend errors: %d. SIGTERM to exit: %.2f s (clean: %v). Answered rate counts each step from its first send to its last answer.\n", sendErrs.Load(), stopTook.Seconds(), clean)
+	var stopTook time.Duration
+	clean := true
+	for _, p := range ps {
+		took, ok := p.Stop(30 * time.Second)
+		stopTook, clean = max(stopTook, took), clean && ok
+	}
+	fmt.Fprintf(&report, "\nSend errors: %d. SIGTERM to exit (the slowest process): %.2f s (clean: %v). Answered rate counts each step from its first send to its last answer.\n", sendErrs.Load(), stopTook.Seconds(), clean)
 
 	// Requests sent and answered per second over the whole run.
 	var offered, done plotter.XYs
@@ -258,22 +286,26 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 		file, title, x, y string
 		lines             []line
 	}{
-		{"score-throughput.png", "Scoring: requests per second (3-s moving average)", "seconds", "requests/s",
+		{"-throughput.png", "Scoring: requests per second (3-s moving average)", "seconds", "requests/s",
 			[]line{{"sent", smooth(offered, 3)}, {"answered", smooth(done, 3)}}},
-		{"score-latency.png", "Scoring: latency from send to result, per offered rate", "offered requests/s", "ms",
+		{"-latency.png", "Scoring: latency from send to result, per offered rate", "offered requests/s", "ms",
 			[]line{{"p50", pcts[0]}, {"p90", pcts[1]}, {"p99", pcts[2]}, {"max", pcts[3]}}},
 	}
 	for _, c := range charts {
-		if err := writeChart(filepath.Join(dir, c.file), c.title, c.x, c.y, c.lines...); err != nil {
+		if err := writeChart(file(c.file), c.title, c.x, c.y, c.lines...); err != nil {
 			t.Fatal(err)
 		}
-		fmt.Fprintf(&report, "\n![%s](%s)\n", c.title, c.file)
+		fmt.Fprintf(&report, "\n![%s](%s)\n", c.title, filepath.Base(file(c.file)))
 	}
-	fmt.Fprintf(&report, "\nCPU profile of bandit-score over the whole run (%s; go tool pprof -top):\n\n```\n%s```\n", filepath.Base(profile), pprofTop(t, bin, profile))
-	fmt.Fprintf(&report, "\nAllocations of bandit-score over the whole run (%s; go tool pprof -top -sample_index=alloc_space):\n\n```\n%s```\n",
-		filepath.Base(allocs), pprofTop(t, bin, allocs, "-sample_index=alloc_space"))
-	headline := fmt.Sprintf("scoring, one bandit-score process, %d candidates per request: up to %.0f requests/s answered (%.2fM candidates/s); requests/s offered → answered (p50/p99 latency): %s",
-		candidates, best, best*candidates/1e6, strings.Join(steps, ", "))
+	profiled := "bandit-score"
+	if scorers > 1 {
+		profiled = "the first bandit-score process"
+	}
+	fmt.Fprintf(&report, "\nCPU profile of %s over the whole run (%s; go tool pprof -top):\n\n```\n%s```\n", profiled, filepath.Base(profile), pprofTop(t, bin, profile))
+	fmt.Fprintf(&report, "\nAllocations of %s over the whole run (%s; go tool pprof -top -sample_index=alloc_space):\n\n```\n%s```\n",
+		profiled, filepath.Base(allocs), pprofTop(t, bin, allocs, "-sample_index=alloc_space"))
+	headline := fmt.Sprintf("scoring, %s, %d candidates per request: up to %.0f requests/s answered (%.2fM candidates/s); requests/s offered → answered (p50/p99 latency): %s",
+		strings.ToLower(procs[:1])+procs[1:], candidates, best, best*candidates/1e6, strings.Join(steps, ", "))
 	writeLoadReport(t, report.String(), headline)
 }
 
