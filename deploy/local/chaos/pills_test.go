@@ -163,7 +163,6 @@ func (s *system) sendPills(ctx context.Context, small string) {
 		evs := []kafka.Message{{Key: []byte(busyUser), Value: v}}
 		ids := []string{ev.EventId}
 		var reqs, bigs, bigReq []kafka.Message
-		poison := 0
 		if n%20 == 0 {
 			for i, u := range []string{"}x", "a}b{", "{u-" + strconv.Itoa(n) + "}"} {
 				ev := &schemas.Interaction{EventId: id + "-brace" + strconv.Itoa(i), UserId: u, ItemId: "sku-1", Context: "home",
@@ -176,7 +175,6 @@ func (s *system) sendPills(ctx context.Context, small string) {
 				{Key: append(pillKey("bigkey"), big...), Value: bad},
 				{Key: pillKey("bigheader"), Value: bad, Headers: []kafka.Header{{Key: "x-big", Value: []byte(big)}}},
 			}
-			poison = 2
 			reqs = []kafka.Message{
 				request("oversize", &schemas.ScoreRequest{RequestId: id + "-oversize", UserId: "u-1", Candidates: huge, K: 10_000, ReplyTopic: small}),
 				request("events", &schemas.ScoreRequest{RequestId: id + "-events", UserId: "u-1", Candidates: []string{"sku-1"}, K: 1, ReplyTopic: s.events}),
@@ -186,33 +184,46 @@ func (s *system) sendPills(ctx context.Context, small string) {
 			bigReq = []kafka.Message{{Key: append(pillKey("badreq"), big...), Value: bad}}
 		}
 		// Each 2 MiB record alone: together they would pass the broker's
-		// limit for one batch. Each write acknowledged before it counts.
-		if !publish(ctx, events, evs) || len(reqs) > 0 && !publish(ctx, requests, reqs) {
+		// limit for one batch. Each write counts once acknowledged, so a
+		// round cut short by the load's end counts what it sent.
+		sent := func(evs []kafka.Message, ids []string, poison int, reqs []kafka.Message) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.eventsSent += len(evs)
+			s.poisonSent += poison
+			for _, id := range ids {
+				s.eventIDs[id] = true
+			}
+			s.badRequests += len(reqs)
+			for _, m := range reqs {
+				s.pillsSent[pillKind(m.Key)]++
+			}
+		}
+		if !publish(ctx, events, evs) {
 			return
+		}
+		sent(evs, ids, 0, nil)
+		if len(reqs) > 0 {
+			if !publish(ctx, requests, reqs) {
+				return
+			}
+			sent(nil, nil, 0, reqs)
+			s.mu.Lock()
+			s.pillRounds++
+			s.mu.Unlock()
 		}
 		for _, m := range bigs {
 			if !publish(ctx, events, []kafka.Message{m}) {
 				return
 			}
+			sent([]kafka.Message{m}, nil, 1, nil)
 		}
 		for _, m := range bigReq {
 			if !publish(ctx, requests, []kafka.Message{m}) {
 				return
 			}
+			sent(nil, nil, 0, []kafka.Message{m})
 		}
-		evs = append(evs, bigs...)
-		reqs = append(reqs, bigReq...)
-		s.mu.Lock()
-		s.eventsSent += len(evs)
-		s.poisonSent += poison
-		for _, id := range ids {
-			s.eventIDs[id] = true
-		}
-		s.badRequests += len(reqs)
-		if len(reqs) > 0 {
-			s.pillRounds++
-		}
-		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
 		case <-tick.C:
@@ -225,13 +236,9 @@ func (s *system) sendPills(ctx context.Context, small string) {
 func (s *system) checkPillReasons(t *testing.T) {
 	byKind := map[string]int{}
 	err := readTopic(context.Background(), s.brokers, s.requests+".dlq", func(m kafka.Message) error {
-		k := string(m.Key)
-		if !strings.HasPrefix(k, poisonKey+":") {
+		kind := pillKind(m.Key)
+		if kind == "" {
 			return nil
-		}
-		kind := strings.TrimPrefix(k, poisonKey+":")
-		if strings.HasPrefix(kind, "badreq") {
-			kind = "badreq" // its key was cut
 		}
 		want, ok := pillReasons[kind]
 		if !ok {
@@ -247,11 +254,24 @@ func (s *system) checkPillReasons(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.mu.Lock()
-	rounds := s.pillRounds
-	s.mu.Unlock()
+	defer s.mu.Unlock()
 	for _, kind := range []string{"oversize", "events", "internal", "missing", "badreq"} {
-		if byKind[kind] != rounds {
-			t.Errorf("%d dead letters of pill %s, want one per round (%d)", byKind[kind], kind, rounds)
+		if sent := s.pillsSent[kind]; sent == 0 || byKind[kind] != sent {
+			t.Errorf("%d dead letters of pill %s, want one per acknowledged pill (%d)", byKind[kind], kind, sent)
 		}
 	}
+}
+
+// pillKind is the kind of pill a record's key names, "" for a record that
+// is not a pill.
+func pillKind(key []byte) string {
+	k := string(key)
+	if !strings.HasPrefix(k, poisonKey+":") {
+		return ""
+	}
+	kind := strings.TrimPrefix(k, poisonKey+":")
+	if strings.HasPrefix(kind, "badreq") {
+		kind = "badreq" // its key was cut
+	}
+	return kind
 }

@@ -67,6 +67,7 @@ type system struct {
 	requestIDs  map[string]bool // acknowledged requests (valid ones)
 	badRequests int
 	pillRounds  int
+	pillsSent   map[string]int // acknowledged bad requests of the poison pills, by kind
 	answers     map[string]int // request id → responses read
 	duplicates  int
 	eventIDs    map[string]bool // acknowledged valid events
@@ -82,7 +83,7 @@ func newSystem(t *testing.T, partitions int) *system {
 	stacktest.NeedFaults(t)
 	s := &system{t: t, brokers: stacktest.KafkaBrokers(t), redis: stacktest.RedisAddr(t), cql: stacktest.CQLHosts(t)[0],
 		keyspace: stacktest.UniqueName("chaos"), prefix: stacktest.UniqueName("chaos"), start: time.Now(),
-		requestIDs: map[string]bool{}, answers: map[string]int{}, eventIDs: map[string]bool{}}
+		requestIDs: map[string]bool{}, answers: map[string]int{}, eventIDs: map[string]bool{}, pillsSent: map[string]int{}}
 	s.events = stacktest.CreateTopic(t, s.brokers, "chaos_events", partitions)
 	s.requests = stacktest.CreateTopic(t, s.brokers, "chaos_requests", partitions)
 	s.results = stacktest.CreateTopic(t, s.brokers, "chaos_results", 1)
