@@ -66,8 +66,7 @@ type system struct {
 	poisonSent  int
 	requestIDs  map[string]bool // acknowledged requests (valid ones)
 	badRequests int
-	pillRounds  int
-	pillsSent   map[string]int // acknowledged bad requests of the poison pills, by kind
+	pillsSent   map[string]int // acknowledged bad requests of the poison pills, by kind (one oversize per round)
 	answers     map[string]int // request id → responses read
 	duplicates  int
 	eventIDs    map[string]bool // acknowledged valid events
