@@ -9,6 +9,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/banditstream/banditstream/sampler"
 	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store/state"
 )
@@ -24,6 +25,7 @@ type fakeArms struct {
 	epoch    string
 	wm       map[string][]int64 // "topic/partition" → per shard
 	counts   map[state.Arm]state.Counts
+	decay    sampler.Decay
 	applied  map[string]int64 // PartitionApplied, in epoch
 	recovers int
 	// conflictOnce, when set, moves the watermark of these shards to the
@@ -41,6 +43,8 @@ func field(topic string, partition int) string {
 }
 
 func (f *fakeArms) Shard(a state.Arm) int { return state.Shard(a, f.shards) }
+
+func (f *fakeArms) Decay() sampler.Decay { return f.decay }
 
 func (f *fakeArms) marks(topic string, partition int) []int64 {
 	k := field(topic, partition)
@@ -96,7 +100,7 @@ func (f *fakeArms) Apply(_ context.Context, topic string, partition int, last in
 		}
 		for _, d := range sb.Deltas {
 			c := f.counts[d.Arm]
-			c.Add(d.Counts)
+			c.Add(d.Counts, f.decay)
 			f.counts[d.Arm] = c
 		}
 		wm[sb.Shard] = last

@@ -10,6 +10,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/banditstream/banditstream/sampler"
 	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store/state"
 )
@@ -18,6 +19,9 @@ import (
 // watermarks and atomic per-shard application of arm deltas.
 type ArmStore interface {
 	Shard(a state.Arm) int
+	// Decay is the namespace's decay: the deltas carry decayed counts
+	// with it.
+	Decay() sampler.Decay
 	Watermarks(ctx context.Context, topic string, partition int) ([]int64, string, error)
 	Apply(ctx context.Context, topic string, partition int, last int64, epoch string, shards []state.ShardBatch) (map[int]int64, error)
 	MarkPartitionApplied(ctx context.Context, topic string, partition int, last int64, epoch string) error
@@ -456,7 +460,7 @@ func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record
 		return nil
 	}
 	for attempt := 0; ; attempt++ {
-		shards := aggregate(good, p.watermarks)
+		shards := aggregate(good, p.watermarks, in.arms.Decay())
 		if len(shards) == 0 {
 			return markApplied()
 		}
@@ -553,7 +557,7 @@ func (in *Ingest) decode(p *partitionState, r *record, now time.Time) (*schemas.
 }
 
 // aggregate sums the events above each shard's watermark, per shard and arm.
-func aggregate(events []goodEvent, watermarks []int64) []state.ShardBatch {
+func aggregate(events []goodEvent, watermarks []int64, d sampler.Decay) []state.ShardBatch {
 	byShard := map[int]map[state.Arm]*state.Counts{}
 	for _, e := range events {
 		if e.offset <= watermarks[e.shard] {
@@ -569,8 +573,7 @@ func aggregate(events []goodEvent, watermarks []int64) []state.ShardBatch {
 			c = &state.Counts{}
 			arms[e.arm] = c
 		}
-		c.ByType[e.typ]++
-		c.LastEventMs = max(c.LastEventMs, e.timeMs)
+		c.Observe(e.typ, e.timeMs, d)
 	}
 	out := make([]state.ShardBatch, 0, len(byShard))
 	for s, arms := range byShard {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/banditstream/banditstream/sampler"
 	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store/state"
 )
@@ -350,7 +351,7 @@ func TestAggregate(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			got := map[int]map[state.Arm]state.Counts{}
-			for _, sb := range aggregate(c.events, c.wm) {
+			for _, sb := range aggregate(c.events, c.wm, sampler.Decay{}) {
 				if sb.Expected != c.wm[sb.Shard] {
 					t.Fatalf("shard %d expects %d, want its watermark %d", sb.Shard, sb.Expected, c.wm[sb.Shard])
 				}

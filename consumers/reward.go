@@ -14,6 +14,8 @@ import (
 // reward r = Σ Weights[type]·count(type), α = α0 + r and
 // β = β0 + max(trials − r, 0). While a user's session is hot, the user's
 // own counts are added with weight Lambda: α += λ·r_u, β += λ·max(t_u − r_u, 0).
+// With a half-life, the global counts are the decayed ones at the time of
+// the request (see sampler.Decay); the user's own counts are not decayed.
 type RewardModel struct {
 	Prior sampler.Prior
 	// Weights by state.TypeIndex (impression, click, wishlist, add to
@@ -21,6 +23,9 @@ type RewardModel struct {
 	// trials.
 	Weights [state.NumEventTypes]float64
 	Lambda  float64
+	// Decay decays the global counts by event time (zero: off). Ingest,
+	// replay and the scorer of a namespace must use the same half-life.
+	Decay sampler.Decay
 }
 
 // DefaultRewardModel is Beta(1, 1), a click worth 1 and everything else 0,
@@ -45,36 +50,53 @@ func (m RewardModel) Validate() error {
 	if !(m.Lambda >= 0) || math.IsInf(m.Lambda, 0) {
 		return fmt.Errorf("reward model: lambda %v must be finite and not negative", m.Lambda)
 	}
-	return nil
+	return m.Decay.Validate()
 }
 
-// trialsReward returns an arm's trials and reward.
-func (m *RewardModel) trialsReward(c *state.Counts) (float64, float64) {
+// trialsReward returns the trials and reward of counts by type.
+func (m *RewardModel) trialsReward(n *[state.NumEventTypes]float64) (float64, float64) {
 	var r float64
 	for t := 1; t < state.NumEventTypes; t++ {
-		r += m.Weights[t] * float64(c.ByType[t])
+		r += m.Weights[t] * n[t]
 	}
-	return float64(c.ByType[0]), r
+	return n[0], r
 }
 
-// arm returns the global posterior of an arm with counts c.
-func (m *RewardModel) arm(c *state.Counts) sampler.Arm {
-	t, r := m.trialsReward(c)
+// arm returns the global posterior of an arm with counts c at atMs (Unix
+// ms; it matters with decay only).
+func (m *RewardModel) arm(c *state.Counts, atMs int64) sampler.Arm {
+	n := c.At(atMs, m.Decay)
+	t, r := m.trialsReward(&n)
 	return m.Prior.Arm(t, r)
+}
+
+// rescale brings a global posterior computed at one time to another, f
+// being Decay.Factor of the time between: the decayed trials and reward
+// all scale by f, and so do α − α0 and β − β0 (max(f·x, 0) = f·max(x, 0)),
+// so the result is the posterior recomputed at the new time.
+func (m *RewardModel) rescale(a *sampler.Arm, f float64) {
+	if f == 1 {
+		return
+	}
+	alpha := m.Prior.Alpha + f*(a.Alpha()-m.Prior.Alpha)
+	beta := m.Prior.Beta + f*(a.Beta()-m.Prior.Beta)
+	_ = a.Set(max(alpha, m.Prior.Alpha), max(beta, m.Prior.Beta)) // the prior's shapes are valid
 }
 
 // personalize adds a user's own counts to a global posterior.
 func (m *RewardModel) personalize(a *sampler.Arm, c *state.Counts) {
-	t, r := m.trialsReward(c)
+	n := c.At(0, sampler.Decay{})
+	t, r := m.trialsReward(&n)
 	alpha := a.Alpha() + m.Lambda*r
 	beta := a.Beta() + m.Lambda*max(t-r, 0)
 	_ = a.Set(alpha, beta) // finite and positive: sums of positive shapes and non-negative counts
 }
 
-// Posterior returns an arm's posterior from its global counts and, if own
-// is not nil, the user's own counts on it: what the scorer ranks.
-func (m RewardModel) Posterior(global state.Counts, own *state.Counts) sampler.Arm {
-	a := m.arm(&global)
+// Posterior returns an arm's posterior at atMs (Unix ms) from its global
+// counts and, if own is not nil, the user's own counts on it: what the
+// scorer ranks.
+func (m RewardModel) Posterior(global state.Counts, own *state.Counts, atMs int64) sampler.Arm {
+	a := m.arm(&global, atMs)
 	if own != nil && m.Lambda > 0 {
 		m.personalize(&a, own)
 	}
@@ -90,5 +112,9 @@ func (m RewardModel) Version() string {
 		}
 		w += strconv.FormatFloat(x, 'g', -1, 64)
 	}
-	return fmt.Sprintf("beta(%g,%g);w=%s;lambda=%g", m.Prior.Alpha, m.Prior.Beta, w, m.Lambda)
+	v := fmt.Sprintf("beta(%g,%g);w=%s;lambda=%g", m.Prior.Alpha, m.Prior.Beta, w, m.Lambda)
+	if m.Decay.On() {
+		v += ";halflife=" + m.Decay.HalfLife.String()
+	}
+	return v
 }

@@ -338,7 +338,7 @@ func (s *Scorer) refreshCache(ctx context.Context) {
 				break // the marks stay: tried again next tick
 			}
 			for i := range chunk {
-				chunk[i].Arm = s.cfg.Model.arm(&counts[i])
+				chunk[i].Arm = s.cfg.Model.arm(&counts[i], fetched/1e6)
 			}
 			s.cache.Refresh(chunk, fetched)
 		}

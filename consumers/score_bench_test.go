@@ -133,7 +133,7 @@ func BenchmarkScoreCore(b *testing.B) {
 		model := s.cfg.Model
 		entries := make([]armcache.Entry, benchArms)
 		for i := range entries {
-			entries[i] = armcache.Entry{Context: "home", Item: benchItem(i), Arm: model.Posterior(benchCounts(i), nil)}
+			entries[i] = armcache.Entry{Context: "home", Item: benchItem(i), Arm: model.Posterior(benchCounts(i), nil, 0)}
 		}
 		s.cache.Put(entries, time.Now().UnixNano())
 		runtime.GC()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/banditstream/banditstream/sampler"
 	"github.com/banditstream/banditstream/schemas"
 	"github.com/banditstream/banditstream/store/state"
 )
@@ -425,12 +427,62 @@ func TestRewardModel(t *testing.T) {
 		}
 	}
 	own := state.Counts{ByType: [state.NumEventTypes]int64{10, 10}}
-	a := m.Posterior(state.Counts{ByType: [state.NumEventTypes]int64{10, 0}}, &own)
+	a := m.Posterior(state.Counts{ByType: [state.NumEventTypes]int64{10, 0}}, &own, 0)
 	if a.Alpha() != 11 || a.Beta() != 11 {
 		t.Fatalf("posterior Beta(%v, %v), want Beta(11, 11)", a.Alpha(), a.Beta())
 	}
 	if v := m.Version(); v != "beta(1,1);w=1,0,0,0;lambda=1" {
 		t.Fatalf("version %q", v)
+	}
+}
+
+// TestRewardModelDecay checks the decayed posterior against its
+// definition, and that a posterior computed at one time and rescaled to
+// another equals the one computed there.
+func TestRewardModelDecay(t *testing.T) {
+	m := RewardModel{Prior: sampler.Prior{Alpha: 2, Beta: 3}, Weights: [state.NumEventTypes]float64{0, 1, 0, 0, 0.5}, Lambda: 1,
+		Decay: sampler.Decay{HalfLife: time.Hour}}
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	const hour = int64(time.Hour / time.Millisecond)
+	var c state.Counts
+	type ev struct {
+		typ int
+		at  int64
+	}
+	events := []ev{{0, 0}, {0, hour}, {1, hour}, {0, 2 * hour}, {4, 3 * hour}, {0, 3 * hour}, {1, 0}}
+	for _, e := range events {
+		c.Observe(e.typ, e.at, m.Decay)
+	}
+	at := 4 * hour
+	var trials, reward float64
+	for _, e := range events {
+		w := math.Exp2(-float64(at-e.at) / float64(hour))
+		if e.typ == 0 {
+			trials += w
+		} else {
+			reward += m.Weights[e.typ] * w
+		}
+	}
+	a := m.Posterior(c, nil, at)
+	near := func(got, want float64) bool { return math.Abs(got-want) <= 1e-12*want }
+	if !near(a.Alpha(), 2+reward) || !near(a.Beta(), 3+max(trials-reward, 0)) {
+		t.Fatalf("Beta(%v, %v), want Beta(%v, %v)", a.Alpha(), a.Beta(), 2+reward, 3+max(trials-reward, 0))
+	}
+	for _, from := range []int64{0, 2 * hour, 10 * hour} {
+		b := m.Posterior(c, nil, from)
+		m.rescale(&b, m.Decay.Factor(at-from))
+		if !near(b.Alpha(), a.Alpha()) || !near(b.Beta(), a.Beta()) {
+			t.Errorf("from %d: rescaled Beta(%v, %v), want Beta(%v, %v)", from, b.Alpha(), b.Beta(), a.Alpha(), a.Beta())
+		}
+	}
+	if v := m.Version(); v != "beta(2,3);w=1,0,0,0.5;lambda=1;halflife=1h0m0s" {
+		t.Fatalf("version %q", v)
+	}
+	m.Decay.HalfLife = -1
+	if m.Validate() == nil {
+		t.Fatal("a negative half-life was accepted")
 	}
 }
 

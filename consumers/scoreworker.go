@@ -24,6 +24,7 @@ type scoreWorker struct {
 	reqs    []*schemas.ScoreRequest // decoded, reused
 	live    []liveRequest
 	arms    []sampler.Arm // every live request's candidates, back to back
+	fetched []int64       // with decay: the Unix ns each of arms was computed at
 	misses  []int32
 	missAt  []missRef
 	entries []armcache.Entry
@@ -269,10 +270,22 @@ func (w *scoreWorker) lookup(ctx context.Context, now time.Time, n int) error {
 		w.arms = make([]sampler.Arm, n, n+n/4)
 	}
 	w.arms = w.arms[:n]
+	var fetchedAt []int64 // with decay: when each posterior was computed
+	if s.cfg.Model.Decay.On() {
+		if cap(w.fetched) < n {
+			w.fetched = make([]int64, n, cap(w.arms))
+		}
+		w.fetched = w.fetched[:n]
+		fetchedAt = w.fetched
+	}
 	w.missAt = w.missAt[:0]
 	for _, l := range w.live {
 		c := l.req.GetCandidates()
-		w.misses = s.cache.Lookup(l.req.GetContext(), c, now.UnixNano(), w.arms[l.off:l.off+len(c)], w.misses[:0])
+		var f []int64
+		if fetchedAt != nil {
+			f = fetchedAt[l.off : l.off+len(c)]
+		}
+		w.misses = s.cache.Lookup(l.req.GetContext(), c, now.UnixNano(), w.arms[l.off:l.off+len(c)], f, w.misses[:0])
 		for _, i := range w.misses {
 			w.missAt = append(w.missAt, missRef{pos: l.off + int(i), arm: state.Arm{Context: l.req.GetContext(), Item: c[i]}})
 		}
@@ -295,12 +308,15 @@ func (w *scoreWorker) lookup(ctx context.Context, now time.Time, n int) error {
 	}
 	w.entries = w.entries[:0]
 	for i, a := range arms {
-		w.entries = append(w.entries, armcache.Entry{Context: a.Context, Item: a.Item, Arm: s.cfg.Model.arm(&counts[i])})
+		w.entries = append(w.entries, armcache.Entry{Context: a.Context, Item: a.Item, Arm: s.cfg.Model.arm(&counts[i], fetched/1e6)})
 	}
 	var prior int64
 	for _, m := range w.missAt {
 		j := unique[m.arm]
 		w.arms[m.pos] = w.entries[j].Arm
+		if fetchedAt != nil {
+			fetchedAt[m.pos] = fetched
+		}
 		if counts[j].ByType == ([state.NumEventTypes]int64{}) {
 			prior++
 		}
@@ -317,6 +333,17 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 	req := l.req
 	c := req.GetCandidates()
 	arms := w.arms[l.off : l.off+len(c)]
+	if s.cfg.Model.Decay.On() {
+		// Every posterior was computed at its fetch: bring it to the time
+		// the request was received.
+		at, last, f := received.UnixMilli(), int64(-1), 1.0
+		for i, fetched := range w.fetched[l.off : l.off+len(c)] {
+			if ms := fetched / 1e6; ms != last {
+				last, f = ms, s.cfg.Model.Decay.Factor(at-ms)
+			}
+			s.cfg.Model.rescale(&arms[i], f)
+		}
+	}
 	if u := l.user; u != nil && len(u.Arms) > 0 && s.cfg.Model.Lambda > 0 {
 		for i, item := range c {
 			if uc, ok := u.Arms[state.Arm{Context: req.GetContext(), Item: item}]; ok {

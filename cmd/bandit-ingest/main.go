@@ -42,6 +42,7 @@ type options struct {
 	group         string
 	keyPrefix     string
 	shards        int
+	halfLife      time.Duration
 	fetchBytes    int
 	fetchWait     time.Duration
 	drainTimeout  time.Duration
@@ -74,6 +75,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.group, "group", in.GroupID, "consumer group id")
 	fs.StringVar(&o.keyPrefix, "key-prefix", keys.Prefix, "hot tier key prefix (a separate namespace per prefix)")
 	fs.IntVar(&o.shards, "shards", keys.Shards, "arm shards in the hot tier; never change it for a given prefix")
+	fs.DurationVar(&o.halfLife, "half-life", 0, "decay half-life of the arm counts by event time (0: none); never change it for a given prefix, and give bandit-score and bandit replay the same")
 	fs.IntVar(&o.fetchBytes, "fetch-max-bytes", in.FetchMaxBytes, "largest fetch from one partition, bytes")
 	fs.DurationVar(&o.fetchWait, "fetch-max-wait", in.FetchMaxWait, "how long a fetch waits for new records")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", in.DrainTimeout, "time to finish in-flight batches after SIGTERM")
@@ -113,7 +115,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if o.waitReplicas < 0 || o.waitTimeout <= 0 {
 		return fmt.Errorf("-redis-wait-replicas %d, -redis-wait-timeout %s: want at least 0 replicas and a positive timeout", o.waitReplicas, o.waitTimeout)
 	}
-	d, err := config.OpenDaemon(&o.observe, &o.conns, hot.Keys{Prefix: o.keyPrefix, Shards: o.shards}, stderr)
+	d, err := config.OpenDaemon(&o.observe, &o.conns, hot.Keys{Prefix: o.keyPrefix, Shards: o.shards, HalfLife: o.halfLife}, stderr)
 	if err != nil {
 		return err
 	}
@@ -125,6 +127,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer session.Close()
 	if err := hot.Pair(ctx, cold.Keyspace()); err != nil {
+		return err
+	}
+	if err := hot.PairHalfLife(ctx); err != nil {
 		return err
 	}
 	var coldTier store.ColdTier = cold

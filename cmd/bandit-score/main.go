@@ -47,6 +47,7 @@ type options struct {
 	group         string
 	keyPrefix     string
 	shards        int
+	halfLife      time.Duration
 	fetchBytes    int
 	fetchWait     time.Duration
 	drainTimeout  time.Duration
@@ -84,6 +85,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.group, "group", d.GroupID, "consumer group id")
 	fs.StringVar(&o.keyPrefix, "key-prefix", keys.Prefix, "hot tier key prefix (the same as bandit-ingest's)")
 	fs.IntVar(&o.shards, "shards", keys.Shards, "arm shards in the hot tier (the same as bandit-ingest's)")
+	fs.DurationVar(&o.halfLife, "half-life", 0, "decay half-life of the arm counts by event time (the same as bandit-ingest's; 0: none): posteriors are the decayed counts at the time a request is received")
 	fs.IntVar(&o.fetchBytes, "fetch-max-bytes", d.FetchMaxBytes, "largest fetch from one partition, bytes: bounds the requests scored together")
 	fs.DurationVar(&o.fetchWait, "fetch-max-wait", d.FetchMaxWait, "how long a fetch waits for new requests")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", d.DrainTimeout, "time to finish in-flight batches after SIGTERM")
@@ -99,7 +101,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.Float64Var(&o.priorBeta, "prior-beta", d.Model.Prior.Beta, "Beta prior β0 of every arm")
 	fs.StringVar(&o.weights, "reward-weights", "click=1", "reward weight per event type, comma separated type=weight (click, wishlist, add_to_cart, order); types not listed weigh 0")
 	fs.Float64Var(&o.lambda, "lambda", d.Model.Lambda, "weight of a hot user's own counts added to the global ones (0: none)")
-	fs.StringVar(&o.modelVersion, "model-version", "", "label of the model in every response (default: the prior, weights and lambda)")
+	fs.StringVar(&o.modelVersion, "model-version", "", "label of the model in every response (default: the prior, weights, lambda and half-life)")
 	fs.IntVar(&o.maxCandidates, "max-candidates", lim.MaxCandidates, "largest candidate list accepted")
 	fs.IntVar(&o.maxK, "max-k", lim.MaxK, "largest k accepted")
 	fs.DurationVar(&o.commitEvery, "commit-interval", d.CommitInterval, "how often the offset of answered requests is committed; a crash answers at most this much again")
@@ -147,7 +149,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	model := consumers.RewardModel{Prior: sampler.Prior{Alpha: o.priorAlpha, Beta: o.priorBeta}, Weights: weights, Lambda: o.lambda}
+	model := consumers.RewardModel{Prior: sampler.Prior{Alpha: o.priorAlpha, Beta: o.priorBeta}, Weights: weights, Lambda: o.lambda,
+		Decay: sampler.Decay{HalfLife: o.halfLife}}
 	if err := model.Validate(); err != nil {
 		return err
 	}
@@ -156,7 +159,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := limits.Validate(); err != nil {
 		return fmt.Errorf("-max-candidates, -max-k: %w", err)
 	}
-	d, err := config.OpenDaemon(&o.observe, &o.conns, hot.Keys{Prefix: o.keyPrefix, Shards: o.shards}, stderr)
+	d, err := config.OpenDaemon(&o.observe, &o.conns, hot.Keys{Prefix: o.keyPrefix, Shards: o.shards, HalfLife: o.halfLife}, stderr)
 	if err != nil {
 		return err
 	}
@@ -172,6 +175,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	checks := []ops.Check{ops.KafkaCheck(o.conns.Kafka.Brokers, transport), ops.RedisCheck(rdb)}
 	var sessions consumers.SessionStore
 	var tierStats func() store.TierStats
+	if err := hot.PairHalfLife(ctx); err != nil {
+		return err
+	}
 	if o.sessions {
 		session, cold, err := o.conns.CQL.Cold(ctx, o.keyPrefix, o.historyCap)
 		if err != nil {

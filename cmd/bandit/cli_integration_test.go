@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,12 +30,15 @@ type cliEnv struct {
 	events, requests, results string
 	prefix, keyspace          string
 	ingestGroup               string
+	ingestArgs                []string // bandit-ingest's flags
 	bin                       string
 	rdb                       redis.UniversalClient
 	hot                       *hot.Hot
 }
 
-func newCLIEnv(t *testing.T) *cliEnv {
+// newCLIEnv starts bandit-ingest and bandit-score on fresh topics and a
+// fresh namespace, both with the extra flags given.
+func newCLIEnv(t *testing.T, extra ...string) *cliEnv {
 	t.Helper()
 	e := &cliEnv{brokers: stacktest.KafkaBrokers(t), redis: stacktest.RedisAddr(t), cql: stacktest.CQLHosts(t)[0]}
 	redisAddr, cql := e.redis, e.cql
@@ -54,7 +58,9 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	}
 	common := []string{"-kafka-brokers", e.brokers[0], "-redis-addr", redisAddr, "-cql-hosts", cql, "-cql-keyspace", keyspace, "-cql-migrate",
 		"-key-prefix", prefix, "-shards", "8", "-session-timeout", "6s", "-fetch-max-wait", "50ms", "-log-level", "warn"}
-	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-ingest"), nil, append(common, "-topic", e.events, "-group", e.ingestGroup)...)
+	common = append(common, extra...)
+	e.ingestArgs = append(slices.Clone(common), "-topic", e.events, "-group", e.ingestGroup)
+	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-ingest"), nil, e.ingestArgs...)
 	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-score"), nil, append(common, "-topic", e.requests,
 		"-results-topic", e.results, "-group", stacktest.UniqueName("it_cli_score"), "-cache-max-age", "100ms")...)
 	e.bin = stacktest.BuildBinary(t, "./cmd/bandit")

@@ -32,6 +32,7 @@ func replayCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Con
 	to := fs.String("to", "end", "end (exclusive): end, an offset, or a time")
 	prefix := fs.String("key-prefix", keys.Prefix, "hot tier namespace to replay into; the live one by default, another for a shadow rebuild")
 	shards := fs.Int("shards", keys.Shards, "arm shards of that namespace")
+	halfLife := fs.Duration("half-life", 0, "decay half-life of that namespace's arm counts (the same as its bandit-ingest's; 0: none)")
 	historyCap := fs.Int("history-cap", store.DefaultTierConfig().HistoryCap, "recent events kept per hot user")
 	userCounts := fs.Int("user-counts", store.DefaultTierConfig().UserCounts, "own counts kept per user (the same as bandit-ingest's)")
 	dedupWindow := fs.Int("dedup-window", store.DefaultTierConfig().DedupWindow, "latest events per user whose ids are remembered (the same as bandit-ingest's; 0: by offset only)")
@@ -94,11 +95,16 @@ func replayCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Con
 		bar := newProgressBar(stderr, total, *progress)
 		defer bar.stop()
 
-		rdb, hot, err := conns.Redis.Hot(hot.Keys{Prefix: *prefix, Shards: *shards})
+		rdb, hot, err := conns.Redis.Hot(hot.Keys{Prefix: *prefix, Shards: *shards, HalfLife: *halfLife})
 		if err != nil {
 			return err
 		}
 		defer rdb.Close()
+		if !*dryRun {
+			if err := hot.PairHalfLife(ctx); err != nil {
+				return err
+			}
+		}
 		if shadow && *kind == "events" && !*dryRun {
 			// Also when the replay fails or is interrupted: a shadow's keys
 			// never outlive the TTL.
@@ -196,8 +202,10 @@ func replayRequests(ctx context.Context, conns config.Connections, hot *hot.Hot,
 	out := producers.NewSyncWriter(producers.WriterConfig{Brokers: conns.Kafka.Brokers,
 		BatchSize: 512, BatchBytes: batchBytes, BatchTimeout: time.Millisecond, WriteTimeout: conns.Kafka.Timeout, Transport: transport})
 	defer out.Close()
+	model := consumers.DefaultRewardModel()
+	model.Decay.HalfLife = hot.Keys().HalfLife
 	sc, err := consumers.NewScorer(consumers.ScorerConfig{Brokers: conns.Kafka.Brokers, Topic: topic, ResultsTopic: results, Replay: true,
-		Transport: transport}, hot, nil, out)
+		Model: model, Transport: transport}, hot, nil, out)
 	if err != nil {
 		return total, err
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/banditstream/banditstream/sampler"
 	"github.com/banditstream/banditstream/store/state"
 	"github.com/redis/go-redis/v9"
 )
@@ -38,6 +39,9 @@ func New(rdb redis.UniversalClient, keys Keys) (*Hot, error) {
 
 // Keys returns the key layout.
 func (h *Hot) Keys() Keys { return h.keys }
+
+// Decay is the namespace's decay (Keys.HalfLife).
+func (h *Hot) Decay() sampler.Decay { return sampler.Decay{HalfLife: h.keys.HalfLife} }
 
 // Shard returns the shard of an arm.
 func (h *Hot) Shard(a state.Arm) int { return h.keys.Shard(a) }
@@ -171,7 +175,9 @@ func commonEpoch(epochs []string) string {
 // KEYS[1] watermark hash; KEYS[2] the shard's arm index (a set of arm
 // keys, for snapshots); KEYS[3..] arm hashes.
 // ARGV[1] watermark field, ARGV[2] expected, ARGV[3] new watermark, ARGV[4]
-// epoch, then six numbers per arm: five counts and the last event time.
+// epoch, ARGV[5] the half-life in ms (0: none), then six numbers per arm:
+// five counts and the last event time, and with a half-life five more: the
+// decayed counts as of that time.
 var applyScript = script("apply.lua")
 
 // Apply applies the shards' deltas of a batch of topic/partition ending at
@@ -184,19 +190,25 @@ var applyScript = script("apply.lua")
 func (h *Hot) Apply(ctx context.Context, topic string, partition int, last int64, epoch string, shards []state.ShardBatch) (current map[int]int64, err error) {
 	field := watermarkField(topic, partition)
 	newWM := strconv.FormatInt(last, 10)
+	halfLife := h.keys.HalfLife.Milliseconds()
 	pipe := h.rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(shards))
 	for i, sb := range shards {
 		keys := make([]string, 2, 2+len(sb.Deltas))
 		keys[0], keys[1] = h.keys.WatermarkKey(sb.Shard), h.keys.armIndexKey(sb.Shard)
-		args := make([]any, 4, 4+6*len(sb.Deltas))
-		args[0], args[1], args[2], args[3] = field, strconv.FormatInt(sb.Expected, 10), newWM, epoch
+		args := make([]any, 5, 5+11*len(sb.Deltas))
+		args[0], args[1], args[2], args[3], args[4] = field, strconv.FormatInt(sb.Expected, 10), newWM, epoch, halfLife
 		for _, d := range sb.Deltas {
 			keys = append(keys, h.keys.ArmKey(sb.Shard, d.Arm))
 			for _, n := range d.Counts.ByType {
 				args = append(args, n)
 			}
 			args = append(args, d.Counts.LastEventMs)
+			if halfLife > 0 {
+				for _, v := range d.Counts.Decayed {
+					args = append(args, strconv.FormatFloat(v, 'g', -1, 64))
+				}
+			}
 		}
 		cmds[i] = applyScript.Run(ctx, pipe, keys, args...)
 	}
@@ -307,15 +319,13 @@ func (h *Hot) SnapshotShard(ctx context.Context, shard int, epoch string) (state
 	}
 	prefix := h.keys.ArmKey(shard, state.Arm{})
 	prefix = prefix[:len(prefix)-1] // without the \x1f of the empty arm
-	for ; i+6 < len(res); i += 7 {
-		counts := make([]int64, state.NumEventTypes+1)
-		for f := 0; f <= state.NumEventTypes; f++ {
-			counts[f], err = strconv.ParseInt(res[i+1+f], 10, 64)
-			if err != nil {
-				return sh, fmt.Errorf("shard %d: arm %q field %d is %q", shard, res[i], f, res[i+1+f])
-			}
+	per := 1 + len(armFields)
+	for ; i+per-1 < len(res); i += per {
+		c, err := parseArm(res[i+1 : i+per])
+		if err != nil {
+			return sh, fmt.Errorf("shard %d: arm %q: %w", shard, res[i], err)
 		}
-		sh.Arms[strings.TrimPrefix(res[i], prefix)] = counts
+		sh.Arms[strings.TrimPrefix(res[i], prefix)] = state.EncodeCounts(c)
 	}
 	return sh, nil
 }
@@ -333,10 +343,14 @@ func (h *Hot) RestoreShard(ctx context.Context, sh state.ShardSnapshot, epoch st
 		pipe.Del(ctx, old[i:min(i+500, len(old))]...)
 	}
 	pipe.Del(ctx, idx, h.keys.WatermarkKey(sh.Shard))
-	for arm, c := range sh.Arms {
+	for arm, v := range sh.Arms {
+		c, err := state.DecodeCounts(v)
+		if err != nil {
+			return fmt.Errorf("shard %d: arm %q: %w", sh.Shard, arm, err)
+		}
 		ctxt, item, _ := strings.Cut(arm, "\x1f")
 		key := h.keys.ArmKey(sh.Shard, state.Arm{Context: ctxt, Item: item})
-		pipe.HSet(ctx, key, countFields[0], c[0], countFields[1], c[1], countFields[2], c[2], countFields[3], c[3], countFields[4], c[4], "t", c[5])
+		pipe.HSet(ctx, key, armValues(c)...)
 		pipe.SAdd(ctx, idx, key)
 	}
 	for f, v := range sh.Watermarks {
@@ -347,34 +361,71 @@ func (h *Hot) RestoreShard(ctx context.Context, sh state.ShardSnapshot, epoch st
 	return err
 }
 
-// Counts returns the counts of each arm, zero for an arm never seen.
+// Counts returns the counts of each arm, zero for an arm never seen; the
+// decayed counts are read in a namespace with decay only.
 func (h *Hot) Counts(ctx context.Context, arms []state.Arm) ([]state.Counts, error) {
+	fields := armFields[:state.NumEventTypes+1]
+	if h.keys.HalfLife > 0 {
+		fields = armFields
+	}
 	pipe := h.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(arms))
 	for i, a := range arms {
-		cmds[i] = pipe.HMGet(ctx, h.keys.ArmKey(h.keys.Shard(a), a), countFields[0], countFields[1], countFields[2], countFields[3], countFields[4], "t")
+		cmds[i] = pipe.HMGet(ctx, h.keys.ArmKey(h.keys.Shard(a), a), fields...)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("reading arm counts: %w", err)
 	}
 	out := make([]state.Counts, len(arms))
+	vals := make([]string, len(armFields))
 	for i, cmd := range cmds {
-		vals := cmd.Val()
-		for f, v := range vals {
-			s, ok := v.(string)
-			if !ok {
-				continue
-			}
-			n, err := strconv.ParseInt(s, 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("arm %v: field %d is %q", arms[i], f, s)
-			}
-			if f < state.NumEventTypes {
-				out[i].ByType[f] = n
-			} else {
-				out[i].LastEventMs = n
-			}
+		clear(vals)
+		for f, v := range cmd.Val() {
+			vals[f], _ = v.(string)
+		}
+		var err error
+		if out[i], err = parseArm(vals); err != nil {
+			return nil, fmt.Errorf("arm %v: %w", arms[i], err)
 		}
 	}
 	return out, nil
+}
+
+// parseArm reads an arm's fields, in armFields' order (or only the first
+// six); a missing one ("" or "0") is zero.
+func parseArm(vals []string) (state.Counts, error) {
+	var c state.Counts
+	for f, s := range vals {
+		if s == "" || s == "0" {
+			continue
+		}
+		var err error
+		switch {
+		case f < state.NumEventTypes:
+			c.ByType[f], err = strconv.ParseInt(s, 10, 64)
+		case f == state.NumEventTypes:
+			c.LastEventMs, err = strconv.ParseInt(s, 10, 64)
+		default:
+			c.Decayed[f-state.NumEventTypes-1], err = strconv.ParseFloat(s, 64)
+		}
+		if err != nil {
+			return c, fmt.Errorf("field %s is %q", armFields[f], s)
+		}
+	}
+	return c, nil
+}
+
+// armValues are the field-value pairs of an arm's hash holding c.
+func armValues(c state.Counts) []any {
+	out := make([]any, 0, 2*len(armFields))
+	for i, n := range c.ByType {
+		out = append(out, countFields[i], n)
+	}
+	out = append(out, "t", c.LastEventMs)
+	if c.Decayed != ([state.NumEventTypes]float64{}) {
+		for i, v := range c.Decayed {
+			out = append(out, decayedFields[i], strconv.FormatFloat(v, 'g', -1, 64))
+		}
+	}
+	return out
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/banditstream/banditstream/store/state"
 )
@@ -17,7 +18,8 @@ import (
 // next to its arms, the offset watermark of every (topic, partition) that
 // has written to it:
 //
-//	<prefix>:a:{<shard>}:<context>\x1f<item>   hash: per-type counts, t = last event time
+//	<prefix>:a:{<shard>}:<context>\x1f<item>   hash: per-type counts, t = last event time,
+//	                                           with decay the decayed counts as of t
 //	<prefix>:wm:{<shard>}                      hash: "<topic>/<partition>" → last applied offset
 //
 // Ids and contexts never hold control characters (schemas rejects them),
@@ -30,6 +32,12 @@ type Keys struct {
 	// cluster slots; each shard costs one script call per batch that touches
 	// it. It must never change for a given prefix. Default 256.
 	Shards int
+	// HalfLife is the namespace's decay half-life (0: none): each arm
+	// also keeps its counts decayed by event time to its latest event
+	// (fields di, dc, dw, da, do). Like Shards, it must never change for a
+	// given prefix; a namespace gets another half-life by a replay into a
+	// new prefix.
+	HalfLife time.Duration
 }
 
 // DefaultKeys returns the default layout.
@@ -39,6 +47,9 @@ func DefaultKeys() Keys { return Keys{Prefix: "bs", Shards: 256} }
 func (k Keys) Validate() error {
 	if k.Prefix == "" || strings.ContainsAny(k.Prefix, "{}") {
 		return errors.New("store: key prefix must be non-empty and contain no braces")
+	}
+	if k.HalfLife < 0 {
+		return errors.New("store: the decay half-life must not be negative")
 	}
 	if k.Shards < 1 || k.Shards > 16384 {
 		return fmt.Errorf("store: shards must be between 1 and 16384, got %d", k.Shards)
@@ -90,6 +101,14 @@ func watermarkField(topic string, partition int) string {
 
 // countFields are the hash fields of the counts, by state.TypeIndex.
 var countFields = [state.NumEventTypes]string{"i", "c", "w", "a", "o"}
+
+// decayedFields are the hash fields of the decayed counts, by
+// state.TypeIndex.
+var decayedFields = [state.NumEventTypes]string{"di", "dc", "dw", "da", "do"}
+
+// armFields are every field of an arm read back: counts, the last event
+// time, the decayed counts.
+var armFields = []string{"i", "c", "w", "a", "o", "t", "di", "dc", "dw", "da", "do"}
 
 // Slot is Redis Cluster's key slot: CRC16 (XMODEM) of the hash tag (the
 // bytes between the first '{' and the first '}' after it, if any) or of

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -134,7 +135,16 @@ func (h *Hot) Promote(ctx context.Context, src *Hot) error {
 			return fmt.Errorf("promoting shard %d: %w", s, err)
 		}
 	}
-	return nil
+	// The counts are src's now, and so is their half-life: processes
+	// started with the old one are refused (PairHalfLife).
+	hl, err := src.rdb.HGet(ctx, src.keys.Prefix+":ns", "halflife_ms").Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return h.rdb.HDel(ctx, h.keys.Prefix+":ns", "halflife_ms").Err()
+	case err != nil:
+		return err
+	}
+	return h.rdb.HSet(ctx, h.keys.Prefix+":ns", "halflife_ms", hl).Err()
 }
 
 // NamespaceUsage is what a namespace holds: its keys and the memory Redis
@@ -211,6 +221,31 @@ func globEscape(s string) string {
 // the one a process names: its sessions would load and flush another
 // namespace's user states.
 var ErrPairing = errors.New("store: hot namespace paired with another cold keyspace")
+
+// ErrHalfLife means a namespace's counts decay with another half-life than
+// the one a process was given: its counts would mix two decays.
+var ErrHalfLife = errors.New("store: hot namespace decays with another half-life")
+
+// PairHalfLife records the namespace's decay half-life (Keys.HalfLife), or
+// checks it: every process writing or reading a namespace's decayed counts
+// must use the same one. The record is lost with the hot tier's state, like
+// Pair's.
+func (h *Hot) PairHalfLife(ctx context.Context) error {
+	key, want := h.keys.Prefix+":ns", strconv.FormatInt(h.keys.HalfLife.Milliseconds(), 10)
+	if err := h.rdb.HSetNX(ctx, key, "halflife_ms", want).Err(); err != nil {
+		return fmt.Errorf("recording the half-life of namespace %s: %w", h.keys.Prefix, refused(err))
+	}
+	got, err := h.rdb.HGet(ctx, key, "halflife_ms").Result()
+	if err != nil {
+		return fmt.Errorf("reading the half-life of namespace %s: %w", h.keys.Prefix, err)
+	}
+	if got != want {
+		ms, _ := strconv.ParseInt(got, 10, 64)
+		return fmt.Errorf("%w: namespace %s decays with half-life %s, not %s (0: none); replay into another prefix to change it",
+			ErrHalfLife, h.keys.Prefix, time.Duration(ms)*time.Millisecond, h.keys.HalfLife)
+	}
+	return nil
+}
 
 // Pair records that the namespace's cold state lives in keyspace, or
 // checks that it does: a namespace paired with another keyspace is

@@ -6,8 +6,11 @@ package state
 
 import (
 	"errors"
+	"fmt"
 	"hash/fnv"
+	"math"
 
+	"github.com/banditstream/banditstream/sampler"
 	"github.com/banditstream/banditstream/schemas"
 )
 
@@ -41,17 +44,61 @@ func Shard(a Arm, shards int) int {
 
 // Counts are an arm's event counts by type, and the time of its latest
 // event (Unix ms). Trials and reward follow from them and the weights.
+// With decay, Decayed are the same counts decayed by event time to
+// LastEventMs (see sampler.Decay); without, they stay zero.
 type Counts struct {
 	ByType      [NumEventTypes]int64
+	Decayed     [NumEventTypes]float64
 	LastEventMs int64
 }
 
-// Add adds o to c.
-func (c *Counts) Add(o Counts) {
+// Observe counts one event of type typ at atMs.
+func (c *Counts) Observe(typ int, atMs int64, d sampler.Decay) {
+	c.ByType[typ]++
+	if d.On() {
+		if atMs > c.LastEventMs {
+			f := d.Factor(atMs - c.LastEventMs)
+			for i := range c.Decayed {
+				c.Decayed[i] *= f
+			}
+			c.Decayed[typ]++
+		} else {
+			c.Decayed[typ] += d.Factor(c.LastEventMs - atMs)
+		}
+	}
+	c.LastEventMs = max(c.LastEventMs, atMs)
+}
+
+// Add adds o to c, the decayed counts as of the later of their times.
+func (c *Counts) Add(o Counts, d sampler.Decay) {
+	at := max(c.LastEventMs, o.LastEventMs)
+	if d.On() {
+		fc, fo := d.Factor(at-c.LastEventMs), d.Factor(at-o.LastEventMs)
+		for i := range c.Decayed {
+			c.Decayed[i] = c.Decayed[i]*fc + o.Decayed[i]*fo
+		}
+	}
 	for i := range c.ByType {
 		c.ByType[i] += o.ByType[i]
 	}
-	c.LastEventMs = max(c.LastEventMs, o.LastEventMs)
+	c.LastEventMs = at
+}
+
+// At returns the counts by type as of atMs: decayed to atMs with decay,
+// the plain counts without.
+func (c *Counts) At(atMs int64, d sampler.Decay) [NumEventTypes]float64 {
+	var out [NumEventTypes]float64
+	if !d.On() {
+		for i, n := range c.ByType {
+			out[i] = float64(n)
+		}
+		return out
+	}
+	f := d.Factor(atMs - c.LastEventMs)
+	for i, v := range c.Decayed {
+		out[i] = v * f
+	}
+	return out
 }
 
 // Impressions returns the number of trials.
@@ -125,11 +172,42 @@ type Snapshot struct {
 }
 
 // ShardSnapshot is one shard of a snapshot: its watermarks and its arms'
-// counts ("context\x1fitem" → five counts and the last event time).
+// counts ("context\x1fitem" → five counts and the last event time, then,
+// in a namespace with decay, the five decayed counts as the bits of their
+// IEEE 754 doubles: see EncodeCounts).
 type ShardSnapshot struct {
 	Shard      int
 	Watermarks map[string]int64
 	Arms       map[string][]int64
+}
+
+// EncodeCounts returns c as a snapshot carries it: the five counts, the
+// last event time and, when some decayed count is not zero, the five
+// decayed counts as the bits of their doubles, so they round-trip exactly.
+func EncodeCounts(c Counts) []int64 {
+	out := make([]int64, 0, 2*NumEventTypes+1)
+	out = append(out, c.ByType[:]...)
+	out = append(out, c.LastEventMs)
+	if c.Decayed != ([NumEventTypes]float64{}) {
+		for _, v := range c.Decayed {
+			out = append(out, int64(math.Float64bits(v)))
+		}
+	}
+	return out
+}
+
+// DecodeCounts is EncodeCounts' inverse.
+func DecodeCounts(v []int64) (Counts, error) {
+	var c Counts
+	if len(v) != NumEventTypes+1 && len(v) != 2*NumEventTypes+1 {
+		return c, fmt.Errorf("store: %d numbers for an arm's counts, want %d or %d", len(v), NumEventTypes+1, 2*NumEventTypes+1)
+	}
+	copy(c.ByType[:], v)
+	c.LastEventMs = v[NumEventTypes]
+	for i, b := range v[NumEventTypes+1:] {
+		c.Decayed[i] = math.Float64frombits(uint64(b))
+	}
+	return c, nil
 }
 
 var (

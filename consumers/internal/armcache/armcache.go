@@ -158,10 +158,11 @@ func (c *Cache) findFrom(ctx uint32, item string, h uint64) int32 {
 const lookupGroup = 16
 
 // Lookup copies into arms[i] the cached posterior of items[i] in context
-// ctx and appends to misses the indexes of those missing or older than the
-// cache's maximum staleness at now; those older than the maximum age are
-// used and marked for the background refresh.
-func (c *Cache) Lookup(ctx string, items []string, now int64, arms []sampler.Arm, misses []int32) []int32 {
+// ctx and, if fetched is not nil, into fetched[i] the time it was read
+// (Unix ns), and appends to misses the indexes of those missing or older
+// than the cache's maximum staleness at now; those older than the maximum
+// age are used and marked for the background refresh.
+func (c *Cache) Lookup(ctx string, items []string, now int64, arms []sampler.Arm, fetched []int64, misses []int32) []int32 {
 	fresh, usable := now-c.maxAge, now-c.maxStale
 	var hits, stale int64
 	var hs, es [lookupGroup]uint64
@@ -215,6 +216,9 @@ func (c *Cache) Lookup(ctx string, items []string, now int64, arms []sampler.Arm
 				slot.ref.Or(want)
 			}
 			arms[i] = slot.arm
+			if fetched != nil {
+				fetched[i] = slot.fetched
+			}
 			hits++
 		}
 	}

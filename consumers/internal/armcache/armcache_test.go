@@ -33,7 +33,7 @@ func TestArmCache(t *testing.T) {
 		items := cacheItems("sku-", 10)
 		putAll(c, "home", items, 100)
 		arms := make([]sampler.Arm, 10)
-		if misses := c.Lookup("home", items, 150, arms, nil); len(misses) != 0 {
+		if misses := c.Lookup("home", items, 150, arms, nil, nil); len(misses) != 0 {
 			t.Fatalf("misses %v", misses)
 		}
 		for i, a := range arms {
@@ -41,7 +41,7 @@ func TestArmCache(t *testing.T) {
 				t.Fatalf("item %d: α %v, want %d", i, a.Alpha(), i+1)
 			}
 		}
-		if misses := c.Lookup("search", items[:3], 150, arms, nil); len(misses) != 3 {
+		if misses := c.Lookup("search", items[:3], 150, arms, nil, nil); len(misses) != 3 {
 			t.Fatalf("another context: misses %v, want all 3", misses)
 		}
 	})
@@ -50,13 +50,13 @@ func TestArmCache(t *testing.T) {
 		items := cacheItems("sku-", 4)
 		putAll(c, "", items, 100)
 		arms := make([]sampler.Arm, 4)
-		if misses := c.Lookup("", items[:2], 100+maxAge, arms, nil); len(misses) != 0 {
+		if misses := c.Lookup("", items[:2], 100+maxAge, arms, nil, nil); len(misses) != 0 {
 			t.Fatalf("at the maximum age: misses %v", misses)
 		}
 		if list := c.RefreshList(nil, 10); len(list) != 0 {
 			t.Fatalf("fresh arms marked for refresh: %v", list)
 		}
-		if misses := c.Lookup("", items[:2], 101+maxAge, arms, nil); len(misses) != 0 || c.stale.Load() != 2 {
+		if misses := c.Lookup("", items[:2], 101+maxAge, arms, nil, nil); len(misses) != 0 || c.stale.Load() != 2 {
 			t.Fatalf("past the maximum age: misses %v, stale %d; want none and 2", misses, c.stale.Load())
 		}
 		list := c.RefreshList(nil, 10)
@@ -67,7 +67,7 @@ func TestArmCache(t *testing.T) {
 		if list := c.RefreshList(nil, 10); len(list) != 0 {
 			t.Fatalf("still marked after the refresh: %v", list)
 		}
-		if misses := c.Lookup("", items, 101+4*maxAge, arms, nil); len(misses) != 2 || misses[0] != 2 {
+		if misses := c.Lookup("", items, 101+4*maxAge, arms, nil, nil); len(misses) != 2 || misses[0] != 2 {
 			t.Fatalf("past the maximum staleness: misses %v, want items 2 and 3", misses)
 		}
 	})
@@ -79,7 +79,7 @@ func TestArmCache(t *testing.T) {
 		arms := make([]sampler.Arm, len(hot))
 		for round := 0; round < 50; round++ {
 			putAll(c, "home", cacheItems("cold-"+strconv.Itoa(round)+"-", 30), 100)
-			if misses := c.Lookup("home", hot, 100, arms, nil); len(misses) != 0 {
+			if misses := c.Lookup("home", hot, 100, arms, nil, nil); len(misses) != 0 {
 				t.Fatalf("round %d: %d recently used arms evicted", round, len(misses))
 			}
 		}
@@ -111,7 +111,7 @@ func TestArmCache(t *testing.T) {
 				continue
 			}
 			arms := make([]sampler.Arm, 1)
-			if misses := c.Lookup(ctx, []string{item}, 1, arms, nil); len(misses) == 0 {
+			if misses := c.Lookup(ctx, []string{item}, 1, arms, nil, nil); len(misses) == 0 {
 				if want := truth[[2]string{ctx, item}]; arms[0].Alpha() != want {
 					t.Fatalf("step %d: %s/%s has α %v, want %v", step, ctx, item, arms[0].Alpha(), want)
 				}
@@ -152,7 +152,7 @@ func TestArmCache(t *testing.T) {
 				continue
 			}
 			arms := make([]sampler.Arm, 1)
-			if misses := c.Lookup(ctx, []string{"sku"}, 1, arms, nil); len(misses) == 0 && arms[0].Alpha() != truth[ctx] {
+			if misses := c.Lookup(ctx, []string{"sku"}, 1, arms, nil, nil); len(misses) == 0 && arms[0].Alpha() != truth[ctx] {
 				t.Fatalf("step %d: %s has α %v, want %v", step, ctx, arms[0].Alpha(), truth[ctx])
 			}
 		}
