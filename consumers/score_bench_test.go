@@ -125,32 +125,51 @@ func BenchmarkScoreCore(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(perOp*float64(b.N)), "ns/candidate")
 	})
 
-	b.Run("impl=scorer", func(b *testing.B) {
-		s, err := NewScorer(ScorerConfig{Brokers: []string{"unused:9092"}, CacheBytes: 1 << 30, CacheMaxAge: time.Hour}, cachedOnly{}, nil, discardWriter{})
-		if err != nil {
-			b.Fatal(err)
+	// The scorer, every arm cached, without decay and with a six-hour
+	// half-life (every cached posterior then rescaled to the request's
+	// time: cached half a second before it, as -cache-max-age allows).
+	for _, hl := range []time.Duration{0, 6 * time.Hour} {
+		name := "impl=scorer"
+		if hl > 0 {
+			name = "impl=scorer-decay"
 		}
-		model := s.cfg.Model
-		entries := make([]armcache.Entry, benchArms)
-		for i := range entries {
-			entries[i] = armcache.Entry{Context: "home", Item: benchItem(i), Arm: model.Posterior(benchCounts(i), nil, 0)}
-		}
-		s.cache.Put(entries, time.Now().UnixNano())
-		runtime.GC()
-		w := newScoreWorker(s, 0)
-		ctx := context.Background()
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			if err := w.process(ctx, ctx, batch); err != nil {
+		b.Run(name, func(b *testing.B) {
+			model := DefaultRewardModel()
+			model.Decay.HalfLife = hl
+			s, err := NewScorer(ScorerConfig{Brokers: []string{"unused:9092"}, CacheBytes: 1 << 30, CacheMaxAge: time.Hour, Model: model},
+				cachedOnly{}, nil, discardWriter{})
+			if err != nil {
 				b.Fatal(err)
 			}
-		}
-		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(perOp*float64(b.N)), "ns/candidate")
-		if st := s.Stats(); st.CacheMisses != 0 || st.Scored != int64(b.N*benchBatch) {
-			b.Fatalf("stats %+v: every arm must be cached and every request scored", st)
-		}
-	})
+			fetched := time.Now().Add(-500 * time.Millisecond)
+			entries := make([]armcache.Entry, benchArms)
+			for i := range entries {
+				c := benchCounts(i)
+				if hl > 0 { // as if the counts came over about a day
+					for j, n := range c.ByType {
+						c.Decayed[j] = float64(n) / 4
+					}
+					c.LastEventMs = fetched.Add(-time.Hour).UnixMilli()
+				}
+				entries[i] = armcache.Entry{Context: "home", Item: benchItem(i), Arm: model.Posterior(c, nil, fetched.UnixMilli())}
+			}
+			s.cache.Put(entries, fetched.UnixNano())
+			runtime.GC()
+			w := newScoreWorker(s, 0)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := w.process(ctx, ctx, batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(perOp*float64(b.N)), "ns/candidate")
+			if st := s.Stats(); st.CacheMisses != 0 || st.Scored != int64(b.N*benchBatch) {
+				b.Fatalf("stats %+v: every arm must be cached and every request scored", st)
+			}
+		})
+	}
 }
 
 // cachedOnly is the arm reader of a benchmark whose arms are all cached: a
