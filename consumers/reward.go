@@ -83,13 +83,17 @@ func (m *RewardModel) rescale(a *sampler.Arm, f float64) {
 	_ = a.Set(max(alpha, m.Prior.Alpha), max(beta, m.Prior.Beta)) // the prior's shapes are valid
 }
 
-// personalize adds a user's own counts to a global posterior.
-func (m *RewardModel) personalize(a *sampler.Arm, c *state.Counts) {
+// userPart returns what a user's own counts c add to α and β.
+func (m *RewardModel) userPart(c *state.Counts) (float64, float64) {
 	n := c.At(0, sampler.Decay{})
 	t, r := m.trialsReward(&n)
-	alpha := a.Alpha() + m.Lambda*r
-	beta := a.Beta() + m.Lambda*max(t-r, 0)
-	_ = a.Set(alpha, beta) // finite and positive: sums of positive shapes and non-negative counts
+	return m.Lambda * r, m.Lambda * max(t-r, 0)
+}
+
+// personalize adds a user's own counts to a global posterior.
+func (m *RewardModel) personalize(a *sampler.Arm, c *state.Counts) {
+	ua, ub := m.userPart(c)
+	_ = a.Set(a.Alpha()+ua, a.Beta()+ub) // finite and positive: sums of positive shapes and non-negative counts
 }
 
 // Posterior returns an arm's posterior at atMs (Unix ms) from its global

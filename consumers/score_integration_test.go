@@ -299,6 +299,7 @@ func TestScoreMatchesSamplerOnStoredPosteriors(t *testing.T) {
 		if i == 5 {
 			r.ReplyTopic = replyTopic
 		}
+		r.Explain = i%5 == 0
 		reqs = append(reqs, r)
 		msgs = append(msgs, requestMsg(t, r))
 	}
@@ -318,7 +319,7 @@ func TestScoreMatchesSamplerOnStoredPosteriors(t *testing.T) {
 	}
 	got["r5"] = replies["r5"]
 
-	for _, r := range reqs {
+	for i, r := range reqs {
 		resp := got[r.GetRequestId()][0]
 		var userCounts map[state.Arm]state.Counts
 		if r.GetUserId() == "hot" {
@@ -337,6 +338,7 @@ func TestScoreMatchesSamplerOnStoredPosteriors(t *testing.T) {
 			if r.GetMode() == schemas.ModeMean && j > 0 && it.GetMean() > resp.GetItems()[j-1].GetMean() {
 				t.Fatalf("%s: mean mode out of order at %d", r.GetRequestId(), j)
 			}
+			checkExplanation(t, r, it, arms[w.Index], counts, userCounts, i >= 20)
 		}
 		if resp.GetSeed() != r.GetSeed() || resp.GetModelVersion() == "" || resp.GetTiming().GetScoredTimeMs() == 0 {
 			t.Fatalf("%s: seed %d model %q timing %v", r.GetRequestId(), resp.GetSeed(), resp.GetModelVersion(), resp.GetTiming())
@@ -359,6 +361,38 @@ func TestScoreMatchesSamplerOnStoredPosteriors(t *testing.T) {
 	without, _ := expectRank(counts, nil, hot, hot.GetSeed())
 	if fmt.Sprint(with) == fmt.Sprint(without) {
 		t.Fatal("the hot user's own counts do not change the ranking")
+	}
+}
+
+// checkExplanation checks a ranked item's explanation: none unless the
+// request asked; otherwise the posterior ranked, the user's part, and its
+// source: the prior for an arm never seen, the cache for one a previous
+// batch read (cached), the cache or the hot tier otherwise.
+func checkExplanation(t *testing.T, r *schemas.ScoreRequest, it *schemas.RankedItem, arm sampler.Arm,
+	counts, own map[state.Arm]state.Counts, cached bool) {
+	t.Helper()
+	e := it.GetExplanation()
+	if !r.GetExplain() {
+		if e != nil {
+			t.Fatalf("%s: %s explained without being asked", r.GetRequestId(), it.GetItemId())
+		}
+		return
+	}
+	a := state.Arm{Context: r.GetContext(), Item: it.GetItemId()}
+	var ua, ub float64
+	if o, ok := own[a]; ok {
+		ua, ub = float64(o.ByType[1]), max(float64(o.ByType[0]-o.ByType[1]), 0)
+	}
+	_, seen := counts[a]
+	source := e.GetSource()
+	switch {
+	case !seen && source != schemas.SourcePrior,
+		seen && cached && source != schemas.SourceCache,
+		seen && source != schemas.SourceCache && source != schemas.SourceHot:
+		t.Fatalf("%s: %s (seen %v, cached %v) explained as from %v", r.GetRequestId(), it.GetItemId(), seen, cached, source)
+	}
+	if e.GetAlpha() != arm.Alpha() || e.GetBeta() != arm.Beta() || e.GetUserAlpha() != ua || e.GetUserBeta() != ub {
+		t.Fatalf("%s: %s explained as %v; want Beta(%v, %v) with the user's %v, %v", r.GetRequestId(), it.GetItemId(), e, arm.Alpha(), arm.Beta(), ua, ub)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -23,8 +24,10 @@ type scoreWorker struct {
 
 	reqs    []*schemas.ScoreRequest // decoded, reused
 	live    []liveRequest
-	arms    []sampler.Arm // every live request's candidates, back to back
-	fetched []int64       // with decay: the Unix ns each of arms was computed at
+	arms    []sampler.Arm             // every live request's candidates, back to back
+	fetched []int64                   // with decay: the Unix ns each of arms was computed at
+	sources []schemas.PosteriorSource // when a request explains: where each of arms came from
+	expl    []schemas.Explanation
 	misses  []int32
 	missAt  []missRef
 	entries []armcache.Entry
@@ -278,9 +281,21 @@ func (w *scoreWorker) lookup(ctx context.Context, now time.Time, n int) error {
 		w.fetched = w.fetched[:n]
 		fetchedAt = w.fetched
 	}
+	w.sources = w.sources[:0]
+	for _, l := range w.live {
+		if l.req.GetExplain() {
+			w.sources = slices.Grow(w.sources, n)[:n]
+			break
+		}
+	}
 	w.missAt = w.missAt[:0]
 	for _, l := range w.live {
 		c := l.req.GetCandidates()
+		if len(w.sources) > 0 && l.req.GetExplain() {
+			for i := l.off; i < l.off+len(c); i++ {
+				w.sources[i] = schemas.SourceCache // the misses are marked below
+			}
+		}
 		var f []int64
 		if fetchedAt != nil {
 			f = fetchedAt[l.off : l.off+len(c)]
@@ -317,6 +332,9 @@ func (w *scoreWorker) lookup(ctx context.Context, now time.Time, n int) error {
 		if fetchedAt != nil {
 			fetchedAt[m.pos] = fetched
 		}
+		if len(w.sources) > 0 {
+			w.sources[m.pos] = schemas.SourceHot
+		}
 		if counts[j].ByType == ([state.NumEventTypes]int64{}) {
 			prior++
 		}
@@ -325,6 +343,24 @@ func (w *scoreWorker) lookup(ctx context.Context, now time.Time, n int) error {
 	s.hotArms.Add(int64(len(w.missAt)) - prior)
 	s.cache.Put(w.entries, fetched)
 	return nil
+}
+
+// explain sets the explanation of each ranked item of l: its posterior,
+// where the global part came from, and what the user's own counts added.
+func (w *scoreWorker) explain(l *liveRequest, items []*schemas.RankedItem) {
+	m := &w.s.cfg.Model
+	w.expl = slices.Grow(w.expl[:0], len(items))[:len(items)]
+	for i, r := range w.ranked {
+		a := &w.arms[l.off+r.Index]
+		e := &w.expl[i]
+		*e = schemas.Explanation{Alpha: a.Alpha(), Beta: a.Beta(), Source: w.sources[l.off+r.Index]}
+		if u := l.user; u != nil && m.Lambda > 0 {
+			if uc, ok := u.Arms[state.Arm{Context: l.req.GetContext(), Item: items[i].GetItemId()}]; ok {
+				e.UserAlpha, e.UserBeta = m.userPart(&uc)
+			}
+		}
+		items[i].Explanation = e
+	}
 }
 
 // rank ranks one request and appends its response.
@@ -342,6 +378,16 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 				last, f = ms, s.cfg.Model.Decay.Factor(at-ms)
 			}
 			s.cfg.Model.rescale(&arms[i], f)
+		}
+	}
+	explain := req.GetExplain()
+	if explain {
+		// The prior alone, whether cached or read: an arm without counts.
+		prior := s.cfg.Model.Prior
+		for i := range arms {
+			if arms[i].Alpha() == prior.Alpha && arms[i].Beta() == prior.Beta {
+				w.sources[l.off+i] = schemas.SourcePrior
+			}
 		}
 	}
 	if u := l.user; u != nil && len(u.Arms) > 0 && s.cfg.Model.Lambda > 0 {
@@ -370,6 +416,10 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 		items[i].ItemId = c[r.Index]
 		items[i].Score = r.Score
 		items[i].Mean = arms[r.Index].Mean()
+		items[i].Explanation = nil
+	}
+	if explain {
+		w.explain(l, items)
 	}
 	scored := time.Now()
 	if sent := req.GetSentTimeMs(); sent > 0 {

@@ -81,6 +81,8 @@ func DecodeScoreRequestAliased(lim Limits, data []byte, m *ScoreRequest) error {
 					m.Seed = seed
 				case 10:
 					m.SentTimeMs = int64(v)
+				case 11:
+					m.Explain = v != 0
 				}
 			}
 			continue
@@ -100,7 +102,7 @@ func DecodeScoreRequestAliased(lim Limits, data []byte, m *ScoreRequest) error {
 var scoreRequestWire = [...]protowire.Type{
 	0: -1, 1: protowire.BytesType, 2: protowire.BytesType, 3: protowire.BytesType, 4: protowire.BytesType,
 	5: protowire.VarintType, 6: protowire.VarintType, 7: protowire.BytesType, 8: protowire.VarintType,
-	9: protowire.VarintType, 10: protowire.VarintType,
+	9: protowire.VarintType, 10: protowire.VarintType, 11: protowire.VarintType,
 }
 
 func aliasString(b []byte) string {

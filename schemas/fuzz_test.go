@@ -19,7 +19,8 @@ func seedCorpus(f *testing.F, c schemas.Codec) {
 	if b, err := c.AppendScoreRequest(nil, validRequest()); err == nil {
 		f.Add(b)
 	}
-	resp := &schemas.ScoreResponse{RequestId: "r", Items: []*schemas.RankedItem{{ItemId: "a", Score: 0.3, Mean: 0.2}}}
+	resp := &schemas.ScoreResponse{RequestId: "r", Items: []*schemas.RankedItem{{ItemId: "a", Score: 0.3, Mean: 0.2,
+		Explanation: &schemas.Explanation{Alpha: 2, Beta: 8, Source: schemas.SourceCache, UserAlpha: 1}}}}
 	if b, err := c.AppendScoreResponse(nil, resp); err == nil {
 		f.Add(b)
 	}

@@ -37,12 +37,22 @@ type scoreRequestJSON struct {
 	Mode       string   `json:"mode,omitempty"`
 	Seed       *uint64  `json:"seed,omitempty"`
 	SentTimeMs int64    `json:"sent_time_ms,omitempty"`
+	Explain    bool     `json:"explain,omitempty"`
 }
 
 type rankedItemJSON struct {
-	ItemID string  `json:"item_id"`
-	Score  float64 `json:"score"`
-	Mean   float64 `json:"mean"`
+	ItemID      string           `json:"item_id"`
+	Score       float64          `json:"score"`
+	Mean        float64          `json:"mean"`
+	Explanation *explanationJSON `json:"explanation,omitempty"`
+}
+
+type explanationJSON struct {
+	Alpha     float64 `json:"alpha"`
+	Beta      float64 `json:"beta"`
+	Source    string  `json:"source,omitempty"`
+	UserAlpha float64 `json:"user_alpha,omitempty"`
+	UserBeta  float64 `json:"user_beta,omitempty"`
 }
 
 type timingJSON struct {
@@ -121,6 +131,7 @@ func decodeScoreRequestJSON(data []byte, m *ScoreRequest) error {
 	m.Reset()
 	m.RequestId, m.UserId, m.Context, m.Candidates, m.K = j.RequestID, j.UserID, j.Context, j.Candidates, j.K
 	m.DeadlineMs, m.ReplyTopic, m.Mode, m.Seed, m.SentTimeMs = j.DeadlineMs, j.ReplyTopic, mode, j.Seed, j.SentTimeMs
+	m.Explain = j.Explain
 	return nil
 }
 
@@ -128,7 +139,7 @@ func scoreRequestToJSON(m *ScoreRequest) scoreRequestJSON {
 	j := scoreRequestJSON{
 		RequestID: m.GetRequestId(), UserID: m.GetUserId(), Context: m.GetContext(), Candidates: m.GetCandidates(),
 		K: m.GetK(), DeadlineMs: m.GetDeadlineMs(), ReplyTopic: m.GetReplyTopic(), Mode: ModeName(m.GetMode()),
-		SentTimeMs: m.GetSentTimeMs(),
+		SentTimeMs: m.GetSentTimeMs(), Explain: m.GetExplain(),
 	}
 	if m.Seed != nil {
 		s := *m.Seed
@@ -152,6 +163,13 @@ func decodeScoreResponseJSON(data []byte, m *ScoreResponse) error {
 		m.Items = make([]*RankedItem, len(j.Items))
 		for i, it := range j.Items {
 			m.Items[i] = &RankedItem{ItemId: it.ItemID, Score: it.Score, Mean: it.Mean}
+			if e := it.Explanation; e != nil {
+				src, ok := ParseSource(e.Source)
+				if !ok {
+					return invalid("explanation", "unknown posterior source %.32q (cache, hot, prior)", e.Source)
+				}
+				m.Items[i].Explanation = &Explanation{Alpha: e.Alpha, Beta: e.Beta, Source: src, UserAlpha: e.UserAlpha, UserBeta: e.UserBeta}
+			}
 		}
 	}
 	if j.Timing != nil {
@@ -168,6 +186,10 @@ func scoreResponseToJSON(m *ScoreResponse) scoreResponseJSON {
 	}
 	for i, it := range m.GetItems() {
 		j.Items[i] = rankedItemJSON{ItemID: it.GetItemId(), Score: finite(it.GetScore()), Mean: finite(it.GetMean())}
+		if e := it.GetExplanation(); e != nil {
+			j.Items[i].Explanation = &explanationJSON{Alpha: finite(e.GetAlpha()), Beta: finite(e.GetBeta()), Source: SourceName(e.GetSource()),
+				UserAlpha: finite(e.GetUserAlpha()), UserBeta: finite(e.GetUserBeta())}
+		}
 	}
 	if t := m.GetTiming(); t != nil {
 		j.Timing = &timingJSON{SentTimeMs: t.GetSentTimeMs(), ReceivedTimeMs: t.GetReceivedTimeMs(),

@@ -15,6 +15,10 @@ type (
 	RankedItem = pb.RankedItem
 	// Timing tells where a request's time went.
 	Timing = pb.Timing
+	// Explanation says where a ranked item's posterior came from.
+	Explanation = pb.Explanation
+	// PosteriorSource is where a global posterior came from.
+	PosteriorSource = pb.PosteriorSource
 	// EventType is the kind of an interaction.
 	EventType = pb.EventType
 	// ExplorationMode is how a score request explores.
@@ -36,6 +40,38 @@ const (
 	ModeThompson = pb.ExplorationMode_EXPLORATION_MODE_THOMPSON
 	ModeMean     = pb.ExplorationMode_EXPLORATION_MODE_MEAN
 )
+
+// Posterior sources of an explanation.
+const (
+	SourceCache = pb.PosteriorSource_POSTERIOR_SOURCE_CACHE
+	SourceHot   = pb.PosteriorSource_POSTERIOR_SOURCE_HOT
+	SourcePrior = pb.PosteriorSource_POSTERIOR_SOURCE_PRIOR
+)
+
+// sourceNames are the JSON names of the posterior sources, by value.
+var sourceNames = [...]string{SourceCache: "cache", SourceHot: "hot", SourcePrior: "prior"}
+
+// SourceName is the lower-case name of s used in JSON ("cache", "hot",
+// "prior"), or "" for an unknown source.
+func SourceName(s PosteriorSource) string {
+	if s <= 0 || int(s) >= len(sourceNames) {
+		return ""
+	}
+	return sourceNames[s]
+}
+
+// ParseSource is the inverse of SourceName ("" is the unspecified source).
+func ParseSource(s string) (PosteriorSource, bool) {
+	if s == "" {
+		return 0, true
+	}
+	for i, n := range sourceNames {
+		if n != "" && n == s {
+			return PosteriorSource(i), true
+		}
+	}
+	return 0, false
+}
 
 // eventTypeNames are the JSON names of the event types, indexed by value.
 var eventTypeNames = [...]string{

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -157,7 +158,7 @@ func TestCLIRoundTrip(t *testing.T) {
 
 	// score: mean mode ranks by posterior mean, which the counts fix.
 	out, errOut, code = e.bandit(t, "", "score", "-requests-topic", e.requests, "-user", "u1", "-context", "home",
-		"-candidates", "sku-0,sku-1,sku-2,sku-new", "-k", "4", "-mode", "mean", "-timeout", "30s")
+		"-candidates", "sku-0,sku-1,sku-2,sku-new", "-k", "4", "-mode", "mean", "-timeout", "30s", "-explain")
 	if code != 0 {
 		t.Fatalf("score: exit %d\n%s\n%s", code, out, errOut)
 	}
@@ -170,6 +171,12 @@ func TestCLIRoundTrip(t *testing.T) {
 	// Means: sku-new 0.5 (prior); sku-0 has 5 clicks in 17 events, …
 	if len(order) != 4 || order[0] != "sku-new" {
 		t.Fatalf("score printed %q:\n%s", order, out)
+	}
+	// -explain: the unseen item's posterior is the prior; the others were
+	// read for this request (the scorer had not cached them).
+	if !regexp.MustCompile(`sku-new +score 0.5000  mean 0.5000  Beta\(1, 1\) from prior\n`).MatchString(out) ||
+		strings.Count(out, " from hot") != 3 {
+		t.Fatalf("score -explain printed:\n%s", out)
 	}
 
 	// tail: every event, decoded.

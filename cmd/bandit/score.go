@@ -32,12 +32,13 @@ func scoreCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Cont
 	seed := fs.String("seed", "", "seed of the Thompson draws (same stats and seed, same ranking); default random")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the response")
 	asJSON := fs.Bool("json", false, "print the response as JSON")
+	explain := fs.Bool("explain", false, "ask for each item's posterior and where it came from (cache, hot tier, prior; the user's own part)")
 	return func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) error {
 		m, ok := schemas.ParseMode(*mode)
 		if !ok {
 			return fmt.Errorf("-mode: %q is not thompson or mean", *mode)
 		}
-		req := &schemas.ScoreRequest{UserId: *user, Context: *ctxName, K: int32(*k2), Mode: m}
+		req := &schemas.ScoreRequest{UserId: *user, Context: *ctxName, K: int32(*k2), Mode: m, Explain: *explain}
 		if *seed != "" {
 			v, err := strconv.ParseUint(*seed, 10, 64)
 			if err != nil {
@@ -112,7 +113,14 @@ func scoreCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Cont
 			resp.GetRequestId(), len(resp.GetItems()), len(req.Candidates), resp.GetUserId(), resp.GetContext(),
 			schemas.ModeName(resp.GetMode()), seedText, resp.GetModelVersion())
 		for i, it := range resp.GetItems() {
-			fmt.Fprintf(stdout, "%4d  %-24s score %.4f  mean %.4f\n", i+1, it.GetItemId(), it.GetScore(), it.GetMean())
+			fmt.Fprintf(stdout, "%4d  %-24s score %.4f  mean %.4f", i+1, it.GetItemId(), it.GetScore(), it.GetMean())
+			if e := it.GetExplanation(); e != nil {
+				fmt.Fprintf(stdout, "  Beta(%.6g, %.6g) from %s", e.GetAlpha(), e.GetBeta(), schemas.SourceName(e.GetSource()))
+				if e.GetUserAlpha() != 0 || e.GetUserBeta() != 0 {
+					fmt.Fprintf(stdout, ", the user's own counts adding %.6g, %.6g", e.GetUserAlpha(), e.GetUserBeta())
+				}
+			}
+			fmt.Fprintln(stdout)
 		}
 		fmt.Fprintf(stdout, "scored in %d µs; round trip %s\n", resp.GetTiming().GetScoringMicros(), rtt.Round(time.Millisecond))
 		return nil

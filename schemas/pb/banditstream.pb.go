@@ -137,6 +137,62 @@ func (ExplorationMode) EnumDescriptor() ([]byte, []int) {
 	return file_banditstream_v1_banditstream_proto_rawDescGZIP(), []int{1}
 }
 
+// PosteriorSource is where a global posterior came from.
+type PosteriorSource int32
+
+const (
+	PosteriorSource_POSTERIOR_SOURCE_UNSPECIFIED PosteriorSource = 0
+	// The scorer's in-process arm cache.
+	PosteriorSource_POSTERIOR_SOURCE_CACHE PosteriorSource = 1
+	// A read of the hot tier for this batch.
+	PosteriorSource_POSTERIOR_SOURCE_HOT PosteriorSource = 2
+	// The prior alone: the arm has no counts.
+	PosteriorSource_POSTERIOR_SOURCE_PRIOR PosteriorSource = 3
+)
+
+// Enum value maps for PosteriorSource.
+var (
+	PosteriorSource_name = map[int32]string{
+		0: "POSTERIOR_SOURCE_UNSPECIFIED",
+		1: "POSTERIOR_SOURCE_CACHE",
+		2: "POSTERIOR_SOURCE_HOT",
+		3: "POSTERIOR_SOURCE_PRIOR",
+	}
+	PosteriorSource_value = map[string]int32{
+		"POSTERIOR_SOURCE_UNSPECIFIED": 0,
+		"POSTERIOR_SOURCE_CACHE":       1,
+		"POSTERIOR_SOURCE_HOT":         2,
+		"POSTERIOR_SOURCE_PRIOR":       3,
+	}
+)
+
+func (x PosteriorSource) Enum() *PosteriorSource {
+	p := new(PosteriorSource)
+	*p = x
+	return p
+}
+
+func (x PosteriorSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PosteriorSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_banditstream_v1_banditstream_proto_enumTypes[2].Descriptor()
+}
+
+func (PosteriorSource) Type() protoreflect.EnumType {
+	return &file_banditstream_v1_banditstream_proto_enumTypes[2]
+}
+
+func (x PosteriorSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PosteriorSource.Descriptor instead.
+func (PosteriorSource) EnumDescriptor() ([]byte, []int) {
+	return file_banditstream_v1_banditstream_proto_rawDescGZIP(), []int{2}
+}
+
 // Interaction is one user event on one item, on the interactions topic,
 // keyed by user_id.
 type Interaction struct {
@@ -273,7 +329,9 @@ type ScoreRequest struct {
 	// With a seed, the same stats give the same ranking.
 	Seed *uint64 `protobuf:"varint,9,opt,name=seed,proto3,oneof" json:"seed,omitempty"`
 	// When the client sent the request, Unix milliseconds (for latency).
-	SentTimeMs    int64 `protobuf:"varint,10,opt,name=sent_time_ms,json=sentTimeMs,proto3" json:"sent_time_ms,omitempty"`
+	SentTimeMs int64 `protobuf:"varint,10,opt,name=sent_time_ms,json=sentTimeMs,proto3" json:"sent_time_ms,omitempty"`
+	// With explain, every ranked item carries its explanation.
+	Explain       bool `protobuf:"varint,11,opt,name=explain,proto3" json:"explain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -378,6 +436,13 @@ func (x *ScoreRequest) GetSentTimeMs() int64 {
 	return 0
 }
 
+func (x *ScoreRequest) GetExplain() bool {
+	if x != nil {
+		return x.Explain
+	}
+	return false
+}
+
 // RankedItem is one entry of a ranking.
 type RankedItem struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -385,7 +450,9 @@ type RankedItem struct {
 	// The sampled score (thompson) or the posterior mean (mean).
 	Score float64 `protobuf:"fixed64,2,opt,name=score,proto3" json:"score,omitempty"`
 	// Posterior mean α/(α+β).
-	Mean          float64 `protobuf:"fixed64,3,opt,name=mean,proto3" json:"mean,omitempty"`
+	Mean float64 `protobuf:"fixed64,3,opt,name=mean,proto3" json:"mean,omitempty"`
+	// Set only when the request asked for explanations.
+	Explanation   *Explanation `protobuf:"bytes,4,opt,name=explanation,proto3" json:"explanation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -441,6 +508,94 @@ func (x *RankedItem) GetMean() float64 {
 	return 0
 }
 
+func (x *RankedItem) GetExplanation() *Explanation {
+	if x != nil {
+		return x.Explanation
+	}
+	return nil
+}
+
+// Explanation says why an item ranked where it did: the posterior it was
+// ranked by and where that came from.
+type Explanation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The posterior ranked: Beta(alpha, beta), the user's part included.
+	Alpha float64 `protobuf:"fixed64,1,opt,name=alpha,proto3" json:"alpha,omitempty"`
+	Beta  float64 `protobuf:"fixed64,2,opt,name=beta,proto3" json:"beta,omitempty"`
+	// Where the global part (alpha − user_alpha, beta − user_beta) came from.
+	Source PosteriorSource `protobuf:"varint,3,opt,name=source,proto3,enum=banditstream.v1.PosteriorSource" json:"source,omitempty"`
+	// What the user's own counts added: λ·r_u and λ·max(t_u − r_u, 0).
+	UserAlpha     float64 `protobuf:"fixed64,4,opt,name=user_alpha,json=userAlpha,proto3" json:"user_alpha,omitempty"`
+	UserBeta      float64 `protobuf:"fixed64,5,opt,name=user_beta,json=userBeta,proto3" json:"user_beta,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Explanation) Reset() {
+	*x = Explanation{}
+	mi := &file_banditstream_v1_banditstream_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Explanation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Explanation) ProtoMessage() {}
+
+func (x *Explanation) ProtoReflect() protoreflect.Message {
+	mi := &file_banditstream_v1_banditstream_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Explanation.ProtoReflect.Descriptor instead.
+func (*Explanation) Descriptor() ([]byte, []int) {
+	return file_banditstream_v1_banditstream_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Explanation) GetAlpha() float64 {
+	if x != nil {
+		return x.Alpha
+	}
+	return 0
+}
+
+func (x *Explanation) GetBeta() float64 {
+	if x != nil {
+		return x.Beta
+	}
+	return 0
+}
+
+func (x *Explanation) GetSource() PosteriorSource {
+	if x != nil {
+		return x.Source
+	}
+	return PosteriorSource_POSTERIOR_SOURCE_UNSPECIFIED
+}
+
+func (x *Explanation) GetUserAlpha() float64 {
+	if x != nil {
+		return x.UserAlpha
+	}
+	return 0
+}
+
+func (x *Explanation) GetUserBeta() float64 {
+	if x != nil {
+		return x.UserBeta
+	}
+	return 0
+}
+
 // Timing tells where a request's time went.
 type Timing struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -454,7 +609,7 @@ type Timing struct {
 
 func (x *Timing) Reset() {
 	*x = Timing{}
-	mi := &file_banditstream_v1_banditstream_proto_msgTypes[3]
+	mi := &file_banditstream_v1_banditstream_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +621,7 @@ func (x *Timing) String() string {
 func (*Timing) ProtoMessage() {}
 
 func (x *Timing) ProtoReflect() protoreflect.Message {
-	mi := &file_banditstream_v1_banditstream_proto_msgTypes[3]
+	mi := &file_banditstream_v1_banditstream_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +634,7 @@ func (x *Timing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timing.ProtoReflect.Descriptor instead.
 func (*Timing) Descriptor() ([]byte, []int) {
-	return file_banditstream_v1_banditstream_proto_rawDescGZIP(), []int{3}
+	return file_banditstream_v1_banditstream_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Timing) GetSentTimeMs() int64 {
@@ -528,7 +683,7 @@ type ScoreResponse struct {
 
 func (x *ScoreResponse) Reset() {
 	*x = ScoreResponse{}
-	mi := &file_banditstream_v1_banditstream_proto_msgTypes[4]
+	mi := &file_banditstream_v1_banditstream_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +695,7 @@ func (x *ScoreResponse) String() string {
 func (*ScoreResponse) ProtoMessage() {}
 
 func (x *ScoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_banditstream_v1_banditstream_proto_msgTypes[4]
+	mi := &file_banditstream_v1_banditstream_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +708,7 @@ func (x *ScoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScoreResponse.ProtoReflect.Descriptor instead.
 func (*ScoreResponse) Descriptor() ([]byte, []int) {
-	return file_banditstream_v1_banditstream_proto_rawDescGZIP(), []int{4}
+	return file_banditstream_v1_banditstream_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ScoreResponse) GetRequestId() string {
@@ -632,7 +787,7 @@ const file_banditstream_v1_banditstream_proto_rawDesc = "" +
 	"\x05value\x18\t \x01(\x01R\x05value\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xca\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe4\x02\n" +
 	"\fScoreRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
@@ -650,13 +805,22 @@ const file_banditstream_v1_banditstream_proto_rawDesc = "" +
 	"\x04seed\x18\t \x01(\x04H\x00R\x04seed\x88\x01\x01\x12 \n" +
 	"\fsent_time_ms\x18\n" +
 	" \x01(\x03R\n" +
-	"sentTimeMsB\a\n" +
-	"\x05_seed\"O\n" +
+	"sentTimeMs\x12\x18\n" +
+	"\aexplain\x18\v \x01(\bR\aexplainB\a\n" +
+	"\x05_seed\"\x8f\x01\n" +
 	"\n" +
 	"RankedItem\x12\x17\n" +
 	"\aitem_id\x18\x01 \x01(\tR\x06itemId\x12\x14\n" +
 	"\x05score\x18\x02 \x01(\x01R\x05score\x12\x12\n" +
-	"\x04mean\x18\x03 \x01(\x01R\x04mean\"\xa1\x01\n" +
+	"\x04mean\x18\x03 \x01(\x01R\x04mean\x12>\n" +
+	"\vexplanation\x18\x04 \x01(\v2\x1c.banditstream.v1.ExplanationR\vexplanation\"\xad\x01\n" +
+	"\vExplanation\x12\x14\n" +
+	"\x05alpha\x18\x01 \x01(\x01R\x05alpha\x12\x12\n" +
+	"\x04beta\x18\x02 \x01(\x01R\x04beta\x128\n" +
+	"\x06source\x18\x03 \x01(\x0e2 .banditstream.v1.PosteriorSourceR\x06source\x12\x1d\n" +
+	"\n" +
+	"user_alpha\x18\x04 \x01(\x01R\tuserAlpha\x12\x1b\n" +
+	"\tuser_beta\x18\x05 \x01(\x01R\buserBeta\"\xa1\x01\n" +
 	"\x06Timing\x12 \n" +
 	"\fsent_time_ms\x18\x01 \x01(\x03R\n" +
 	"sentTimeMs\x12(\n" +
@@ -684,7 +848,12 @@ const file_banditstream_v1_banditstream_proto_rawDesc = "" +
 	"\x0fExplorationMode\x12 \n" +
 	"\x1cEXPLORATION_MODE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19EXPLORATION_MODE_THOMPSON\x10\x01\x12\x19\n" +
-	"\x15EXPLORATION_MODE_MEAN\x10\x02B4Z2github.com/banditstream/banditstream/schemas/pb;pbb\x06proto3"
+	"\x15EXPLORATION_MODE_MEAN\x10\x02*\x85\x01\n" +
+	"\x0fPosteriorSource\x12 \n" +
+	"\x1cPOSTERIOR_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16POSTERIOR_SOURCE_CACHE\x10\x01\x12\x18\n" +
+	"\x14POSTERIOR_SOURCE_HOT\x10\x02\x12\x1a\n" +
+	"\x16POSTERIOR_SOURCE_PRIOR\x10\x03B4Z2github.com/banditstream/banditstream/schemas/pb;pbb\x06proto3"
 
 var (
 	file_banditstream_v1_banditstream_proto_rawDescOnce sync.Once
@@ -698,30 +867,34 @@ func file_banditstream_v1_banditstream_proto_rawDescGZIP() []byte {
 	return file_banditstream_v1_banditstream_proto_rawDescData
 }
 
-var file_banditstream_v1_banditstream_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_banditstream_v1_banditstream_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_banditstream_v1_banditstream_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_banditstream_v1_banditstream_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_banditstream_v1_banditstream_proto_goTypes = []any{
 	(EventType)(0),        // 0: banditstream.v1.EventType
 	(ExplorationMode)(0),  // 1: banditstream.v1.ExplorationMode
-	(*Interaction)(nil),   // 2: banditstream.v1.Interaction
-	(*ScoreRequest)(nil),  // 3: banditstream.v1.ScoreRequest
-	(*RankedItem)(nil),    // 4: banditstream.v1.RankedItem
-	(*Timing)(nil),        // 5: banditstream.v1.Timing
-	(*ScoreResponse)(nil), // 6: banditstream.v1.ScoreResponse
-	nil,                   // 7: banditstream.v1.Interaction.AttributesEntry
+	(PosteriorSource)(0),  // 2: banditstream.v1.PosteriorSource
+	(*Interaction)(nil),   // 3: banditstream.v1.Interaction
+	(*ScoreRequest)(nil),  // 4: banditstream.v1.ScoreRequest
+	(*RankedItem)(nil),    // 5: banditstream.v1.RankedItem
+	(*Explanation)(nil),   // 6: banditstream.v1.Explanation
+	(*Timing)(nil),        // 7: banditstream.v1.Timing
+	(*ScoreResponse)(nil), // 8: banditstream.v1.ScoreResponse
+	nil,                   // 9: banditstream.v1.Interaction.AttributesEntry
 }
 var file_banditstream_v1_banditstream_proto_depIdxs = []int32{
 	0, // 0: banditstream.v1.Interaction.type:type_name -> banditstream.v1.EventType
-	7, // 1: banditstream.v1.Interaction.attributes:type_name -> banditstream.v1.Interaction.AttributesEntry
+	9, // 1: banditstream.v1.Interaction.attributes:type_name -> banditstream.v1.Interaction.AttributesEntry
 	1, // 2: banditstream.v1.ScoreRequest.mode:type_name -> banditstream.v1.ExplorationMode
-	4, // 3: banditstream.v1.ScoreResponse.items:type_name -> banditstream.v1.RankedItem
-	5, // 4: banditstream.v1.ScoreResponse.timing:type_name -> banditstream.v1.Timing
-	1, // 5: banditstream.v1.ScoreResponse.mode:type_name -> banditstream.v1.ExplorationMode
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	6, // 3: banditstream.v1.RankedItem.explanation:type_name -> banditstream.v1.Explanation
+	2, // 4: banditstream.v1.Explanation.source:type_name -> banditstream.v1.PosteriorSource
+	5, // 5: banditstream.v1.ScoreResponse.items:type_name -> banditstream.v1.RankedItem
+	7, // 6: banditstream.v1.ScoreResponse.timing:type_name -> banditstream.v1.Timing
+	1, // 7: banditstream.v1.ScoreResponse.mode:type_name -> banditstream.v1.ExplorationMode
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_banditstream_v1_banditstream_proto_init() }
@@ -730,14 +903,14 @@ func file_banditstream_v1_banditstream_proto_init() {
 		return
 	}
 	file_banditstream_v1_banditstream_proto_msgTypes[1].OneofWrappers = []any{}
-	file_banditstream_v1_banditstream_proto_msgTypes[4].OneofWrappers = []any{}
+	file_banditstream_v1_banditstream_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_banditstream_v1_banditstream_proto_rawDesc), len(file_banditstream_v1_banditstream_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   6,
+			NumEnums:      3,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
