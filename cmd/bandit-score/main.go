@@ -175,18 +175,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	checks := []ops.Check{ops.KafkaCheck(o.conns.Kafka.Brokers, transport), ops.RedisCheck(rdb)}
 	var sessions consumers.SessionStore
 	var tierStats func() store.TierStats
-	if err := hot.PairHalfLife(ctx); err != nil {
-		return err
-	}
+	var keyspace string
 	if o.sessions {
 		session, cold, err := o.conns.CQL.Cold(ctx, o.keyPrefix, o.historyCap)
 		if err != nil {
 			return err
 		}
 		defer session.Close()
-		if err := hot.Pair(ctx, cold.Keyspace()); err != nil {
-			return err
-		}
+		keyspace = cold.Keyspace()
 		tier, err := store.NewTier(hot, cold, store.TierConfig{HistoryCap: o.historyCap, Logger: log})
 		if err != nil {
 			return err
@@ -255,7 +251,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		"model", model.Version(), "sessions", o.sessions, "config", o.conns.Redacted())
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx, o.opsAddr) })
-	g.Go(func() error { return sc.Run(ctx) })
+	g.Go(func() error {
+		// Served meanwhile: /readyz tells why the hot tier is not reached.
+		if err := d.Pair(ctx, keyspace); err != nil || ctx.Err() != nil {
+			return err
+		}
+		return sc.Run(ctx)
+	})
 	err = g.Wait()
 	st := sc.Stats()
 	log.Info("stopped", "scored", st.Scored, "past_deadline", st.PastDeadline, "dead_letters", st.DeadLetters,

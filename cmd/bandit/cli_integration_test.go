@@ -32,6 +32,7 @@ type cliEnv struct {
 	prefix, keyspace          string
 	ingestGroup               string
 	ingestArgs                []string // bandit-ingest's flags
+	scoreArgs                 []string // bandit-score's flags
 	bin                       string
 	rdb                       redis.UniversalClient
 	hot                       *hot.Hot
@@ -62,8 +63,9 @@ func newCLIEnv(t *testing.T, extra ...string) *cliEnv {
 	common = append(common, extra...)
 	e.ingestArgs = append(slices.Clone(common), "-topic", e.events, "-group", e.ingestGroup)
 	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-ingest"), nil, e.ingestArgs...)
-	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-score"), nil, append(common, "-topic", e.requests,
-		"-results-topic", e.results, "-group", stacktest.UniqueName("it_cli_score"), "-cache-max-age", "100ms")...)
+	e.scoreArgs = append(slices.Clone(common), "-topic", e.requests, "-results-topic", e.results,
+		"-group", stacktest.UniqueName("it_cli_score"), "-cache-max-age", "100ms")
+	stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-score"), nil, e.scoreArgs...)
 	e.bin = stacktest.BuildBinary(t, "./cmd/bandit")
 	return e
 }

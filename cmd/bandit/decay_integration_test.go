@@ -158,6 +158,15 @@ func TestDecayMatchesTheTopicByEventTime(t *testing.T) {
 	if !slices.Equal(read(e.prefix), live) {
 		t.Fatal("a refused replay changed the live namespace")
 	}
+	// And a scorer: it exits with the reason rather than retrying.
+	scorer := stacktest.StartProcess(t, stacktest.BuildBinary(t, "./cmd/bandit-score"), nil,
+		append(slices.Clone(e.scoreArgs), "-half-life", "2h", "-group", stacktest.UniqueName("it_decay_score"))...)
+	for deadline := time.Now().Add(time.Minute); scorer.ExitCode() < 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code := scorer.ExitCode(); code != 1 || !strings.Contains(scorer.Output(), "decays with half-life 1h0m0s, not 2h0m0s") {
+		t.Fatalf("bandit-score with another half-life: exit %d\n%s", code, scorer.Output())
+	}
 
 	// Mean mode: each posterior mean is the decayed one at the time the
 	// scorer received the request (the user has no own counts).

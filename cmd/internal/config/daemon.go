@@ -1,8 +1,11 @@
 package config
 
 import (
+	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
@@ -51,5 +54,33 @@ func OpenDaemon(o *Observability, c *Connections, keys hot.Keys, stderr io.Write
 func (d *Daemon) Close() {
 	for i := len(d.close) - 1; i >= 0; i-- {
 		d.close[i]()
+	}
+}
+
+// Pair records the hot namespace's half-life, and its cold keyspace unless
+// keyspace is empty, or checks them against those recorded. While the hot
+// tier cannot be reached or refuses the client (a wrong password), it logs
+// and tries again, so a long-lived process stays up and its /readyz says
+// why; a namespace recorded with another half-life or keyspace is an error.
+func (d *Daemon) Pair(ctx context.Context, keyspace string) error {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		err := d.Hot.PairHalfLife(ctx)
+		if err == nil && keyspace != "" {
+			err = d.Hot.Pair(ctx, keyspace)
+		}
+		if err == nil || errors.Is(err, hot.ErrHalfLife) || errors.Is(err, hot.ErrPairing) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		d.Log.Warn("hot namespace not recorded; retrying", "err", err, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
 	}
 }
