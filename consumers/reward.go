@@ -83,6 +83,19 @@ func (m *RewardModel) rescale(a *sampler.Arm, f float64) {
 	_ = a.Set(max(alpha, m.Prior.Alpha), max(beta, m.Prior.Beta)) // the prior's shapes are valid
 }
 
+// reprior gives global posteriors (the model's prior plus counts) the
+// prior p instead: the counts' part, α − α0 and β − β0, is the same.
+func (m *RewardModel) reprior(arms []sampler.Arm, p sampler.Prior) {
+	if p == m.Prior {
+		return
+	}
+	da, db := p.Alpha-m.Prior.Alpha, p.Beta-m.Prior.Beta
+	for i := range arms {
+		a := &arms[i]
+		_ = a.Set(max(a.Alpha()+da, p.Alpha), max(a.Beta()+db, p.Beta)) // at least the prior's valid shapes
+	}
+}
+
 // userPart returns what a user's own counts c add to α and β.
 func (m *RewardModel) userPart(c *state.Counts) (float64, float64) {
 	n := c.At(0, sampler.Decay{})

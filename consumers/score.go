@@ -51,8 +51,13 @@ type ScorerConfig struct {
 	Limits schemas.Limits
 	// Model turns counts into posteriors; default DefaultRewardModel().
 	Model RewardModel
-	// ModelVersion labels responses; default Model.Version().
+	// ModelVersion labels responses; default Model.Version(). With
+	// Priors, each response's label also names the prior of its context
+	// (";prior=context:beta(α0,β0)" or ";prior=global").
 	ModelVersion string
+	// Priors, if set, give each context's arms their own prior in place of
+	// Model.Prior (see ContextPriors).
+	Priors PriorSource
 	// CacheBytes bounds the in-process arm cache; default 256 MiB. Zero
 	// after defaults (set -1) disables it.
 	CacheBytes int64

@@ -40,7 +40,10 @@ type scoreWorker struct {
 	out     []kafka.Message
 	origin  []int // out[i] answers batch[origin[i]]; -1 for a dead letter
 	seeds   sampler.Rand
-	stats   ReplayStats // of a replay
+	// versions are the model versions naming each prior label met, so a
+	// response's label is not built per request.
+	versions map[string]string
+	stats    ReplayStats // of a replay
 	// parked are responses waiting for their reply topics (see park).
 	parked        []parkedResponse
 	lastParkedTry time.Time
@@ -390,6 +393,14 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 			}
 		}
 	}
+	version := s.cfg.ModelVersion
+	if s.cfg.Priors != nil {
+		p, label, ok := s.cfg.Priors.Prior(req.GetContext())
+		if ok {
+			s.cfg.Model.reprior(arms, p)
+		}
+		version = w.version(label)
+	}
 	if u := l.user; u != nil && len(u.Arms) > 0 && s.cfg.Model.Lambda > 0 {
 		for i, item := range c {
 			if uc, ok := u.Arms[state.Arm{Context: req.GetContext(), Item: item}]; ok {
@@ -431,7 +442,7 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 	}
 	w.resp = schemas.ScoreResponse{
 		RequestId: req.GetRequestId(), UserId: req.GetUserId(), Context: req.GetContext(),
-		Items: items, ModelVersion: s.cfg.ModelVersion, Timing: &w.timing, Mode: smode, Seed: &seed,
+		Items: items, ModelVersion: version, Timing: &w.timing, Mode: smode, Seed: &seed,
 	}
 	start := len(w.values)
 	var err error
@@ -453,4 +464,17 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 		Headers: responseHeaders[l.codec],
 	})
 	w.origin = append(w.origin, l.rec)
+}
+
+// version returns the model version naming the prior label.
+func (w *scoreWorker) version(label string) string {
+	v, ok := w.versions[label]
+	if !ok {
+		if w.versions == nil || len(w.versions) >= 10_000 {
+			w.versions = map[string]string{}
+		}
+		v = w.s.cfg.ModelVersion + ";prior=" + label
+		w.versions[label] = v
+	}
+	return v
 }

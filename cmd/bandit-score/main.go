@@ -61,6 +61,9 @@ type options struct {
 	historyCap    int
 	priorAlpha    float64
 	priorBeta     float64
+	priorMode     string
+	priorFit      sampler.PriorFit
+	priorEvery    time.Duration
 	weights       string
 	lambda        float64
 	modelVersion  string
@@ -99,6 +102,12 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.IntVar(&o.historyCap, "history-cap", store.DefaultTierConfig().HistoryCap, "recent events loaded per session (the same as bandit-ingest's)")
 	fs.Float64Var(&o.priorAlpha, "prior-alpha", d.Model.Prior.Alpha, "Beta prior α0 of every arm")
 	fs.Float64Var(&o.priorBeta, "prior-beta", d.Model.Prior.Beta, "Beta prior β0 of every arm")
+	pf, pc := sampler.DefaultPriorFit(), consumers.DefaultContextPriorsConfig()
+	fs.StringVar(&o.priorMode, "prior", "global", "prior of the arms: global (-prior-alpha, -prior-beta for all) or context (an empirical-Bayes prior per context, fitted to its arms' rates; contexts that cannot be fitted keep the global one)")
+	fs.DurationVar(&o.priorEvery, "prior-refresh", pc.Every, "with -prior context: how often the priors are fitted again (by one scorer of the namespace)")
+	fs.Float64Var(&o.priorFit.MaxStrength, "prior-max-strength", pf.MaxStrength, "with -prior context: the largest α0 + β0 of a fitted prior (the impressions after which an item's own evidence outweighs it)")
+	fs.Float64Var(&o.priorFit.MinTrials, "prior-min-trials", pf.MinTrials, "with -prior context: impressions an arm needs to take part in its context's fit")
+	fs.IntVar(&o.priorFit.MinArms, "prior-min-arms", pf.MinArms, "with -prior context: arms a context needs to be fitted")
 	fs.StringVar(&o.weights, "reward-weights", "click=1", "reward weight per event type, comma separated type=weight (click, wishlist, add_to_cart, order); types not listed weigh 0")
 	fs.Float64Var(&o.lambda, "lambda", d.Model.Lambda, "weight of a hot user's own counts added to the global ones (0: none)")
 	fs.StringVar(&o.modelVersion, "model-version", "", "label of the model in every response (default: the prior, weights, lambda and half-life)")
@@ -154,6 +163,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := model.Validate(); err != nil {
 		return err
 	}
+	if o.priorMode != "global" && o.priorMode != "context" {
+		return fmt.Errorf("-prior: %q is not global or context", o.priorMode)
+	}
 	limits := schemas.DefaultLimits()
 	limits.MaxCandidates, limits.MaxK = o.maxCandidates, o.maxK
 	if err := limits.Validate(); err != nil {
@@ -191,6 +203,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		tierStats = tier.Stats
 		checks = append(checks, ops.CQLCheck(session))
 	}
+	var priors *consumers.ContextPriors
+	if o.priorMode == "context" {
+		if priors, err = consumers.NewContextPriors(consumers.ContextPriorsConfig{Model: model, Fit: o.priorFit, Every: o.priorEvery, Logger: log}, hot); err != nil {
+			return fmt.Errorf("-prior context: %w", err)
+		}
+	}
 	srv := ops.NewServer(checks, log)
 	batchRecords, batchSeconds := ops.BatchHistograms(srv.Registry, "score")
 	requestSeconds := ops.Histogram(srv.Registry, "request_seconds", "Time from a request's sent_time_ms to its ranking.", ops.SecondsBuckets, nil)
@@ -224,6 +242,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Limits:         limits,
 		Model:          model,
 		ModelVersion:   o.modelVersion,
+		Priors:         priorSource(priors),
 		CacheBytes:     o.cacheBytes,
 		CacheMaxAge:    o.cacheMaxAge,
 		CacheMaxStale:  o.cacheMaxStale,
@@ -256,6 +275,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if err := d.Pair(ctx, keyspace); err != nil || ctx.Err() != nil {
 			return err
 		}
+		if priors != nil {
+			g.Go(func() error { return priors.Run(ctx) })
+		}
 		return sc.Run(ctx)
 	})
 	err = g.Wait()
@@ -264,6 +286,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		"candidates", st.Candidates, "cache_hits", st.CacheHits, "cache_misses", st.CacheMisses,
 		"cache_refreshed", st.CacheRefreshed, "session_loads", st.SessionLoads)
 	return err
+}
+
+// priorSource is p, or no source (the global prior) when p is nil.
+func priorSource(p *consumers.ContextPriors) consumers.PriorSource {
+	if p == nil {
+		return nil
+	}
+	return p
 }
 
 // registerScorerMetrics exports the scorer's counts, read at each scrape.

@@ -317,17 +317,41 @@ func (h *Hot) SnapshotShard(ctx context.Context, shard int, epoch string) (state
 		}
 		sh.Watermarks[res[i]] = v
 	}
+	err = h.eachArm(shard, res[i:], func(arm string, c state.Counts) { sh.Arms[arm] = state.EncodeCounts(c) })
+	return sh, err
+}
+
+// eachArm calls fn with each arm of a shard's snapshot_shard.lua reply
+// past its watermarks ("context\x1fitem" and its counts).
+func (h *Hot) eachArm(shard int, res []string, fn func(arm string, c state.Counts)) error {
 	prefix := h.keys.ArmKey(shard, state.Arm{})
 	prefix = prefix[:len(prefix)-1] // without the \x1f of the empty arm
 	per := 1 + len(armFields)
-	for ; i+per-1 < len(res); i += per {
+	for i := 0; i+per-1 < len(res); i += per {
 		c, err := parseArm(res[i+1 : i+per])
 		if err != nil {
-			return sh, fmt.Errorf("shard %d: arm %q: %w", shard, res[i], err)
+			return fmt.Errorf("shard %d: arm %q: %w", shard, res[i], err)
 		}
-		sh.Arms[strings.TrimPrefix(res[i], prefix)] = state.EncodeCounts(c)
+		fn(strings.TrimPrefix(res[i], prefix), c)
 	}
-	return sh, nil
+	return nil
+}
+
+// ShardCounts calls fn with every arm of a shard and its counts, read
+// atomically, whatever the shard's epoch.
+func (h *Hot) ShardCounts(ctx context.Context, shard int, fn func(state.Arm, state.Counts)) error {
+	res, err := snapshotShardScript.Run(ctx, h.rdb, []string{h.keys.WatermarkKey(shard), h.keys.armIndexKey(shard)}).StringSlice()
+	if err != nil {
+		return fmt.Errorf("reading shard %d: %w", shard, err)
+	}
+	if len(res) < 2 {
+		return fmt.Errorf("reading shard %d: a reply of %d values", shard, len(res))
+	}
+	n, _ := strconv.Atoi(res[1])
+	return h.eachArm(shard, res[min(2+n, len(res)):], func(arm string, c state.Counts) {
+		ctxt, item, _ := strings.Cut(arm, "\x1f")
+		fn(state.Arm{Context: ctxt, Item: item}, c)
+	})
 }
 
 // RestoreShard replaces a shard's arms and watermarks with a snapshot's,

@@ -260,3 +260,17 @@ type HotSession struct {
 	PendingEnd   int64 // the sequence number after the newest pending event
 	State        UserState
 }
+
+// ContextPrior is the prior fitted to one context's arms and how many arms
+// the fit used.
+type ContextPrior struct {
+	Prior sampler.Prior
+	Arms  int
+}
+
+// PriorFit is a fit of per-context priors: when it was made (Unix ms) and
+// the prior of each context fitted. A context missing has the global prior.
+type PriorFit struct {
+	FittedMs int64
+	Contexts map[string]ContextPrior
+}
