@@ -14,8 +14,8 @@ import (
 // reward r = Σ Weights[type]·count(type), α = α0 + r and
 // β = β0 + max(trials − r, 0). While a user's session is hot, the user's
 // own counts are added with weight Lambda: α += λ·r_u, β += λ·max(t_u − r_u, 0).
-// With a half-life, the global counts are the decayed ones at the time of
-// the request (see sampler.Decay); the user's own counts are not decayed.
+// With a half-life, the global counts and the user's own are the decayed
+// ones at the time of the request (see sampler.Decay).
 type RewardModel struct {
 	Prior sampler.Prior
 	// Weights by state.TypeIndex (impression, click, wishlist, add to
@@ -96,16 +96,16 @@ func (m *RewardModel) reprior(arms []sampler.Arm, p sampler.Prior) {
 	}
 }
 
-// userPart returns what a user's own counts c add to α and β.
-func (m *RewardModel) userPart(c *state.Counts) (float64, float64) {
-	n := c.At(0, sampler.Decay{})
+// userPart returns what a user's own counts c add to α and β at atMs.
+func (m *RewardModel) userPart(c *state.Counts, atMs int64) (float64, float64) {
+	n := c.At(atMs, m.Decay)
 	t, r := m.trialsReward(&n)
 	return m.Lambda * r, m.Lambda * max(t-r, 0)
 }
 
-// personalize adds a user's own counts to a global posterior.
-func (m *RewardModel) personalize(a *sampler.Arm, c *state.Counts) {
-	ua, ub := m.userPart(c)
+// personalize adds a user's own counts at atMs to a global posterior.
+func (m *RewardModel) personalize(a *sampler.Arm, c *state.Counts, atMs int64) {
+	ua, ub := m.userPart(c, atMs)
 	_ = a.Set(a.Alpha()+ua, a.Beta()+ub) // finite and positive: sums of positive shapes and non-negative counts
 }
 
@@ -115,7 +115,7 @@ func (m *RewardModel) personalize(a *sampler.Arm, c *state.Counts) {
 func (m RewardModel) Posterior(global state.Counts, own *state.Counts, atMs int64) sampler.Arm {
 	a := m.arm(&global, atMs)
 	if own != nil && m.Lambda > 0 {
-		m.personalize(&a, own)
+		m.personalize(&a, own, atMs)
 	}
 	return a
 }

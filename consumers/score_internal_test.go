@@ -477,6 +477,12 @@ func TestRewardModelDecay(t *testing.T) {
 			t.Errorf("from %d: rescaled Beta(%v, %v), want Beta(%v, %v)", from, b.Alpha(), b.Beta(), a.Alpha(), a.Beta())
 		}
 	}
+	// The user's own counts decay alike: the same events as the user's,
+	// at λ = 1, add the same decayed reward and failures again.
+	p := m.Posterior(c, &c, at)
+	if !near(p.Alpha(), 2+2*reward) || !near(p.Beta(), 3+2*max(trials-reward, 0)) {
+		t.Fatalf("with the user's own counts: Beta(%v, %v), want Beta(%v, %v)", p.Alpha(), p.Beta(), 2+2*reward, 3+2*max(trials-reward, 0))
+	}
 	if v := m.Version(); v != "beta(2,3);w=1,0,0,0.5;lambda=1;halflife=1h0m0s" {
 		t.Fatalf("version %q", v)
 	}

@@ -350,7 +350,7 @@ func (w *scoreWorker) lookup(ctx context.Context, now time.Time, n int) error {
 
 // explain sets the explanation of each ranked item of l: its posterior,
 // where the global part came from, and what the user's own counts added.
-func (w *scoreWorker) explain(l *liveRequest, items []*schemas.RankedItem) {
+func (w *scoreWorker) explain(l *liveRequest, items []*schemas.RankedItem, atMs int64) {
 	m := &w.s.cfg.Model
 	w.expl = slices.Grow(w.expl[:0], len(items))[:len(items)]
 	for i, r := range w.ranked {
@@ -359,7 +359,7 @@ func (w *scoreWorker) explain(l *liveRequest, items []*schemas.RankedItem) {
 		*e = schemas.Explanation{Alpha: a.Alpha(), Beta: a.Beta(), Source: w.sources[l.off+r.Index]}
 		if u := l.user; u != nil && m.Lambda > 0 {
 			if uc, ok := u.Arms[state.Arm{Context: l.req.GetContext(), Item: items[i].GetItemId()}]; ok {
-				e.UserAlpha, e.UserBeta = m.userPart(&uc)
+				e.UserAlpha, e.UserBeta = m.userPart(&uc, atMs)
 			}
 		}
 		items[i].Explanation = e
@@ -404,7 +404,7 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 	if u := l.user; u != nil && len(u.Arms) > 0 && s.cfg.Model.Lambda > 0 {
 		for i, item := range c {
 			if uc, ok := u.Arms[state.Arm{Context: req.GetContext(), Item: item}]; ok {
-				s.cfg.Model.personalize(&arms[i], &uc)
+				s.cfg.Model.personalize(&arms[i], &uc, received.UnixMilli())
 			}
 		}
 	}
@@ -430,7 +430,7 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 		items[i].Explanation = nil
 	}
 	if explain {
-		w.explain(l, items)
+		w.explain(l, items, received.UnixMilli())
 	}
 	scored := time.Now()
 	if sent := req.GetSentTimeMs(); sent > 0 {

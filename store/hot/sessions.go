@@ -142,26 +142,23 @@ func (h *Hot) withScripts(ctx context.Context, run func() error, scripts ...*red
 	return run()
 }
 
-// parseUserArms reads field/value pairs "<context>\x1f<item>\x1f<type>" →
-// count.
+// parseUserArms reads the user-arm hash's field/value pairs (see
+// userArmField) into counts per arm.
 func parseUserArms(flat []string) (map[state.Arm]state.Counts, error) {
 	if len(flat) == 0 {
 		return nil, nil
 	}
-	arms := make(map[state.Arm]state.Counts, len(flat)/2)
-	for i := 0; i+1 < len(flat); i += 2 {
-		arm, ty, n, err := parseUserArmField(flat[i], flat[i+1])
-		if err != nil {
-			return nil, err
-		}
+	byArm, err := parseUserArmFields(flat)
+	if err != nil {
+		return nil, err
+	}
+	arms := make(map[state.Arm]state.Counts, len(byArm))
+	for arm, c := range byArm {
 		ctx, item, ok := strings.Cut(arm, "\x1f")
 		if !ok {
-			return nil, fmt.Errorf("store: user-arm field %q has no item", flat[i])
+			return nil, fmt.Errorf("store: user-arm field of %q has no item", arm)
 		}
-		a := state.Arm{Context: ctx, Item: item}
-		c := arms[a]
-		c.ByType[ty] = n
-		arms[a] = c
+		arms[state.Arm{Context: ctx, Item: item}] = c
 	}
 	return arms, nil
 }

@@ -88,11 +88,7 @@ func (h *Hot) InstallSession(ctx context.Context, token, epoch string, st state.
 		args = append(args, "w:"+f, v)
 	}
 	for arm, counts := range st.ArmCounts {
-		for ty, n := range counts {
-			if n != 0 && ty < state.NumEventTypes {
-				args = append(args, arm+"\x1f"+strconv.Itoa(ty), n)
-			}
-		}
+		args = appendUserArmFields(args, arm, counts)
 	}
 	keys := []string{k.userKey(user, "m"), k.userKey(user, "h"), k.userKey(user, "s"), k.userKey(user, "k"), k.userKey(user, "d")}
 	// The script releases the lock it installs under.
@@ -121,6 +117,7 @@ func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, 
 	k := h.keys
 	field := "w:" + watermarkField(topic, partition)
 	capArg, countsArg, windowArg := strconv.Itoa(limits.HistoryCap), strconv.Itoa(limits.UserCounts), strconv.Itoa(limits.DedupWindow)
+	halfLifeArg := strconv.FormatInt(h.Decay().HalfLifeMs(), 10)
 	pend := k.pendingKey(watermarkField(topic, partition))
 	position := fnv64(watermarkField(topic, partition) + "/")
 	users := make([]string, 0, len(byUser))
@@ -129,11 +126,11 @@ func (h *Hot) ApplyUserEvents(ctx context.Context, topic string, partition int, 
 		users, cmds = users[:0], cmds[:0]
 		pipe := h.rdb.Pipeline()
 		for u, evs := range byUser {
-			args := make([]any, 6, 6+4*len(evs))
-			args[0], args[1], args[2], args[3], args[4], args[5] = field, capArg, nowMs, epoch, countsArg, windowArg
+			args := make([]any, 7, 7+5*len(evs))
+			args[0], args[1], args[2], args[3], args[4], args[5], args[6] = field, capArg, nowMs, epoch, countsArg, windowArg, halfLifeArg
 			for _, e := range evs {
 				args = append(args, e.Offset, encodeEvent(e.Event), userArmField(e.Event, int(e.Event.Type)-1),
-					dedupRecord(position, e.Offset, e.Event.EventID))
+					dedupRecord(position, e.Offset, e.Event.EventID), e.Event.EventTimeMs)
 			}
 			users = append(users, u)
 			cmds = append(cmds, applyUserScript.Run(ctx, pipe, k.userKeys(u), args...))
@@ -504,17 +501,12 @@ func parseSession(user string, res []string) (state.HotSession, error) {
 	if err != nil {
 		return s, err
 	}
-	for i := 0; i+1 < len(stats); i += 2 {
-		arm, ty, n, err := parseUserArmField(stats[i], stats[i+1])
-		if err != nil {
-			return s, fmt.Errorf("user %s: %w", user, err)
-		}
-		c := s.State.ArmCounts[arm]
-		if c == nil {
-			c = make([]int64, state.NumEventTypes)
-			s.State.ArmCounts[arm] = c
-		}
-		c[ty] = n
+	arms, err := parseUserArmFields(stats)
+	if err != nil {
+		return s, fmt.Errorf("user %s: %w", user, err)
+	}
+	for arm, c := range arms {
+		s.State.ArmCounts[arm] = encodeUserCounts(c)
 	}
 	return s, nil
 }

@@ -146,25 +146,78 @@ func decodeEvent(user, s string) (state.HistoryEvent, error) {
 	return state.HistoryEvent{UserID: user, EventID: f[0], ItemID: f[1], Context: f[2], Type: int32(typ), EventTimeMs: t, SessionID: f[5], Value: v}, nil
 }
 
+// A user's own counts are a hash of fields "<context>\x1f<item>\x1f<type
+// index>" → count; with decay, each arm also has "<arm>\x1ft" → its latest
+// event time (ms) and "<arm>\x1fd<type index>" → its decayed count as of
+// then.
 func userArmField(e state.HistoryEvent, typeIndex int) string {
 	return e.Context + "\x1f" + e.ItemID + "\x1f" + strconv.Itoa(typeIndex)
 }
 
-// parseUserArmField reads a field made by userArmField and its count: the
-// arm as "<context>\x1f<item>", the type index and the count.
-func parseUserArmField(field, count string) (arm string, typeIndex int, n int64, err error) {
-	cut := strings.LastIndexByte(field, 0x1f)
-	if cut < 0 {
-		return "", 0, 0, fmt.Errorf("store: user-arm field %q is malformed", field)
+// parseUserArmFields reads the user-arm hash's field/value pairs into
+// counts per arm ("<context>\x1f<item>").
+func parseUserArmFields(flat []string) (map[string]state.Counts, error) {
+	arms := make(map[string]state.Counts, len(flat)/12+1)
+	for i := 0; i+1 < len(flat); i += 2 {
+		field, v := flat[i], flat[i+1]
+		cut := strings.LastIndexByte(field, 0x1f)
+		if cut < 0 {
+			return nil, fmt.Errorf("store: user-arm field %q is malformed", field)
+		}
+		arm, kind := field[:cut], field[cut+1:]
+		c := arms[arm]
+		var err error
+		switch {
+		case kind == "t":
+			c.LastEventMs, err = strconv.ParseInt(v, 10, 64)
+		case len(kind) == 2 && kind[0] == 'd' && kind[1] >= '0' && int(kind[1]-'0') < state.NumEventTypes:
+			c.Decayed[kind[1]-'0'], err = strconv.ParseFloat(v, 64)
+		case len(kind) == 1 && kind[0] >= '0' && int(kind[0]-'0') < state.NumEventTypes:
+			c.ByType[kind[0]-'0'], err = strconv.ParseInt(v, 10, 64)
+		default:
+			return nil, fmt.Errorf("store: user-arm field %q has no event type", field)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store: user-arm value %q of %q is not a number", v, field)
+		}
+		arms[arm] = c
 	}
-	typeIndex, err = strconv.Atoi(field[cut+1:])
-	if err != nil || typeIndex < 0 || typeIndex >= state.NumEventTypes {
-		return "", 0, 0, fmt.Errorf("store: user-arm field %q has no event type", field)
+	return arms, nil
+}
+
+// encodeUserCounts is how the cold tier carries an arm of a user's own
+// counts: the five counts, and with decay (a latest event time) as
+// state.EncodeCounts writes them.
+func encodeUserCounts(c state.Counts) []int64 {
+	if c.LastEventMs == 0 {
+		return c.ByType[:]
 	}
-	if n, err = strconv.ParseInt(count, 10, 64); err != nil {
-		return "", 0, 0, fmt.Errorf("store: user-arm count %q of %q is not a number", count, field)
+	return state.EncodeCounts(c)
+}
+
+// appendUserArmFields appends the user-arm hash's field/value pairs of arm
+// with counts (as encodeUserCounts writes them); counts that are zero are
+// left out.
+func appendUserArmFields(args []any, arm string, counts []int64) []any {
+	var c state.Counts
+	copy(c.ByType[:], counts)
+	if d, err := state.DecodeCounts(counts); err == nil {
+		c = d // with decay
 	}
-	return field[:cut], typeIndex, n, nil
+	for ty, n := range c.ByType {
+		if n != 0 {
+			args = append(args, arm+"\x1f"+strconv.Itoa(ty), n)
+		}
+	}
+	if c.LastEventMs != 0 {
+		args = append(args, arm+"\x1ft", c.LastEventMs)
+		for ty, v := range c.Decayed {
+			if v != 0 {
+				args = append(args, arm+"\x1fd"+strconv.Itoa(ty), strconv.FormatFloat(v, 'g', -1, 64))
+			}
+		}
+	}
+	return args
 }
 
 // applyUserScript applies a user's events above the user's watermark for

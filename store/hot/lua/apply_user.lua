@@ -2,10 +2,14 @@
 -- each event once by its id within the deduplication window.
 -- KEYS: m, h, p, s, d. ARGV: [1] the watermark field, [2] the history cap,
 -- [3] now (ms), [4] the epoch, [5] the bound of the user's own counts (0:
--- none), [6] the window in events (0: no deduplication by id), then per
--- event: offset, the encoded event, the user-arm field, and its 16-byte
--- record (8 bytes of the id's hash, 8 of the position's: topic, partition,
--- offset).
+-- none), [6] the window in events (0: no deduplication by id), [7] the
+-- decay half-life in ms (0: none), then per event: offset, the encoded
+-- event, the user-arm field, its 16-byte record (8 bytes of the id's hash,
+-- 8 of the position's: topic, partition, offset), and its event time (ms).
+--
+-- With a half-life, each arm of the user's own counts (KEYS[4]) also keeps
+-- its latest event time (field "<arm>\31t") and its decayed counts as of
+-- that time ("<arm>\31d<type>"), as the arms' hashes do.
 --
 -- The window (KEYS[5]) is a ring of 17-byte records: the record and a
 -- flag, 'c' when that position counted, 'd' when it was a duplicate of an
@@ -84,8 +88,9 @@ local function record(id, rec)
   wrote = true
 end
 
-local last, events, counts, fields, dups = wm, {}, {}, {}, {}
-for i = 7, #ARGV, 4 do
+local hl = tonumber(ARGV[7])
+local last, events, counts, fields, dups, times = wm, {}, {}, {}, {}, {}
+for i = 8, #ARGV, 5 do
   local off = tonumber(ARGV[i])
   local rec = ARGV[i + 3]
   if off > wm then
@@ -100,8 +105,9 @@ for i = 7, #ARGV, 4 do
     else
       table.insert(events, ARGV[i + 1])
       local f = ARGV[i + 2]
-      if counts[f] == nil then table.insert(fields, f); counts[f] = 0 end
+      if counts[f] == nil then table.insert(fields, f); counts[f] = 0; times[f] = {} end
       counts[f] = counts[f] + 1
+      table.insert(times[f], tonumber(ARGV[i + 4]))
     end
     if off > last then last = off end
   elseif window > 0 and at(string.sub(rec, 9, 16), 9) == 'd' then
@@ -125,10 +131,47 @@ if applied > 0 then
   local room = tonumber(ARGV[5])
   local n = 0
   if room > 0 then n = redis.call('HLEN', KEYS[4]) end
+  -- decayed: per arm, its latest event time and decayed counts, read
+  -- once, brought forward event by event, written once.
+  local decayed, arms = {}, {}
+  local function observe(f)
+    local arm, ty = string.match(f, '^(.*)\031(%d)$')
+    local d = decayed[arm]
+    if d == nil then
+      local was = redis.call('HMGET', KEYS[4], arm .. '\031t', arm .. '\031d0', arm .. '\031d1', arm .. '\031d2',
+        arm .. '\031d3', arm .. '\031d4')
+      d = {t = tonumber(was[1] or '0')}
+      for j = 0, 4 do d[j] = tonumber(was[j + 2] or '0') end
+      decayed[arm] = d
+      table.insert(arms, arm)
+    end
+    ty = tonumber(ty)
+    for _, t in ipairs(times[f]) do
+      if t > d.t then
+        local fo = 2 ^ ((d.t - t) / hl)
+        for j = 0, 4 do d[j] = d[j] * fo end
+        d[ty] = d[ty] + 1
+        d.t = t
+      else
+        d[ty] = d[ty] + 2 ^ ((t - d.t) / hl)
+      end
+    end
+  end
   for _, f in ipairs(fields) do
     if room == 0 or n < room or redis.call('HEXISTS', KEYS[4], f) == 1 then
       if redis.call('HINCRBY', KEYS[4], f, counts[f]) == counts[f] then n = n + 1 end
+      if hl > 0 then observe(f) end
     end
+  end
+  for _, arm in ipairs(arms) do
+    local d, set = decayed[arm], {arm .. '\031t', string.format('%d', decayed[arm].t)}
+    for j = 0, 4 do
+      if d[j] ~= 0 then
+        table.insert(set, arm .. '\031d' .. j)
+        table.insert(set, string.format('%.17g', d[j]))
+      end
+    end
+    redis.call('HSET', KEYS[4], unpack(set))
   end
   redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
   redis.call('HINCRBY', KEYS[1], 'pe', applied)
