@@ -48,6 +48,11 @@ logs: ## tail of each server log (S=kafka to choose one)
 .PHONY: demo
 DEMO_SECONDS ?= 60
 DEMO_KEEP    ?= 0
+# DEMO_SCENARIO=drift or new-items runs the pipeline twice on a changing
+# catalogue (without and with decay; with the global and the per-context
+# prior) and compares their regret in the picture.
+DEMO_SCENARIO  ?= steady
+DEMO_HALF_LIFE ?= 10s
 # deploy/local/demo.sh builds the binaries, starts bandit-ingest (with its
 # sweeper) and bandit-score on this run's own topics, runs bandit-sim for
 # DEMO_SECONDS, prints the summary and the picture's path, and stops what it
@@ -58,7 +63,7 @@ demo: up ## the whole pipeline with simulated users: live status, summary, pictu
 	@$(GO) build -o $(LOCAL)/bin/ ./cmd/bandit-stack
 	@env $$($(STACK) env) $(LOCAL)/bin/bandit-stack check all
 	@echo
-	@DEMO_SECONDS=$(DEMO_SECONDS) DEMO_KEEP=$(DEMO_KEEP) GO=$(GO) deploy/local/demo.sh
+	@DEMO_SECONDS=$(DEMO_SECONDS) DEMO_KEEP=$(DEMO_KEEP) DEMO_SCENARIO=$(DEMO_SCENARIO) DEMO_HALF_LIFE=$(DEMO_HALF_LIFE) GO=$(GO) deploy/local/demo.sh
 
 # ------------------------------------------------------------------- test --
 

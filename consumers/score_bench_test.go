@@ -30,6 +30,9 @@ import (
 //	               of all candidates, proto.Marshal
 //	impl=scorer    the scorer's partition worker, I/O replaced by a
 //	               writer that drops the messages
+//
+// and the scorer with a half-life (impl=scorer-decay) and with a
+// per-context prior (impl=scorer-context-prior).
 
 const (
 	benchArms       = 1_000_000
@@ -128,16 +131,23 @@ func BenchmarkScoreCore(b *testing.B) {
 	// The scorer, every arm cached, without decay and with a six-hour
 	// half-life (every cached posterior then rescaled to the request's
 	// time: cached half a second before it, as -cache-max-age allows).
-	for _, hl := range []time.Duration{0, 6 * time.Hour} {
-		name := "impl=scorer"
-		if hl > 0 {
-			name = "impl=scorer-decay"
-		}
-		b.Run(name, func(b *testing.B) {
+	// And with a per-context prior: every posterior then moved to the
+	// context's prior.
+	for _, v := range []struct {
+		name   string
+		hl     time.Duration
+		priors PriorSource
+	}{
+		{"impl=scorer", 0, nil},
+		{"impl=scorer-decay", 6 * time.Hour, nil},
+		{"impl=scorer-context-prior", 0, staticPriors{"home": {Alpha: 2, Beta: 50}}},
+	} {
+		hl := v.hl
+		b.Run(v.name, func(b *testing.B) {
 			model := DefaultRewardModel()
 			model.Decay.HalfLife = hl
-			s, err := NewScorer(ScorerConfig{Brokers: []string{"unused:9092"}, CacheBytes: 1 << 30, CacheMaxAge: time.Hour, Model: model},
-				cachedOnly{}, nil, discardWriter{})
+			s, err := NewScorer(ScorerConfig{Brokers: []string{"unused:9092"}, CacheBytes: 1 << 30, CacheMaxAge: time.Hour, Model: model,
+				Priors: v.priors}, cachedOnly{}, nil, discardWriter{})
 			if err != nil {
 				b.Fatal(err)
 			}

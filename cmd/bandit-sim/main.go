@@ -52,6 +52,12 @@ type options struct {
 	seed            uint64
 	out             string
 	live            bool
+	scenario        string
+	newEvery        time.Duration
+	newFirst        int
+	levels          string
+	label           string
+	compare         string
 }
 
 func newFlags(o *options) *flag.FlagSet {
@@ -74,6 +80,12 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the catalogue's hidden rates and of the users")
 	fs.StringVar(&o.out, "out", ".local/demo", "folder for the picture (demo.png) and the summary (summary.txt)")
 	fs.BoolVar(&o.live, "live", true, "show the status line")
+	fs.StringVar(&o.scenario, "scenario", scenarioSteady, "how the catalogue changes during the run: steady; drift (half-way through, each context's best item falls among the worst and an item of the middle becomes the best); new-items (an item joins every -new-item-every)")
+	fs.DurationVar(&o.newEvery, "new-item-every", 3*time.Second, "with -scenario new-items: how often an item joins the catalogue")
+	fs.IntVar(&o.newFirst, "new-item-impressions", 50, "impressions of a new item (per context) whose regret the summary reports")
+	fs.StringVar(&o.levels, "context-levels", "", "factors scaling each context's click rates, comma separated in -contexts' order (e.g. 1,4: the second context's items do four times as well); empty: all 1")
+	fs.StringVar(&o.label, "label", "", "name of this run in comparisons (default: the scenario)")
+	fs.StringVar(&o.compare, "compare", "", "earlier runs to compare with in the picture and the summary, comma separated label=folder (their -out, holding series.json)")
 	return fs
 }
 
@@ -91,6 +103,18 @@ func (o *options) validate() error {
 	}
 	if o.badEvery < 0 {
 		errs = append(errs, errors.New("-bad-every must not be negative"))
+	}
+	if o.scenario != scenarioSteady && o.scenario != scenarioDrift && o.scenario != scenarioNewItems {
+		errs = append(errs, fmt.Errorf("-scenario %q is not steady, drift or new-items", o.scenario))
+	}
+	if o.newEvery <= 0 || o.newFirst < 1 {
+		errs = append(errs, errors.New("-new-item-every and -new-item-impressions must be positive"))
+	}
+	if _, err := parseLevels(o.levels); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := parseCompare(o.compare); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -171,11 +195,23 @@ func simulate(ctx context.Context, o *options, live io.Writer) (_ *result, err e
 		BatchTimeout: 2 * time.Millisecond, WriteTimeout: o.conns.Kafka.Timeout, Transport: client.Transport})
 	defer out.Close()
 
-	w := newWorld(o.seed, config.SplitList(o.contexts), o.items, o.k)
+	levels, _ := parseLevels(o.levels) // validated
+	others, _ := parseCompare(o.compare)
+	var compared []savedRun
+	for _, c := range others {
+		r, err := loadRun(c.dir)
+		if err != nil {
+			return nil, err
+		}
+		r.Label = c.label
+		compared = append(compared, r)
+	}
+	w := newWorld(o.seed, config.SplitList(o.contexts), o.items, o.k, levels...)
 	s := newSim(simConfig{
 		rate: o.rate, duration: o.duration, users: o.users, sessionRequests: o.sessionRequests, idle: o.idle,
 		badEvery: o.badEvery, seed: o.seed, runID: time.Now().UnixMilli(),
 		requestsTopic: o.requestsTopic, eventsTopic: o.eventsTopic, replyTopic: o.replyTopic, live: live,
+		scenario: o.scenario, newEvery: o.newEvery, newFirst: o.newFirst,
 	}, w, out, out, replies, obs)
 	series, err := s.run(ctx)
 	if err != nil {
@@ -184,11 +220,19 @@ func simulate(ctx context.Context, o *options, live io.Writer) (_ *result, err e
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return nil, err
 	}
+	label := o.label
+	if label == "" {
+		label = o.scenario
+	}
+	this := newSavedRun(label, o, w, series)
+	if err := this.save(o.out); err != nil {
+		return nil, err
+	}
 	res := &result{world: w, observer: obs, series: series, png: filepath.Join(o.out, "demo.png")}
-	if err := plotRun(res.png, w, series); err != nil {
+	if err := plotRun(res.png, w, series, append(compared, this)); err != nil {
 		return nil, fmt.Errorf("drawing %s: %w", res.png, err)
 	}
-	res.summary = summarize(w, series, res.png)
+	res.summary = summarize(w, series, res.png) + compareSummary(o, append(compared, this))
 	if err := os.WriteFile(filepath.Join(o.out, "summary.txt"), []byte(res.summary), 0o644); err != nil {
 		return nil, err
 	}

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"maps"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -69,5 +71,85 @@ func TestWorld(t *testing.T) {
 	}
 	if _, err := w.itemIndex("sku-10"); err == nil {
 		t.Fatal("sku-10 is not in a 10-item catalogue")
+	}
+}
+
+// Drift: each context's best item falls to its worst rate and the item of
+// the middle becomes the best by the old margin; the oracle follows.
+// New items: the catalogue grows, each new item with a rate per context
+// scaled by the context's level.
+func TestWorldScenarios(t *testing.T) {
+	w := newWorld(3, []string{"home", "search"}, 12, 3, 1, 4)
+	before := map[string][]float64{}
+	for _, c := range w.contexts {
+		before[c] = slices.Clone(w.ctr[c])
+	}
+	oldBest := maps.Clone(w.best)
+	w.switchBest()
+	for _, c := range w.contexts {
+		rates, was := w.ctr[c], before[c]
+		if rates[oldBest[c]] != slices.Min(was) {
+			t.Errorf("%s: the old best's rate is %v, want the worst's %v", c, rates[oldBest[c]], slices.Min(was))
+		}
+		if w.best[c] == oldBest[c] || rates[w.best[c]] <= slices.Max(was) {
+			t.Errorf("%s: best is %d at %v, was %d at %v", c, w.best[c], rates[w.best[c]], oldBest[c], slices.Max(was))
+		}
+		sorted := slices.Sorted(slices.Values(rates))
+		if got, want := w.oracle[c], sorted[11]+sorted[10]+sorted[9]; math.Abs(got-want) > 1e-12 {
+			t.Errorf("%s: oracle %v, want %v", c, got, want)
+		}
+	}
+	if m := stat(w.ctr["search"]) / stat(w.ctr["home"]); m < 2 {
+		t.Errorf("search's items do %.1f times as well as home's, want about 4", m)
+	}
+	for range 5 {
+		n := w.addItem()
+		if w.items[n] != "sku-"+strconv.Itoa(n) || len(w.ctr["home"]) != n+1 || len(w.ctr["search"]) != n+1 {
+			t.Fatalf("item %d: %v, %d and %d rates", n, w.items[n], len(w.ctr["home"]), len(w.ctr["search"]))
+		}
+	}
+	if w.initial != 12 || len(w.items) != 17 {
+		t.Fatalf("%d items at the start, %d now", w.initial, len(w.items))
+	}
+	var sum float64
+	for _, r := range w.ctr["home"] {
+		sum += r
+	}
+	if got, want := w.uniform["home"], 3*sum/17; math.Abs(got-want) > 1e-12 {
+		t.Fatalf("uniform %v, want %v over the grown catalogue", got, want)
+	}
+}
+
+func stat(xs []float64) float64 {
+	var s float64
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
+}
+
+func TestParseScenarioFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"-scenario", "drift"}, ""},
+		{[]string{"-scenario", "sideways"}, "-scenario"},
+		{[]string{"-context-levels", "1,4"}, ""},
+		{[]string{"-context-levels", "1,-4"}, "-context-levels"},
+		{[]string{"-compare", "no decay=.local/a,decay=.local/b"}, ""},
+		{[]string{"-compare", "nolabel"}, "-compare"},
+		{[]string{"-new-item-every", "0s"}, "-new-item-every"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var o options
+			if err := config.Parse(newFlags(&o), tc.args, func(string) (string, bool) { return "", false }); err != nil {
+				t.Fatal(err)
+			}
+			err := o.validate()
+			if (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+				t.Fatalf("error %v, want %q", err, tc.err)
+			}
+		})
 	}
 }

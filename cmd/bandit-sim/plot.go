@@ -22,10 +22,17 @@ var (
 	colOracle   = color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}
 )
 
+// runColors are the lines of the runs compared, this run's last.
+var runColors = []color.RGBA{
+	{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff}, {R: 0x94, G: 0x67, B: 0xbd, A: 0xff}, {R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
+	{R: 0xe3, G: 0x77, B: 0xc2, A: 0xff}, {R: 0x7f, G: 0x7f, B: 0x7f, A: 0xff},
+}
+
 // plotRun draws the click-through rate per impression over time (expected,
 // from the hidden rates, of the items each policy shows on the same
-// requests) and the cumulative regret, into a PNG at path.
-func plotRun(path string, w *world, series []point) error {
+// requests) and the cumulative regret, into a PNG at path; with runs to
+// compare (this one among them), a third panel of their cumulative regret.
+func plotRun(path string, w *world, series []point, runs []savedRun) error {
 	ctr := plot.New()
 	ctr.Title.Text = fmt.Sprintf("Click-through rate (%d-s window), %d items, top %d", smoothing, len(w.items), w.k)
 	ctr.X.Label.Text = "seconds"
@@ -98,12 +105,21 @@ func plotRun(path string, w *world, series []point) error {
 		p.Add(plotter.NewGrid())
 	}
 
-	img := vgimg.New(vg.Points(900), vg.Points(900))
+	panels := [][]*plot.Plot{{ctr}, {regret}}
+	if len(runs) > 1 {
+		cmp, err := comparePanel(runs)
+		if err != nil {
+			return err
+		}
+		panels = append(panels, []*plot.Plot{cmp})
+	}
+	img := vgimg.New(vg.Points(900), vg.Points(450*float64(len(panels))))
 	dc := draw.New(img)
-	tiles := draw.Tiles{Rows: 2, Cols: 1, PadTop: vg.Points(12), PadBottom: vg.Points(12), PadLeft: vg.Points(12), PadRight: vg.Points(18), PadY: vg.Points(24)}
-	canvases := plot.Align([][]*plot.Plot{{ctr}, {regret}}, tiles, dc)
-	ctr.Draw(canvases[0][0])
-	regret.Draw(canvases[1][0])
+	tiles := draw.Tiles{Rows: len(panels), Cols: 1, PadTop: vg.Points(12), PadBottom: vg.Points(12), PadLeft: vg.Points(12), PadRight: vg.Points(18), PadY: vg.Points(24)}
+	canvases := plot.Align(panels, tiles, dc)
+	for i, row := range panels {
+		row[0].Draw(canvases[i][0])
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -113,6 +129,34 @@ func plotRun(path string, w *world, series []point) error {
 		return err
 	}
 	return f.Close()
+}
+
+// comparePanel draws each run's cumulative regret, on the same requests'
+// scale: runs of one scenario and seed differ by the pipeline's settings.
+func comparePanel(runs []savedRun) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = "Cumulative regret by configuration (scenario " + runs[len(runs)-1].Scenario + ")"
+	p.X.Label.Text = "seconds"
+	p.Y.Label.Text = "clicks"
+	p.Y.Min = 0
+	for i, r := range runs {
+		xys := plotter.XYs{{X: 0, Y: 0}}
+		for _, pt := range r.Points {
+			xys = append(xys, plotter.XY{X: pt.T, Y: pt.Regret})
+		}
+		line, err := plotter.NewLine(xys)
+		if err != nil {
+			return nil, err
+		}
+		line.Color = runColors[i%len(runColors)]
+		line.Width = vg.Points(2)
+		p.Add(line)
+		p.Legend.Add(r.Label, line)
+	}
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Legend.Padding = vg.Points(4)
+	p.Add(plotter.NewGrid())
+	return p, nil
 }
 
 // summarize is the text summary of a run.

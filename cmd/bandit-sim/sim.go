@@ -28,7 +28,21 @@ type simConfig struct {
 	eventsTopic     string
 	replyTopic      string
 	live            io.Writer // the updating status line; nil: none
+	// scenario changes the world during the run: steady (never), drift
+	// (each context's best item falls and another rises half-way through)
+	// or new-items (an item joins the catalogue every newEvery).
+	scenario string
+	newEvery time.Duration
+	// newFirst is how many impressions of a new item count as its start.
+	newFirst int
 }
+
+// The scenarios.
+const (
+	scenarioSteady   = "steady"
+	scenarioDrift    = "drift"
+	scenarioNewItems = "new-items"
+)
 
 // writer writes messages synchronously with acks=all.
 type writer interface {
@@ -52,10 +66,15 @@ type point struct {
 	oracleClicks          float64 // of the k best items, same requests
 	regret, uniformRegret float64 // cumulative expected regret
 	bestTop1, top1        int     // responses ranking the context's best item first
-	hotUsers              int
-	offloads, reloads     int // cumulative
-	deadLetters, badSent  int64
-	eventsSent            int
+	// newRegret is the cumulative expected regret of the slots new items
+	// took in their first impressions: per slot, the oracle's mean rate
+	// less the new item's; newShown counts those slots.
+	newRegret            float64
+	newShown             int
+	hotUsers             int
+	offloads, reloads    int // cumulative
+	deadLetters, badSent int64
+	eventsSent           int
 }
 
 type pending struct {
@@ -89,11 +108,16 @@ type sim struct {
 	cur     point
 	nReq    int
 	nEvent  int
+	// shown counts each item's impressions per context (scenario
+	// new-items); switched and nextItem pace the scenarios.
+	shown    map[string][]int
+	switched bool
+	nextItem time.Duration
 }
 
 func newSim(cfg simConfig, w *world, requests, events writer, replies <-chan *schemas.ScoreResponse, obs observer) *sim {
 	s := &sim{cfg: cfg, w: w, requests: requests, events: events, replies: replies, obs: obs,
-		r: rand.New(rand.NewPCG(cfg.seed, cfg.seed+1)), pending: map[string]pending{}}
+		r: rand.New(rand.NewPCG(cfg.seed, cfg.seed+1)), pending: map[string]pending{}, shown: map[string][]int{}, nextItem: cfg.newEvery}
 	for i := 0; i < cfg.users; i++ {
 		s.users = append(s.users, "sim-"+strconv.FormatInt(cfg.runID, 36)+"-u"+strconv.Itoa(i))
 		s.state = append(s.state, userState{left: 1 + s.r.IntN(2*cfg.sessionRequests)})
@@ -116,6 +140,7 @@ func (s *sim) run(ctx context.Context) ([]point, error) {
 			break
 		}
 		if sending {
+			s.change(now.Sub(start))
 			due := int(s.cfg.rate * now.Sub(start).Seconds())
 			for s.nReq < due {
 				m, ok := s.request(now)
@@ -165,6 +190,22 @@ func (s *sim) run(ctx context.Context) ([]point, error) {
 		return s.series, fmt.Errorf("%d score requests unanswered 15 s after the last", n)
 	}
 	return s.series, nil
+}
+
+// change applies the scenario at elapsed into the run.
+func (s *sim) change(elapsed time.Duration) {
+	switch s.cfg.scenario {
+	case scenarioDrift:
+		if !s.switched && elapsed >= s.cfg.duration/2 {
+			s.w.switchBest()
+			s.switched = true
+		}
+	case scenarioNewItems:
+		for s.cfg.newEvery > 0 && elapsed >= s.nextItem {
+			s.w.addItem()
+			s.nextItem += s.cfg.newEvery
+		}
+	}
 }
 
 // request makes the next score request, from a user in a session.
@@ -225,7 +266,17 @@ func (s *sim) answer(resp *schemas.ScoreResponse, evs []kafka.Message) []kafka.M
 		}
 	}
 	now := time.Now().UnixMilli()
+	counts := s.shown[c]
+	for len(counts) < len(s.w.items) {
+		counts = append(counts, 0)
+	}
+	s.shown[c] = counts
 	for _, i := range shown {
+		counts[i]++
+		if i >= s.w.initial && counts[i] <= s.cfg.newFirst {
+			s.cur.newShown++
+			s.cur.newRegret += s.w.oracle[c]/float64(s.w.k) - s.w.ctr[c][i]
+		}
 		evs = s.event(evs, p.user, c, i, schemas.Impression, now)
 		s.cur.impressions++
 		if s.r.Float64() < s.w.ctr[c][i] {
@@ -290,7 +341,8 @@ func (s *sim) second(ctx context.Context, elapsed time.Duration) error {
 	}
 	// The next point carries the running totals.
 	next := point{regret: s.cur.regret, uniformRegret: s.cur.uniformRegret,
-		offloads: s.cur.offloads, reloads: s.cur.reloads, badSent: s.cur.badSent}
+		offloads: s.cur.offloads, reloads: s.cur.reloads, badSent: s.cur.badSent,
+		newRegret: s.cur.newRegret, newShown: s.cur.newShown}
 	s.cur = next
 	return nil
 }

@@ -14,11 +14,13 @@ import (
 )
 
 // A short simulation through the real pipeline (bandit-ingest and
-// bandit-score processes on the local stack): Thompson sampling's
+// bandit-score processes on the local stack), new items joining the
+// catalogue every 10 s and compared with an earlier run: Thompson sampling's
 // cumulative regret ends below half the uniform-random policy's, the best
 // item's share of first places grows, sessions are offloaded and reloaded,
-// every malformed event reaches the dead-letter topic, and the picture is a
-// PNG.
+// every malformed event reaches the dead-letter topic, new items are shown
+// and their first slots counted, and the picture is a PNG with the panel
+// comparing the runs.
 func TestSimulationLearnsThroughThePipeline(t *testing.T) {
 	brokers := stacktest.KafkaBrokers(t)
 	redisAddr := stacktest.RedisAddr(t)
@@ -40,6 +42,11 @@ func TestSimulationLearnsThroughThePipeline(t *testing.T) {
 	ps := stacktest.StartProcess(t, score, nil, append(common, "-topic", requests, "-results-topic", results, "-group", run+"_score",
 		"-cache-max-age", "200ms", "-fetch-max-wait", "20ms")...)
 
+	// An earlier run to compare with, as a run leaves it.
+	earlier := t.TempDir()
+	if err := (savedRun{Label: "x", Scenario: scenarioNewItems, Points: []savedPoint{{T: 1, Regret: 5}, {T: 2, Regret: 9}}}).save(earlier); err != nil {
+		t.Fatal(err)
+	}
 	var o options
 	fs := newFlags(&o)
 	out := t.TempDir()
@@ -49,6 +56,7 @@ func TestSimulationLearnsThroughThePipeline(t *testing.T) {
 		"-dlq-topics", events + ".dlq," + requests + ".dlq",
 		"-duration", "35s", "-rate", "40", "-users", "40", "-session-requests", "6", "-idle", "4s",
 		"-items", "20", "-contexts", "home", "-k", "3", "-bad-every", "100", "-seed", "5", "-out", out,
+		"-scenario", "new-items", "-new-item-every", "10s", "-label", "this run", "-compare", "earlier=" + earlier,
 	}, func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +109,21 @@ func TestSimulationLearnsThroughThePipeline(t *testing.T) {
 	}
 	defer f.Close()
 	cfg, err := png.DecodeConfig(f)
-	if err != nil || cfg.Width < 600 || cfg.Height < 600 {
-		t.Fatalf("picture %s: %+v, %v", res.png, cfg, err)
+	if err != nil || cfg.Width < 600 || cfg.Height < 3*cfg.Width/2 {
+		t.Fatalf("picture %s: %+v, %v; want three panels", res.png, cfg, err)
+	}
+
+	// New items joined, and the pipeline showed them: ranked by their
+	// prior, they reach the top k at once.
+	saved, err := loadRun(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if saved.Initial != 20 || saved.Items < 23 || last.newShown == 0 || len(saved.Points) != len(s) || saved.last().NewShown != last.newShown {
+		t.Fatalf("items %d → %d, %d first slots of new items (saved %d); %d points saved of %d",
+			saved.Initial, saved.Items, last.newShown, saved.last().NewShown, len(saved.Points), len(s))
+	}
+	if !strings.Contains(res.summary, "new items: ") || !strings.Contains(res.summary, "earlier ") || !strings.Contains(res.summary, "this run ") {
+		t.Fatalf("summary without the scenario or the comparison:\n%s", res.summary)
 	}
 }
