@@ -128,7 +128,8 @@ func TestContextPriorsFitEachContext(t *testing.T) {
 	}
 }
 
-// staticPriors gives fixed priors by context.
+// staticPriors gives fixed priors by context, labelled as ContextPriors
+// labels them (without allocating, as ContextPriors does not).
 type staticPriors map[string]sampler.Prior
 
 func (s staticPriors) Prior(c string) (sampler.Prior, string, bool) {
@@ -136,7 +137,16 @@ func (s staticPriors) Prior(c string) (sampler.Prior, string, bool) {
 	if !ok {
 		return sampler.Prior{}, "global", false
 	}
-	return p, fmt.Sprintf("context:beta(%g,%g)", p.Alpha, p.Beta), true
+	return p, staticLabels[p], true
+}
+
+var staticLabels = map[sampler.Prior]string{}
+
+func (s staticPriors) labelled() staticPriors {
+	for _, p := range s {
+		staticLabels[p] = fmt.Sprintf("context:beta(%g,%g)", p.Alpha, p.Beta)
+	}
+	return s
 }
 
 // With per-context priors, an item never seen ranks at its context's prior
@@ -148,7 +158,7 @@ func TestScorerUsesTheContextsPrior(t *testing.T) {
 		{Context: "high", Item: "seen"}: {ByType: [state.NumEventTypes]int64{10, 1}},
 	}}
 	out := &fakeWriter{}
-	priors := staticPriors{"high": {Alpha: 3, Beta: 7}, "low": {Alpha: 1, Beta: 49}}
+	priors := staticPriors{"high": {Alpha: 3, Beta: 7}, "low": {Alpha: 1, Beta: 49}}.labelled()
 	s := newTestScorer(t, ScorerConfig{Priors: priors}, reader, nil, out)
 	w := newScoreWorker(s, 0)
 	var batch []record

@@ -140,7 +140,7 @@ func BenchmarkScoreCore(b *testing.B) {
 	}{
 		{"impl=scorer", 0, nil},
 		{"impl=scorer-decay", 6 * time.Hour, nil},
-		{"impl=scorer-context-prior", 0, staticPriors{"home": {Alpha: 2, Beta: 50}}},
+		{"impl=scorer-context-prior", 0, staticPriors{"home": {Alpha: 2, Beta: 50}}.labelled()},
 	} {
 		hl := v.hl
 		b.Run(v.name, func(b *testing.B) {
