@@ -58,6 +58,12 @@ type ScorerConfig struct {
 	// Priors, if set, give each context's arms their own prior in place of
 	// Model.Prior (see ContextPriors).
 	Priors PriorSource
+	// PropensityDraws is the number of Monte Carlo rankings behind the
+	// propensities of a request that asks for them (see
+	// sampler.Ranker.Propensities): their standard error is at most
+	// 1/(2·√(draws+1)), their cost draws × candidates Beta draws. Default
+	// 1000.
+	PropensityDraws int
 	// CacheBytes bounds the in-process arm cache; default 256 MiB. Zero
 	// after defaults (set -1) disables it.
 	CacheBytes int64
@@ -136,7 +142,7 @@ func DefaultScorerConfig() ScorerConfig {
 		SessionWait: 50 * time.Millisecond, SessionLoads: 8,
 		DrainTimeout: 20 * time.Second, SessionTimeout: 10 * time.Second,
 		CommitInterval: 200 * time.Millisecond, ReplyTopicWait: 10 * time.Second,
-		ReplyTopicPrefixes: []string{ReplyTopicPrefix},
+		ReplyTopicPrefixes: []string{ReplyTopicPrefix}, PropensityDraws: 1000,
 	}
 }
 
@@ -186,6 +192,9 @@ func (c ScorerConfig) Validate() error {
 	}
 	if c.SessionLoads < 1 {
 		return errors.New("scorer: session loads must be at least 1")
+	}
+	if c.PropensityDraws < 1 || c.PropensityDraws > 1_000_000 {
+		return fmt.Errorf("scorer: propensity draws %d must be between 1 and 1,000,000", c.PropensityDraws)
 	}
 	if err := c.Model.Validate(); err != nil {
 		return fmt.Errorf("scorer: %w", err)

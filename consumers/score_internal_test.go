@@ -704,3 +704,58 @@ func TestDeadLettersReducedWhenRefused(t *testing.T) {
 		t.Fatalf("reduced key %d bytes, %d size headers, size %q", len(r.Key), n, headerValue(r.Headers, HeaderKeyTruncated))
 	}
 }
+
+// A request asking for propensities gets them on every ranked item, above 0
+// and at most 1, the top-k one at least the slot one, the same again for
+// the same seed; in mean mode they are 1; a request not asking gets none.
+func TestScorerPropensities(t *testing.T) {
+	reader := &fakeReader{counts: map[state.Arm]state.Counts{
+		{Context: "c", Item: "a"}: {ByType: [state.NumEventTypes]int64{100, 30}},
+		{Context: "c", Item: "b"}: {ByType: [state.NumEventTypes]int64{100, 25}},
+		{Context: "c", Item: "d"}: {ByType: [state.NumEventTypes]int64{100, 5}},
+	}}
+	out := &fakeWriter{}
+	s := newTestScorer(t, ScorerConfig{PropensityDraws: 2000}, reader, nil, out)
+	w := newScoreWorker(s, 0)
+	req := func(id string, mode schemas.ExplorationMode, props bool) *schemas.ScoreRequest {
+		return &schemas.ScoreRequest{RequestId: id, UserId: "u", Context: "c", Candidates: []string{"a", "b", "d", "new"}, K: 2,
+			Mode: mode, Seed: seed(11), Propensities: props}
+	}
+	batch := []record{
+		requestRecord(t, 0, req("t1", schemas.ModeThompson, true), schemas.Protobuf),
+		requestRecord(t, 1, req("t2", schemas.ModeThompson, true), schemas.JSON),
+		requestRecord(t, 2, req("m", schemas.ModeMean, true), schemas.Protobuf),
+		requestRecord(t, 3, req("none", schemas.ModeThompson, false), schemas.Protobuf),
+	}
+	if err := w.process(t.Context(), t.Context(), batch); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*schemas.ScoreResponse{}
+	for _, m := range out.written() {
+		r := decodeResponse(t, m)
+		got[r.GetRequestId()] = r
+	}
+	for _, id := range []string{"t1", "t2"} {
+		for _, it := range got[id].GetItems() {
+			if p, q := it.GetPropensity(), it.GetTopkPropensity(); !(p > 0) || p > 1 || q < p || q > 1 {
+				t.Fatalf("%s/%s: propensities %v, %v", id, it.GetItemId(), p, q)
+			}
+		}
+	}
+	a, b := got["t1"].GetItems(), got["t2"].GetItems()
+	for i := range a {
+		if a[i].GetItemId() != b[i].GetItemId() || a[i].GetPropensity() != b[i].GetPropensity() {
+			t.Fatalf("the same seed gave %v and %v", a, b)
+		}
+	}
+	for _, it := range got["m"].GetItems() {
+		if it.GetPropensity() != 1 || it.GetTopkPropensity() != 1 {
+			t.Fatalf("mean mode: %v", it)
+		}
+	}
+	for _, it := range got["none"].GetItems() {
+		if it.GetPropensity() != 0 || it.GetTopkPropensity() != 0 {
+			t.Fatalf("propensities not asked for: %v", it)
+		}
+	}
+}

@@ -33,6 +33,8 @@ type scoreWorker struct {
 	entries []armcache.Entry
 	ranker  sampler.Ranker
 	ranked  []sampler.Ranked
+	slot    []float64 // propensities of a request that asks for them
+	topK    []float64
 	items   []*schemas.RankedItem
 	resp    schemas.ScoreResponse
 	timing  schemas.Timing
@@ -428,9 +430,16 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 		items[i].Score = r.Score
 		items[i].Mean = arms[r.Index].Mean()
 		items[i].Explanation = nil
+		items[i].Propensity, items[i].TopkPropensity = 0, 0
 	}
 	if explain {
 		w.explain(l, items, received.UnixMilli())
+	}
+	if req.GetPropensities() {
+		w.slot, w.topK = w.ranker.Propensities(arms, w.ranked, mode, s.cfg.PropensityDraws, seed, w.slot, w.topK)
+		for i := range items {
+			items[i].Propensity, items[i].TopkPropensity = w.slot[i], w.topK[i]
+		}
 	}
 	scored := time.Now()
 	if sent := req.GetSentTimeMs(); sent > 0 {

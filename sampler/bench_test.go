@@ -1,6 +1,7 @@
 package sampler
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"sort"
 	"testing"
@@ -122,6 +123,39 @@ func BenchmarkRank(b *testing.B) {
 		sink = dst[0].Score
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/candidate")
 	})
+}
+
+// BenchmarkPropensities is a request's ranking (400 candidates, k = 20)
+// without propensities (impl=off) and with them at 100 and 1,000 Monte
+// Carlo draws: what asking for propensities costs a request.
+func BenchmarkPropensities(b *testing.B) {
+	const n, k = 400, 20
+	alpha, beta := mix("ctr")
+	arms := make([]Arm, mixSize+n)
+	for i := range arms {
+		arms[i], _ = NewArm(alpha[i&(mixSize-1)], beta[i&(mixSize-1)])
+	}
+	for _, draws := range []int{0, 100, 1000} {
+		name := "top20of400/impl=off"
+		if draws > 0 {
+			name = fmt.Sprintf("top20of400/impl=draws-%d", draws)
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			var rk Ranker
+			dst := make([]Ranked, 0, k)
+			var slot, topK []float64
+			for i := 0; i < b.N; i++ {
+				off := (i * n) & (mixSize - 1)
+				dst = rk.Rank(arms[off:off+n], k, Thompson, uint64(i), dst)
+				if draws > 0 {
+					slot, topK = rk.Propensities(arms[off:off+n], dst, Thompson, draws, uint64(i), slot, topK)
+				}
+			}
+			sink = dst[0].Score
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/request")
+		})
+	}
 }
 
 func BenchmarkTopK(b *testing.B) {

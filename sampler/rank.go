@@ -30,6 +30,9 @@ func (m Mode) String() string {
 type Ranker struct {
 	rng    Rand
 	scores []float64
+	// Propensities' buffers.
+	pos  []int32
+	draw []Ranked
 }
 
 // Rank appends the top k of arms to dst[:0], best first, and returns it.

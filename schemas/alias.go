@@ -83,6 +83,8 @@ func DecodeScoreRequestAliased(lim Limits, data []byte, m *ScoreRequest) error {
 					m.SentTimeMs = int64(v)
 				case 11:
 					m.Explain = v != 0
+				case 12:
+					m.Propensities = v != 0
 				}
 			}
 			continue
@@ -102,7 +104,7 @@ func DecodeScoreRequestAliased(lim Limits, data []byte, m *ScoreRequest) error {
 var scoreRequestWire = [...]protowire.Type{
 	0: -1, 1: protowire.BytesType, 2: protowire.BytesType, 3: protowire.BytesType, 4: protowire.BytesType,
 	5: protowire.VarintType, 6: protowire.VarintType, 7: protowire.BytesType, 8: protowire.VarintType,
-	9: protowire.VarintType, 10: protowire.VarintType, 11: protowire.VarintType,
+	9: protowire.VarintType, 10: protowire.VarintType, 11: protowire.VarintType, 12: protowire.VarintType,
 }
 
 func aliasString(b []byte) string {

@@ -20,7 +20,7 @@ func seedCorpus(f *testing.F, c schemas.Codec) {
 		f.Add(b)
 	}
 	resp := &schemas.ScoreResponse{RequestId: "r", Items: []*schemas.RankedItem{{ItemId: "a", Score: 0.3, Mean: 0.2,
-		Explanation: &schemas.Explanation{Alpha: 2, Beta: 8, Source: schemas.SourceCache, UserAlpha: 1}}}}
+		Explanation: &schemas.Explanation{Alpha: 2, Beta: 8, Source: schemas.SourceCache, UserAlpha: 1}, Propensity: 0.25, TopkPropensity: 0.75}}}
 	if b, err := c.AppendScoreResponse(nil, resp); err == nil {
 		f.Add(b)
 	}

@@ -38,13 +38,17 @@ type scoreRequestJSON struct {
 	Seed       *uint64  `json:"seed,omitempty"`
 	SentTimeMs int64    `json:"sent_time_ms,omitempty"`
 	Explain    bool     `json:"explain,omitempty"`
+	// Propensities asks for each ranked item's propensities.
+	Propensities bool `json:"propensities,omitempty"`
 }
 
 type rankedItemJSON struct {
-	ItemID      string           `json:"item_id"`
-	Score       float64          `json:"score"`
-	Mean        float64          `json:"mean"`
-	Explanation *explanationJSON `json:"explanation,omitempty"`
+	ItemID         string           `json:"item_id"`
+	Score          float64          `json:"score"`
+	Mean           float64          `json:"mean"`
+	Explanation    *explanationJSON `json:"explanation,omitempty"`
+	Propensity     float64          `json:"propensity,omitempty"`
+	TopKPropensity float64          `json:"topk_propensity,omitempty"`
 }
 
 type explanationJSON struct {
@@ -131,7 +135,7 @@ func decodeScoreRequestJSON(data []byte, m *ScoreRequest) error {
 	m.Reset()
 	m.RequestId, m.UserId, m.Context, m.Candidates, m.K = j.RequestID, j.UserID, j.Context, j.Candidates, j.K
 	m.DeadlineMs, m.ReplyTopic, m.Mode, m.Seed, m.SentTimeMs = j.DeadlineMs, j.ReplyTopic, mode, j.Seed, j.SentTimeMs
-	m.Explain = j.Explain
+	m.Explain, m.Propensities = j.Explain, j.Propensities
 	return nil
 }
 
@@ -139,7 +143,7 @@ func scoreRequestToJSON(m *ScoreRequest) scoreRequestJSON {
 	j := scoreRequestJSON{
 		RequestID: m.GetRequestId(), UserID: m.GetUserId(), Context: m.GetContext(), Candidates: m.GetCandidates(),
 		K: m.GetK(), DeadlineMs: m.GetDeadlineMs(), ReplyTopic: m.GetReplyTopic(), Mode: ModeName(m.GetMode()),
-		SentTimeMs: m.GetSentTimeMs(), Explain: m.GetExplain(),
+		SentTimeMs: m.GetSentTimeMs(), Explain: m.GetExplain(), Propensities: m.GetPropensities(),
 	}
 	if m.Seed != nil {
 		s := *m.Seed
@@ -162,7 +166,7 @@ func decodeScoreResponseJSON(data []byte, m *ScoreResponse) error {
 	if len(j.Items) > 0 {
 		m.Items = make([]*RankedItem, len(j.Items))
 		for i, it := range j.Items {
-			m.Items[i] = &RankedItem{ItemId: it.ItemID, Score: it.Score, Mean: it.Mean}
+			m.Items[i] = &RankedItem{ItemId: it.ItemID, Score: it.Score, Mean: it.Mean, Propensity: it.Propensity, TopkPropensity: it.TopKPropensity}
 			if e := it.Explanation; e != nil {
 				src, ok := ParseSource(e.Source)
 				if !ok {
@@ -185,7 +189,8 @@ func scoreResponseToJSON(m *ScoreResponse) scoreResponseJSON {
 		Items: make([]rankedItemJSON, len(m.GetItems())), ModelVersion: m.GetModelVersion(), Mode: ModeName(m.GetMode()),
 	}
 	for i, it := range m.GetItems() {
-		j.Items[i] = rankedItemJSON{ItemID: it.GetItemId(), Score: finite(it.GetScore()), Mean: finite(it.GetMean())}
+		j.Items[i] = rankedItemJSON{ItemID: it.GetItemId(), Score: finite(it.GetScore()), Mean: finite(it.GetMean()),
+			Propensity: finite(it.GetPropensity()), TopKPropensity: finite(it.GetTopkPropensity())}
 		if e := it.GetExplanation(); e != nil {
 			j.Items[i].Explanation = &explanationJSON{Alpha: finite(e.GetAlpha()), Beta: finite(e.GetBeta()), Source: SourceName(e.GetSource()),
 				UserAlpha: finite(e.GetUserAlpha()), UserBeta: finite(e.GetUserBeta())}

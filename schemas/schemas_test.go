@@ -27,7 +27,7 @@ func validRequest() *schemas.ScoreRequest {
 	return &schemas.ScoreRequest{
 		RequestId: "r-1", UserId: "u-1", Context: "home", Candidates: []string{"a", "b", "c"},
 		K: 2, DeadlineMs: now.UnixMilli() + 50, ReplyTopic: "replies.client-1", Mode: schemas.ModeMean,
-		Seed: &seed, SentTimeMs: now.UnixMilli(), Explain: true,
+		Seed: &seed, SentTimeMs: now.UnixMilli(), Explain: true, Propensities: true,
 	}
 }
 
@@ -184,7 +184,8 @@ func TestRoundTrip(t *testing.T) {
 	resp := &schemas.ScoreResponse{
 		RequestId: "r-1", UserId: "u-1", Context: "home", ModelVersion: "v1", Mode: schemas.ModeThompson,
 		Items: []*schemas.RankedItem{{ItemId: "a", Score: 0.9, Mean: 0.5,
-			Explanation: &schemas.Explanation{Alpha: 3.5, Beta: 3.5, Source: schemas.SourceHot, UserAlpha: 1, UserBeta: 0.5}},
+			Explanation: &schemas.Explanation{Alpha: 3.5, Beta: 3.5, Source: schemas.SourceHot, UserAlpha: 1, UserBeta: 0.5},
+			Propensity:  0.4, TopkPropensity: 0.9},
 			{ItemId: "b", Score: 0.1, Mean: 0.2, Explanation: &schemas.Explanation{Alpha: 1, Beta: 4, Source: schemas.SourcePrior}}},
 		Timing: &schemas.Timing{SentTimeMs: 1, ReceivedTimeMs: 2, ScoredTimeMs: 3, ScoringMicros: 4},
 	}

@@ -69,6 +69,7 @@ type options struct {
 	modelVersion  string
 	maxCandidates int
 	maxK          int
+	propDraws     int
 	commitDelay   time.Duration
 	commitEvery   time.Duration
 	replyWait     time.Duration
@@ -113,6 +114,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.modelVersion, "model-version", "", "label of the model in every response (default: the prior, weights, lambda and half-life)")
 	fs.IntVar(&o.maxCandidates, "max-candidates", lim.MaxCandidates, "largest candidate list accepted")
 	fs.IntVar(&o.maxK, "max-k", lim.MaxK, "largest k accepted")
+	fs.IntVar(&o.propDraws, "propensity-draws", d.PropensityDraws, "Monte Carlo rankings behind the propensities of a request that asks for them (standard error at most 1/(2·√(draws+1)); cost: draws × candidates Beta draws)")
 	fs.DurationVar(&o.commitEvery, "commit-interval", d.CommitInterval, "how often the offset of answered requests is committed; a crash answers at most this much again")
 	fs.DurationVar(&o.replyWait, "reply-topic-wait", d.ReplyTopicWait, "how long responses to an unknown reply topic are retried before the request goes to the dead-letter topic")
 	fs.StringVar(&o.replyPrefixes, "reply-topic-prefixes", strings.Join(d.ReplyTopicPrefixes, ","), "prefixes a request's reply topic must start with, comma separated (empty: only the results topic); never the pipeline's own or internal topics")
@@ -233,25 +235,26 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	})
 	defer out.Close()
 	sc, err := consumers.NewScorer(consumers.ScorerConfig{
-		Brokers:        o.conns.Kafka.Brokers,
-		Topic:          o.topic,
-		ResultsTopic:   o.resultsTopic,
-		GroupID:        o.group,
-		FetchMaxBytes:  o.fetchBytes,
-		FetchMaxWait:   o.fetchWait,
-		Limits:         limits,
-		Model:          model,
-		ModelVersion:   o.modelVersion,
-		Priors:         priorSource(priors),
-		CacheBytes:     o.cacheBytes,
-		CacheMaxAge:    o.cacheMaxAge,
-		CacheMaxStale:  o.cacheMaxStale,
-		SessionWait:    o.sessionWait,
-		SessionLoads:   o.sessionLoads,
-		DrainTimeout:   o.drainTimeout,
-		SessionTimeout: o.session,
-		CommitInterval: o.commitEvery,
-		ReplyTopicWait: o.replyWait, ReplyTopicPrefixes: append([]string{}, config.SplitList(o.replyPrefixes)...),
+		Brokers:         o.conns.Kafka.Brokers,
+		Topic:           o.topic,
+		ResultsTopic:    o.resultsTopic,
+		GroupID:         o.group,
+		FetchMaxBytes:   o.fetchBytes,
+		FetchMaxWait:    o.fetchWait,
+		Limits:          limits,
+		Model:           model,
+		ModelVersion:    o.modelVersion,
+		Priors:          priorSource(priors),
+		PropensityDraws: o.propDraws,
+		CacheBytes:      o.cacheBytes,
+		CacheMaxAge:     o.cacheMaxAge,
+		CacheMaxStale:   o.cacheMaxStale,
+		SessionWait:     o.sessionWait,
+		SessionLoads:    o.sessionLoads,
+		DrainTimeout:    o.drainTimeout,
+		SessionTimeout:  o.session,
+		CommitInterval:  o.commitEvery,
+		ReplyTopicWait:  o.replyWait, ReplyTopicPrefixes: append([]string{}, config.SplitList(o.replyPrefixes)...),
 		BeforeCommit:   faults.CommitDelay(o.commitDelay),
 		Logger:         log,
 		BatchRecords:   batchRecords,

@@ -92,6 +92,39 @@ func (e *cliEnv) bandit(t *testing.T, stdin string, args ...string) (string, str
 	return out.String(), errOut.String(), code
 }
 
+// ingest produces events to the events topic, keyed by user, and waits
+// for bandit-ingest to catch up.
+func (e *cliEnv) ingest(t *testing.T, evs []*schemas.Interaction) {
+	t.Helper()
+	msgs := make([]kafka.Message, len(evs))
+	for i, ev := range evs {
+		v, err := schemas.Protobuf.AppendInteraction(nil, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs[i] = kafka.Message{Key: []byte(ev.GetUserId()), Value: v}
+	}
+	w := &kafka.Writer{Addr: kafka.TCP(e.brokers...), Topic: e.events, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{},
+		BatchTimeout: time.Millisecond, BatchSize: 5000}
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatalf("producing: %.300v", err)
+	}
+	stacktest.WaitForLag(t, e.brokers, e.ingestGroup, e.events, 3*time.Minute)
+}
+
+// clicked returns an impression of item in context c by user at atMs,
+// with its click if clicked, ids made from item and n.
+func clicked(user, c, item string, n int, atMs int64, click bool) []*schemas.Interaction {
+	evs := []*schemas.Interaction{{EventId: fmt.Sprintf("%s-%d-i", item, n), UserId: user, ItemId: item, Context: c, Type: schemas.Impression, EventTimeMs: atMs}}
+	if click {
+		evs = append(evs, &schemas.Interaction{EventId: fmt.Sprintf("%s-%d-c", item, n), UserId: user, ItemId: item, Context: c, Type: schemas.Click, EventTimeMs: atMs})
+	}
+	return evs
+}
+
 // checkCounts waits for ingest to catch up and compares the arm counts.
 func (e *cliEnv) checkCounts(t *testing.T, want map[state.Arm]state.Counts) {
 	t.Helper()

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
 	"github.com/banditstream/banditstream/deploy/local/stacktest"
 	"github.com/banditstream/banditstream/schemas"
 )
@@ -26,37 +24,17 @@ func TestContextPriorsStartNewItemsAtTheirContextsRate(t *testing.T) {
 	rates := map[string][2]float64{"low": {0.01, 0.03}, "high": {0.25, 0.35}}
 	rng := rand.New(rand.NewPCG(5, 6))
 	now := time.Now().Add(-time.Hour).UnixMilli()
-	var msgs []kafka.Message
+	var evs []*schemas.Interaction
 	for _, c := range []string{"low", "high"} {
 		for i := range 30 {
 			item := fmt.Sprintf("%s-%d", c, i)
 			rate := rates[c][0] + (rates[c][1]-rates[c][0])*float64(i)/29
 			for j := range 300 {
-				evs := []schemas.EventType{schemas.Impression}
-				if rng.Float64() < rate {
-					evs = append(evs, schemas.Click)
-				}
-				for _, typ := range evs {
-					ev := &schemas.Interaction{EventId: fmt.Sprintf("%s-%d-%v", item, j, typ), UserId: fmt.Sprint("u", rng.IntN(50)),
-						ItemId: item, Context: c, Type: typ, EventTimeMs: now + int64(j)}
-					v, err := schemas.Protobuf.AppendInteraction(nil, ev)
-					if err != nil {
-						t.Fatal(err)
-					}
-					msgs = append(msgs, kafka.Message{Key: []byte(ev.GetUserId()), Value: v})
-				}
+				evs = append(evs, clicked(fmt.Sprint("u", rng.IntN(50)), c, item, j, now+int64(j), rng.Float64() < rate)...)
 			}
 		}
 	}
-	w := &kafka.Writer{Addr: kafka.TCP(e.brokers...), Topic: e.events, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{},
-		BatchTimeout: time.Millisecond, BatchSize: 5000}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
-		t.Fatalf("producing: %.300v", err)
-	}
-	w.Close()
-	stacktest.WaitForLag(t, e.brokers, e.ingestGroup, e.events, 3*time.Minute)
+	e.ingest(t, evs)
 
 	requests := stacktest.CreateTopic(t, e.brokers, "it_priors_requests", 1)
 	stacktest.CreateTopicNamed(t, e.brokers, requests+".dlq", 1)

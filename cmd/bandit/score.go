@@ -33,12 +33,13 @@ func scoreCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Cont
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the response")
 	asJSON := fs.Bool("json", false, "print the response as JSON")
 	explain := fs.Bool("explain", false, "ask for each item's posterior and where it came from (cache, hot tier, prior; the user's own part)")
+	propensities := fs.Bool("propensities", false, "ask for each item's propensities: the probability the policy ranks it in its slot and in the top k")
 	return func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) error {
 		m, ok := schemas.ParseMode(*mode)
 		if !ok {
 			return fmt.Errorf("-mode: %q is not thompson or mean", *mode)
 		}
-		req := &schemas.ScoreRequest{UserId: *user, Context: *ctxName, K: int32(*k2), Mode: m, Explain: *explain}
+		req := &schemas.ScoreRequest{UserId: *user, Context: *ctxName, K: int32(*k2), Mode: m, Explain: *explain, Propensities: *propensities}
 		if *seed != "" {
 			v, err := strconv.ParseUint(*seed, 10, 64)
 			if err != nil {
@@ -114,6 +115,9 @@ func scoreCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Cont
 			schemas.ModeName(resp.GetMode()), seedText, resp.GetModelVersion())
 		for i, it := range resp.GetItems() {
 			fmt.Fprintf(stdout, "%4d  %-24s score %.4f  mean %.4f", i+1, it.GetItemId(), it.GetScore(), it.GetMean())
+			if req.GetPropensities() {
+				fmt.Fprintf(stdout, "  propensity %.4f (top %d: %.4f)", it.GetPropensity(), len(resp.GetItems()), it.GetTopkPropensity())
+			}
 			if e := it.GetExplanation(); e != nil {
 				fmt.Fprintf(stdout, "  Beta(%.6g, %.6g) from %s", e.GetAlpha(), e.GetBeta(), schemas.SourceName(e.GetSource()))
 				if e.GetUserAlpha() != 0 || e.GetUserBeta() != 0 {

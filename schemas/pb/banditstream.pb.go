@@ -331,7 +331,11 @@ type ScoreRequest struct {
 	// When the client sent the request, Unix milliseconds (for latency).
 	SentTimeMs int64 `protobuf:"varint,10,opt,name=sent_time_ms,json=sentTimeMs,proto3" json:"sent_time_ms,omitempty"`
 	// With explain, every ranked item carries its explanation.
-	Explain       bool `protobuf:"varint,11,opt,name=explain,proto3" json:"explain,omitempty"`
+	Explain bool `protobuf:"varint,11,opt,name=explain,proto3" json:"explain,omitempty"`
+	// With propensities, every ranked item carries the probability that the
+	// scorer's policy puts it in its slot and in the top k (Monte Carlo over
+	// the same posteriors, reproducible from the seed; exact in mean mode).
+	Propensities  bool `protobuf:"varint,12,opt,name=propensities,proto3" json:"propensities,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -443,6 +447,13 @@ func (x *ScoreRequest) GetExplain() bool {
 	return false
 }
 
+func (x *ScoreRequest) GetPropensities() bool {
+	if x != nil {
+		return x.Propensities
+	}
+	return false
+}
+
 // RankedItem is one entry of a ranking.
 type RankedItem struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -452,9 +463,14 @@ type RankedItem struct {
 	// Posterior mean α/(α+β).
 	Mean float64 `protobuf:"fixed64,3,opt,name=mean,proto3" json:"mean,omitempty"`
 	// Set only when the request asked for explanations.
-	Explanation   *Explanation `protobuf:"bytes,4,opt,name=explanation,proto3" json:"explanation,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Explanation *Explanation `protobuf:"bytes,4,opt,name=explanation,proto3" json:"explanation,omitempty"`
+	// Set only when the request asked for propensities: the probability that
+	// the policy ranks this item at this position, and among the first k.
+	// Never 0 for an item shown.
+	Propensity     float64 `protobuf:"fixed64,5,opt,name=propensity,proto3" json:"propensity,omitempty"`
+	TopkPropensity float64 `protobuf:"fixed64,6,opt,name=topk_propensity,json=topkPropensity,proto3" json:"topk_propensity,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RankedItem) Reset() {
@@ -513,6 +529,20 @@ func (x *RankedItem) GetExplanation() *Explanation {
 		return x.Explanation
 	}
 	return nil
+}
+
+func (x *RankedItem) GetPropensity() float64 {
+	if x != nil {
+		return x.Propensity
+	}
+	return 0
+}
+
+func (x *RankedItem) GetTopkPropensity() float64 {
+	if x != nil {
+		return x.TopkPropensity
+	}
+	return 0
 }
 
 // Explanation says why an item ranked where it did: the posterior it was
@@ -787,7 +817,7 @@ const file_banditstream_v1_banditstream_proto_rawDesc = "" +
 	"\x05value\x18\t \x01(\x01R\x05value\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe4\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x88\x03\n" +
 	"\fScoreRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
@@ -806,14 +836,19 @@ const file_banditstream_v1_banditstream_proto_rawDesc = "" +
 	"\fsent_time_ms\x18\n" +
 	" \x01(\x03R\n" +
 	"sentTimeMs\x12\x18\n" +
-	"\aexplain\x18\v \x01(\bR\aexplainB\a\n" +
-	"\x05_seed\"\x8f\x01\n" +
+	"\aexplain\x18\v \x01(\bR\aexplain\x12\"\n" +
+	"\fpropensities\x18\f \x01(\bR\fpropensitiesB\a\n" +
+	"\x05_seed\"\xd8\x01\n" +
 	"\n" +
 	"RankedItem\x12\x17\n" +
 	"\aitem_id\x18\x01 \x01(\tR\x06itemId\x12\x14\n" +
 	"\x05score\x18\x02 \x01(\x01R\x05score\x12\x12\n" +
 	"\x04mean\x18\x03 \x01(\x01R\x04mean\x12>\n" +
-	"\vexplanation\x18\x04 \x01(\v2\x1c.banditstream.v1.ExplanationR\vexplanation\"\xad\x01\n" +
+	"\vexplanation\x18\x04 \x01(\v2\x1c.banditstream.v1.ExplanationR\vexplanation\x12\x1e\n" +
+	"\n" +
+	"propensity\x18\x05 \x01(\x01R\n" +
+	"propensity\x12'\n" +
+	"\x0ftopk_propensity\x18\x06 \x01(\x01R\x0etopkPropensity\"\xad\x01\n" +
 	"\vExplanation\x12\x14\n" +
 	"\x05alpha\x18\x01 \x01(\x01R\x05alpha\x12\x12\n" +
 	"\x04beta\x18\x02 \x01(\x01R\x04beta\x128\n" +

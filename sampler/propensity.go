@@ -1,0 +1,67 @@
+package sampler
+
+// Propensities estimates, for a ranking Rank returned, the probability
+// that the same policy puts each ranked item where it is: slot[i] the
+// probability that ranked[i] is drawn at position i, topK[i] that it is
+// among the first len(ranked). Thompson sampling has no closed form for
+// either; they are estimated by Monte Carlo over draws further rankings
+// of the same posteriors, seeded from seed (the same arms, ranking, draws
+// and seed give the same estimates), the ranking itself counting as one
+// of them: it is a genuine draw of the policy, so the estimate stays
+// unbiased and is never 0 for an item that was shown. The standard error
+// of each is at most 1/(2·√(draws+1)). In Mean mode the ranking is
+// deterministic and both are 1.
+//
+// slot and topK are appended to from [:0] and returned.
+func (rk *Ranker) Propensities(arms []Arm, ranked []Ranked, mode Mode, draws int, seed uint64, slot, topK []float64) ([]float64, []float64) {
+	k := len(ranked)
+	slot, topK = grow(slot, k), grow(topK, k)
+	if mode == Mean || draws <= 0 {
+		// Deterministic; or, with no further draws, the ranking alone.
+		for i := range slot {
+			slot[i], topK[i] = 1, 1
+		}
+		return slot, topK
+	}
+	// pos maps a candidate to its place in the ranking (+1; 0: not shown).
+	if cap(rk.pos) < len(arms) {
+		rk.pos = make([]int32, len(arms), len(arms)+len(arms)/4)
+	}
+	pos := rk.pos[:len(arms)]
+	clear(pos)
+	for i, r := range ranked {
+		pos[r.Index] = int32(i + 1)
+		slot[i], topK[i] = 1, 1 // the ranking itself
+	}
+	if cap(rk.scores) < len(arms) {
+		rk.scores = make([]float64, len(arms), len(arms)+len(arms)/4)
+	}
+	scores := rk.scores[:len(arms)]
+	// Another stream than the ranking's own draw.
+	rk.rng.Seed(seed ^ 0x9e3779b97f4a7c15)
+	for range draws {
+		rk.rng.Thompson(arms, scores)
+		rk.draw = TopK(scores, k, rk.draw)
+		for j, r := range rk.draw {
+			if p := pos[r.Index]; p > 0 {
+				topK[p-1]++
+				if int(p-1) == j {
+					slot[j]++
+				}
+			}
+		}
+	}
+	n := float64(draws + 1)
+	for i := range slot {
+		slot[i] /= n
+		topK[i] /= n
+	}
+	return slot, topK
+}
+
+func grow(s []float64, n int) []float64 {
+	if cap(s) < n {
+		return make([]float64, n)
+	}
+	return s[:n]
+}
