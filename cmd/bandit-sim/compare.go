@@ -54,8 +54,11 @@ func loadRun(dir string) (savedRun, error) {
 	if err != nil {
 		return r, fmt.Errorf("-compare: %w", err)
 	}
-	if err := json.Unmarshal(b, &r); err != nil || len(r.Points) == 0 {
-		return r, fmt.Errorf("-compare: %s/series.json holds no run (%v)", dir, err)
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("-compare: reading %s/series.json: %w", dir, err)
+	}
+	if len(r.Points) == 0 {
+		return r, fmt.Errorf("-compare: %s/series.json holds no run", dir)
 	}
 	return r, nil
 }
