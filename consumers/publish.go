@@ -81,6 +81,84 @@ func (w *scoreWorker) publish(ctx context.Context, batch []record) (redirected, 
 	return redirected, parked, nil
 }
 
+// publishDecisions writes the batch's decisions once its responses are
+// acknowledged, retrying until ctx ends (the batch is then answered and
+// decided again). A decision its topic refuses for good, or too large for
+// it even alone, is dropped and counted: a log of decisions never holds
+// the partition.
+func (w *scoreWorker) publishDecisions(ctx context.Context) error {
+	s := w.s
+	msgs := w.decisions
+	for attempt := 0; len(msgs) > 0; attempt++ {
+		err := s.out.WriteMessages(ctx, msgs...)
+		if err == nil {
+			s.decisions.Add(int64(len(msgs)))
+			return nil
+		}
+		var werrs kafka.WriteErrors
+		if errors.As(err, &werrs) && len(werrs) == len(msgs) {
+			var left []kafka.Message
+			for i, e := range werrs {
+				switch {
+				case e == nil:
+					s.decisions.Add(1)
+				case isTooLarge(e) || refusedForGood(e):
+					// A broker refuses a whole partition's batch past its
+					// limit: alone, the decision may fit.
+					if !w.decisionAlone(ctx, msgs[i]) {
+						left = append(left, msgs[i])
+					}
+				default:
+					left = append(left, msgs[i])
+				}
+			}
+			msgs = left
+		} else if isTooLarge(err) || refusedForGood(err) {
+			var left []kafka.Message
+			for _, m := range msgs {
+				if !w.decisionAlone(ctx, m) {
+					left = append(left, m)
+				}
+			}
+			msgs = left
+		}
+		if len(msgs) == 0 {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("publishing decisions: %d not acknowledged: %w", len(msgs), firstError(err))
+		}
+		if attempt > 0 {
+			s.log.Warn("publishing decisions; retrying", "messages", len(msgs), "err", firstError(err))
+		}
+		b := backoff{d: min(100*time.Millisecond<<min(attempt, 5), 2*time.Second)}
+		b.wait(ctx)
+	}
+	return nil
+}
+
+// decisionAlone writes one decision alone, retrying transient failures,
+// and drops it if its topic refuses it for good; false if ctx ended first.
+func (w *scoreWorker) decisionAlone(ctx context.Context, m kafka.Message) bool {
+	s := w.s
+	for attempt := 0; ; attempt++ {
+		err := s.out.WriteMessages(ctx, m)
+		switch {
+		case err == nil:
+			s.decisions.Add(1)
+			return true
+		case tooLarge(err) || refusedForGood(err):
+			s.decisionsDropped.Add(1)
+			s.log.Warn("decision dropped: refused by its topic", "topic", m.Topic, "bytes", len(m.Key)+len(m.Value), "err", firstError(err))
+			return true
+		case ctx.Err() != nil:
+			return false
+		}
+		b := backoff{d: min(100*time.Millisecond<<min(attempt, 5), 2*time.Second)}
+		b.wait(ctx)
+	}
+}
+
 // failedOnly returns the messages whose write failed, and the indexes
 // among them of those to write alone: refused as too large (a broker
 // refuses a whole partition's batch when it passes the topic's

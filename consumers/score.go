@@ -58,6 +58,16 @@ type ScorerConfig struct {
 	// Priors, if set, give each context's arms their own prior in place of
 	// Model.Prior (see ContextPriors).
 	Priors PriorSource
+	// DecisionsTopic, if set, receives a schemas.Decision for every request
+	// ranked (keyed by user id, protobuf), once its response is
+	// acknowledged and before the batch is committed: the candidates and
+	// their posteriors, the ranking with its propensities (computed for
+	// every request then), the seed, the model version and the time, for
+	// offline policy evaluation. A request answered twice logs its decision
+	// twice, the same; readers count a request id once. A decision its topic
+	// refuses for good (too large, not allowed) is dropped and counted,
+	// never holding the partition. Never set for a replay.
+	DecisionsTopic string
 	// PropensityDraws is the number of Monte Carlo rankings behind the
 	// propensities of a request that asks for them (see
 	// sampler.Ranker.Propensities): their standard error is at most
@@ -171,7 +181,8 @@ func (c *ScorerConfig) checkReplyTopic(topic string) error {
 	switch {
 	case topic == c.ResultsTopic:
 		return nil
-	case topic == c.Topic || topic == schemas.TopicInteractions || strings.HasSuffix(topic, schemas.DeadLetterSuffix) || strings.HasPrefix(topic, "__"):
+	case topic == c.Topic || topic == schemas.TopicInteractions || strings.HasSuffix(topic, schemas.DeadLetterSuffix) || strings.HasPrefix(topic, "__") ||
+		(c.DecisionsTopic != "" && topic == c.DecisionsTopic):
 		return &schemas.FieldError{Field: "reply_topic", Reason: fmt.Sprintf("%q is one of the pipeline's own or an internal topic", topic)}
 	}
 	for _, p := range c.ReplyTopicPrefixes {
@@ -193,6 +204,9 @@ func (c ScorerConfig) Validate() error {
 	if c.SessionLoads < 1 {
 		return errors.New("scorer: session loads must be at least 1")
 	}
+	if c.Replay && c.DecisionsTopic != "" {
+		return errors.New("scorer: a replay logs no decisions")
+	}
 	if c.PropensityDraws < 1 || c.PropensityDraws > 1_000_000 {
 		return fmt.Errorf("scorer: propensity draws %d must be between 1 and 1,000,000", c.PropensityDraws)
 	}
@@ -212,10 +226,13 @@ type ScorerStats struct {
 	CacheHits, CacheMisses     int64
 	HotArms, PriorArms         int64
 	CacheStale, CacheEvictions int64
-	CacheRefreshed             int64
-	CacheArms, CacheContexts   int
-	CacheBytes                 int64
-	SessionLoads               int64
+	// Decisions were written to DecisionsTopic; DecisionsDropped refused
+	// by it for good.
+	Decisions, DecisionsDropped int64
+	CacheRefreshed              int64
+	CacheArms, CacheContexts    int
+	CacheBytes                  int64
+	SessionLoads                int64
 }
 
 // Scorer answers score requests: per partition it fetches a batch of
@@ -239,6 +256,7 @@ type Scorer struct {
 
 	scored, pastDeadline, deadLetters, candidates, sessionLoads atomic.Int64
 	hotArms, priorArms                                          atomic.Int64
+	decisions, decisionsDropped                                 atomic.Int64
 }
 
 // NewScorer returns a scorer. out writes the results and the dead letters;
@@ -281,6 +299,7 @@ func (s *Scorer) Stats() ScorerStats {
 		CacheRefreshed: c.Refreshed,
 		HotArms:        s.hotArms.Load(), PriorArms: s.priorArms.Load(),
 		SessionLoads: s.sessionLoads.Load(),
+		Decisions:    s.decisions.Load(), DecisionsDropped: s.decisionsDropped.Load(),
 	}
 }
 

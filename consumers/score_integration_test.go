@@ -135,11 +135,44 @@ func requestMsg(t testing.TB, r *schemas.ScoreRequest) kafka.Message {
 func readTopic(t *testing.T, brokers []string, topic string, partitions int, timeout time.Duration,
 	done func(map[string][]*schemas.ScoreResponse) bool) map[string][]*schemas.ScoreResponse {
 	t.Helper()
+	return readByRequest(t, brokers, topic, partitions, timeout, done, func(m kafka.Message) (*schemas.ScoreResponse, error) {
+		codec, err := schemas.CodecFor(headerOf(m, schemas.HeaderContentType))
+		resp := &schemas.ScoreResponse{}
+		if err == nil {
+			err = codec.DecodeScoreResponse(schemas.DefaultLimits(), m.Value, resp)
+		}
+		if err == nil && string(m.Key) != resp.GetRequestId() {
+			err = fmt.Errorf("response keyed %q carries request id %q", m.Key, resp.GetRequestId())
+		}
+		return resp, err
+	})
+}
+
+// readDecisions is readTopic for a decisions topic.
+func readDecisions(t *testing.T, brokers []string, topic string, partitions int, timeout time.Duration,
+	done func(map[string][]*schemas.Decision) bool) map[string][]*schemas.Decision {
+	t.Helper()
+	return readByRequest(t, brokers, topic, partitions, timeout, done, func(m kafka.Message) (*schemas.Decision, error) {
+		d := &schemas.Decision{}
+		err := schemas.Protobuf.DecodeDecision(schemas.DefaultLimits(), m.Value, d)
+		if err == nil && string(m.Key) != d.GetUserId() {
+			err = fmt.Errorf("decision keyed %q is of user %q", m.Key, d.GetUserId())
+		}
+		return d, err
+	})
+}
+
+// readByRequest reads every partition of topic from the start, decoding
+// each record, until done returns true for the messages so far by request
+// id, or fails after timeout.
+func readByRequest[M interface{ GetRequestId() string }](t *testing.T, brokers []string, topic string, partitions int, timeout time.Duration,
+	done func(map[string][]M) bool, decode func(kafka.Message) (M, error)) map[string][]M {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	type item struct {
-		resp *schemas.ScoreResponse
-		err  error
+		msg M
+		err error
 	}
 	ch := make(chan item)
 	var wg sync.WaitGroup
@@ -154,16 +187,9 @@ func readTopic(t *testing.T, brokers []string, topic string, partitions int, tim
 				if err != nil {
 					return
 				}
-				codec, err := schemas.CodecFor(headerOf(m, schemas.HeaderContentType))
-				resp := &schemas.ScoreResponse{}
-				if err == nil {
-					err = codec.DecodeScoreResponse(schemas.DefaultLimits(), m.Value, resp)
-				}
-				if err == nil && string(m.Key) != resp.GetRequestId() {
-					err = fmt.Errorf("response keyed %q carries request id %q", m.Key, resp.GetRequestId())
-				}
+				msg, err := decode(m)
 				select {
-				case ch <- item{resp, err}:
+				case ch <- item{msg, err}:
 				case <-ctx.Done():
 					return
 				}
@@ -172,19 +198,27 @@ func readTopic(t *testing.T, brokers []string, topic string, partitions int, tim
 	}
 	defer wg.Wait()
 	defer cancel()
-	got := map[string][]*schemas.ScoreResponse{}
+	got := map[string][]M{}
 	for !done(got) {
 		select {
 		case it := <-ch:
 			if it.err != nil {
 				t.Fatalf("reading %s: %v", topic, it.err)
 			}
-			got[it.resp.GetRequestId()] = append(got[it.resp.GetRequestId()], it.resp)
+			got[it.msg.GetRequestId()] = append(got[it.msg.GetRequestId()], it.msg)
 		case <-ctx.Done():
-			t.Fatalf("reading %s: %d request ids answered after %s", topic, len(got), timeout)
+			t.Fatalf("reading %s: %d request ids after %s", topic, len(got), timeout)
 		}
 	}
 	return got
+}
+
+func rankedIDs(items []*schemas.RankedItem) []string {
+	ids := make([]string, len(items))
+	for i, it := range items {
+		ids[i] = it.GetItemId()
+	}
+	return ids
 }
 
 func headerOf(m kafka.Message, key string) string {
@@ -590,8 +624,11 @@ func TestScoreLargeRequests(t *testing.T) {
 // SIGKILLs of scorer processes mid-stream: every request sent gets a
 // response; a request answered twice (its batch published, the commit
 // lost) gets the same ranking, since the seed and the stats are the same.
+// The decision log holds a decision for every request answered, the same
+// ranking as its response, with propensities: one per request in effect.
 func TestScoreAnswersEveryRequestUnderKills(t *testing.T) {
 	e := newScoreEnv(t, 4)
+	decisions := stacktest.CreateTopic(t, e.brokers, "it_decisions", 4)
 	counts := catalogue("home", 400)
 	e.seedArms(t, counts)
 	var candidates []string
@@ -603,7 +640,7 @@ func TestScoreAnswersEveryRequestUnderKills(t *testing.T) {
 		"-kafka-brokers", e.brokers[0], "-redis-addr", e.redis, "-cql-hosts", e.cql, "-cql-keyspace", e.keyspace, "-cql-migrate",
 		"-topic", e.requests, "-results-topic", e.results, "-group", e.group, "-key-prefix", e.prefix, "-shards", "16",
 		"-session-timeout", "6s", "-fetch-max-wait", "50ms", "-fetch-max-bytes", "65536",
-		"-fault-commit-delay", "100ms", "-log-level", "warn",
+		"-fault-commit-delay", "100ms", "-log-level", "warn", "-decisions-topic", decisions, "-propensity-draws", "20",
 	}
 	procs := []*stacktest.Process{stacktest.StartProcess(t, bin, nil, args...), stacktest.StartProcess(t, bin, nil, args...)}
 
@@ -656,7 +693,25 @@ func TestScoreAnswersEveryRequestUnderKills(t *testing.T) {
 			t.Fatalf("request k%d never answered", j)
 		}
 	}
-	t.Logf("%d requests, %d kills, %d duplicate responses", total, kills, dups)
+	logged := readDecisions(t, e.brokers, decisions, 4, 3*time.Minute, func(m map[string][]*schemas.Decision) bool { return len(m) >= total })
+	twice := 0
+	for id, ds := range logged {
+		resp := got[id]
+		if resp == nil {
+			t.Fatalf("decision of %s, a request never answered", id)
+		}
+		for _, d := range ds {
+			if fmt.Sprint(rankedIDs(d.GetItems())) != fmt.Sprint(rankedIDs(resp[0].GetItems())) || len(d.GetAlpha()) != 400 ||
+				!(d.GetItems()[0].GetPropensity() > 0) {
+				t.Fatalf("%s: decision %v, response %v", id, rankedIDs(d.GetItems()), rankedIDs(resp[0].GetItems()))
+			}
+		}
+		twice += len(ds) - 1
+	}
+	if len(logged) != total {
+		t.Fatalf("%d requests decided, want %d", len(logged), total)
+	}
+	t.Logf("%d requests, %d kills, %d duplicate responses, %d decisions logged twice", total, kills, dups, twice)
 	if dups == 0 {
 		t.Log("no batch was answered twice: no kill landed between a publish and its commit")
 	}

@@ -759,3 +759,80 @@ func TestScorerPropensities(t *testing.T) {
 		}
 	}
 }
+
+// With a decisions topic, every ranked request's decision follows its
+// response, keyed by user, with every candidate's posterior, the ranking
+// and its propensities (computed though the request did not ask), the
+// seed and the model version; a request naming the decisions topic as its
+// reply topic goes to the dead-letter topic; a decision too large for its
+// topic is dropped and counted while the responses are written.
+func TestScorerLogsDecisions(t *testing.T) {
+	reader := &fakeReader{counts: map[state.Arm]state.Counts{
+		{Context: "c", Item: "a"}: {ByType: [state.NumEventTypes]int64{100, 30}},
+		{Context: "c", Item: "b"}: {ByType: [state.NumEventTypes]int64{100, 25}},
+	}}
+	huge := make([]string, 3000)
+	for i := range huge {
+		huge[i] = fmt.Sprintf("item-%04d-%s", i, strings.Repeat("x", 40))
+	}
+	// The decisions topic takes 64 KiB at most: the huge request's
+	// decision (3,000 candidates with their posteriors) is refused.
+	limit := brokerLimit(64 << 10)
+	out := &fakeWriter{fail: func(call int, msgs []kafka.Message) error {
+		if msgs[0].Topic == "dec" {
+			return limit(call, msgs)
+		}
+		return nil
+	}}
+	// Replies may go to topics starting "de": never to the decisions topic.
+	s := newTestScorer(t, ScorerConfig{DecisionsTopic: "dec", PropensityDraws: 100, ReplyTopicPrefixes: []string{"de"}}, reader, nil, out)
+	w := newScoreWorker(s, 0)
+	batch := []record{
+		requestRecord(t, 0, &schemas.ScoreRequest{RequestId: "r1", UserId: "u1", Context: "c", Candidates: []string{"a", "b", "new"}, K: 2, Seed: seed(5)}, schemas.Protobuf),
+		requestRecord(t, 1, &schemas.ScoreRequest{RequestId: "r2", UserId: "u2", Context: "c", Candidates: []string{"b", "a"}, K: 1, Mode: schemas.ModeMean}, schemas.JSON),
+		requestRecord(t, 2, &schemas.ScoreRequest{RequestId: "sneaky", UserId: "u3", Context: "c", Candidates: []string{"a"}, K: 1, ReplyTopic: "dec"}, schemas.Protobuf),
+		requestRecord(t, 3, &schemas.ScoreRequest{RequestId: "huge", UserId: "u4", Context: "c", Candidates: huge, K: 1}, schemas.Protobuf),
+	}
+	if err := w.process(t.Context(), t.Context(), batch); err != nil {
+		t.Fatal(err)
+	}
+	decisions := map[string]*schemas.Decision{}
+	responses, dead := 0, 0
+	for _, m := range out.written() {
+		switch m.Topic {
+		case "dec":
+			d := &schemas.Decision{}
+			if err := schemas.Protobuf.DecodeDecision(schemas.DefaultLimits(), m.Value, d); err != nil {
+				t.Fatal(err)
+			}
+			if string(m.Key) != d.GetUserId() {
+				t.Fatalf("decision of %s keyed %q", d.GetUserId(), m.Key)
+			}
+			decisions[d.GetRequestId()] = d
+		case "res":
+			responses++
+		case "req.dlq":
+			dead++
+		}
+	}
+	if responses != 3 || dead != 1 || len(decisions) != 2 || decisions["sneaky"] != nil {
+		t.Fatalf("%d responses, %d dead letters, decisions %v", responses, dead, decisions)
+	}
+	d := decisions["r1"]
+	if d.GetSeed() != 5 || d.GetK() != 2 || len(d.GetAlpha()) != 3 || d.GetAlpha()[0] != 31 || d.GetBeta()[0] != 71 ||
+		d.GetAlpha()[2] != 1 || d.GetBeta()[2] != 1 || len(d.GetItems()) != 2 || d.GetPropensityDraws() != 100 || d.GetDecidedTimeMs() == 0 ||
+		d.GetModelVersion() != s.cfg.ModelVersion {
+		t.Fatalf("decision r1: %v", d)
+	}
+	for _, it := range d.GetItems() {
+		if !(it.GetPropensity() > 0) || it.GetTopkPropensity() < it.GetPropensity() {
+			t.Fatalf("decision r1 without propensities: %v", it)
+		}
+	}
+	if it := decisions["r2"].GetItems()[0]; it.GetPropensity() != 1 || decisions["r2"].GetMode() != schemas.ModeMean {
+		t.Fatalf("decision r2 (mean mode): %v", decisions["r2"])
+	}
+	if st := s.Stats(); st.Decisions != 2 || st.DecisionsDropped != 1 {
+		t.Fatalf("stats: %d decisions, %d dropped; want 2 and 1", st.Decisions, st.DecisionsDropped)
+	}
+}

@@ -35,13 +35,18 @@ type scoreWorker struct {
 	ranked  []sampler.Ranked
 	slot    []float64 // propensities of a request that asks for them
 	topK    []float64
-	items   []*schemas.RankedItem
-	resp    schemas.ScoreResponse
-	timing  schemas.Timing
-	values  []byte // the batch's encoded responses, back to back
-	out     []kafka.Message
-	origin  []int // out[i] answers batch[origin[i]]; -1 for a dead letter
-	seeds   sampler.Rand
+	// decisions are the batch's decisions (DecisionsTopic), encoded with
+	// dec, alphas and betas.
+	decisions     []kafka.Message
+	dec           schemas.Decision
+	alphas, betas []float64
+	items         []*schemas.RankedItem
+	resp          schemas.ScoreResponse
+	timing        schemas.Timing
+	values        []byte // the batch's encoded responses, back to back
+	out           []kafka.Message
+	origin        []int // out[i] answers batch[origin[i]]; -1 for a dead letter
+	seeds         sampler.Rand
 	// versions are the model versions naming each prior label met, so a
 	// response's label is not built per request.
 	versions map[string]string
@@ -95,7 +100,7 @@ func (w *scoreWorker) handle(ctx, member context.Context, batch []record) error 
 func (w *scoreWorker) process(ctx, member context.Context, batch []record) error {
 	s := w.s
 	received := time.Now()
-	w.out, w.origin, w.live, w.values = w.out[:0], w.origin[:0], w.live[:0], w.values[:0]
+	w.out, w.origin, w.live, w.values, w.decisions = w.out[:0], w.origin[:0], w.live[:0], w.values[:0], w.decisions[:0]
 	nCand := 0
 	for i := range batch {
 		r := &batch[i]
@@ -133,6 +138,9 @@ func (w *scoreWorker) process(ctx, member context.Context, batch []record) error
 	}
 	w.retryParked(ctx)
 	redirected, parked, err := w.publish(ctx, batch)
+	if err == nil {
+		err = w.publishDecisions(ctx)
+	}
 	if err != nil {
 		// A write abandoned at the deadline may still read its values:
 		// the next batch encodes into a new buffer.
@@ -435,7 +443,8 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 	if explain {
 		w.explain(l, items, received.UnixMilli())
 	}
-	if req.GetPropensities() {
+	logged := s.cfg.DecisionsTopic != ""
+	if req.GetPropensities() || logged {
 		w.slot, w.topK = w.ranker.Propensities(arms, w.ranked, mode, s.cfg.PropensityDraws, seed, w.slot, w.topK)
 		for i := range items {
 			items[i].Propensity, items[i].TopkPropensity = w.slot[i], w.topK[i]
@@ -452,6 +461,9 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 	w.resp = schemas.ScoreResponse{
 		RequestId: req.GetRequestId(), UserId: req.GetUserId(), Context: req.GetContext(),
 		Items: items, ModelVersion: version, Timing: &w.timing, Mode: smode, Seed: &seed,
+	}
+	if logged {
+		w.decide(l, arms, items, seed, received)
 	}
 	start := len(w.values)
 	var err error
@@ -486,4 +498,32 @@ func (w *scoreWorker) version(label string) string {
 		w.versions[label] = v
 	}
 	return v
+}
+
+// decide appends the decision of request l, ranked from arms into items,
+// to the batch's decisions.
+func (w *scoreWorker) decide(l *liveRequest, arms []sampler.Arm, items []*schemas.RankedItem, seed uint64, received time.Time) {
+	req := l.req
+	w.alphas, w.betas = slices.Grow(w.alphas[:0], len(arms)), slices.Grow(w.betas[:0], len(arms))
+	for i := range arms {
+		w.alphas = append(w.alphas, arms[i].Alpha())
+		w.betas = append(w.betas, arms[i].Beta())
+	}
+	w.dec = schemas.Decision{
+		RequestId: req.GetRequestId(), UserId: req.GetUserId(), Context: req.GetContext(), Candidates: req.GetCandidates(),
+		Alpha: w.alphas, Beta: w.betas, Items: items, K: req.GetK(), Mode: w.resp.GetMode(), Seed: seed,
+		ModelVersion: w.resp.GetModelVersion(), DecidedTimeMs: received.UnixMilli(), PropensityDraws: int32(w.s.cfg.PropensityDraws),
+	}
+	start := len(w.values)
+	var err error
+	if w.values, err = schemas.Protobuf.AppendDecision(w.values, &w.dec); err != nil {
+		// Only a value protobuf cannot encode (invalid UTF-8, which the
+		// request's checks exclude) gets here.
+		w.values = w.values[:start]
+		w.s.decisionsDropped.Add(1)
+		w.s.log.Warn("decision not encoded", "request_id", req.GetRequestId(), "err", err)
+		return
+	}
+	w.decisions = append(w.decisions, kafka.Message{Topic: w.s.cfg.DecisionsTopic, Key: []byte(req.GetUserId()),
+		Value: w.values[start:len(w.values):len(w.values)], Headers: responseHeaders[schemas.Protobuf]})
 }

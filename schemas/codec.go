@@ -90,6 +90,17 @@ func (c Codec) DecodeScoreResponse(lim Limits, data []byte, m *ScoreResponse) er
 	return decodeProto(data, m)
 }
 
+// DecodeDecision decodes data into m; see DecodeInteraction.
+func (c Codec) DecodeDecision(lim Limits, data []byte, m *Decision) error {
+	if err := lim.CheckSize(len(data)); err != nil {
+		return err
+	}
+	if c == JSON {
+		return decodeDecisionJSON(data, m)
+	}
+	return decodeProto(data, m)
+}
+
 func decodeProto(data []byte, m proto.Message) error {
 	proto.Reset(m)
 	if err := unmarshal.Unmarshal(data, m); err != nil {
@@ -118,6 +129,14 @@ func (c Codec) AppendScoreRequest(buf []byte, m *ScoreRequest) ([]byte, error) {
 func (c Codec) AppendScoreResponse(buf []byte, m *ScoreResponse) ([]byte, error) {
 	if c == JSON {
 		return appendJSON(buf, scoreResponseToJSON(m))
+	}
+	return appendProto(buf, m)
+}
+
+// AppendDecision appends the encoding of m to buf.
+func (c Codec) AppendDecision(buf []byte, m *Decision) ([]byte, error) {
+	if c == JSON {
+		return appendJSON(buf, decisionToJSON(m))
 	}
 	return appendProto(buf, m)
 }

@@ -71,6 +71,18 @@ func fuzzScoreResponse(f *testing.F, c schemas.Codec) {
 	})
 }
 
+func fuzzDecision(f *testing.F, c schemas.Codec) {
+	seedCorpus(f, c)
+	if b, err := c.AppendDecision(nil, validDecision()); err == nil {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		roundTrip(t, data, func() *schemas.Decision { return new(schemas.Decision) }, c.DecodeDecision, c.AppendDecision)
+	})
+}
+
+func FuzzDecisionProtobuf(f *testing.F)      { fuzzDecision(f, schemas.Protobuf) }
+func FuzzDecisionJSON(f *testing.F)          { fuzzDecision(f, schemas.JSON) }
 func FuzzInteractionProtobuf(f *testing.F)   { fuzzInteraction(f, schemas.Protobuf) }
 func FuzzInteractionJSON(f *testing.F)       { fuzzInteraction(f, schemas.JSON) }
 func FuzzScoreRequestProtobuf(f *testing.F)  { fuzzScoreRequest(f, schemas.Protobuf) }

@@ -77,6 +77,22 @@ type scoreResponseJSON struct {
 	Seed         *uint64          `json:"seed,omitempty"`
 }
 
+type decisionJSON struct {
+	RequestID       string           `json:"request_id"`
+	UserID          string           `json:"user_id,omitempty"`
+	Context         string           `json:"context,omitempty"`
+	Candidates      []string         `json:"candidates"`
+	Alpha           []float64        `json:"alpha"`
+	Beta            []float64        `json:"beta"`
+	Items           []rankedItemJSON `json:"items"`
+	K               int32            `json:"k"`
+	Mode            string           `json:"mode,omitempty"`
+	Seed            uint64           `json:"seed"`
+	ModelVersion    string           `json:"model_version,omitempty"`
+	DecidedTimeMs   int64            `json:"decided_time_ms"`
+	PropensityDraws int32            `json:"propensity_draws,omitempty"`
+}
+
 func decodeJSON(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(v); err != nil {
@@ -163,18 +179,9 @@ func decodeScoreResponseJSON(data []byte, m *ScoreResponse) error {
 	}
 	m.Reset()
 	m.RequestId, m.UserId, m.Context, m.ModelVersion, m.Mode, m.Seed = j.RequestID, j.UserID, j.Context, j.ModelVersion, mode, j.Seed
-	if len(j.Items) > 0 {
-		m.Items = make([]*RankedItem, len(j.Items))
-		for i, it := range j.Items {
-			m.Items[i] = &RankedItem{ItemId: it.ItemID, Score: it.Score, Mean: it.Mean, Propensity: it.Propensity, TopkPropensity: it.TopKPropensity}
-			if e := it.Explanation; e != nil {
-				src, ok := ParseSource(e.Source)
-				if !ok {
-					return invalid("explanation", "unknown posterior source %.32q (cache, hot, prior)", e.Source)
-				}
-				m.Items[i].Explanation = &Explanation{Alpha: e.Alpha, Beta: e.Beta, Source: src, UserAlpha: e.UserAlpha, UserBeta: e.UserBeta}
-			}
-		}
+	var err error
+	if m.Items, err = rankedItemsFromJSON(j.Items); err != nil {
+		return err
 	}
 	if j.Timing != nil {
 		m.Timing = &Timing{SentTimeMs: j.Timing.SentTimeMs, ReceivedTimeMs: j.Timing.ReceivedTimeMs,
@@ -186,15 +193,7 @@ func decodeScoreResponseJSON(data []byte, m *ScoreResponse) error {
 func scoreResponseToJSON(m *ScoreResponse) scoreResponseJSON {
 	j := scoreResponseJSON{
 		RequestID: m.GetRequestId(), UserID: m.GetUserId(), Context: m.GetContext(),
-		Items: make([]rankedItemJSON, len(m.GetItems())), ModelVersion: m.GetModelVersion(), Mode: ModeName(m.GetMode()),
-	}
-	for i, it := range m.GetItems() {
-		j.Items[i] = rankedItemJSON{ItemID: it.GetItemId(), Score: finite(it.GetScore()), Mean: finite(it.GetMean()),
-			Propensity: finite(it.GetPropensity()), TopKPropensity: finite(it.GetTopkPropensity())}
-		if e := it.GetExplanation(); e != nil {
-			j.Items[i].Explanation = &explanationJSON{Alpha: finite(e.GetAlpha()), Beta: finite(e.GetBeta()), Source: SourceName(e.GetSource()),
-				UserAlpha: finite(e.GetUserAlpha()), UserBeta: finite(e.GetUserBeta())}
-		}
+		Items: rankedItemsToJSON(m.GetItems()), ModelVersion: m.GetModelVersion(), Mode: ModeName(m.GetMode()),
 	}
 	if t := m.GetTiming(); t != nil {
 		j.Timing = &timingJSON{SentTimeMs: t.GetSentTimeMs(), ReceivedTimeMs: t.GetReceivedTimeMs(),
@@ -203,6 +202,73 @@ func scoreResponseToJSON(m *ScoreResponse) scoreResponseJSON {
 	if m.Seed != nil {
 		s := *m.Seed
 		j.Seed = &s
+	}
+	return j
+}
+
+func rankedItemsFromJSON(items []rankedItemJSON) ([]*RankedItem, error) {
+	if len(items) == 0 {
+		return nil, nil
+	}
+	out := make([]*RankedItem, len(items))
+	for i, it := range items {
+		out[i] = &RankedItem{ItemId: it.ItemID, Score: it.Score, Mean: it.Mean, Propensity: it.Propensity, TopkPropensity: it.TopKPropensity}
+		if e := it.Explanation; e != nil {
+			src, ok := ParseSource(e.Source)
+			if !ok {
+				return nil, invalid("explanation", "unknown posterior source %.32q (cache, hot, prior)", e.Source)
+			}
+			out[i].Explanation = &Explanation{Alpha: e.Alpha, Beta: e.Beta, Source: src, UserAlpha: e.UserAlpha, UserBeta: e.UserBeta}
+		}
+	}
+	return out, nil
+}
+
+func rankedItemsToJSON(items []*RankedItem) []rankedItemJSON {
+	out := make([]rankedItemJSON, len(items))
+	for i, it := range items {
+		out[i] = rankedItemJSON{ItemID: it.GetItemId(), Score: finite(it.GetScore()), Mean: finite(it.GetMean()),
+			Propensity: finite(it.GetPropensity()), TopKPropensity: finite(it.GetTopkPropensity())}
+		if e := it.GetExplanation(); e != nil {
+			out[i].Explanation = &explanationJSON{Alpha: finite(e.GetAlpha()), Beta: finite(e.GetBeta()), Source: SourceName(e.GetSource()),
+				UserAlpha: finite(e.GetUserAlpha()), UserBeta: finite(e.GetUserBeta())}
+		}
+	}
+	return out
+}
+
+func decodeDecisionJSON(data []byte, m *Decision) error {
+	var j decisionJSON
+	if err := decodeJSON(data, &j); err != nil {
+		return err
+	}
+	mode, ok := ParseMode(j.Mode)
+	if !ok {
+		return invalid("mode", "unknown exploration mode %.32q (thompson, mean)", j.Mode)
+	}
+	if len(j.Alpha) != len(j.Candidates) || len(j.Beta) != len(j.Candidates) {
+		return invalid("alpha", "%d alphas and %d betas for %d candidates", len(j.Alpha), len(j.Beta), len(j.Candidates))
+	}
+	m.Reset()
+	m.RequestId, m.UserId, m.Context, m.Candidates, m.Alpha, m.Beta = j.RequestID, j.UserID, j.Context, j.Candidates, j.Alpha, j.Beta
+	m.K, m.Mode, m.Seed, m.ModelVersion, m.DecidedTimeMs, m.PropensityDraws = j.K, mode, j.Seed, j.ModelVersion, j.DecidedTimeMs, j.PropensityDraws
+	var err error
+	m.Items, err = rankedItemsFromJSON(j.Items)
+	return err
+}
+
+func decisionToJSON(m *Decision) decisionJSON {
+	j := decisionJSON{
+		RequestID: m.GetRequestId(), UserID: m.GetUserId(), Context: m.GetContext(), Candidates: m.GetCandidates(),
+		Alpha: make([]float64, len(m.GetAlpha())), Beta: make([]float64, len(m.GetBeta())), Items: rankedItemsToJSON(m.GetItems()),
+		K: m.GetK(), Mode: ModeName(m.GetMode()), Seed: m.GetSeed(), ModelVersion: m.GetModelVersion(),
+		DecidedTimeMs: m.GetDecidedTimeMs(), PropensityDraws: m.GetPropensityDraws(),
+	}
+	for i, a := range m.GetAlpha() {
+		j.Alpha[i] = finite(a)
+	}
+	for i, b := range m.GetBeta() {
+		j.Beta[i] = finite(b)
 	}
 	return j
 }

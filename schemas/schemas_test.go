@@ -31,6 +31,15 @@ func validRequest() *schemas.ScoreRequest {
 	}
 }
 
+func validDecision() *schemas.Decision {
+	return &schemas.Decision{
+		RequestId: "r-1", UserId: "u-1", Context: "home", Candidates: []string{"a", "b", "c"}, Alpha: []float64{2, 3, 1}, Beta: []float64{8, 7, 1},
+		Items: []*schemas.RankedItem{{ItemId: "b", Score: 0.4, Mean: 0.3, Propensity: 0.5, TopkPropensity: 0.8},
+			{ItemId: "c", Score: 0.3, Mean: 0.5, Propensity: 0.25, TopkPropensity: 0.7}},
+		K: 2, Mode: schemas.ModeThompson, Seed: 99, ModelVersion: "beta(1,1)", DecidedTimeMs: now.UnixMilli(), PropensityDraws: 1000,
+	}
+}
+
 func TestCheckInteraction(t *testing.T) {
 	lim := schemas.DefaultLimits()
 	tests := []struct {
@@ -227,6 +236,19 @@ func TestRoundTrip(t *testing.T) {
 			}
 			if !proto.Equal(resp, &resp2) {
 				t.Fatalf("response: got %v, want %v", &resp2, resp)
+			}
+
+			dec := validDecision()
+			b, err = c.AppendDecision(b[:0], dec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var dec2 schemas.Decision
+			if err := c.DecodeDecision(lim, b, &dec2); err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(dec, &dec2) {
+				t.Fatalf("decision: got %v, want %v", &dec2, dec)
 			}
 		})
 	}

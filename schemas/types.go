@@ -13,6 +13,9 @@ type (
 	ScoreResponse = pb.ScoreResponse
 	// RankedItem is one entry of a ranking.
 	RankedItem = pb.RankedItem
+	// Decision is a score request as the scorer answered it, for offline
+	// policy evaluation.
+	Decision = pb.Decision
 	// Timing tells where a request's time went.
 	Timing = pb.Timing
 	// Explanation says where a ranked item's posterior came from.

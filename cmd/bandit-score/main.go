@@ -70,6 +70,7 @@ type options struct {
 	maxCandidates int
 	maxK          int
 	propDraws     int
+	decisions     string
 	commitDelay   time.Duration
 	commitEvery   time.Duration
 	replyWait     time.Duration
@@ -114,6 +115,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.modelVersion, "model-version", "", "label of the model in every response (default: the prior, weights, lambda and half-life)")
 	fs.IntVar(&o.maxCandidates, "max-candidates", lim.MaxCandidates, "largest candidate list accepted")
 	fs.IntVar(&o.maxK, "max-k", lim.MaxK, "largest k accepted")
+	fs.StringVar(&o.decisions, "decisions-topic", "", "topic receiving a decision per request ranked (candidates, posteriors, ranking, propensities, seed, model), for bandit evaluate (empty: none); every request's propensities are then computed")
 	fs.IntVar(&o.propDraws, "propensity-draws", d.PropensityDraws, "Monte Carlo rankings behind the propensities of a request that asks for them (standard error at most 1/(2·√(draws+1)); cost: draws × candidates Beta draws)")
 	fs.DurationVar(&o.commitEvery, "commit-interval", d.CommitInterval, "how often the offset of answered requests is committed; a crash answers at most this much again")
 	fs.DurationVar(&o.replyWait, "reply-topic-wait", d.ReplyTopicWait, "how long responses to an unknown reply topic are retried before the request goes to the dead-letter topic")
@@ -214,7 +216,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	srv := ops.NewServer(checks, log)
 	batchRecords, batchSeconds := ops.BatchHistograms(srv.Registry, "score")
 	requestSeconds := ops.Histogram(srv.Registry, "request_seconds", "Time from a request's sent_time_ms to its ranking.", ops.SecondsBuckets, nil)
-	batchBytes, err := o.conns.Kafka.BatchBytes(ctx, o.resultsTopic, schemas.DeadLetterTopic(o.topic))
+	limited := []string{o.resultsTopic, schemas.DeadLetterTopic(o.topic)}
+	if o.decisions != "" {
+		limited = append(limited, o.decisions)
+	}
+	batchBytes, err := o.conns.Kafka.BatchBytes(ctx, limited...)
 	if err != nil {
 		log.Warn("topic limits not read; assuming Kafka's default", "batch_bytes", batchBytes, "err", err)
 	}
@@ -246,6 +252,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		ModelVersion:    o.modelVersion,
 		Priors:          priorSource(priors),
 		PropensityDraws: o.propDraws,
+		DecisionsTopic:  o.decisions,
 		CacheBytes:      o.cacheBytes,
 		CacheMaxAge:     o.cacheMaxAge,
 		CacheMaxStale:   o.cacheMaxStale,
@@ -317,6 +324,11 @@ func registerScorerMetrics(srv *ops.Server, topic string, sc *consumers.Scorer, 
 				st := sc.Stats()
 				return []ops.Value{{V: float64(st.CacheHits), Labels: []string{"cache"}}, {V: float64(st.HotArms), Labels: []string{"hot"}},
 					{V: float64(st.PriorArms), Labels: []string{"prior"}}}
+			}},
+		{Name: "decisions_total", Help: "Decisions logged to -decisions-topic, by outcome: written, dropped (refused by the topic for good).", Type: counter,
+			Labels: []string{"outcome"}, Read: func() []ops.Value {
+				st := sc.Stats()
+				return []ops.Value{{V: float64(st.Decisions), Labels: []string{"written"}}, {V: float64(st.DecisionsDropped), Labels: []string{"dropped"}}}
 			}},
 		{Name: "arm_cache_refreshes_total", Help: "Cached arms read again in the background.", Type: counter,
 			Read: func() []ops.Value { return ops.One(sc.Stats().CacheRefreshed) }},

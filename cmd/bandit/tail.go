@@ -24,7 +24,7 @@ import (
 func tailCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Context, io.Reader, io.Writer, io.Writer) error {
 	k := &conns.Kafka
 	topic := fs.String("topic", config.TopicScoreResults, "topic to read")
-	kind := fs.String("kind", "auto", "what the values are: event, request, response, or auto (from the topic's name; a dead-letter topic's from its source's)")
+	kind := fs.String("kind", "auto", "what the values are: event, request, response, decision, or auto (from the topic's name; a dead-letter topic's from its source's)")
 	from := fs.String("from", "end", "where to start in each partition: beginning, end, or a number n for the last n records")
 	follow := fs.Bool("follow", false, "keep printing new records until interrupted (otherwise stop at the end)")
 	return func(ctx context.Context, _ io.Reader, stdout, stderr io.Writer) error {
@@ -126,6 +126,8 @@ func valueDecoder(kind, topic string) (func(codec schemas.Codec, v []byte) ([]by
 			kind = "request"
 		case strings.Contains(name, "result") || strings.Contains(name, "repl"):
 			kind = "response"
+		case strings.Contains(name, "decision"):
+			kind = "decision"
 		default:
 			kind = "event"
 		}
@@ -156,8 +158,16 @@ func valueDecoder(kind, topic string) (func(codec schemas.Codec, v []byte) ([]by
 			}
 			return schemas.JSON.AppendScoreResponse(nil, m)
 		}, nil
+	case "decision":
+		return func(c schemas.Codec, v []byte) ([]byte, error) {
+			m := &schemas.Decision{}
+			if err := c.DecodeDecision(lim, v, m); err != nil {
+				return nil, err
+			}
+			return schemas.JSON.AppendDecision(nil, m)
+		}, nil
 	}
-	return nil, fmt.Errorf("-kind: %q is not event, request, response or auto", kind)
+	return nil, fmt.Errorf("-kind: %q is not event, request, response, decision or auto", kind)
 }
 
 // record is the printed form of a Kafka record.

@@ -797,6 +797,157 @@ func (x *ScoreResponse) GetSeed() uint64 {
 	return 0
 }
 
+// Decision is a score request as the scorer answered it, for offline
+// policy evaluation (bandit evaluate): written to the scorer's decisions
+// topic, keyed by user_id, once the response is acknowledged. A request
+// answered twice (a crash between publishing and committing) logs the same
+// decision twice; readers count a request_id once.
+type Decision struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	UserId    string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Context   string                 `protobuf:"bytes,3,opt,name=context,proto3" json:"context,omitempty"`
+	// Every candidate, in the request's order, and the posterior it was
+	// ranked with: Beta(alpha[i], beta[i]), the user's part included.
+	Candidates []string  `protobuf:"bytes,4,rep,name=candidates,proto3" json:"candidates,omitempty"`
+	Alpha      []float64 `protobuf:"fixed64,5,rep,packed,name=alpha,proto3" json:"alpha,omitempty"`
+	Beta       []float64 `protobuf:"fixed64,6,rep,packed,name=beta,proto3" json:"beta,omitempty"`
+	// The ranking shown, best first, with each item's propensities.
+	Items []*RankedItem   `protobuf:"bytes,7,rep,name=items,proto3" json:"items,omitempty"`
+	K     int32           `protobuf:"varint,8,opt,name=k,proto3" json:"k,omitempty"`
+	Mode  ExplorationMode `protobuf:"varint,9,opt,name=mode,proto3,enum=banditstream.v1.ExplorationMode" json:"mode,omitempty"`
+	Seed  uint64          `protobuf:"varint,10,opt,name=seed,proto3" json:"seed,omitempty"`
+	// The model and configuration (the response's model_version).
+	ModelVersion string `protobuf:"bytes,11,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	// When the scorer received the request, Unix milliseconds.
+	DecidedTimeMs int64 `protobuf:"varint,12,opt,name=decided_time_ms,json=decidedTimeMs,proto3" json:"decided_time_ms,omitempty"`
+	// The Monte Carlo draws behind the propensities.
+	PropensityDraws int32 `protobuf:"varint,13,opt,name=propensity_draws,json=propensityDraws,proto3" json:"propensity_draws,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Decision) Reset() {
+	*x = Decision{}
+	mi := &file_banditstream_v1_banditstream_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Decision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Decision) ProtoMessage() {}
+
+func (x *Decision) ProtoReflect() protoreflect.Message {
+	mi := &file_banditstream_v1_banditstream_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Decision.ProtoReflect.Descriptor instead.
+func (*Decision) Descriptor() ([]byte, []int) {
+	return file_banditstream_v1_banditstream_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Decision) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Decision) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Decision) GetContext() string {
+	if x != nil {
+		return x.Context
+	}
+	return ""
+}
+
+func (x *Decision) GetCandidates() []string {
+	if x != nil {
+		return x.Candidates
+	}
+	return nil
+}
+
+func (x *Decision) GetAlpha() []float64 {
+	if x != nil {
+		return x.Alpha
+	}
+	return nil
+}
+
+func (x *Decision) GetBeta() []float64 {
+	if x != nil {
+		return x.Beta
+	}
+	return nil
+}
+
+func (x *Decision) GetItems() []*RankedItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *Decision) GetK() int32 {
+	if x != nil {
+		return x.K
+	}
+	return 0
+}
+
+func (x *Decision) GetMode() ExplorationMode {
+	if x != nil {
+		return x.Mode
+	}
+	return ExplorationMode_EXPLORATION_MODE_UNSPECIFIED
+}
+
+func (x *Decision) GetSeed() uint64 {
+	if x != nil {
+		return x.Seed
+	}
+	return 0
+}
+
+func (x *Decision) GetModelVersion() string {
+	if x != nil {
+		return x.ModelVersion
+	}
+	return ""
+}
+
+func (x *Decision) GetDecidedTimeMs() int64 {
+	if x != nil {
+		return x.DecidedTimeMs
+	}
+	return 0
+}
+
+func (x *Decision) GetPropensityDraws() int32 {
+	if x != nil {
+		return x.PropensityDraws
+	}
+	return 0
+}
+
 var File_banditstream_v1_banditstream_proto protoreflect.FileDescriptor
 
 const file_banditstream_v1_banditstream_proto_rawDesc = "" +
@@ -872,7 +1023,25 @@ const file_banditstream_v1_banditstream_proto_rawDesc = "" +
 	"\x06timing\x18\x06 \x01(\v2\x17.banditstream.v1.TimingR\x06timing\x124\n" +
 	"\x04mode\x18\a \x01(\x0e2 .banditstream.v1.ExplorationModeR\x04mode\x12\x17\n" +
 	"\x04seed\x18\b \x01(\x04H\x00R\x04seed\x88\x01\x01B\a\n" +
-	"\x05_seed*\xa3\x01\n" +
+	"\x05_seed\"\xa9\x03\n" +
+	"\bDecision\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x18\n" +
+	"\acontext\x18\x03 \x01(\tR\acontext\x12\x1e\n" +
+	"\n" +
+	"candidates\x18\x04 \x03(\tR\n" +
+	"candidates\x12\x14\n" +
+	"\x05alpha\x18\x05 \x03(\x01R\x05alpha\x12\x12\n" +
+	"\x04beta\x18\x06 \x03(\x01R\x04beta\x121\n" +
+	"\x05items\x18\a \x03(\v2\x1b.banditstream.v1.RankedItemR\x05items\x12\f\n" +
+	"\x01k\x18\b \x01(\x05R\x01k\x124\n" +
+	"\x04mode\x18\t \x01(\x0e2 .banditstream.v1.ExplorationModeR\x04mode\x12\x12\n" +
+	"\x04seed\x18\n" +
+	" \x01(\x04R\x04seed\x12#\n" +
+	"\rmodel_version\x18\v \x01(\tR\fmodelVersion\x12&\n" +
+	"\x0fdecided_time_ms\x18\f \x01(\x03R\rdecidedTimeMs\x12)\n" +
+	"\x10propensity_draws\x18\r \x01(\x05R\x0fpropensityDraws*\xa3\x01\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15EVENT_TYPE_IMPRESSION\x10\x01\x12\x14\n" +
@@ -903,7 +1072,7 @@ func file_banditstream_v1_banditstream_proto_rawDescGZIP() []byte {
 }
 
 var file_banditstream_v1_banditstream_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_banditstream_v1_banditstream_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_banditstream_v1_banditstream_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_banditstream_v1_banditstream_proto_goTypes = []any{
 	(EventType)(0),        // 0: banditstream.v1.EventType
 	(ExplorationMode)(0),  // 1: banditstream.v1.ExplorationMode
@@ -914,22 +1083,25 @@ var file_banditstream_v1_banditstream_proto_goTypes = []any{
 	(*Explanation)(nil),   // 6: banditstream.v1.Explanation
 	(*Timing)(nil),        // 7: banditstream.v1.Timing
 	(*ScoreResponse)(nil), // 8: banditstream.v1.ScoreResponse
-	nil,                   // 9: banditstream.v1.Interaction.AttributesEntry
+	(*Decision)(nil),      // 9: banditstream.v1.Decision
+	nil,                   // 10: banditstream.v1.Interaction.AttributesEntry
 }
 var file_banditstream_v1_banditstream_proto_depIdxs = []int32{
-	0, // 0: banditstream.v1.Interaction.type:type_name -> banditstream.v1.EventType
-	9, // 1: banditstream.v1.Interaction.attributes:type_name -> banditstream.v1.Interaction.AttributesEntry
-	1, // 2: banditstream.v1.ScoreRequest.mode:type_name -> banditstream.v1.ExplorationMode
-	6, // 3: banditstream.v1.RankedItem.explanation:type_name -> banditstream.v1.Explanation
-	2, // 4: banditstream.v1.Explanation.source:type_name -> banditstream.v1.PosteriorSource
-	5, // 5: banditstream.v1.ScoreResponse.items:type_name -> banditstream.v1.RankedItem
-	7, // 6: banditstream.v1.ScoreResponse.timing:type_name -> banditstream.v1.Timing
-	1, // 7: banditstream.v1.ScoreResponse.mode:type_name -> banditstream.v1.ExplorationMode
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	0,  // 0: banditstream.v1.Interaction.type:type_name -> banditstream.v1.EventType
+	10, // 1: banditstream.v1.Interaction.attributes:type_name -> banditstream.v1.Interaction.AttributesEntry
+	1,  // 2: banditstream.v1.ScoreRequest.mode:type_name -> banditstream.v1.ExplorationMode
+	6,  // 3: banditstream.v1.RankedItem.explanation:type_name -> banditstream.v1.Explanation
+	2,  // 4: banditstream.v1.Explanation.source:type_name -> banditstream.v1.PosteriorSource
+	5,  // 5: banditstream.v1.ScoreResponse.items:type_name -> banditstream.v1.RankedItem
+	7,  // 6: banditstream.v1.ScoreResponse.timing:type_name -> banditstream.v1.Timing
+	1,  // 7: banditstream.v1.ScoreResponse.mode:type_name -> banditstream.v1.ExplorationMode
+	5,  // 8: banditstream.v1.Decision.items:type_name -> banditstream.v1.RankedItem
+	1,  // 9: banditstream.v1.Decision.mode:type_name -> banditstream.v1.ExplorationMode
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_banditstream_v1_banditstream_proto_init() }
@@ -945,7 +1117,7 @@ func file_banditstream_v1_banditstream_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_banditstream_v1_banditstream_proto_rawDesc), len(file_banditstream_v1_banditstream_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
