@@ -71,8 +71,7 @@ type ScorerConfig struct {
 	// PropensityDraws is the number of Monte Carlo rankings behind the
 	// propensities of a request that asks for them (see
 	// sampler.Ranker.Propensities): their standard error is at most
-	// 1/(2·√(draws+1)), their cost draws × candidates Beta draws. Default
-	// 1000.
+	// 1/(2·√draws), their cost draws × candidates Beta draws. Default 1000.
 	PropensityDraws int
 	// CacheBytes bounds the in-process arm cache; default 256 MiB. Zero
 	// after defaults (set -1) disables it.

@@ -6,11 +6,13 @@ package sampler
 // among the first len(ranked). Thompson sampling has no closed form for
 // either; they are estimated by Monte Carlo over draws further rankings
 // of the same posteriors, seeded from seed (the same arms, ranking, draws
-// and seed give the same estimates), the ranking itself counting as one
-// of them: it is a genuine draw of the policy, so the estimate stays
-// unbiased and is never 0 for an item that was shown. The standard error
-// of each is at most 1/(2·√(draws+1)). In Mean mode the ranking is
-// deterministic and both are 1.
+// and seed give the same estimates), independent of the ranking itself:
+// counting the ranking as one of them would bias every shown item's
+// propensity up by about 1/draws, since it is shown because it was drawn.
+// The standard error of each is at most 1/(2·√draws). An item no further
+// draw puts in its slot gets 1/draws rather than 0: a shown item's
+// propensity is never 0, and it is overestimated only where it is below
+// about 1/draws. In Mean mode the ranking is deterministic and both are 1.
 //
 // slot and topK are appended to from [:0] and returned.
 func (rk *Ranker) Propensities(arms []Arm, ranked []Ranked, mode Mode, draws int, seed uint64, slot, topK []float64) ([]float64, []float64) {
@@ -31,7 +33,7 @@ func (rk *Ranker) Propensities(arms []Arm, ranked []Ranked, mode Mode, draws int
 	clear(pos)
 	for i, r := range ranked {
 		pos[r.Index] = int32(i + 1)
-		slot[i], topK[i] = 1, 1 // the ranking itself
+		slot[i], topK[i] = 0, 0
 	}
 	if cap(rk.scores) < len(arms) {
 		rk.scores = make([]float64, len(arms), len(arms)+len(arms)/4)
@@ -51,10 +53,10 @@ func (rk *Ranker) Propensities(arms []Arm, ranked []Ranked, mode Mode, draws int
 			}
 		}
 	}
-	n := float64(draws + 1)
+	n := float64(draws)
 	for i := range slot {
-		slot[i] /= n
-		topK[i] /= n
+		slot[i] = max(slot[i], 1) / n
+		topK[i] = max(topK[i], 1) / n
 	}
 	return slot, topK
 }

@@ -116,7 +116,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.IntVar(&o.maxCandidates, "max-candidates", lim.MaxCandidates, "largest candidate list accepted")
 	fs.IntVar(&o.maxK, "max-k", lim.MaxK, "largest k accepted")
 	fs.StringVar(&o.decisions, "decisions-topic", "", "topic receiving a decision per request ranked (candidates, posteriors, ranking, propensities, seed, model), for bandit evaluate (empty: none); every request's propensities are then computed")
-	fs.IntVar(&o.propDraws, "propensity-draws", d.PropensityDraws, "Monte Carlo rankings behind the propensities of a request that asks for them (standard error at most 1/(2·√(draws+1)); cost: draws × candidates Beta draws)")
+	fs.IntVar(&o.propDraws, "propensity-draws", d.PropensityDraws, "Monte Carlo rankings behind the propensities of a request that asks for them (standard error at most 1/(2·√draws), never below 1/draws; cost: draws × candidates Beta draws)")
 	fs.DurationVar(&o.commitEvery, "commit-interval", d.CommitInterval, "how often the offset of answered requests is committed; a crash answers at most this much again")
 	fs.DurationVar(&o.replyWait, "reply-topic-wait", d.ReplyTopicWait, "how long responses to an unknown reply topic are retried before the request goes to the dead-letter topic")
 	fs.StringVar(&o.replyPrefixes, "reply-topic-prefixes", strings.Join(d.ReplyTopicPrefixes, ","), "prefixes a request's reply topic must start with, comma separated (empty: only the results topic); never the pipeline's own or internal topics")

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/banditstream/banditstream/cmd/internal/config"
+	"github.com/banditstream/banditstream/cmd/internal/evaluation"
 	"github.com/banditstream/banditstream/consumers"
 	"github.com/banditstream/banditstream/producers"
 	"github.com/banditstream/banditstream/schemas"
@@ -58,6 +59,8 @@ type options struct {
 	levels          string
 	label           string
 	compare         string
+	decisions       string
+	policies        evaluation.Policies
 }
 
 func newFlags(o *options) *flag.FlagSet {
@@ -85,6 +88,8 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.IntVar(&o.newFirst, "new-item-impressions", 50, "impressions of a new item (per context) whose regret the summary reports")
 	fs.StringVar(&o.levels, "context-levels", "", "factors scaling each context's click rates, comma separated in -contexts' order (e.g. 1,4: the second context's items do four times as well); empty: all 1")
 	fs.StringVar(&o.label, "label", "", "name of this run in comparisons (default: the scenario)")
+	fs.StringVar(&o.decisions, "decisions-topic", "", "the scorer's decision log (bandit-score -decisions-topic): at the end, each -policy's true value on the run's decisions is computed from the hidden rates, what bandit evaluate estimates")
+	fs.Var(&o.policies, "policy", "with -decisions-topic, a policy whose true value to compute, as bandit evaluate takes it (repeat; default logged, mean, uniform)")
 	fs.StringVar(&o.compare, "compare", "", "earlier runs to compare with in the picture and the summary, comma separated label=folder (their -out, holding series.json)")
 	return fs
 }
@@ -126,6 +131,9 @@ type result struct {
 	series   []point
 	summary  string
 	png      string
+	// truths are each -policy's true value per decision (top slot) on
+	// the run's decisions, with -decisions-topic.
+	truths []truth
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -233,6 +241,12 @@ func simulate(ctx context.Context, o *options, live io.Writer) (_ *result, err e
 		return nil, fmt.Errorf("drawing %s: %w", res.png, err)
 	}
 	res.summary = summarize(w, series, res.png) + compareSummary(o, append(compared, this))
+	if o.decisions != "" {
+		if res.truths, err = policyTruths(ctx, o, client, dialer, w); err != nil {
+			return nil, err
+		}
+		res.summary += truthSummary(res.truths)
+	}
 	if err := os.WriteFile(filepath.Join(o.out, "summary.txt"), []byte(res.summary), 0o644); err != nil {
 		return nil, err
 	}

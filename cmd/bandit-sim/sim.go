@@ -265,7 +265,13 @@ func (s *sim) answer(resp *schemas.ScoreResponse, evs []kafka.Message) []kafka.M
 			s.cur.bestTop1++
 		}
 	}
-	now := time.Now().UnixMilli()
+	// The events are stamped with the time the scorer received the
+	// request: the decision's time, so that an evaluation of the decision
+	// log attributes them to it, not to a later request of the same user.
+	now := resp.GetTiming().GetReceivedTimeMs()
+	if now == 0 {
+		now = time.Now().UnixMilli()
+	}
 	counts := s.shown[c]
 	for len(counts) < len(s.w.items) {
 		counts = append(counts, 0)

@@ -59,13 +59,14 @@ func (s services) register(fs *flag.FlagSet, conns *config.Connections) func() e
 }
 
 var commands = map[string]command{
-	"produce": {"publish interaction events from JSON lines (stdin or -file)", kafkaOnly, produceCommand},
-	"score":   {"send a score request and print the ranking", kafkaOnly, scoreCommand},
-	"tail":    {"print a topic's records (events, requests, results, dead letters) as JSON lines", kafkaOnly, tailCommand},
-	"redrive": {"send dead letters back to the topic they came from, each once", kafkaOnly, redriveCommand},
-	"replay":  {"re-read a topic range into the stores (live or a shadow namespace) or, for requests, into a results topic", allServices, replayCommand},
-	"diff":    {"compare the arm counts of two hot tier namespaces", redisOnly, diffCommand},
-	"promote": {"replace a namespace's arm counts with another's (a checked shadow rebuild)", redisOnly, promoteCommand},
+	"produce":  {"publish interaction events from JSON lines (stdin or -file)", kafkaOnly, produceCommand},
+	"score":    {"send a score request and print the ranking", kafkaOnly, scoreCommand},
+	"tail":     {"print a topic's records (events, requests, results, dead letters) as JSON lines", kafkaOnly, tailCommand},
+	"redrive":  {"send dead letters back to the topic they came from, each once", kafkaOnly, redriveCommand},
+	"replay":   {"re-read a topic range into the stores (live or a shadow namespace) or, for requests, into a results topic", allServices, replayCommand},
+	"diff":     {"compare the arm counts of two hot tier namespaces", redisOnly, diffCommand},
+	"evaluate": {"estimate from the decision log what other policies would have earned (IPS, SNIPS, DR)", kafkaOnly, evaluateCommand},
+	"promote":  {"replace a namespace's arm counts with another's (a checked shadow rebuild)", redisOnly, promoteCommand},
 }
 
 func main() {
