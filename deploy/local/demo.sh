@@ -7,6 +7,9 @@
 # DEMO_SECONDS (default 60), prints its summary and where the picture is,
 # and stops what it started. DEMO_KEEP=1 leaves ingest and score running
 # (their pids and logs are printed). The stack itself (make up) stays up.
+# bandit-score logs its decisions, and the steady run ends with bandit
+# evaluate's estimates of what other policies would have earned on them,
+# beside their true values from the simulation.
 #
 # DEMO_SCENARIO picks what the catalogue does (default steady: the run
 # above, once). Each other scenario runs the pipeline twice on the same
@@ -36,7 +39,7 @@ eval "$(deploy/local/stack.sh env)"
 set +a
 mkdir -p "$BIN" "$OUT"
 echo "== building"
-"$GO" build -o "$BIN/" ./cmd/bandit-ingest ./cmd/bandit-score ./cmd/bandit-sim ./cmd/bandit-stack
+"$GO" build -o "$BIN/" ./cmd/bandit-ingest ./cmd/bandit-score ./cmd/bandit-sim ./cmd/bandit-stack ./cmd/bandit
 
 pids=()
 stop_all() {
@@ -60,7 +63,7 @@ run_pipeline() {
 	prefix=$run
 	mkdir -p "$out"
 	echo "== topics of this run: $run.*"
-	"$BIN/bandit-stack" topics -topics "$run.interactions:3,$run.score-requests:3,$run.interactions.dlq:1,$run.score-requests.dlq:1,$run.score-results:1,score-replies.$run:1"
+	"$BIN/bandit-stack" topics -topics "$run.interactions:3,$run.score-requests:3,$run.interactions.dlq:1,$run.score-requests.dlq:1,$run.score-results:1,score-replies.$run:1,$run.decisions:3"
 	local common=(-key-prefix "$prefix" -cql-keyspace "$keyspace" -cql-migrate -log-level warn)
 	# shellcheck disable=SC2086 # the flags are words
 	"$BIN/bandit-ingest" "${common[@]}" $both -mode all -topic "$run.interactions" -group "$run-ingest" \
@@ -68,13 +71,26 @@ run_pipeline() {
 	pids+=($!)
 	# shellcheck disable=SC2086
 	"$BIN/bandit-score" "${common[@]}" $both $scorer -topic "$run.score-requests" -results-topic "$run.score-results" -group "$run-score" \
-		-cache-max-age 200ms -fetch-max-wait 20ms >"$out/score.log" 2>&1 &
+		-cache-max-age 200ms -fetch-max-wait 20ms -decisions-topic "$run.decisions" >"$out/score.log" 2>&1 &
 	pids+=($!)
 	echo "== bandit-ingest (pid ${pids[0]}) and bandit-score (pid ${pids[1]}) started${both:+ with $both}${scorer:+ $scorer}; logs in $out"
 	echo "== simulating for ${DEMO_SECONDS}s"
 	"$BIN/bandit-sim" -requests-topic "$run.score-requests" -events-topic "$run.interactions" -reply-topic "score-replies.$run" \
 		-dlq-topics "$run.interactions.dlq,$run.score-requests.dlq" -key-prefix "$prefix" \
-		-duration "${DEMO_SECONDS}s" -out "$out" "$@"
+		-duration "${DEMO_SECONDS}s" -out "$out" -decisions-topic "$run.decisions" "${policies[@]}" "$@"
+	decisions=$run.decisions events=$run.interactions
+}
+
+# The policies the decision log is evaluated for, by bandit-sim (their true
+# value, from the hidden rates) and by bandit evaluate (estimated).
+policies=(-policy logged -policy mean -policy uniform -policy "weak prior=-prior-alpha 1 -prior-beta 30")
+
+# evaluate estimates from the last run's decision log what each policy
+# would have earned: to compare with the truths bandit-sim printed.
+evaluate() {
+	echo "== off-policy evaluation of the decision log (bandit evaluate; the truths are in the summary above)"
+	"$BIN/bandit" evaluate -decisions-topic "$decisions" -events-topic "$events" -window 10s -progress never \
+		"${policies[@]}" -json "$OUT/evaluation.json"
 }
 
 finish() {
@@ -91,6 +107,7 @@ finish() {
 case "$DEMO_SCENARIO" in
 steady)
 	run_pipeline "$OUT" "" ""
+	evaluate
 	finish
 	;;
 drift)
