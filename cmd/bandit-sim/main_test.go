@@ -28,6 +28,13 @@ func TestOptionsValidate(t *testing.T) {
 		{"k above items", []string{"-items", "3", "-k", "4"}, "-k (4) must be between 1 and -items (3)"},
 		{"no users", []string{"-users", "0"}, "must be positive"},
 		{"negative bad-every", []string{"-bad-every", "-1"}, "-bad-every"},
+		{"drift", []string{"-scenario", "drift"}, ""},
+		{"unknown scenario", []string{"-scenario", "sideways"}, "-scenario"},
+		{"context levels", []string{"-context-levels", "1,4"}, ""},
+		{"negative context level", []string{"-context-levels", "1,-4"}, "-context-levels"},
+		{"runs to compare", []string{"-compare", "no decay=.local/a,decay=.local/b"}, ""},
+		{"a run without a label", []string{"-compare", "nolabel"}, "-compare"},
+		{"no new items", []string{"-new-item-every", "0s"}, "-new-item-every"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var o options
@@ -126,30 +133,4 @@ func stat(xs []float64) float64 {
 		s += x
 	}
 	return s / float64(len(xs))
-}
-
-func TestParseScenarioFlags(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		err  string
-	}{
-		{[]string{"-scenario", "drift"}, ""},
-		{[]string{"-scenario", "sideways"}, "-scenario"},
-		{[]string{"-context-levels", "1,4"}, ""},
-		{[]string{"-context-levels", "1,-4"}, "-context-levels"},
-		{[]string{"-compare", "no decay=.local/a,decay=.local/b"}, ""},
-		{[]string{"-compare", "nolabel"}, "-compare"},
-		{[]string{"-new-item-every", "0s"}, "-new-item-every"},
-	} {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			var o options
-			if err := config.Parse(newFlags(&o), tc.args, func(string) (string, bool) { return "", false }); err != nil {
-				t.Fatal(err)
-			}
-			err := o.validate()
-			if (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
-				t.Fatalf("error %v, want %q", err, tc.err)
-			}
-		})
-	}
 }

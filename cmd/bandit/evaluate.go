@@ -43,13 +43,9 @@ func evaluateCommand(fs *flag.FlagSet, conns *config.Connections) func(context.C
 	jsonOut := fs.String("json", "", "also write the estimates as JSON to this file")
 	progress := fs.String("progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), always or never")
 	return func(ctx context.Context, _ io.Reader, stdout, stderr io.Writer) error {
-		fromPos, err := parsePosition(*from, consumers.Earliest)
+		fromPos, toPos, err := parseRange(*from, *to)
 		if err != nil {
-			return fmt.Errorf("-from: %w", err)
-		}
-		toPos, err := parsePosition(*to, consumers.End)
-		if err != nil {
-			return fmt.Errorf("-to: %w", err)
+			return err
 		}
 		types, err := parseRewardTypes(*rewardTypes)
 		if err != nil {
@@ -62,11 +58,7 @@ func evaluateCommand(fs *flag.FlagSet, conns *config.Connections) func(context.C
 		if len(policies) == 0 {
 			policies = evaluation.DefaultPolicies()
 		}
-		client, err := k.Client()
-		if err != nil {
-			return err
-		}
-		dialer, err := k.Dialer()
+		client, dialer, err := k.Clients()
 		if err != nil {
 			return err
 		}

@@ -57,11 +57,7 @@ func redriveCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Co
 				return fmt.Errorf("-content-type: %w", err)
 			}
 		}
-		client, err := k.Client()
-		if err != nil {
-			return err
-		}
-		dialer, err := k.Dialer()
+		client, dialer, err := k.Clients()
 		if err != nil {
 			return err
 		}

@@ -42,13 +42,9 @@ func replayCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Con
 	dryRun := fs.Bool("dry-run", false, "events: report how many events would change the namespace, writing nothing; requests: count them")
 	progress := fs.String("progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), always or never")
 	return func(ctx context.Context, _ io.Reader, stdout, stderr io.Writer) error {
-		fromPos, err := parsePosition(*from, consumers.Earliest)
+		fromPos, toPos, err := parseRange(*from, *to)
 		if err != nil {
-			return fmt.Errorf("-from: %w", err)
-		}
-		toPos, err := parsePosition(*to, consumers.End)
-		if err != nil {
-			return fmt.Errorf("-to: %w", err)
+			return err
 		}
 		parts, err := parsePartitions(*partitions)
 		if err != nil {
@@ -217,6 +213,19 @@ func replayRequests(ctx context.Context, conns config.Connections, hot *hot.Hot,
 		}
 	}
 	return total, nil
+}
+
+// parseRange reads -from and -to.
+func parseRange(from, to string) (consumers.Position, consumers.Position, error) {
+	fromPos, err := parsePosition(from, consumers.Earliest)
+	if err != nil {
+		return fromPos, fromPos, fmt.Errorf("-from: %w", err)
+	}
+	toPos, err := parsePosition(to, consumers.End)
+	if err != nil {
+		return fromPos, toPos, fmt.Errorf("-to: %w", err)
+	}
+	return fromPos, toPos, nil
 }
 
 func parsePosition(s string, def consumers.Position) (consumers.Position, error) {

@@ -32,11 +32,7 @@ func tailCommand(fs *flag.FlagSet, conns *config.Connections) func(context.Conte
 		if err != nil {
 			return err
 		}
-		client, err := k.Client()
-		if err != nil {
-			return err
-		}
-		dialer, err := k.Dialer()
+		client, dialer, err := k.Clients()
 		if err != nil {
 			return err
 		}

@@ -170,3 +170,16 @@ func (k Kafka) Client() (*kafka.Client, error) {
 	}
 	return &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: k.Timeout, Transport: t}, nil
 }
+
+// Clients returns Client and Dialer: what a command reading topics needs.
+func (k Kafka) Clients() (*kafka.Client, *kafka.Dialer, error) {
+	client, err := k.Client()
+	if err != nil {
+		return nil, nil, err
+	}
+	dialer, err := k.Dialer()
+	if err != nil {
+		return nil, nil, err
+	}
+	return client, dialer, nil
+}
