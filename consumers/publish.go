@@ -18,8 +18,40 @@ import (
 // responseHeaders are a response's headers by codec, shared by every
 // message: the writer only reads them.
 var responseHeaders = map[schemas.Codec][]kafka.Header{
-	schemas.Protobuf: {{Key: schemas.HeaderContentType, Value: []byte(schemas.Protobuf.ContentType())}},
-	schemas.JSON:     {{Key: schemas.HeaderContentType, Value: []byte(schemas.JSON.ContentType())}},
+	schemas.Protobuf:       {{Key: schemas.HeaderContentType, Value: []byte(schemas.Protobuf.ContentType())}},
+	schemas.JSON:           {{Key: schemas.HeaderContentType, Value: []byte(schemas.JSON.ContentType())}},
+	schemas.ProtoJSON:      {{Key: schemas.HeaderContentType, Value: []byte(schemas.ProtoJSON.ContentType())}},
+	schemas.ProtoJSONNames: {{Key: schemas.HeaderContentType, Value: []byte(schemas.ProtoJSONNames.ContentType())}},
+}
+
+// The W3C trace context headers a request may carry; its response and
+// decision carry them on, so a caller's tracing follows one ranking from
+// request to response (its dead letter keeps every header anyway).
+const (
+	HeaderTraceparent = "traceparent"
+	HeaderTracestate  = "tracestate"
+)
+
+// maxTraceHeaderBytes bounds a trace header carried on (traceparent is 55
+// bytes; tracestate at most 32 entries of about 512 bytes in all).
+const maxTraceHeaderBytes = 1024
+
+// withTrace returns base, or a copy of it with r's trace context headers
+// when r has any: requests without them share base, allocating nothing.
+func withTrace(base []kafka.Header, r *record) []kafka.Header {
+	var out []kafka.Header
+	for _, h := range r.headers {
+		if (h.Key == HeaderTraceparent || h.Key == HeaderTracestate) && len(h.Value) <= maxTraceHeaderBytes {
+			if out == nil {
+				out = append(make([]kafka.Header, 0, len(base)+2), base...)
+			}
+			out = append(out, h)
+		}
+	}
+	if out == nil {
+		return base
+	}
+	return out
 }
 
 // publish writes the batch's responses and dead letters and returns once

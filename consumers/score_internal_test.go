@@ -836,3 +836,94 @@ func TestScorerLogsDecisions(t *testing.T) {
 		t.Fatalf("stats: %d decisions, %d dropped; want 2 and 1", st.Decisions, st.DecisionsDropped)
 	}
 }
+
+// A request's W3C trace context reaches its response and its decision; a
+// request without one gets the shared headers; a bad request's dead letter
+// keeps it with the rest of its headers.
+func TestScorerCarriesTraceContext(t *testing.T) {
+	reader := &fakeReader{counts: map[state.Arm]state.Counts{}}
+	out := &fakeWriter{}
+	s := newTestScorer(t, ScorerConfig{DecisionsTopic: "dec", PropensityDraws: 10}, reader, nil, out)
+	w := newScoreWorker(s, 0)
+	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	traced := requestRecord(t, 0, &schemas.ScoreRequest{RequestId: "traced", UserId: "u", Candidates: []string{"a"}, K: 1}, schemas.Protobuf)
+	traced.headers = append(traced.headers, kafka.Header{Key: HeaderTraceparent, Value: []byte(parent)},
+		kafka.Header{Key: HeaderTracestate, Value: []byte("vendor=x")}, kafka.Header{Key: "other", Value: []byte("not carried")})
+	plain := requestRecord(t, 1, &schemas.ScoreRequest{RequestId: "plain", UserId: "u", Candidates: []string{"a"}, K: 1}, schemas.Protobuf)
+	bad := record{offset: 2, key: []byte("u"), value: []byte("not protobuf"), headers: []kafka.Header{{Key: HeaderTraceparent, Value: []byte(parent)}}}
+	if err := w.process(t.Context(), t.Context(), []record{traced, plain, bad}); err != nil {
+		t.Fatal(err)
+	}
+	// Each message by what it answers: the request id of a response or a
+	// decision, "dead letter" for the bad request's.
+	seen := 0
+	for _, m := range out.written() {
+		id := string(m.Key)
+		switch m.Topic {
+		case "dec":
+			d := &schemas.Decision{}
+			if err := schemas.Protobuf.DecodeDecision(schemas.DefaultLimits(), m.Value, d); err != nil {
+				t.Fatal(err)
+			}
+			id = d.GetRequestId()
+		case "req.dlq":
+			id = "dead letter"
+		}
+		switch id {
+		case "traced", "dead letter":
+			if headerValue(m.Headers, HeaderTraceparent) != parent {
+				t.Errorf("%s on %s: traceparent %q", id, m.Topic, headerValue(m.Headers, HeaderTraceparent))
+			}
+			if id == "traced" && (headerValue(m.Headers, HeaderTracestate) != "vendor=x" || headerValue(m.Headers, "other") != "") {
+				t.Errorf("%s on %s: headers %v", id, m.Topic, m.Headers)
+			}
+			seen++
+		case "plain":
+			if len(m.Headers) != 1 || headerValue(m.Headers, HeaderTraceparent) != "" {
+				t.Errorf("plain on %s: headers %v", m.Topic, m.Headers)
+			}
+		}
+	}
+	if seen != 3 {
+		t.Fatalf("%d messages with the trace context, want the response, the decision and the dead letter", seen)
+	}
+}
+
+// A request in any JSON form gets its response in that form: protobuf's
+// canonical JSON with lowerCamelCase names, with the .proto's names, or
+// the simple form; and they rank alike.
+func TestScorerAnswersInTheRequestsForm(t *testing.T) {
+	reader := &fakeReader{counts: map[state.Arm]state.Counts{{Context: "c", Item: "a"}: {ByType: [state.NumEventTypes]int64{10, 9}}}}
+	out := &fakeWriter{}
+	s := newTestScorer(t, ScorerConfig{}, reader, nil, out)
+	w := newScoreWorker(s, 0)
+	forms := map[string]schemas.Codec{"camel": schemas.ProtoJSON, "names": schemas.ProtoJSONNames, "simple": schemas.JSON}
+	var batch []record
+	for id, form := range forms {
+		batch = append(batch, requestRecord(t, int64(len(batch)), &schemas.ScoreRequest{RequestId: id, UserId: "u", Context: "c",
+			Candidates: []string{"b", "a"}, K: 2, Mode: schemas.ModeMean}, form))
+	}
+	if err := w.process(t.Context(), t.Context(), batch); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{
+		"camel":  {`"requestId":"camel"`, `"modelVersion"`, `"EXPLORATION_MODE_MEAN"`},
+		"names":  {`"request_id":"names"`, `"model_version"`, `"EXPLORATION_MODE_MEAN"`},
+		"simple": {`"request_id":"simple"`, `"model_version"`, `"mode":"mean"`},
+	}
+	for _, m := range out.written() {
+		id := string(m.Key)
+		for _, frag := range want[id] {
+			if !strings.Contains(strings.ReplaceAll(string(m.Value), " ", ""), frag) {
+				t.Errorf("%s: response %s lacks %s", id, m.Value, frag)
+			}
+		}
+		if r := decodeResponse(t, m); r.GetItems()[0].GetItemId() != "a" {
+			t.Errorf("%s: ranked %v", id, r.GetItems())
+		}
+		delete(want, id)
+	}
+	if len(want) != 0 {
+		t.Fatalf("no response to %v", want)
+	}
+}

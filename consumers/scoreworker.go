@@ -168,7 +168,8 @@ func (w *scoreWorker) decode(i int, r *record) (*schemas.ScoreRequest, schemas.C
 	if codec == schemas.Protobuf {
 		err = schemas.DecodeScoreRequestAliased(w.s.cfg.Limits, r.value, req)
 	} else {
-		err = codec.DecodeScoreRequest(w.s.cfg.Limits, r.value, req)
+		// The response answers in the request's JSON form.
+		codec, err = codec.DecodeScoreRequestForm(w.s.cfg.Limits, r.value, req)
 	}
 	if err != nil {
 		return nil, 0, err
@@ -463,7 +464,7 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 		Items: items, ModelVersion: version, Timing: &w.timing, Mode: smode, Seed: &seed,
 	}
 	if logged {
-		w.decide(l, arms, items, seed, received)
+		w.decide(l, &batch[l.rec], arms, items, seed, received)
 	}
 	start := len(w.values)
 	var err error
@@ -482,7 +483,7 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 	}
 	w.out = append(w.out, kafka.Message{
 		Topic: topic, Key: []byte(req.GetRequestId()), Value: w.values[start:len(w.values):len(w.values)],
-		Headers: responseHeaders[l.codec],
+		Headers: withTrace(responseHeaders[l.codec], &batch[l.rec]),
 	})
 	w.origin = append(w.origin, l.rec)
 }
@@ -500,9 +501,9 @@ func (w *scoreWorker) version(label string) string {
 	return v
 }
 
-// decide appends the decision of request l, ranked from arms into items,
-// to the batch's decisions.
-func (w *scoreWorker) decide(l *liveRequest, arms []sampler.Arm, items []*schemas.RankedItem, seed uint64, received time.Time) {
+// decide appends the decision of request l (record r), ranked from arms
+// into items, to the batch's decisions.
+func (w *scoreWorker) decide(l *liveRequest, r *record, arms []sampler.Arm, items []*schemas.RankedItem, seed uint64, received time.Time) {
 	req := l.req
 	w.alphas, w.betas = slices.Grow(w.alphas[:0], len(arms)), slices.Grow(w.betas[:0], len(arms))
 	for i := range arms {
@@ -525,5 +526,5 @@ func (w *scoreWorker) decide(l *liveRequest, arms []sampler.Arm, items []*schema
 		return
 	}
 	w.decisions = append(w.decisions, kafka.Message{Topic: w.s.cfg.DecisionsTopic, Key: []byte(req.GetUserId()),
-		Value: w.values[start:len(w.values):len(w.values)], Headers: responseHeaders[schemas.Protobuf]})
+		Value: w.values[start:len(w.values):len(w.values)], Headers: withTrace(responseHeaders[schemas.Protobuf], r)})
 }

@@ -72,7 +72,7 @@ func (c Config) Validate() error {
 	if _, err := compression(c.Compression); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Codec != schemas.Protobuf && c.Codec != schemas.JSON {
+	if c.Codec > schemas.ProtoJSONNames {
 		errs = append(errs, fmt.Errorf("unknown codec %v", c.Codec))
 	}
 	if err := c.Limits.Validate(); err != nil {

@@ -81,14 +81,17 @@ func fuzzDecision(f *testing.F, c schemas.Codec) {
 	})
 }
 
-func FuzzDecisionProtobuf(f *testing.F)      { fuzzDecision(f, schemas.Protobuf) }
-func FuzzDecisionJSON(f *testing.F)          { fuzzDecision(f, schemas.JSON) }
-func FuzzInteractionProtobuf(f *testing.F)   { fuzzInteraction(f, schemas.Protobuf) }
-func FuzzInteractionJSON(f *testing.F)       { fuzzInteraction(f, schemas.JSON) }
-func FuzzScoreRequestProtobuf(f *testing.F)  { fuzzScoreRequest(f, schemas.Protobuf) }
-func FuzzScoreRequestJSON(f *testing.F)      { fuzzScoreRequest(f, schemas.JSON) }
-func FuzzScoreResponseProtobuf(f *testing.F) { fuzzScoreResponse(f, schemas.Protobuf) }
-func FuzzScoreResponseJSON(f *testing.F)     { fuzzScoreResponse(f, schemas.JSON) }
+func FuzzInteractionProtoJSON(f *testing.F)   { fuzzInteraction(f, schemas.ProtoJSON) }
+func FuzzScoreRequestProtoJSON(f *testing.F)  { fuzzScoreRequest(f, schemas.ProtoJSON) }
+func FuzzScoreResponseProtoJSON(f *testing.F) { fuzzScoreResponse(f, schemas.ProtoJSON) }
+func FuzzDecisionProtobuf(f *testing.F)       { fuzzDecision(f, schemas.Protobuf) }
+func FuzzDecisionJSON(f *testing.F)           { fuzzDecision(f, schemas.JSON) }
+func FuzzInteractionProtobuf(f *testing.F)    { fuzzInteraction(f, schemas.Protobuf) }
+func FuzzInteractionJSON(f *testing.F)        { fuzzInteraction(f, schemas.JSON) }
+func FuzzScoreRequestProtobuf(f *testing.F)   { fuzzScoreRequest(f, schemas.Protobuf) }
+func FuzzScoreRequestJSON(f *testing.F)       { fuzzScoreRequest(f, schemas.JSON) }
+func FuzzScoreResponseProtobuf(f *testing.F)  { fuzzScoreResponse(f, schemas.Protobuf) }
+func FuzzScoreResponseJSON(f *testing.F)      { fuzzScoreResponse(f, schemas.JSON) }
 
 // The aliasing decoder accepts exactly what the Protobuf codec accepts and
 // yields the same message but for unknown fields, also when its message

@@ -93,6 +93,9 @@ type decisionJSON struct {
 	PropensityDraws int32            `json:"propensity_draws,omitempty"`
 }
 
+// reasonMissing is the reason of a required field left out.
+const reasonMissing = "missing"
+
 func decodeJSON(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(v); err != nil {
@@ -118,7 +121,7 @@ func decodeInteractionJSON(data []byte, m *Interaction) error {
 		return err
 	}
 	if j.Type == "" {
-		return invalid("type", "missing")
+		return invalid("type", reasonMissing)
 	}
 	t, ok := ParseEventType(j.Type)
 	if !ok {

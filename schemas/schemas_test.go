@@ -295,3 +295,66 @@ func TestEventTypeNames(t *testing.T) {
 		t.Error("EventTypeName named an unknown type")
 	}
 }
+
+// Every message in each JSON form (the simple one, protobuf's canonical
+// mapping with lowerCamelCase names and with the .proto's names) decodes,
+// under the one content type application/json, to the same message, and a
+// request says which form it was in; canonical JSON as other clients write
+// it (enum names or numbers, 64-bit integers as strings) is read too.
+func TestJSONForms(t *testing.T) {
+	lim := schemas.DefaultLimits()
+	forms := []schemas.Codec{schemas.JSON, schemas.ProtoJSON, schemas.ProtoJSONNames}
+	for _, form := range forms {
+		t.Run(form.String(), func(t *testing.T) {
+			if form.ContentType() != schemas.ContentTypeJSON {
+				t.Fatalf("content type %q", form.ContentType())
+			}
+			ev := validInteraction()
+			b, err := form.AppendInteraction(nil, ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ev2 schemas.Interaction
+			if err := schemas.JSON.DecodeInteraction(lim, b, &ev2); err != nil || !proto.Equal(ev, &ev2) {
+				t.Fatalf("interaction %s: %v\n%v", b, err, &ev2)
+			}
+			req := validRequest()
+			b, err = form.AppendScoreRequest(nil, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var req2 schemas.ScoreRequest
+			got, err := schemas.JSON.DecodeScoreRequestForm(lim, b, &req2)
+			if err != nil || got != form || !proto.Equal(req, &req2) {
+				t.Fatalf("request %s: form %v, %v\n%v", b, got, err, &req2)
+			}
+			dec := validDecision()
+			b, err = form.AppendDecision(nil, dec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var dec2 schemas.Decision
+			if err := schemas.JSON.DecodeDecision(lim, b, &dec2); err != nil || !proto.Equal(dec, &dec2) {
+				t.Fatalf("decision %s: %v", b, err)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name, data string
+	}{
+		{"enum name, int64 as string", `{"eventId":"e-1","userId":"u-1","itemId":"sku-9","type":"EVENT_TYPE_CLICK","eventTimeMs":"1767225600000"}`},
+		{"enum number, int64 as number", `{"eventId":"e-1","userId":"u-1","itemId":"sku-9","type":2,"eventTimeMs":1767225600000}`},
+		{"proto names, enum name", `{"event_id":"e-1","user_id":"u-1","item_id":"sku-9","type":"EVENT_TYPE_CLICK","event_time_ms":"1767225600000"}`},
+		{"simple", `{"event_id":"e-1","user_id":"u-1","item_id":"sku-9","type":"click","event_time_ms":1767225600000}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ev schemas.Interaction
+			if err := schemas.JSON.DecodeInteraction(lim, []byte(tc.data), &ev); err != nil {
+				t.Fatal(err)
+			}
+			if ev.GetType() != schemas.Click || ev.GetEventTimeMs() != 1767225600000 || ev.GetItemId() != "sku-9" {
+				t.Fatalf("decoded %v", &ev)
+			}
+		})
+	}
+}
