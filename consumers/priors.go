@@ -41,7 +41,8 @@ type ContextPriorsConfig struct {
 	// Fit bounds each context's fit; default sampler.DefaultPriorFit().
 	Fit sampler.PriorFit
 	// Every is how often the priors are fitted again (by one process of
-	// the namespace); they are read back every Every/4. Default 1 min.
+	// the namespace: a fit reads every arm of the hot tier); they are read
+	// back every Every/4. Default 5 min.
 	Every time.Duration
 	// MaxContexts bounds the contexts fitted: those with the most arms.
 	// Default 10,000.
@@ -53,7 +54,7 @@ type ContextPriorsConfig struct {
 
 // DefaultContextPriorsConfig returns the defaults.
 func DefaultContextPriorsConfig() ContextPriorsConfig {
-	return ContextPriorsConfig{Model: DefaultRewardModel(), Fit: sampler.DefaultPriorFit(), Every: time.Minute, MaxContexts: 10_000}
+	return ContextPriorsConfig{Model: DefaultRewardModel(), Fit: sampler.DefaultPriorFit(), Every: 5 * time.Minute, MaxContexts: 10_000}
 }
 
 // ContextPriors are empirical-Bayes priors per context: each context's
@@ -121,6 +122,9 @@ func (p *ContextPriors) Prior(context string) (sampler.Prior, string, bool) {
 
 // FittedMs is the time of the fit in use (Unix ms; 0: none yet).
 func (p *ContextPriors) FittedMs() int64 { return p.cur.Load().fittedMs }
+
+// Contexts is the number of contexts with a fitted prior in use.
+func (p *ContextPriors) Contexts() int { return len(p.cur.Load().contexts) }
 
 // Refresh reads the namespace's fit, fitting it again first if it is
 // older than Every and this process is the one to. Run calls it

@@ -276,6 +276,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := registerScorerMetrics(srv, o.topic, sc, tierStats); err != nil {
 		return err
 	}
+	if priors != nil {
+		if err := ops.Register(srv.Registry,
+			ops.Func{Name: "context_priors", Help: "Contexts ranked with a fitted prior of their own (-prior context).", Type: prometheus.GaugeValue,
+				Read: func() []ops.Value { return ops.One(int64(priors.Contexts())) }},
+			ops.Func{Name: "context_priors_fitted_timestamp_seconds", Help: "When the per-context priors in use were fitted (0: not yet).", Type: prometheus.GaugeValue,
+				Read: func() []ops.Value { return ops.One(priors.FittedMs() / 1000) }},
+		); err != nil {
+			return err
+		}
+	}
 	log.Info("starting", "topic", o.topic, "results_topic", o.resultsTopic, "group", o.group,
 		"model", model.Version(), "sessions", o.sessions, "config", o.conns.Redacted())
 	g, ctx := errgroup.WithContext(ctx)
