@@ -21,10 +21,6 @@ type truth struct {
 	Value     float64
 }
 
-// truthDraws are the Monte Carlo rankings behind a Thompson policy's
-// choice, as bandit evaluate's default.
-const truthDraws = 1000
-
 // policyTruths reads the run's decision log (each request once) and
 // computes each policy's true value on it: what bandit evaluate's
 // estimates of the same log should cover.
@@ -65,7 +61,8 @@ func policyTruths(ctx context.Context, o *options, client *kafka.Client, dialer 
 	if len(policies) == 0 {
 		policies = evaluation.DefaultPolicies()
 	}
-	cfg := ope.Config{Weights: []float64{1}, Draws: truthDraws}
+	// The top slot, with bandit evaluate's default Monte Carlo draws.
+	cfg := ope.DefaultConfig()
 	out := make([]truth, len(policies))
 	for i, p := range policies {
 		var sum float64

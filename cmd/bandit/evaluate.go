@@ -36,9 +36,10 @@ func evaluateCommand(fs *flag.FlagSet, conns *config.Connections) func(context.C
 	slots := fs.String("slots", "top1", "position model: top1 (the first slot's reward), or position weights of the first slots, comma separated (1,0.5,0.33: three slots)")
 	var policies evaluation.Policies
 	fs.Var(&policies, "policy", "a policy to evaluate: logged, mean, uniform, or name=flags of the scorer (-mode thompson|mean, -prior-alpha, -prior-beta), e.g. 'strong prior=-prior-alpha 2 -prior-beta 40'; repeat for more (default logged, mean, uniform)")
-	draws := fs.Int("draws", 1000, "Monte Carlo rankings per decision behind a Thompson policy's probabilities")
-	bootstrap := fs.Int("bootstrap", 200, "bootstrap resamples behind each interval")
-	level := fs.Float64("level", 0.95, "confidence level of the intervals")
+	d := ope.DefaultConfig()
+	draws := fs.Int("draws", d.Draws, "Monte Carlo rankings per decision behind a Thompson policy's probabilities")
+	bootstrap := fs.Int("bootstrap", d.Bootstrap, "bootstrap resamples behind each interval")
+	level := fs.Float64("level", d.Level, "confidence level of the intervals")
 	seed := fs.Uint64("seed", 1, "seed of the bootstrap")
 	jsonOut := fs.String("json", "", "also write the estimates as JSON to this file")
 	progress := fs.String("progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), always or never")

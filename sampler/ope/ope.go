@@ -176,18 +176,25 @@ func Observed(cfg Config, log []Decision) float64 {
 	return sum / float64(len(log))
 }
 
+// DefaultConfig returns the defaults: the top slot alone, 1,000 draws,
+// 200 bootstrap resamples, 95% intervals.
+func DefaultConfig() Config {
+	return Config{Weights: []float64{1}, Draws: 1000, Bootstrap: 200, Level: 0.95}
+}
+
 func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	if len(c.Weights) == 0 {
-		c.Weights = []float64{1}
+		c.Weights = d.Weights
 	}
 	if c.Draws == 0 {
-		c.Draws = 1000
+		c.Draws = d.Draws
 	}
 	if c.Bootstrap == 0 {
-		c.Bootstrap = 200
+		c.Bootstrap = d.Bootstrap
 	}
 	if c.Level == 0 {
-		c.Level = 0.95
+		c.Level = d.Level
 	}
 	return c
 }
