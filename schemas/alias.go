@@ -9,13 +9,20 @@ import (
 
 // DecodeScoreRequestAliased decodes a protobuf ScoreRequest into m without
 // copying: m's strings point into data, and m's candidate slice is reused.
-// It accepts and rejects exactly what DecodeScoreRequest with Protobuf does,
-// but drops unknown fields. data must not change while m is in use, and m
+// It accepts and rejects exactly what DecodeScoreRequest with Protobuf does
+// with protobuf, framed or not (see Unframe), but drops unknown fields. data must not change while m is in use, and m
 // must not outlive data; it is for hot paths that decode, use and discard
 // (the scorer decodes 400-candidate requests this way without allocating).
 func DecodeScoreRequestAliased(lim Limits, data []byte, m *ScoreRequest) error {
 	if err := lim.CheckSize(len(data)); err != nil {
 		return err
+	}
+	c, data, _, err := Unframe(Protobuf, data)
+	if err != nil {
+		return err
+	}
+	if c != Protobuf {
+		return invalid("message", "a JSON object, decoded as protobuf")
 	}
 	old := m.Candidates
 	seed := m.Seed

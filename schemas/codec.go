@@ -139,12 +139,16 @@ func (c Codec) decodeDecision(data []byte, m *Decision) (Codec, error) {
 }
 
 // decodeForm decodes data, in c's form, into m: for JSON, in whichever of
-// its forms data is. Object keys in lowerCamelCase are protobuf's
+// its forms data is. A schema-registry frame is stripped first (Unframe). Object keys in lowerCamelCase are protobuf's
 // canonical JSON; otherwise the simple form is tried, then the canonical
 // mapping with the .proto's names (enum names such as "EVENT_TYPE_CLICK",
 // 64-bit integers as strings), and the simple form's error reported if
 // neither reads it.
 func decodeForm[M proto.Message](c Codec, data []byte, m M, simple func([]byte, M) error) (Codec, error) {
+	c, data, _, err := Unframe(c, data)
+	if err != nil {
+		return c, err
+	}
 	switch c {
 	case Protobuf:
 		return c, decodeProto(data, m)
@@ -154,7 +158,7 @@ func decodeForm[M proto.Message](c Codec, data []byte, m M, simple func([]byte, 
 	if camelKeys(data) {
 		return ProtoJSON, decodeProtoJSON(data, m)
 	}
-	err := simple(data, m)
+	err = simple(data, m)
 	if err == nil {
 		return JSON, nil
 	}

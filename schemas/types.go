@@ -1,6 +1,10 @@
 package schemas
 
-import "github.com/banditstream/banditstream/schemas/pb"
+import (
+	_ "embed"
+
+	"github.com/banditstream/banditstream/schemas/pb"
+)
 
 // The messages generated from proto/banditstream/v1, aliased so callers
 // import schemas alone.
@@ -130,3 +134,9 @@ func ParseMode(s string) (ExplorationMode, bool) {
 		return 0, false
 	}
 }
+
+// ProtoSource is the text of schemas/proto/banditstream/v1/banditstream.proto,
+// the schema a registry is given for the pipeline's own outputs.
+//
+//go:embed proto/banditstream/v1/banditstream.proto
+var ProtoSource string
