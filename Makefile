@@ -78,12 +78,19 @@ chaos: up ## fault scenarios at full size on the local stack, with a table of wh
 	  $(GO) test -count=1 -v -timeout 60m -run '^TestFaultChaos' ./deploy/local/chaos/ 2>&1 | tee $(LOCAL)/chaos.log | \
 	  { grep --line-buffered -E '^(--- |ok|FAIL|panic:|\|)|^\s+\S+_test\.go:[0-9]+: .' || true; }
 
+.PHONY: clients
+# Clients of other ecosystems that tests drive (confluent-kafka's
+# serializers, kubernetes-validate), pinned in
+# deploy/local/python-requirements.txt.
+clients: ## install the Python test clients into .local/python
+	@deploy/local/python.sh
+
 .PHONY: test test-unit build vet fuzz
 # deploy/local/run-tests.sh runs the fault tests (TestFault*: they stop
 # shared services) first, one package at a time, then every other test with
 # the race detector (the sampler's statistical tests without it), and ends
 # with "N passed, N failed".
-test: up lint vet ## the whole suite: lint, unit, integration and fault tests on the real stack
+test: up clients lint vet ## the whole suite: lint, unit, integration and fault tests on the real stack
 	@TEST_TIMEOUT=$(TEST_TIMEOUT) GO=$(GO) deploy/local/run-tests.sh
 
 test-unit: ## tests that need no running service (integration tests skip)

@@ -77,6 +77,8 @@ type IngestConfig struct {
 	FetchMaxWait time.Duration
 	// Limits checks every event; default schemas.DefaultLimits().
 	Limits schemas.Limits
+	// Registry, if set, checks the schema id of every framed event.
+	Registry SchemaRegistry
 	// DrainTimeout bounds finishing the in-flight batch after ctx ends;
 	// default 20 s.
 	DrainTimeout time.Duration
@@ -239,7 +241,10 @@ func (h *ingestPartition) start(ctx context.Context, offset int64) (int64, error
 
 func (h *ingestPartition) handle(ctx, _ context.Context, batch []record) error {
 	if h.dry {
-		good, dead := h.in.decodeBatch(h.p, batch)
+		good, dead, err := h.in.decodeBatch(ctx, h.p, batch)
+		if err != nil {
+			return err
+		}
 		h.p.stats.count(good, len(dead), h.p.watermarks)
 		return nil
 	}
@@ -394,15 +399,20 @@ type goodEvent struct {
 	hist   state.HistoryEvent
 }
 
-// decodeBatch splits a batch into valid events and dead letters.
-func (in *Ingest) decodeBatch(p *partitionState, batch []record) ([]goodEvent, []kafka.Message) {
+// decodeBatch splits a batch into valid events and dead letters; it fails
+// when the schema registry cannot say whether a framed event's schema is
+// accepted.
+func (in *Ingest) decodeBatch(ctx context.Context, p *partitionState, batch []record) ([]goodEvent, []kafka.Message, error) {
 	now := time.Now()
 	var good []goodEvent
 	var dead []kafka.Message
 	for i := range batch {
 		r := &batch[i]
-		ev, err := in.decode(p, r, now)
+		ev, err := in.decode(ctx, p, r, now)
 		if err != nil {
+			if !errors.Is(err, schemas.ErrInvalid) {
+				return nil, nil, fmt.Errorf("schema registry: %w", err)
+			}
 			dead = append(dead, deadLetter(in.cfg.Topic, p.partition, r, err))
 			continue
 		}
@@ -415,7 +425,7 @@ func (in *Ingest) decodeBatch(p *partitionState, batch []record) ([]goodEvent, [
 				SessionID: ev.GetSessionId(), Value: ev.GetValue(),
 			}})
 	}
-	return good, dead
+	return good, dead, nil
 }
 
 // process handles one batch: the users' events and the arm counts, then
@@ -424,7 +434,10 @@ func (in *Ingest) decodeBatch(p *partitionState, batch []record) ([]goodEvent, [
 // watermarks), so a batch retried after a failure of the hot tier (full,
 // away) or of the dead-letter write itself writes its dead letters once.
 func (in *Ingest) process(ctx context.Context, p *partitionState, batch []record) error {
-	good, dead := in.decodeBatch(p, batch)
+	good, dead, err := in.decodeBatch(ctx, p, batch)
+	if err != nil {
+		return err
+	}
 	valid := len(good)
 	if in.users != nil {
 		dups, err := in.applyUsers(ctx, p, good)
@@ -542,12 +555,12 @@ func (in *Ingest) applyUsers(ctx context.Context, p *partitionState, good []good
 	return all, nil
 }
 
-func (in *Ingest) decode(p *partitionState, r *record, now time.Time) (*schemas.Interaction, error) {
-	codec, err := schemas.CodecFor(headerValue(r.headers, schemas.HeaderContentType))
+func (in *Ingest) decode(ctx context.Context, p *partitionState, r *record, now time.Time) (*schemas.Interaction, error) {
+	codec, data, err := payload(ctx, in.cfg.Registry, in.cfg.Topic, interactionType, r)
 	if err != nil {
 		return nil, err
 	}
-	if err := codec.DecodeInteraction(in.cfg.Limits, r.value, &p.event); err != nil {
+	if err := codec.DecodeInteraction(in.cfg.Limits, data, &p.event); err != nil {
 		return nil, err
 	}
 	if err := in.cfg.Limits.CheckInteraction(&p.event, now); err != nil {

@@ -49,6 +49,11 @@ type ScorerConfig struct {
 	FetchMaxWait time.Duration
 	// Limits checks every request; default schemas.DefaultLimits().
 	Limits schemas.Limits
+	// Registry, if set, checks the schema id of every framed request, and
+	// frames the protobuf responses and decisions with the ids of the
+	// schemas it holds for their topics (registering the .proto where it
+	// holds none). A response or decision in JSON is written unframed.
+	Registry SchemaRegistry
 	// Model turns counts into posteriors; default DefaultRewardModel().
 	Model RewardModel
 	// ModelVersion labels responses; default Model.Version(). With

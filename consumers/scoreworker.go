@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/banditstream/banditstream/consumers/internal/armcache"
 	"github.com/banditstream/banditstream/sampler"
@@ -54,6 +55,9 @@ type scoreWorker struct {
 	// parked are responses waiting for their reply topics (see park).
 	parked        []parkedResponse
 	lastParkedTry time.Time
+	// prefixes are the frames of the protobuf values written, per topic
+	// (with a Registry).
+	prefixes map[string][]byte
 }
 
 // liveRequest is a request to score: batch[rec] decoded into reqs[i]; its
@@ -62,7 +66,11 @@ type liveRequest struct {
 	rec, off int
 	req      *schemas.ScoreRequest
 	codec    schemas.Codec
-	user     *state.SessionStats
+	// prefix is the response's schema-registry frame (with a Registry and
+	// protobuf), or why the registry refused one.
+	prefix    []byte
+	prefixErr error
+	user      *state.SessionStats
 }
 
 // missRef is a candidate to read from the hot tier: arms[pos] is arm.
@@ -104,8 +112,11 @@ func (w *scoreWorker) process(ctx, member context.Context, batch []record) error
 	nCand := 0
 	for i := range batch {
 		r := &batch[i]
-		req, codec, err := w.decode(len(w.live), r)
+		req, codec, err := w.decode(ctx, len(w.live), r)
 		if err != nil {
+			if !errors.Is(err, schemas.ErrInvalid) {
+				return fmt.Errorf("schema registry: %w", err)
+			}
 			if s.cfg.Replay {
 				w.stats.Bad++
 				continue
@@ -120,6 +131,11 @@ func (w *scoreWorker) process(ctx, member context.Context, batch []record) error
 		}
 		w.live = append(w.live, liveRequest{rec: i, off: nCand, req: req, codec: codec})
 		nCand += len(req.GetCandidates())
+	}
+	if s.cfg.Registry != nil {
+		if err := w.frames(ctx); err != nil {
+			return err
+		}
 	}
 	if n := len(w.out); n > 0 {
 		s.deadLetters.Add(int64(n))
@@ -154,22 +170,22 @@ func (w *scoreWorker) process(ctx, member context.Context, batch []record) error
 }
 
 // decode decodes and validates a request into the i-th reusable message.
-func (w *scoreWorker) decode(i int, r *record) (*schemas.ScoreRequest, schemas.Codec, error) {
+func (w *scoreWorker) decode(ctx context.Context, i int, r *record) (*schemas.ScoreRequest, schemas.Codec, error) {
 	if i == len(w.reqs) {
 		w.reqs = append(w.reqs, &schemas.ScoreRequest{})
 	}
 	req := w.reqs[i]
-	codec, err := schemas.CodecFor(headerValue(r.headers, schemas.HeaderContentType))
+	codec, data, err := payload(ctx, w.s.cfg.Registry, w.s.cfg.Topic, requestType, r)
 	if err != nil {
 		return nil, 0, err
 	}
 	// The request lives no longer than the batch's records: decode
 	// protobuf without copying its strings.
 	if codec == schemas.Protobuf {
-		err = schemas.DecodeScoreRequestAliased(w.s.cfg.Limits, r.value, req)
+		err = schemas.DecodeScoreRequestAliased(w.s.cfg.Limits, data, req)
 	} else {
 		// The response answers in the request's JSON form.
-		codec, err = codec.DecodeScoreRequestForm(w.s.cfg.Limits, r.value, req)
+		codec, err = codec.DecodeScoreRequestForm(w.s.cfg.Limits, data, req)
 	}
 	if err != nil {
 		return nil, 0, err
@@ -467,11 +483,15 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 		w.decide(l, &batch[l.rec], arms, items, seed, received)
 	}
 	start := len(w.values)
-	var err error
-	w.values, err = l.codec.AppendScoreResponse(w.values, &w.resp)
+	err := l.prefixErr
+	if err == nil {
+		w.values = append(w.values, l.prefix...)
+		w.values, err = l.codec.AppendScoreResponse(w.values, &w.resp)
+	}
 	if err != nil {
-		// Only a response that cannot be encoded gets here (the request
-		// was valid): report it as the request's error.
+		// Only a response that cannot be encoded, or whose schema the
+		// registry refused, gets here (the request was valid): report it
+		// as the request's error.
 		w.values = w.values[:start]
 		w.out = append(w.out, w.deadLetter(&batch[l.rec], fmt.Errorf("encoding the response: %w", err)))
 		w.origin = append(w.origin, -1)
@@ -486,6 +506,55 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 		Headers: withTrace(responseHeaders[l.codec], &batch[l.rec]),
 	})
 	w.origin = append(w.origin, l.rec)
+}
+
+// frames finds the schema-registry frame of each live protobuf response
+// and of the decisions, asking the registry for those of topics not met
+// before. The registry refusing a response's schema dead-letters its
+// request, refusing the decisions' drops them (as their topic refusing
+// them would); not answering fails the batch, to be retried.
+func (w *scoreWorker) frames(ctx context.Context) error {
+	s := w.s
+	if w.prefixes == nil || len(w.prefixes) >= maxFramedTopics {
+		w.prefixes = map[string][]byte{}
+	}
+	prefix := func(topic string, md protoreflect.MessageDescriptor) ([]byte, error) {
+		if p, ok := w.prefixes[topic]; ok {
+			return p, nil
+		}
+		p, err := s.cfg.Registry.Prefix(ctx, topic, md)
+		if err != nil {
+			return nil, err
+		}
+		w.prefixes[topic] = p
+		return p, nil
+	}
+	if s.cfg.DecisionsTopic != "" && len(w.live) > 0 {
+		if _, err := prefix(s.cfg.DecisionsTopic, decisionType); err != nil {
+			if !errors.Is(err, schemas.ErrInvalid) {
+				return err
+			}
+			s.log.Warn("decisions written unframed: the schema registry refused their schema", "err", err)
+			w.prefixes[s.cfg.DecisionsTopic] = nil
+		}
+	}
+	for i := range w.live {
+		l := &w.live[i]
+		l.prefix, l.prefixErr = nil, nil
+		if l.codec != schemas.Protobuf {
+			continue
+		}
+		topic := l.req.GetReplyTopic()
+		if topic == "" || s.cfg.Replay {
+			topic = s.cfg.ResultsTopic
+		}
+		p, err := prefix(topic, responseType)
+		if err != nil && !errors.Is(err, schemas.ErrInvalid) {
+			return err
+		}
+		l.prefix, l.prefixErr = p, err
+	}
+	return nil
 }
 
 // version returns the model version naming the prior label.
@@ -516,6 +585,7 @@ func (w *scoreWorker) decide(l *liveRequest, r *record, arms []sampler.Arm, item
 		ModelVersion: w.resp.GetModelVersion(), DecidedTimeMs: received.UnixMilli(), PropensityDraws: int32(w.s.cfg.PropensityDraws),
 	}
 	start := len(w.values)
+	w.values = append(w.values, w.prefixes[w.s.cfg.DecisionsTopic]...)
 	var err error
 	if w.values, err = schemas.Protobuf.AppendDecision(w.values, &w.dec); err != nil {
 		// Only a value protobuf cannot encode (invalid UTF-8, which the

@@ -61,6 +61,7 @@ type options struct {
 	coldLatency   time.Duration
 	waitReplicas  int
 	waitTimeout   time.Duration
+	registry      config.SchemaRegistry
 	observe       config.Observability
 	opsAddr       string
 }
@@ -94,6 +95,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.waitTimeout, "redis-wait-timeout", time.Second, "how long a batch waits for -redis-wait-replicas; past it the batch is retried")
 	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long between writing a batch and committing it")
 	fs.DurationVar(&o.coldLatency, "fault-cold-latency", 0, "fault injection for tests: delay every offload's cold-tier writes")
+	o.registry.Register(fs, false)
 	o.observe.Register(fs)
 	fs.StringVar(&o.opsAddr, "ops-addr", "", "address of /metrics, /healthz and /readyz, e.g. :9100 (empty: not served)")
 	return fs
@@ -108,6 +110,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlags(&o)
 	if help, err := config.ParseArgs(fs, args, stderr, o.conns.Validate); help || err != nil {
 		return err
+	}
+	schemaRegistry, err := o.registry.Client()
+	if err != nil {
+		return fmt.Errorf("-schema-registry: %w", err)
 	}
 	if o.mode != "ingest" && o.mode != "sweep" && o.mode != "all" {
 		return fmt.Errorf("-mode: %q is not ingest, sweep or all", o.mode)
@@ -190,6 +196,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			Logger:         log,
 			Transport:      transport,
 			Dialer:         dialer,
+			Registry:       schemaRegistry,
 		}, consumers.IngestStores{Arms: hot, Users: tier, Recoverer: tier}, dlq)
 		if err != nil {
 			return err

@@ -75,6 +75,7 @@ type options struct {
 	commitEvery   time.Duration
 	replyWait     time.Duration
 	replyPrefixes string
+	registry      config.SchemaRegistry
 	observe       config.Observability
 	opsAddr       string
 }
@@ -121,6 +122,7 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.replyWait, "reply-topic-wait", d.ReplyTopicWait, "how long responses to an unknown reply topic are retried before the request goes to the dead-letter topic")
 	fs.StringVar(&o.replyPrefixes, "reply-topic-prefixes", strings.Join(d.ReplyTopicPrefixes, ","), "prefixes a request's reply topic must start with, comma separated (empty: only the results topic); never the pipeline's own or internal topics")
 	fs.DurationVar(&o.commitDelay, "fault-commit-delay", 0, "fault injection for tests: wait this long before every commit")
+	o.registry.Register(fs, true)
 	o.observe.Register(fs)
 	fs.StringVar(&o.opsAddr, "ops-addr", "", "address of /metrics, /healthz and /readyz, e.g. :9101 (empty: not served)")
 	return fs
@@ -157,6 +159,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlags(&o)
 	if help, err := config.ParseArgs(fs, args, stderr, o.conns.Validate); help || err != nil {
 		return err
+	}
+	schemaRegistry, err := o.registry.Client()
+	if err != nil {
+		return fmt.Errorf("-schema-registry: %w", err)
 	}
 	weights, err := parseWeights(o.weights)
 	if err != nil {
@@ -248,6 +254,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		FetchMaxBytes:   o.fetchBytes,
 		FetchMaxWait:    o.fetchWait,
 		Limits:          limits,
+		Registry:        schemaRegistry,
 		Model:           model,
 		ModelVersion:    o.modelVersion,
 		Priors:          priorSource(priors),

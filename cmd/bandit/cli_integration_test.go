@@ -227,14 +227,15 @@ func TestCLIRoundTrip(t *testing.T) {
 		t.Fatalf("tail line %q: %v", strings.SplitN(out, "\n", 2)[0], err)
 	}
 
-	// Dead letters: JSON events sent without their content-type header are
-	// taken for protobuf and rejected.
+	// Dead letters: protobuf events sent with a JSON content-type header
+	// are read as JSON and rejected.
 	w := &kafka.Writer{Addr: kafka.TCP(e.brokers...), Topic: e.events, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{}, BatchTimeout: time.Millisecond}
 	var msgs []kafka.Message
 	for i := 0; i < 20; i++ {
 		ev := &schemas.Interaction{EventId: "d" + strconv.Itoa(i), UserId: "u9", ItemId: "sku-1", Context: "home", Type: schemas.Click, EventTimeMs: now}
-		v, _ := schemas.JSON.AppendInteraction(nil, ev)
-		msgs = append(msgs, kafka.Message{Key: []byte("u9"), Value: v})
+		v, _ := schemas.Protobuf.AppendInteraction(nil, ev)
+		msgs = append(msgs, kafka.Message{Key: []byte("u9"), Value: v,
+			Headers: []kafka.Header{{Key: schemas.HeaderContentType, Value: []byte(schemas.ContentTypeJSON)}}})
 		count("sku-1", schemas.Click)
 	}
 	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
@@ -243,8 +244,8 @@ func TestCLIRoundTrip(t *testing.T) {
 	w.Close()
 	stacktest.WaitForLag(t, e.brokers, e.ingestGroup, e.events, time.Minute)
 	out, _, _ = e.bandit(t, "", "tail", "-topic", e.events+".dlq", "-from", "beginning")
-	if n := strings.Count(out, `"dlq-error":"invalid message: malformed protobuf`); n != 20 {
-		t.Fatalf("tail of the dead-letter topic shows %d protobuf errors, want 20:\n%.2000s", n, out)
+	if n := strings.Count(out, `"dlq-error":"invalid message: malformed JSON`); n != 20 {
+		t.Fatalf("tail of the dead-letter topic shows %d JSON errors, want 20:\n%.2000s", n, out)
 	}
 
 	// The first dead letter written twice more (as ingest does when it
@@ -264,7 +265,7 @@ func TestCLIRoundTrip(t *testing.T) {
 	dw.Close()
 
 	group := stacktest.UniqueName("it_redrive")
-	redrive := []string{"redrive", "-topic", e.events + ".dlq", "-group", group, "-content-type", schemas.ContentTypeJSON}
+	redrive := []string{"redrive", "-topic", e.events + ".dlq", "-group", group, "-content-type", schemas.ContentTypeProtobuf}
 	out, errOut, code = e.bandit(t, "", append(redrive, "-dry-run")...)
 	if code != 0 || !strings.Contains(out, "would re-drive 20 dead letters") || !strings.Contains(out, "2 (origin re-driven before)") {
 		t.Fatalf("dry run: exit %d\n%s\n%s", code, out, errOut)
@@ -284,7 +285,7 @@ func TestCLIRoundTrip(t *testing.T) {
 	e.checkCounts(t, want)
 	// Re-driven a second time, by a redrive with no progress of its own:
 	// the events reach the topic again and count once, by their ids.
-	out, _, code = e.bandit(t, "", "redrive", "-topic", e.events+".dlq", "-group", stacktest.UniqueName("it_redrive_again"), "-content-type", schemas.ContentTypeJSON)
+	out, _, code = e.bandit(t, "", "redrive", "-topic", e.events+".dlq", "-group", stacktest.UniqueName("it_redrive_again"), "-content-type", schemas.ContentTypeProtobuf)
 	if code != 0 || !strings.Contains(out, "re-drove 20 dead letters") {
 		t.Fatalf("second redrive: exit %d\n%s", code, out)
 	}

@@ -383,3 +383,18 @@ func writeSelfSigned(t testing.TB, certFile, keyFile string) {
 		t.Fatal(err)
 	}
 }
+
+// Python returns the interpreter of the project's Python test clients
+// (confluent-kafka and others, installed by deploy/local/python.sh, which
+// make test runs), or fails.
+func Python(t testing.TB) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: needs the Python test clients; not run with -short")
+	}
+	p := filepath.Join(moduleRoot(), ".local", "python", "bin", "python")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("the Python test clients are not installed (deploy/local/python.sh; make test runs it): %v", err)
+	}
+	return p
+}
