@@ -83,7 +83,9 @@ func FuzzWireForms(f *testing.F) {
 		} else {
 			wireForms(t, data, func() *schemas.Interaction { return new(schemas.Interaction) },
 				schemas.Codec.DecodeInteraction, schemas.Codec.AppendInteraction,
-				func(ev *schemas.Interaction) error { return lim.CheckInteraction(ev, time.UnixMilli(ev.GetEventTimeMs())) })
+				func(ev *schemas.Interaction) error {
+					return lim.CheckInteraction(ev, time.UnixMilli(ev.GetEventTimeMs()))
+				})
 		}
 	})
 }
