@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/banditstream/banditstream/sampler"
 	"github.com/banditstream/banditstream/schemas"
@@ -79,6 +80,10 @@ type IngestConfig struct {
 	Limits schemas.Limits
 	// Registry, if set, checks the schema id of every framed event.
 	Registry SchemaRegistry
+	// Tracer, if set, records a span per batch linked to the trace
+	// context of each event that carries a sampled one; nil records
+	// nothing, at no cost.
+	Tracer trace.Tracer
 	// DrainTimeout bounds finishing the in-flight batch after ctx ends;
 	// default 20 s.
 	DrainTimeout time.Duration
@@ -248,6 +253,7 @@ func (h *ingestPartition) handle(ctx, _ context.Context, batch []record) error {
 		h.p.stats.count(good, len(dead), h.p.watermarks)
 		return nil
 	}
+	span := startBatchSpan(ctx, h.in.cfg.Tracer, SpanIngestBatch, h.in.cfg.Topic, h.p.partition, batch)
 	// process counts into p.stats once the batch is applied.
 	err := h.in.process(ctx, h.p, batch)
 	if errors.Is(err, state.ErrRefused) {
@@ -257,6 +263,7 @@ func (h *ingestPartition) handle(ctx, _ context.Context, batch []record) error {
 		err = h.durable(ctx)
 	}
 	h.in.noteHotTier(err)
+	endBatchSpan(span, err)
 	return err
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/banditstream/banditstream/consumers/internal/armcache"
 	"github.com/banditstream/banditstream/schemas"
@@ -49,6 +50,10 @@ type ScorerConfig struct {
 	FetchMaxWait time.Duration
 	// Limits checks every request; default schemas.DefaultLimits().
 	Limits schemas.Limits
+	// Tracer, if set, records a span per batch linked to the trace
+	// context of each request that carries a sampled one (see
+	// HeaderTraceparent); nil records nothing, at no cost.
+	Tracer trace.Tracer
 	// Registry, if set, checks the schema id of every framed request, and
 	// frames the protobuf responses and decisions with the ids of the
 	// schemas it holds for their topics (registering the .proto where it

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/banditstream/banditstream/consumers/internal/armcache"
@@ -99,7 +100,19 @@ func (w *scoreWorker) handle(ctx, member context.Context, batch []record) error 
 	if w.s.cfg.Replay {
 		w.stats.Records += len(batch)
 	}
-	return w.process(ctx, member, batch)
+	span := startBatchSpan(ctx, w.s.cfg.Tracer, SpanScoreBatch, w.s.cfg.Topic, w.partition, batch)
+	err := w.process(ctx, member, batch)
+	if span != nil {
+		dead := 0
+		for _, o := range w.origin {
+			if o < 0 {
+				dead++
+			}
+		}
+		endBatchSpan(span, err, attribute.Int("banditstream.requests.scored", len(w.live)),
+			attribute.Int("banditstream.candidates", len(w.arms)), attribute.Int("banditstream.dead_letters", dead))
+	}
+	return err
 }
 
 // process scores one batch and publishes its responses and dead letters.

@@ -197,6 +197,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			Transport:      transport,
 			Dialer:         dialer,
 			Registry:       schemaRegistry,
+			Tracer:         d.Tracer,
 		}, consumers.IngestStores{Arms: hot, Users: tier, Recoverer: tier}, dlq)
 		if err != nil {
 			return err

@@ -255,6 +255,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		FetchMaxWait:    o.fetchWait,
 		Limits:          limits,
 		Registry:        schemaRegistry,
+		Tracer:          d.Tracer,
 		Model:           model,
 		ModelVersion:    o.modelVersion,
 		Priors:          priorSource(priors),

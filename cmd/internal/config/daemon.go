@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/banditstream/banditstream/store/hot"
 )
@@ -22,7 +23,10 @@ type Daemon struct {
 	Hot       *hot.Hot
 	Transport *kafka.Transport
 	Dialer    *kafka.Dialer
-	close     []func()
+	// Tracer records the batches' spans when the OTEL_* environment turns
+	// tracing on (see Tracing); nil otherwise.
+	Tracer trace.Tracer
+	close  []func()
 }
 
 // OpenDaemon starts the logging and profiles of o, and opens the hot tier
@@ -35,6 +39,22 @@ func OpenDaemon(o *Observability, c *Connections, keys hot.Keys, stderr io.Write
 		return nil, err
 	}
 	d.close = append(d.close, stopProfile)
+	tracer, stopTracing, err := Tracing(context.Background(), o.service, lookupEnv)
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	if tracer != nil {
+		d.Tracer = tracer
+		d.Log.Info("tracing on: spans exported by OTLP")
+		d.close = append(d.close, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := stopTracing(ctx); err != nil {
+				d.Log.Warn("flushing the spans", "err", err)
+			}
+		})
+	}
 	if d.Redis, d.Hot, err = c.Redis.Hot(keys); err != nil {
 		d.Close()
 		return nil, err

@@ -16,10 +16,12 @@ type Observability struct {
 	LogLevel     string
 	CPUProfile   string
 	AllocProfile string
+	service      string // the flag set's name: the default OTEL service name
 }
 
 // Register defines -log-level, -cpu-profile and -alloc-profile on fs.
 func (o *Observability) Register(fs *flag.FlagSet) {
+	o.service = fs.Name()
 	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.CPUProfile, "cpu-profile", "", "write a CPU profile to this file until exit (for benchmarks)")
 	fs.StringVar(&o.AllocProfile, "alloc-profile", "", "write an allocation profile (everything allocated since start) to this file at exit (for benchmarks)")
