@@ -15,10 +15,16 @@ GOLANGCI_LINT_VERSION := v2.15.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_DEB_VERSION    := 3.21.12-3+deb12u1
 BENCHSTAT_VERSION     := v0.0.0-20260908200009-22c9c6c9d4da
+HELM_VERSION          := v4.3.2
+# The Prometheus Operator release whose ServiceMonitor CRD the chart's
+# ServiceMonitors are validated against.
+PROMETHEUS_OPERATOR_VERSION := v0.85.0
 
 GOLANGCI_LINT := $(TOOLS)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 PROTOC_GEN_GO := $(TOOLS)/protoc-gen-go-$(PROTOC_GEN_GO_VERSION)
 BENCHSTAT     := $(TOOLS)/benchstat-$(BENCHSTAT_VERSION)
+HELM          := $(TOOLS)/helm-$(HELM_VERSION)
+CRDS          := $(LOCAL)/crds/servicemonitors-$(PROMETHEUS_OPERATOR_VERSION).yaml
 
 TEST_TIMEOUT ?= 25m
 FUZZTIME     ?= 10s
@@ -82,8 +88,16 @@ chaos: up ## fault scenarios at full size on the local stack, with a table of wh
 # Clients of other ecosystems that tests drive (confluent-kafka's
 # serializers, kubernetes-validate), pinned in
 # deploy/local/python-requirements.txt.
-clients: ## install the Python test clients into .local/python
+clients: $(HELM) $(CRDS) ## install the test clients: the Python ones into .local/python, helm and the ServiceMonitor CRD into .local
 	@deploy/local/python.sh
+
+.PHONY: chart
+# The Helm chart's checks alone (make test runs them): helm lint, helm
+# template with the default values and with deploy/helm/banditstream/ci/*,
+# each rendering validated against the Kubernetes API's schemas and the
+# ServiceMonitor CRD, and its Deployments against the binaries' flags.
+chart: clients ## lint, render and validate the Helm chart in deploy/helm
+	$(GO) test -count=1 -run 'Helm' ./cmd/internal/deploytest/ ./cmd/bandit-ingest/ ./cmd/bandit-score/
 
 .PHONY: test test-unit build vet fuzz
 # deploy/local/run-tests.sh runs the fault tests (TestFault*: they stop
@@ -221,6 +235,18 @@ $(PROTOC_GEN_GO):
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	mv $(TOOLS)/protoc-gen-go $@
+
+$(HELM):
+	@mkdir -p $(TOOLS)
+	@echo "installing helm $(HELM_VERSION)"
+	GOBIN=$(TOOLS) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	mv $(TOOLS)/helm $@
+
+$(CRDS):
+	@mkdir -p $(dir $@)
+	@dir=$$(cd / && $(GO) mod download -json github.com/prometheus-operator/prometheus-operator@$(PROMETHEUS_OPERATOR_VERSION) | \
+	  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	  cp "$$dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" $@.tmp && chmod 644 $@.tmp && mv $@.tmp $@
 
 $(BENCHSTAT):
 	@mkdir -p $(TOOLS)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"testing"
 
@@ -29,5 +30,19 @@ func TestKubernetesIngest(t *testing.T) {
 			var o options
 			deploytest.CheckDeployment(t, name, "bandit-ingest", newFlags(&o), &o.conns)
 		})
+	}
+}
+
+// The Helm chart's ingest and sweeper Deployments, with the default values
+// and each of the chart's ci/ values files: the same checks as the
+// manifests'.
+func TestHelmIngest(t *testing.T) {
+	for _, values := range deploytest.ChartValues(t) {
+		for _, name := range []string{"bandit-ingest", "bandit-sweeper"} {
+			t.Run(fmt.Sprint(name, values), func(t *testing.T) {
+				var o options
+				deploytest.CheckChartDeployment(t, name, "bandit-ingest", newFlags(&o), &o.conns, values...)
+			})
+		}
 	}
 }

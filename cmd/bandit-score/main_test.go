@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -62,4 +63,15 @@ func TestFlagsRejectBadModel(t *testing.T) {
 func TestKubernetesScore(t *testing.T) {
 	var o options
 	deploytest.CheckDeployment(t, "bandit-score", "bandit-score", newFlags(&o), &o.conns)
+}
+
+// The Helm chart's scorer Deployment, with the default values and each of
+// the chart's ci/ values files: the same checks as the manifest's.
+func TestHelmScore(t *testing.T) {
+	for _, values := range deploytest.ChartValues(t) {
+		t.Run(fmt.Sprint(values), func(t *testing.T) {
+			var o options
+			deploytest.CheckChartDeployment(t, "bandit-score", "bandit-score", newFlags(&o), &o.conns, values...)
+		})
+	}
 }

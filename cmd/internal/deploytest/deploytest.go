@@ -7,13 +7,16 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -167,26 +170,95 @@ func manifests(t *testing.T) []manifest {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		for {
-			var m manifest
-			if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
-			if m.APIVersion == "" || m.Kind == "" || m.Metadata.Name == "" {
-				t.Fatalf("%s: a document without apiVersion, kind or name", f)
-			}
-			out = append(out, m)
-		}
+		out = append(out, decodeManifests(t, f, data)...)
 	}
 	return out
 }
 
+func decodeManifests(t *testing.T, source string, data []byte) []manifest {
+	t.Helper()
+	var out []manifest
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var m manifest
+		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("%s: %v", source, err)
+		}
+		if m.APIVersion == "" && m.Kind == "" && m.Metadata.Name == "" {
+			continue // an empty document (helm template writes some)
+		}
+		if m.APIVersion == "" || m.Kind == "" || m.Metadata.Name == "" {
+			t.Fatalf("%s: a document without apiVersion, kind or name", source)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// Chart is the Helm chart's folder.
+func Chart() string { return deployFile("helm", "banditstream") }
+
+// ChartRelease is the release name the checks render the chart as.
+const ChartRelease = "banditstream"
+
+// Helm returns the pinned helm binary that make installs into .local/bin
+// (make clients), or fails; go test -short skips.
+func Helm(t testing.TB) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs helm (make clients); not run with -short")
+	}
+	found, _ := filepath.Glob(repoFile(".local", "bin", "helm-v*"))
+	if len(found) == 0 {
+		t.Fatal("helm is not installed in .local/bin (make clients installs it; make test runs that)")
+	}
+	slices.Sort(found)
+	return found[len(found)-1]
+}
+
+// RenderChart runs helm template on the chart as ChartRelease with the
+// values files given (relative to the chart's folder) and returns what it
+// printed.
+func RenderChart(t testing.TB, values ...string) []byte {
+	t.Helper()
+	args := []string{"template", ChartRelease, Chart()}
+	for _, v := range values {
+		args = append(args, "-f", filepath.Join(Chart(), v))
+	}
+	cmd := exec.Command(Helm(t), args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helm %v: %v\n%s", args, err, stderr.Bytes())
+	}
+	return out
+}
+
+// ChartValues are the values files the chart is checked with: the
+// defaults (none) and each of the chart's ci/*-values.yaml.
+func ChartValues(t testing.TB) [][]string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(Chart(), "ci", "*-values.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no values files in %s/ci: %v", Chart(), err)
+	}
+	sets := [][]string{nil}
+	for _, f := range files {
+		sets = append(sets, []string{filepath.Join("ci", filepath.Base(f))})
+	}
+	return sets
+}
+
 // goRuntimeEnv are the variables a container may set besides the
-// binary's own.
+// binary's own, and those of OpenTelemetry (OTEL_*).
 var goRuntimeEnv = []string{"GOMEMLIMIT", "GOGC", "GOMAXPROCS"}
+
+func runtimeEnv(name string) bool {
+	return slices.Contains(goRuntimeEnv, name) || strings.HasPrefix(name, "OTEL_")
+}
 
 // CheckDeployment checks the Kubernetes Deployment called name: it runs
 // binary with arguments and environment (its own, the ConfigMaps it
@@ -197,7 +269,19 @@ var goRuntimeEnv = []string{"GOMEMLIMIT", "GOGC", "GOMAXPROCS"}
 // SIGTERM more time than the drain timeout.
 func CheckDeployment(t *testing.T, name, binary string, fs *flag.FlagSet, conns *config.Connections) {
 	t.Helper()
-	all := manifests(t)
+	checkDeployment(t, "deploy/k8s", manifests(t), name, binary, fs, conns)
+}
+
+// CheckChartDeployment is CheckDeployment on the Deployment of component
+// name that the Helm chart renders with the values files given.
+func CheckChartDeployment(t *testing.T, name, binary string, fs *flag.FlagSet, conns *config.Connections, values ...string) {
+	t.Helper()
+	where := fmt.Sprintf("the chart with values %v", values)
+	checkDeployment(t, where, decodeManifests(t, where, RenderChart(t, values...)), ChartRelease+"-"+name, binary, fs, conns)
+}
+
+func checkDeployment(t *testing.T, where string, all []manifest, name, binary string, fs *flag.FlagSet, conns *config.Connections) {
+	t.Helper()
 	maps := map[string]map[string]string{}
 	var dep *manifest
 	for i, m := range all {
@@ -209,7 +293,7 @@ func CheckDeployment(t *testing.T, name, binary string, fs *flag.FlagSet, conns 
 		}
 	}
 	if dep == nil {
-		t.Fatalf("no Deployment %s in deploy/k8s", name)
+		t.Fatalf("no Deployment %s in %s", name, where)
 	}
 	if dep.APIVersion != "apps/v1" {
 		t.Errorf("%s: apiVersion %s", name, dep.APIVersion)
@@ -232,7 +316,7 @@ func CheckDeployment(t *testing.T, name, binary string, fs *flag.FlagSet, conns 
 		case from.ConfigMapRef != nil:
 			data, ok := maps[from.ConfigMapRef.Name]
 			if !ok {
-				t.Errorf("%s reads ConfigMap %s, which deploy/k8s does not define", name, from.ConfigMapRef.Name)
+				t.Errorf("%s reads ConfigMap %s, which %s does not define", name, from.ConfigMapRef.Name, where)
 			}
 			for k, v := range data {
 				env[k] = v
@@ -246,7 +330,7 @@ func CheckDeployment(t *testing.T, name, binary string, fs *flag.FlagSet, conns 
 	}
 	known := config.EnvNames(fs)
 	for v := range env {
-		if !slices.Contains(known, v) && !slices.Contains(goRuntimeEnv, v) {
+		if !slices.Contains(known, v) && !runtimeEnv(v) {
 			t.Errorf("%s sets %s, which %s does not read", name, v, binary)
 		}
 	}
