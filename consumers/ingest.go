@@ -563,7 +563,7 @@ func (in *Ingest) applyUsers(ctx context.Context, p *partitionState, good []good
 }
 
 func (in *Ingest) decode(ctx context.Context, p *partitionState, r *record, now time.Time) (*schemas.Interaction, error) {
-	codec, data, err := payload(ctx, in.cfg.Registry, in.cfg.Topic, interactionType, r)
+	codec, data, err := payload(ctx, in.cfg.Limits, in.cfg.Registry, in.cfg.Topic, interactionType, r)
 	if err != nil {
 		return nil, err
 	}

@@ -27,8 +27,12 @@ var (
 
 // payload returns the codec and the bytes of r's message: without its
 // schema-registry frame, if it has one, whose schema id reg (if set) must
-// accept for topic's messages of type md.
-func payload(ctx context.Context, reg SchemaRegistry, topic string, md protoreflect.MessageDescriptor, r *record) (schemas.Codec, []byte, error) {
+// accept for topic's messages of type md. The record's size is checked
+// first, frame included.
+func payload(ctx context.Context, lim schemas.Limits, reg SchemaRegistry, topic string, md protoreflect.MessageDescriptor, r *record) (schemas.Codec, []byte, error) {
+	if err := lim.CheckSize(len(r.value)); err != nil {
+		return 0, nil, err
+	}
 	codec, err := schemas.CodecFor(headerValue(r.headers, schemas.HeaderContentType))
 	if err != nil {
 		return 0, nil, err

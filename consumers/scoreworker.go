@@ -188,7 +188,7 @@ func (w *scoreWorker) decode(ctx context.Context, i int, r *record) (*schemas.Sc
 		w.reqs = append(w.reqs, &schemas.ScoreRequest{})
 	}
 	req := w.reqs[i]
-	codec, data, err := payload(ctx, w.s.cfg.Registry, w.s.cfg.Topic, requestType, r)
+	codec, data, err := payload(ctx, w.s.cfg.Limits, w.s.cfg.Registry, w.s.cfg.Topic, requestType, r)
 	if err != nil {
 		return nil, 0, err
 	}
