@@ -21,9 +21,11 @@ import (
 
 // BenchmarkScoreCore measures the scorer's in-process work on a batch of
 // requests: decode, look up every candidate, sample, rank the top k, encode
-// the responses. 400 candidates drawn uniformly from a catalogue of 1M
-// arms, k = 20, 64 requests per batch (one fetch), every arm cached (the
-// steady state). `make bench` compares it with a baseline in the same run:
+// the responses. 400 distinct candidates from a catalogue of 1M arms,
+// drawn uniformly (mix=uniform) or by Zipf-distributed popularity
+// (mix=zipf, s = 1.1), k = 20, 64 requests per batch (one fetch), every
+// arm cached (the steady state). It reports ns/candidate and
+// allocs/request beside Go's per-batch figures. `make bench` compares it with a baseline in the same run:
 //
 //	impl=baseline  a straightforward implementation: proto.Unmarshal, a Go
 //	               map of 1M arm counts, gonum's Beta per candidate, a sort
@@ -47,8 +49,13 @@ func (discardWriter) WriteMessages(context.Context, ...kafka.Message) error { re
 
 var benchRequests struct {
 	once  sync.Once
-	batch []record
+	mixes map[string][]record
 }
+
+// benchMixes are the candidate mixes: drawn uniformly from the catalogue,
+// and by popularity, Zipf-distributed with s = 1.1 (the shape of real
+// candidate lists: a few items in most of them).
+var benchMixes = []string{"uniform", "zipf"}
 
 // benchCounts returns the counts of catalogue item i: the same in both
 // implementations, computed rather than stored so that neither pays for the
@@ -61,27 +68,46 @@ func benchCounts(i int) state.Counts {
 
 func benchItem(i int) string { return "sku-" + strconv.Itoa(i) }
 
-func requestsForBench() []record {
+// requestsForBench returns a batch of requests whose candidates, distinct
+// within a request, follow mix.
+func requestsForBench(mix string) []record {
 	c := &benchRequests
 	c.once.Do(func() {
-		r := rand.New(rand.NewPCG(1, 2))
-		for i := 0; i < benchBatch; i++ {
-			req := &schemas.ScoreRequest{RequestId: "req-" + strconv.Itoa(i), UserId: "user-" + strconv.Itoa(i), Context: "home", K: benchK}
-			for j := 0; j < benchCandidates; j++ {
-				req.Candidates = append(req.Candidates, benchItem(r.IntN(benchArms)))
+		c.mixes = map[string][]record{}
+		for _, mix := range benchMixes {
+			r := rand.New(rand.NewPCG(1, 2))
+			draw := func() int { return r.IntN(benchArms) }
+			if mix == "zipf" {
+				z := rand.NewZipf(r, 1.1, 1, benchArms-1)
+				draw = func() int { return int(z.Uint64()) }
 			}
-			v, err := schemas.Protobuf.AppendScoreRequest(nil, req)
-			if err != nil {
-				panic(err)
+			for i := 0; i < benchBatch; i++ {
+				req := &schemas.ScoreRequest{RequestId: "req-" + strconv.Itoa(i), UserId: "user-" + strconv.Itoa(i), Context: "home", K: benchK}
+				seen := map[int]bool{}
+				for len(req.Candidates) < benchCandidates {
+					if item := draw(); !seen[item] {
+						seen[item] = true
+						req.Candidates = append(req.Candidates, benchItem(item))
+					}
+				}
+				v, err := schemas.Protobuf.AppendScoreRequest(nil, req)
+				if err != nil {
+					panic(err)
+				}
+				c.mixes[mix] = append(c.mixes[mix], record{offset: int64(i), key: []byte(req.UserId), value: v})
 			}
-			c.batch = append(c.batch, record{offset: int64(i), key: []byte(req.UserId), value: v})
 		}
 	})
-	return c.batch
+	return c.mixes[mix]
 }
 
 func BenchmarkScoreCore(b *testing.B) {
-	batch := requestsForBench()
+	for _, mix := range benchMixes {
+		b.Run("mix="+mix, func(b *testing.B) { benchScoreCore(b, requestsForBench(mix)) })
+	}
+}
+
+func benchScoreCore(b *testing.B, batch []record) {
 	perOp := float64(benchBatch * benchCandidates)
 
 	b.Run("impl=baseline", func(b *testing.B) {
@@ -98,6 +124,7 @@ func BenchmarkScoreCore(b *testing.B) {
 		}
 		var out [][]byte
 		b.ReportAllocs()
+		mallocs := startMallocs()
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			out = out[:0]
@@ -126,6 +153,7 @@ func BenchmarkScoreCore(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(perOp*float64(b.N)), "ns/candidate")
+		mallocs.report(b)
 	})
 
 	// The scorer, every arm cached, without decay and with a six-hour
@@ -167,7 +195,12 @@ func BenchmarkScoreCore(b *testing.B) {
 			runtime.GC()
 			w := newScoreWorker(s, 0)
 			ctx := context.Background()
+			// The steady state: the worker's buffers grown by a first batch.
+			if err := w.process(ctx, ctx, batch); err != nil {
+				b.Fatal(err)
+			}
 			b.ReportAllocs()
+			mallocs := startMallocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if err := w.process(ctx, ctx, batch); err != nil {
@@ -175,11 +208,28 @@ func BenchmarkScoreCore(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(perOp*float64(b.N)), "ns/candidate")
-			if st := s.Stats(); st.CacheMisses != 0 || st.Scored != int64(b.N*benchBatch) {
+			mallocs.report(b)
+			if st := s.Stats(); st.CacheMisses != 0 || st.Scored != int64((b.N+1)*benchBatch) {
 				b.Fatalf("stats %+v: every arm must be cached and every request scored", st)
 			}
 		})
 	}
+}
+
+// mallocCount reports a benchmark's heap allocations per request.
+type mallocCount uint64
+
+func startMallocs() mallocCount {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return mallocCount(m.Mallocs)
+}
+
+func (c mallocCount) report(b *testing.B) {
+	b.StopTimer()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	b.ReportMetric(float64(m.Mallocs-uint64(c))/float64(b.N*benchBatch), "allocs/request")
 }
 
 // cachedOnly is the arm reader of a benchmark whose arms are all cached: a

@@ -45,6 +45,7 @@ type scoreWorker struct {
 	items         []*schemas.RankedItem
 	resp          schemas.ScoreResponse
 	timing        schemas.Timing
+	seed          uint64 // of the response being encoded
 	values        []byte // the batch's encoded responses, back to back
 	out           []kafka.Message
 	origin        []int // out[i] answers batch[origin[i]]; -1 for a dead letter
@@ -452,12 +453,14 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 	if req.GetMode() == schemas.ModeMean {
 		mode, smode = sampler.Mean, schemas.ModeMean
 	}
-	var seed uint64
+	// The response is encoded before the next request's: its seed lives
+	// in the worker rather than on the heap.
 	if req.Seed != nil {
-		seed = req.GetSeed()
+		w.seed = req.GetSeed()
 	} else {
-		seed = w.seeds.Uint64()
+		w.seed = w.seeds.Uint64()
 	}
+	seed := w.seed
 	w.ranked = w.ranker.Rank(arms, int(req.GetK()), mode, seed, w.ranked)
 	for len(w.items) < len(w.ranked) {
 		w.items = append(w.items, &schemas.RankedItem{})
@@ -490,7 +493,7 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 	}
 	w.resp = schemas.ScoreResponse{
 		RequestId: req.GetRequestId(), UserId: req.GetUserId(), Context: req.GetContext(),
-		Items: items, ModelVersion: version, Timing: &w.timing, Mode: smode, Seed: &seed,
+		Items: items, ModelVersion: version, Timing: &w.timing, Mode: smode, Seed: &w.seed,
 	}
 	if logged {
 		w.decide(l, &batch[l.rec], arms, items, seed, received)
@@ -514,8 +517,10 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 	if topic == "" || s.cfg.Replay {
 		topic = s.cfg.ResultsTopic
 	}
+	value := w.values[start:len(w.values):len(w.values)]
+	w.values = append(w.values, req.GetRequestId()...) // the key, in the batch's buffer too
 	w.out = append(w.out, kafka.Message{
-		Topic: topic, Key: []byte(req.GetRequestId()), Value: w.values[start:len(w.values):len(w.values)],
+		Topic: topic, Key: w.values[len(value)+start : len(w.values) : len(w.values)], Value: value,
 		Headers: withTrace(responseHeaders[l.codec], &batch[l.rec]),
 	})
 	w.origin = append(w.origin, l.rec)

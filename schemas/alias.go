@@ -51,7 +51,7 @@ func DecodeScoreRequestAliased(lim Limits, data []byte, m *ScoreRequest) error {
 					return malformed(n)
 				}
 				data = data[n:]
-				if !utf8.Valid(b) {
+				if !printableASCII(b) && !utf8.Valid(b) {
 					return invalid("message", "malformed protobuf: string field %d contains invalid UTF-8", num)
 				}
 				s := aliasString(b)

@@ -193,6 +193,9 @@ func (l Limits) checkText(field, s string, limit int) error {
 	if len(s) > limit {
 		return invalid(field, "%d bytes exceeds the limit of %d", len(s), limit)
 	}
+	if printableASCII(s) {
+		return nil
+	}
 	ascii := true
 	for i := 0; i < len(s); i++ {
 		c := s[i]
