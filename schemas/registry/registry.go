@@ -272,17 +272,17 @@ func (r *Registry) do(req *http.Request, out any) (int, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err // the URL is in what already
 		}
-		return 0, fmt.Errorf("%w: %s: %v", ErrUnavailable, what, err)
+		return 0, fmt.Errorf("%w: %s: %w", ErrUnavailable, what, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return resp.StatusCode, fmt.Errorf("%w: %s: %v", ErrUnavailable, what, err)
+		return resp.StatusCode, fmt.Errorf("%w: %s: %w", ErrUnavailable, what, err)
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK:
 		if err := json.Unmarshal(body, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s: unreadable answer: %v", what, err)
+			return resp.StatusCode, fmt.Errorf("%s: unreadable answer: %w", what, err)
 		}
 		return resp.StatusCode, nil
 	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout,
