@@ -141,8 +141,9 @@ type ScorerConfig struct {
 	// BatchRecords and BatchSeconds, if set, observe each batch's size and
 	// the time from its fetch to the acknowledgement of its responses;
 	// RequestSeconds each request's time from its sent_time_ms to its
-	// ranking.
-	BatchRecords, BatchSeconds, RequestSeconds Observer
+	// ranking; PublishSeconds each batch's publish, from the first write
+	// of its responses to their acknowledgement.
+	BatchRecords, BatchSeconds, RequestSeconds, PublishSeconds Observer
 }
 
 // DefaultScorerConfig returns the defaults: requests from "score-requests",
@@ -176,6 +177,7 @@ func (c *ScorerConfig) setDefaults() {
 	}
 	fillDefaults(c, DefaultScorerConfig())
 	c.BatchRecords, c.BatchSeconds, c.RequestSeconds = orNone(c.BatchRecords), orNone(c.BatchSeconds), orNone(c.RequestSeconds)
+	c.PublishSeconds = orNone(c.PublishSeconds)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

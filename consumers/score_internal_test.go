@@ -927,3 +927,28 @@ func TestScorerAnswersInTheRequestsForm(t *testing.T) {
 		t.Fatalf("no response to %v", want)
 	}
 }
+
+// A response's timing says where its time went: the wait in the topic
+// (from the record's timestamp), the batch's lookup and its own sampling,
+// within its time in the scorer.
+func TestResponseTimingBreakdown(t *testing.T) {
+	out := &fakeWriter{}
+	s := newTestScorer(t, ScorerConfig{}, &fakeReader{}, nil, out)
+	cands := make([]string, 2000)
+	for i := range cands {
+		cands[i] = "i" + strconv.Itoa(i)
+	}
+	r := requestRecord(t, 0, &schemas.ScoreRequest{RequestId: "r", UserId: "u", Context: "c", Candidates: cands, K: 10}, schemas.Protobuf)
+	r.time = time.Now().Add(-40 * time.Millisecond)
+	ctx := context.Background()
+	if err := newScoreWorker(s, 0).process(ctx, ctx, []record{r}); err != nil {
+		t.Fatal(err)
+	}
+	tm := decodeResponse(t, out.written()[0]).GetTiming()
+	if tm.GetQueueMicros() < 40_000 || tm.GetQueueMicros() > 40_000_000 {
+		t.Errorf("queue %d µs, want the 40 ms since the record's timestamp", tm.GetQueueMicros())
+	}
+	if tm.GetSamplingMicros() <= 0 || tm.GetLookupMicros() < 0 || tm.GetSamplingMicros()+tm.GetLookupMicros() > tm.GetScoringMicros()+1 {
+		t.Errorf("timing %v: want sampling > 0 and lookup + sampling within scoring", tm)
+	}
+}

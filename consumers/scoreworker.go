@@ -46,6 +46,7 @@ type scoreWorker struct {
 	resp          schemas.ScoreResponse
 	timing        schemas.Timing
 	seed          uint64 // of the response being encoded
+	lookupMicros  int64  // the batch's lookup time
 	values        []byte // the batch's encoded responses, back to back
 	out           []kafka.Message
 	origin        []int // out[i] answers batch[origin[i]]; -1 for a dead letter
@@ -156,18 +157,22 @@ func (w *scoreWorker) process(ctx, member context.Context, batch []record) error
 		s.log.Info("dead letters", "partition", w.partition, "count", n)
 	}
 	if len(w.live) > 0 {
+		looking := time.Now()
 		if err := w.users(ctx, member); err != nil {
 			return err
 		}
 		if err := w.lookup(ctx, received, nCand); err != nil {
 			return err
 		}
+		w.lookupMicros = time.Since(looking).Microseconds()
 		for i := range w.live {
 			w.rank(&w.live[i], batch, received)
 		}
 	}
 	w.retryParked(ctx)
+	publishing := time.Now()
 	redirected, parked, err := w.publish(ctx, batch)
+	s.cfg.PublishSeconds.Observe(time.Since(publishing).Seconds())
 	if err == nil {
 		err = w.publishDecisions(ctx)
 	}
@@ -411,6 +416,7 @@ func (w *scoreWorker) explain(l *liveRequest, items []*schemas.RankedItem, atMs 
 func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 	s := w.s
 	req := l.req
+	sampling := time.Now()
 	c := req.GetCandidates()
 	arms := w.arms[l.off : l.off+len(c)]
 	if s.cfg.Model.Decay.On() {
@@ -490,6 +496,10 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 	w.timing = schemas.Timing{
 		SentTimeMs: req.GetSentTimeMs(), ReceivedTimeMs: received.UnixMilli(),
 		ScoredTimeMs: scored.UnixMilli(), ScoringMicros: scored.Sub(received).Microseconds(),
+		LookupMicros: w.lookupMicros, SamplingMicros: scored.Sub(sampling).Microseconds(),
+	}
+	if at := batch[l.rec].time; !at.IsZero() {
+		w.timing.QueueMicros = max(received.Sub(at).Microseconds(), 0)
 	}
 	w.resp = schemas.ScoreResponse{
 		RequestId: req.GetRequestId(), UserId: req.GetUserId(), Context: req.GetContext(),

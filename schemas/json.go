@@ -64,6 +64,9 @@ type timingJSON struct {
 	ReceivedTimeMs int64 `json:"received_time_ms,omitempty"`
 	ScoredTimeMs   int64 `json:"scored_time_ms,omitempty"`
 	ScoringMicros  int64 `json:"scoring_micros,omitempty"`
+	QueueMicros    int64 `json:"queue_micros,omitempty"`
+	LookupMicros   int64 `json:"lookup_micros,omitempty"`
+	SamplingMicros int64 `json:"sampling_micros,omitempty"`
 }
 
 type scoreResponseJSON struct {
@@ -188,7 +191,8 @@ func decodeScoreResponseJSON(data []byte, m *ScoreResponse) error {
 	}
 	if j.Timing != nil {
 		m.Timing = &Timing{SentTimeMs: j.Timing.SentTimeMs, ReceivedTimeMs: j.Timing.ReceivedTimeMs,
-			ScoredTimeMs: j.Timing.ScoredTimeMs, ScoringMicros: j.Timing.ScoringMicros}
+			ScoredTimeMs: j.Timing.ScoredTimeMs, ScoringMicros: j.Timing.ScoringMicros,
+			QueueMicros: j.Timing.QueueMicros, LookupMicros: j.Timing.LookupMicros, SamplingMicros: j.Timing.SamplingMicros}
 	}
 	return nil
 }
@@ -200,7 +204,8 @@ func scoreResponseToJSON(m *ScoreResponse) scoreResponseJSON {
 	}
 	if t := m.GetTiming(); t != nil {
 		j.Timing = &timingJSON{SentTimeMs: t.GetSentTimeMs(), ReceivedTimeMs: t.GetReceivedTimeMs(),
-			ScoredTimeMs: t.GetScoredTimeMs(), ScoringMicros: t.GetScoringMicros()}
+			ScoredTimeMs: t.GetScoredTimeMs(), ScoringMicros: t.GetScoringMicros(),
+			QueueMicros: t.GetQueueMicros(), LookupMicros: t.GetLookupMicros(), SamplingMicros: t.GetSamplingMicros()}
 	}
 	if m.Seed != nil {
 		s := *m.Seed

@@ -222,6 +222,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	srv := ops.NewServer(checks, log)
 	batchRecords, batchSeconds := ops.BatchHistograms(srv.Registry, "score")
 	requestSeconds := ops.Histogram(srv.Registry, "request_seconds", "Time from a request's sent_time_ms to its ranking.", ops.SecondsBuckets, nil)
+	publishSeconds := ops.Histogram(srv.Registry, "publish_seconds", "Time from a batch's first write of its responses to their acknowledgement.", ops.SecondsBuckets, nil)
 	limited := []string{o.resultsTopic, schemas.DeadLetterTopic(o.topic)}
 	if o.decisions != "" {
 		limited = append(limited, o.decisions)
@@ -275,6 +276,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		BatchRecords:   batchRecords,
 		BatchSeconds:   batchSeconds,
 		RequestSeconds: requestSeconds,
+		PublishSeconds: publishSeconds,
 		Transport:      transport,
 		Dialer:         dialer,
 	}, hot, sessions, out)

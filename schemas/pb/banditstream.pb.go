@@ -626,13 +626,28 @@ func (x *Explanation) GetUserBeta() float64 {
 	return 0
 }
 
-// Timing tells where a request's time went.
+// Timing tells where a request's time went. Times are Unix ms; durations
+// microseconds. The publish of the response itself cannot be in it: the
+// scorer's banditstream_publish_seconds histogram has it.
 type Timing struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	SentTimeMs     int64                  `protobuf:"varint,1,opt,name=sent_time_ms,json=sentTimeMs,proto3" json:"sent_time_ms,omitempty"`
-	ReceivedTimeMs int64                  `protobuf:"varint,2,opt,name=received_time_ms,json=receivedTimeMs,proto3" json:"received_time_ms,omitempty"`
-	ScoredTimeMs   int64                  `protobuf:"varint,3,opt,name=scored_time_ms,json=scoredTimeMs,proto3" json:"scored_time_ms,omitempty"`
-	ScoringMicros  int64                  `protobuf:"varint,4,opt,name=scoring_micros,json=scoringMicros,proto3" json:"scoring_micros,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the client sent the request (its sent_time_ms, if set).
+	SentTimeMs int64 `protobuf:"varint,1,opt,name=sent_time_ms,json=sentTimeMs,proto3" json:"sent_time_ms,omitempty"`
+	// When the scorer fetched the request's batch.
+	ReceivedTimeMs int64 `protobuf:"varint,2,opt,name=received_time_ms,json=receivedTimeMs,proto3" json:"received_time_ms,omitempty"`
+	// When the request was ranked.
+	ScoredTimeMs int64 `protobuf:"varint,3,opt,name=scored_time_ms,json=scoredTimeMs,proto3" json:"scored_time_ms,omitempty"`
+	// From received_time_ms to scored_time_ms.
+	ScoringMicros int64 `protobuf:"varint,4,opt,name=scoring_micros,json=scoringMicros,proto3" json:"scoring_micros,omitempty"`
+	// From the request's Kafka timestamp (its producer's, or the broker's
+	// log append time) to received_time_ms: the wait in the topic.
+	QueueMicros int64 `protobuf:"varint,5,opt,name=queue_micros,json=queueMicros,proto3" json:"queue_micros,omitempty"`
+	// Reading the batch's users and posteriors (cache, hot tier, session
+	// loads), shared by the requests of a batch.
+	LookupMicros int64 `protobuf:"varint,6,opt,name=lookup_micros,json=lookupMicros,proto3" json:"lookup_micros,omitempty"`
+	// Sampling and ranking this request's candidates (propensities and
+	// explanations included).
+	SamplingMicros int64 `protobuf:"varint,7,opt,name=sampling_micros,json=samplingMicros,proto3" json:"sampling_micros,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -691,6 +706,27 @@ func (x *Timing) GetScoredTimeMs() int64 {
 func (x *Timing) GetScoringMicros() int64 {
 	if x != nil {
 		return x.ScoringMicros
+	}
+	return 0
+}
+
+func (x *Timing) GetQueueMicros() int64 {
+	if x != nil {
+		return x.QueueMicros
+	}
+	return 0
+}
+
+func (x *Timing) GetLookupMicros() int64 {
+	if x != nil {
+		return x.LookupMicros
+	}
+	return 0
+}
+
+func (x *Timing) GetSamplingMicros() int64 {
+	if x != nil {
+		return x.SamplingMicros
 	}
 	return 0
 }
@@ -1006,13 +1042,16 @@ const file_banditstream_v1_banditstream_proto_rawDesc = "" +
 	"\x06source\x18\x03 \x01(\x0e2 .banditstream.v1.PosteriorSourceR\x06source\x12\x1d\n" +
 	"\n" +
 	"user_alpha\x18\x04 \x01(\x01R\tuserAlpha\x12\x1b\n" +
-	"\tuser_beta\x18\x05 \x01(\x01R\buserBeta\"\xa1\x01\n" +
+	"\tuser_beta\x18\x05 \x01(\x01R\buserBeta\"\x92\x02\n" +
 	"\x06Timing\x12 \n" +
 	"\fsent_time_ms\x18\x01 \x01(\x03R\n" +
 	"sentTimeMs\x12(\n" +
 	"\x10received_time_ms\x18\x02 \x01(\x03R\x0ereceivedTimeMs\x12$\n" +
 	"\x0escored_time_ms\x18\x03 \x01(\x03R\fscoredTimeMs\x12%\n" +
-	"\x0escoring_micros\x18\x04 \x01(\x03R\rscoringMicros\"\xc2\x02\n" +
+	"\x0escoring_micros\x18\x04 \x01(\x03R\rscoringMicros\x12!\n" +
+	"\fqueue_micros\x18\x05 \x01(\x03R\vqueueMicros\x12#\n" +
+	"\rlookup_micros\x18\x06 \x01(\x03R\flookupMicros\x12'\n" +
+	"\x0fsampling_micros\x18\a \x01(\x03R\x0esamplingMicros\"\xc2\x02\n" +
 	"\rScoreResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
