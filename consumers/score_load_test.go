@@ -32,8 +32,16 @@ import (
 // one) answer them, and this process reads the results:
 // achieved requests/s and candidates/s, end-to-end latency from the
 // producer's send to the result's arrival (p50, p99, max), and the CPU of
-// every process. It is a measurement, not a test: it runs only when asked
-// (make bench-score) and asserts only that every request was answered.
+// every process. With BANDITSTREAM_LOAD_UNTIL_SATURATED set, the steps stop
+// at the first rate the scorer does not keep up with (answered below 97% of
+// offered, or answers still missing 5 s after the step), and the report
+// names the knee: the highest rate answered in full. Per step it also
+// reports the breakdown the responses' timing carries (the wait in the
+// topic, the batch's lookup, the request's sampling) and the scorer's
+// publish time. Last, at a low rate, requests of users never seen before
+// and of hot users alternate: what a first request costs. It is a
+// measurement, not a test: it runs only when asked (make bench-score) and
+// asserts only that every request was answered.
 func TestLoadScoreEndToEnd(t *testing.T) {
 	var rates []int
 	for _, f := range strings.Split(os.Getenv("BANDITSTREAM_LOAD_RATES"), ",") {
@@ -48,6 +56,7 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 	if seconds <= 0 {
 		seconds = 20
 	}
+	untilSaturated := os.Getenv("BANDITSTREAM_LOAD_UNTIL_SATURATED") != ""
 	scorers := 1
 	if v := os.Getenv("BANDITSTREAM_LOAD_SCORERS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -90,12 +99,18 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 	// the scorer has no room for is tried again on the user's next request)
 	// and caches every arm; it is reported apart.
 	const warmRate, warmSeconds = users / 5, 10
-	total := warmRate * warmSeconds
+	// The first-request step: requests of never-seen users and of hot
+	// ones, alternating, at a rate that queues nothing.
+	const firstRate, firstSeconds = 200, 10
+	total := warmRate*warmSeconds + firstRate*firstSeconds
 	for _, rate := range rates {
 		total += rate * seconds
 	}
 	sent := make([]int64, total) // Unix ns of each request's send
 	lat := make([]int64, total)  // ns from send to result, 0 until answered
+	// The responses' timing, in µs: the wait in the topic, the batch's
+	// lookup, the request's sampling.
+	queue, lookup, sampling := make([]int32, total), make([]int32, total), make([]int32, total)
 	var answered atomic.Int64
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
@@ -119,6 +134,10 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 					continue
 				}
 				if atomic.CompareAndSwapInt64(&lat[n], 0, now-atomic.LoadInt64(&sent[n])) {
+					q, l, s := responseTiming(m.Value)
+					atomic.StoreInt32(&queue[n], q)
+					atomic.StoreInt32(&lookup[n], l)
+					atomic.StoreInt32(&sampling[n], s)
 					answered.Add(1)
 				}
 			}
@@ -166,6 +185,10 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 		procs, runtime.NumCPU(), partitions, candidates, items, k, users, runtime.NumCPU())
 	fmt.Fprintf(&report, "| offered req/s | answered req/s | candidates/s | p50 ms | p99 ms | max ms | %s |\n|---|---|---|---|---|---|%s\n",
 		strings.Join(names, " cores | ")+" cores", strings.Repeat("---|", len(names)))
+	var breakdown strings.Builder // per step, from the responses' timing
+	fmt.Fprintf(&breakdown, "\nWhere the time went, per step (p50 / p99 over the step's responses; the publish is the scorer's mean per batch):\n\n"+
+		"| offered req/s | in the topic ms | lookup ms (per batch) | sampling ms | publish ms (mean per batch) |\n|---|---|---|---|---|\n")
+	knee := 0
 
 	var pcts [4]plotter.XYs // p50, p90, p99, max by offered rate
 	var steps []string      // the headline's
@@ -182,6 +205,8 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 		for name, pids := range pids {
 			cpu0[name] = cpuSeconds(pids...)
 		}
+		pubSum0, _ := counter(ops, "banditstream_publish_seconds_sum")
+		pubN0, _ := counter(ops, "banditstream_publish_seconds_count")
 		start := time.Now()
 		tick := time.NewTicker(5 * time.Millisecond)
 		for time.Since(start) < time.Duration(seconds)*time.Second {
@@ -206,11 +231,18 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 			}
 		}
 		tick.Stop()
-		// Wait for this step's answers (at most 60 s) before the next rate.
-		for deadline := time.Now().Add(60 * time.Second); answered.Load() < int64(next) && time.Now().Before(deadline); {
+		// Wait for this step's answers before the next rate: at most 5 s
+		// when looking for the knee (a step that needs longer is past it),
+		// 60 s otherwise.
+		wait := 60 * time.Second
+		if untilSaturated && step > 0 {
+			wait = 5 * time.Second
+		}
+		for deadline := time.Now().Add(wait); answered.Load() < int64(next) && time.Now().Before(deadline); {
 			time.Sleep(10 * time.Millisecond)
 		}
 		elapsed := time.Since(start)
+		saturated := answered.Load() < int64(next)
 		var ls []int64
 		for i := first; i < next; i++ {
 			if l := atomic.LoadInt64(&lat[i]); l > 0 {
@@ -229,8 +261,13 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 			label += " (warm-up: two requests per user)"
 		}
 		achieved := float64(len(ls)) / elapsed.Seconds()
+		saturated = saturated || achieved < 0.97*float64(rate)
 		row := fmt.Sprintf("| %s | %.0f | %.0f | %.1f | %.1f | %.1f |", label, achieved,
 			achieved*candidates, pct(0.5), pct(0.99), pct(1))
+		pubSum, _ := counter(ops, "banditstream_publish_seconds_sum")
+		pubN, _ := counter(ops, "banditstream_publish_seconds_count")
+		fmt.Fprintf(&breakdown, "| %s | %s | %s | %s | %.1f |\n", label, timingPcts(queue[first:next]), timingPcts(lookup[first:next]),
+			timingPcts(sampling[first:next]), 1000*(pubSum-pubSum0)/max(pubN-pubN0, 1))
 		if step > 0 {
 			for i, q := range []float64{0.5, 0.9, 0.99, 1} {
 				pcts[i] = append(pcts[i], plotter.XY{X: float64(rate), Y: pct(q)})
@@ -244,7 +281,13 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 		}
 		fmt.Fprintln(&report, row)
 		t.Log(row)
-		if len(ls) != next-first {
+		if step > 0 && untilSaturated {
+			if saturated {
+				fmt.Fprintf(&report, "| (past the knee: the steps stop here) | | | | | | %s\n", strings.Repeat(" |", len(names)))
+				break
+			}
+			knee = rate
+		} else if len(ls) != next-first {
 			t.Errorf("rate %d: %d of %d requests answered within 60 s of the step's end", rate, len(ls), next-first)
 		}
 		if step == 0 {
@@ -263,6 +306,20 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 				last, time.Since(waited).Seconds(), strings.Repeat(" |", len(names)))
 		}
 	}
+	// Past the knee, the backlog drains before the first-request step:
+	// nothing may be lost.
+	for deadline := time.Now().Add(3 * time.Minute); answered.Load() < int64(next) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := answered.Load(); n < int64(next) {
+		t.Errorf("%d of %d requests answered 3 minutes after the last step", n, next)
+	}
+	if knee > 0 {
+		fmt.Fprintf(&report, "\nKnee: %d requests/s (%.2fM candidates/s) answered in full; the next step was not.\n", knee, float64(knee*candidates)/1e6)
+	}
+	report.WriteString(breakdown.String())
+	first := firstRequests(t, ctx, w, firstRate, firstSeconds, &next, sent, lat, &answered, bodies, ops, users)
+	report.WriteString(first)
 	stopReading()
 	readers.Wait()
 	var stopTook time.Duration
@@ -304,9 +361,139 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 	fmt.Fprintf(&report, "\nCPU profile of %s over the whole run (%s; go tool pprof -top):\n\n```\n%s```\n", profiled, filepath.Base(profile), pprofTop(t, bin, profile))
 	fmt.Fprintf(&report, "\nAllocations of %s over the whole run (%s; go tool pprof -top -sample_index=alloc_space):\n\n```\n%s```\n",
 		profiled, filepath.Base(allocs), pprofTop(t, bin, allocs, "-sample_index=alloc_space"))
-	headline := fmt.Sprintf("scoring, %s, %d candidates per request: up to %.0f requests/s answered (%.2fM candidates/s); requests/s offered → answered (p50/p99 latency): %s",
-		strings.ToLower(procs[:1])+procs[1:], candidates, best, best*candidates/1e6, strings.Join(steps, ", "))
+	kneeText := ""
+	if knee > 0 {
+		kneeText = fmt.Sprintf("; knee %d requests/s", knee)
+	}
+	headline := fmt.Sprintf("scoring, %s, %d candidates per request: up to %.0f requests/s answered (%.2fM candidates/s)%s; requests/s offered → answered (p50/p99 latency): %s",
+		strings.ToLower(procs[:1])+procs[1:], candidates, best, best*candidates/1e6, kneeText, strings.Join(steps, ", "))
 	writeLoadReport(t, report.String(), headline)
+}
+
+// responseTiming reads the queue, lookup and sampling µs of a protobuf
+// ScoreResponse's timing (field 6), without decoding the rest.
+func responseTiming(v []byte) (queue, lookup, sampling int32) {
+	for len(v) > 0 {
+		num, typ, n := protowire.ConsumeTag(v)
+		if n < 0 {
+			return
+		}
+		v = v[n:]
+		if num == 6 && typ == protowire.BytesType {
+			tm, n := protowire.ConsumeBytes(v)
+			if n < 0 {
+				return
+			}
+			for len(tm) > 0 {
+				f, ft, n := protowire.ConsumeTag(tm)
+				if n < 0 || ft != protowire.VarintType {
+					return
+				}
+				x, m := protowire.ConsumeVarint(tm[n:])
+				if m < 0 {
+					return
+				}
+				tm = tm[n+m:]
+				switch f {
+				case 5:
+					queue = int32(min(x, 1<<31-1))
+				case 6:
+					lookup = int32(min(x, 1<<31-1))
+				case 7:
+					sampling = int32(min(x, 1<<31-1))
+				}
+			}
+			return
+		}
+		n = protowire.ConsumeFieldValue(num, typ, v)
+		if n < 0 {
+			return
+		}
+		v = v[n:]
+	}
+	return
+}
+
+// timingPcts is "p50 / p99" in ms of answered requests' µs.
+func timingPcts(us []int32) string {
+	var xs []int32
+	for i := range us {
+		if v := atomic.LoadInt32(&us[i]); v > 0 {
+			xs = append(xs, v)
+		}
+	}
+	if len(xs) == 0 {
+		return "–"
+	}
+	slices.Sort(xs)
+	return fmt.Sprintf("%.2f / %.2f", float64(xs[len(xs)/2])/1000, float64(xs[min(len(xs)-1, len(xs)*99/100)])/1000)
+}
+
+// firstRequests sends, at rate for seconds, requests alternately of users
+// never seen before (their first request: a session load, one cold-tier
+// read) and of users the warm-up made hot, and reports the latency of
+// each kind.
+func firstRequests(t *testing.T, ctx context.Context, w *kafka.Writer, rate, seconds int, next *int, sent, lat []int64,
+	answered *atomic.Int64, bodies [][]byte, ops string, users int) string {
+	t.Helper()
+	loads0, _ := counter(ops, "banditstream_session_loads_total")
+	first := *next
+	start := time.Now()
+	tick := time.NewTicker(5 * time.Millisecond)
+	for time.Since(start) < time.Duration(seconds)*time.Second {
+		<-tick.C
+		due := first + int(float64(rate)*time.Since(start).Seconds())
+		var msgs []kafka.Message
+		for ; *next < due && *next < first+rate*seconds; *next++ {
+			n := *next
+			user := "u" + strconv.Itoa(n%users) // hot since the warm-up
+			if (n-first)%2 == 0 {
+				user = "new-" + strconv.Itoa(n)
+			}
+			v := protowire.AppendTag(nil, 1, protowire.BytesType)
+			v = protowire.AppendString(v, "L"+strconv.Itoa(n))
+			v = protowire.AppendTag(v, 2, protowire.BytesType)
+			v = protowire.AppendString(v, user)
+			v = append(v, bodies[n%len(bodies)]...)
+			atomic.StoreInt64(&sent[n], time.Now().UnixNano())
+			msgs = append(msgs, kafka.Message{Key: []byte(user), Value: v})
+		}
+		if len(msgs) > 0 {
+			if err := w.WriteMessages(ctx, msgs...); err != nil {
+				t.Fatalf("producing: %v", err)
+			}
+		}
+	}
+	tick.Stop()
+	for deadline := time.Now().Add(60 * time.Second); answered.Load() < int64(*next) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	loads, _ := counter(ops, "banditstream_session_loads_total")
+	var cold, hot []int64
+	for i := first; i < *next; i++ {
+		if l := atomic.LoadInt64(&lat[i]); l > 0 {
+			if (i-first)%2 == 0 {
+				cold = append(cold, l)
+			} else {
+				hot = append(hot, l)
+			}
+		}
+	}
+	if len(cold)+len(hot) != *next-first {
+		t.Errorf("first requests: %d of %d answered", len(cold)+len(hot), *next-first)
+	}
+	q := func(ls []int64, p float64) float64 {
+		if len(ls) == 0 {
+			return 0
+		}
+		slices.Sort(ls)
+		return float64(ls[min(len(ls)-1, int(p*float64(len(ls))))]) / 1e6
+	}
+	return fmt.Sprintf("\nFirst requests, at %d requests/s for %d s, alternating (latency from send to result; the first process's session loads):\n\n"+
+		"| requests of | answered | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|\n"+
+		"| users never seen before (a session load each: one cold-tier read) | %d | %.1f | %.1f | %.1f |\n"+
+		"| hot users | %d | %.1f | %.1f | %.1f |\n\n%.0f session loads by the first process during the step.\n",
+		rate, seconds, len(cold), q(cold, 0.5), q(cold, 0.99), q(cold, 1), len(hot), q(hot, 0.5), q(hot, 0.99), q(hot, 1), loads-loads0)
 }
 
 // bump counts one event at second at into a per-second series.
