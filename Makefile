@@ -150,13 +150,18 @@ bench-micro: $(BENCHSTAT) ## micro-benchmarks against their baselines, summarise
 	$(BENCHSTAT) -col /impl $(LOCAL)/bench/scorer.txt | tee $(LOCAL)/bench/scorer.stat
 
 LOAD_EVENTS ?= 1000000
+# The previous release, built from its commit (git worktree into .local) and
+# measured by make bench-ingest in the same run as this build.
+BASELINE     ?= c08f229
+BASELINE_BIN := $(LOCAL)/baseline/$(BASELINE)
 
 .PHONY: bench-ingest
-bench-ingest: up ## end-to-end ingest load run on the local stack; report in .local/bench/ingest.md
+bench-ingest: up $(BASELINE_BIN)/bandit-ingest ## end-to-end ingest load run on the local stack, against the BASELINE build; report in .local/bench/ingest.md
 	@mkdir -p $(LOCAL)/bench
 	@rm -f $(LOCAL)/bench/ingest.* $(LOCAL)/bench/ingest-*
 	@set -a; eval "$$($(STACK) env)"; set +a; \
 	  BANDITSTREAM_LOAD_EVENTS=$(LOAD_EVENTS) BANDITSTREAM_LOAD_REPORT=$(LOCAL)/bench/ingest.md \
+	  BANDITSTREAM_LOAD_BASELINE_INGEST=$(BASELINE_BIN)/bandit-ingest BANDITSTREAM_LOAD_BASELINE_NAME=$(BASELINE) \
 	  $(GO) test -count=1 -run '^TestLoadIngestEndToEnd$$' -timeout 30m ./consumers/
 	@cat $(LOCAL)/bench/ingest.md
 
@@ -237,6 +242,15 @@ $(PROTOC_GEN_GO):
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	mv $(TOOLS)/protoc-gen-go $@
+
+# The baseline's binaries: its commit checked out into a worktree under
+# .local, built, and the worktree removed.
+$(BASELINE_BIN)/bandit-ingest:
+	@mkdir -p $(BASELINE_BIN)
+	@rm -rf $(BASELINE_BIN)/src && git worktree prune
+	git worktree add --detach $(BASELINE_BIN)/src $(BASELINE)
+	cd $(BASELINE_BIN)/src && $(GO) build -o $(BASELINE_BIN)/ ./cmd/bandit-ingest ./cmd/bandit-score
+	git worktree remove --force $(BASELINE_BIN)/src
 
 $(HELM):
 	@mkdir -p $(TOOLS)

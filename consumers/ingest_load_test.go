@@ -168,6 +168,43 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 		}
 	}
 
+	// With BANDITSTREAM_LOAD_BASELINE_INGEST (a bandit-ingest built from an
+	// earlier commit: make bench-ingest builds the Makefile's BASELINE), the
+	// same backlog twice more, each into a namespace and keyspace of its
+	// own: by this build, then by the baseline. Their events per core-second
+	// of ingest and of Redis, measured in the same run, cancel the
+	// machine's speed.
+	var baseRows []string
+	baseHeadline := ""
+	if base := os.Getenv("BANDITSTREAM_LOAD_BASELINE_INGEST"); base != "" {
+		redisPids := stackPids(t, "redis")
+		type pass struct{ rate, inCores, redisCores, perIngest, perRedis float64 }
+		run := func(binary string, extra ...string) pass {
+			group := stacktest.UniqueName("it_ingest_base")
+			args := []string{"-kafka-brokers", strings.Join(e.brokers, ","), "-redis-addr", e.redis, "-topic", e.topic, "-group", group,
+				"-key-prefix", stacktest.UniqueName("it"), "-shards", "64", "-session-timeout", "6s", "-fetch-max-wait", "100ms",
+				"-cql-hosts", e.cql, "-cql-keyspace", stacktest.UniqueName("it"), "-log-level", "warn", "-mode", "ingest"}
+			p := stacktest.StartProcess(t, binary, nil, append(args, extra...)...)
+			in0, r0 := cpuSeconds(p.Pid()), cpuSeconds(redisPids...)
+			t0 := time.Now()
+			_, _ = drainRate(ctx, t, e, group, n)
+			secs := time.Since(t0).Seconds()
+			in, r := cpuSeconds(p.Pid())-in0, cpuSeconds(redisPids...)-r0
+			p.Stop(30 * time.Second)
+			return pass{rate: float64(n) / secs, inCores: in / secs, redisCores: r / secs, perIngest: float64(n) / in, perRedis: float64(n) / r}
+		}
+		cur := run(bin, "-cql-migrate")
+		old := run(base) // it creates its keyspace itself
+		name := os.Getenv("BANDITSTREAM_LOAD_BASELINE_NAME")
+		row := func(label string, p pass) string {
+			return fmt.Sprintf("| %s | %.0f | %.2f | %.2f | %.0f | %.0f |", label, p.rate, p.inCores, p.redisCores, p.perIngest, p.perRedis)
+		}
+		baseRows = []string{row("this build", cur), row("baseline "+name, old),
+			fmt.Sprintf("| ratio | %.2f× | | | %.2f× | %.2f× |", cur.rate/old.rate, cur.perIngest/old.perIngest, cur.perRedis/old.perRedis)}
+		baseHeadline = fmt.Sprintf("; against the baseline %s in the same run: %.2f× the events per ingest core-second, %.2f× per Redis core-second",
+			name, cur.perIngest/old.perIngest, cur.perRedis/old.perRedis)
+	}
+
 	// On a cluster, the same backlog again with each batch waiting for a
 	// replica of every master before its commit: the wait's cost.
 	// Both passes come after the first, so neither pays for its warm-up.
@@ -209,6 +246,11 @@ func TestLoadIngestEndToEnd(t *testing.T) {
 		fmt.Fprintf(&report, "Waiting for a replica of every master before each commit (-redis-wait-replicas 1) against not waiting, the same backlog consumed twice more, each time by another group into another namespace:\n\n")
 		fmt.Fprintf(&report, "| | no wait | wait for 1 replica |\n|---|--:|--:|\n| first commit to lag 0 | %.0f events/s | %.0f events/s (%.2f×) |\n\n", noWaitRate, waitRate, waitRate/noWaitRate)
 		headline += fmt.Sprintf("; on the cluster, %.0f events/s not waiting for replicas against %.0f waiting for one", noWaitRate, waitRate)
+	}
+	if len(baseRows) > 0 {
+		headline += baseHeadline
+		fmt.Fprintf(&report, "This build against the baseline, the same backlog consumed by each into a namespace and keyspace of its own, one after the other (start to lag 0, group join and session loads included):\n\n")
+		fmt.Fprintf(&report, "| build | events/s | ingest cores | Redis cores | events per ingest core-second | events per Redis core-second |\n|---|--:|--:|--:|--:|--:|\n%s\n\n", strings.Join(baseRows, "\n"))
 	}
 	if len(scaleRows) > 0 {
 		headline += scaleHeadline
