@@ -329,6 +329,12 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 		stopTook, clean = max(stopTook, took), clean && ok
 	}
 	fmt.Fprintf(&report, "\nSend errors: %d. SIGTERM to exit (the slowest process): %.2f s (clean: %v). Answered rate counts each step from its first send to its last answer.\n", sendErrs.Load(), stopTook.Seconds(), clean)
+	baseHeadline := ""
+	if base := os.Getenv("BANDITSTREAM_LOAD_BASELINE_SCORE"); base != "" {
+		var rows string
+		rows, baseHeadline = scoreBaseline(ctx, t, e, bin, base, bodies, users, candidates)
+		report.WriteString(rows)
+	}
 
 	// Requests sent and answered per second over the whole run.
 	var offered, done plotter.XYs
@@ -366,8 +372,71 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 		kneeText = fmt.Sprintf("; knee %d requests/s", knee)
 	}
 	headline := fmt.Sprintf("scoring, %s, %d candidates per request: up to %.0f requests/s answered (%.2fM candidates/s)%s; requests/s offered → answered (p50/p99 latency): %s",
-		strings.ToLower(procs[:1])+procs[1:], candidates, best, best*candidates/1e6, kneeText, strings.Join(steps, ", "))
+		strings.ToLower(procs[:1])+procs[1:], candidates, best, best*candidates/1e6, kneeText, strings.Join(steps, ", ")) + baseHeadline
 	writeLoadReport(t, report.String(), headline)
+}
+
+// scoreBaseline has this build and the baseline build (base, from an
+// earlier commit) each drain the same backlog of requests of hot users,
+// one after the other, with one process and sessions off (what is
+// compared is the scoring: the baseline's cold schema may differ), and
+// reports their requests/s and candidates per core-second, measured in the
+// same run.
+func scoreBaseline(ctx context.Context, t *testing.T, e *scoreEnv, bin, base string, bodies [][]byte, users, candidates int) (string, string) {
+	t.Helper()
+	const backlog = 30_000
+	topic := stacktest.CreateTopic(t, e.brokers, "it_requests_backlog", 6)
+	stacktest.CreateTopicNamed(t, e.brokers, topic+schemas.DeadLetterSuffix, 1)
+	results := stacktest.CreateTopic(t, e.brokers, "it_results_backlog", 6)
+	w := &kafka.Writer{Addr: kafka.TCP(e.brokers...), Topic: topic, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{},
+		BatchSize: 1000, BatchBytes: 16 << 20, BatchTimeout: time.Millisecond, Compression: kafka.Lz4}
+	defer w.Close()
+	for sent := 0; sent < backlog; sent += 1000 {
+		msgs := make([]kafka.Message, 0, 1000)
+		for n := sent; n < sent+1000; n++ {
+			user := "u" + strconv.Itoa(n%users)
+			v := protowire.AppendTag(nil, 1, protowire.BytesType)
+			v = protowire.AppendString(v, "B"+strconv.Itoa(n))
+			v = protowire.AppendTag(v, 2, protowire.BytesType)
+			v = protowire.AppendString(v, user)
+			msgs = append(msgs, kafka.Message{Key: []byte(user), Value: append(v, bodies[n%len(bodies)]...)})
+		}
+		if err := w.WriteMessages(ctx, msgs...); err != nil {
+			t.Fatalf("producing the backlog: %v", err)
+		}
+	}
+	type pass struct{ rate, cores, perCore float64 }
+	run := func(binary string, extra ...string) pass {
+		group := stacktest.UniqueName("it_scorer_base")
+		args := []string{"-kafka-brokers", strings.Join(e.brokers, ","), "-redis-addr", e.redis, "-cql-hosts", e.cql,
+			"-topic", topic, "-results-topic", results, "-group", group, "-key-prefix", e.prefix, "-shards", "16",
+			"-session-timeout", "6s", "-sessions=false", "-log-level", "warn"}
+		p := stacktest.StartProcess(t, binary, nil, append(args, extra...)...)
+		cpu0 := cpuSeconds(p.Pid())
+		t0 := time.Now()
+		for {
+			lag, err := stacktest.Lag(ctx, e.brokers, group, topic)
+			if err == nil && lag == 0 {
+				break
+			}
+			if time.Since(t0) > 10*time.Minute {
+				t.Fatalf("%s: lag %d after 10 minutes (%v)", binary, lag, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		secs, cpu := time.Since(t0).Seconds(), cpuSeconds(p.Pid())-cpu0
+		p.Stop(30 * time.Second)
+		return pass{rate: backlog / secs, cores: cpu / secs, perCore: backlog * float64(candidates) / cpu}
+	}
+	cur := run(bin, "-cql-keyspace", e.keyspace)
+	old := run(base, "-cql-keyspace", stacktest.UniqueName("it")) // it creates its keyspace itself
+	name := os.Getenv("BANDITSTREAM_LOAD_BASELINE_NAME")
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nThis build against the baseline %s: each drains the same backlog of %d requests (hot users' arms, %d candidates each) with one process, sessions off, one after the other (start to lag 0, group join included):\n\n", name, backlog, candidates)
+	fmt.Fprintf(&b, "| build | requests/s | bandit-score cores | candidates per core-second |\n|---|--:|--:|--:|\n")
+	fmt.Fprintf(&b, "| this build | %.0f | %.2f | %.0f |\n| baseline %s | %.0f | %.2f | %.0f |\n| ratio | %.2f× | | %.2f× |\n",
+		cur.rate, cur.cores, cur.perCore, name, old.rate, old.cores, old.perCore, cur.rate/old.rate, cur.perCore/old.perCore)
+	return b.String(), fmt.Sprintf("; draining a backlog against the baseline %s: %.2f× the requests/s, %.2f× the candidates per core-second", name, cur.rate/old.rate, cur.perCore/old.perCore)
 }
 
 // responseTiming reads the queue, lookup and sampling µs of a protobuf
