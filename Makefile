@@ -197,13 +197,15 @@ bench-scale: ## ingest with 1 and 2 processes and scoring with 1 and 2 processes
 # not answered in full: the report names the knee.
 LOAD_RATES   ?= 2000,4000,6000,8000,10000,12000,16000,20000
 LOAD_SECONDS ?= 20
+LOAD_ARMS    ?= 1000000
 
 .PHONY: bench-score
 bench-score: up $(BASELINE_BIN)/bandit-ingest ## end-to-end scoring load run on the local stack up to its knee, against the BASELINE build; report in .local/bench/score.md
 	@mkdir -p $(LOCAL)/bench
 	@rm -f $(LOCAL)/bench/score.* $(LOCAL)/bench/score-*
 	@set -a; eval "$$($(STACK) env)"; set +a; \
-	  BANDITSTREAM_LOAD_RATES=$(LOAD_RATES) BANDITSTREAM_LOAD_SECONDS=$(LOAD_SECONDS) BANDITSTREAM_LOAD_UNTIL_SATURATED=1 BANDITSTREAM_LOAD_REPORT=$(LOCAL)/bench/score.md \
+	  BANDITSTREAM_LOAD_RATES=$(LOAD_RATES) BANDITSTREAM_LOAD_SECONDS=$(LOAD_SECONDS) BANDITSTREAM_LOAD_ARMS=$(LOAD_ARMS) \
+	  BANDITSTREAM_LOAD_UNTIL_SATURATED=1 BANDITSTREAM_LOAD_REPORT=$(LOCAL)/bench/score.md \
 	  BANDITSTREAM_LOAD_BASELINE_SCORE=$(BASELINE_BIN)/bandit-score BANDITSTREAM_LOAD_BASELINE_NAME=$(BASELINE) \
 	  $(GO) test -count=1 -run '^TestLoadScoreEndToEnd$$' -timeout 30m ./consumers/
 	@cat $(LOCAL)/bench/score.md

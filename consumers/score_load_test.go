@@ -67,11 +67,20 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 	}
 	const (
 		partitions = 6
-		items      = 100_000
 		users      = 5_000
 		candidates = 400
 		k          = 20
 	)
+	// The catalogue: BANDITSTREAM_LOAD_ARMS arms (default 100k) in the
+	// hot tier; the warm-up caches nearly all of them.
+	items := 100_000
+	if v := os.Getenv("BANDITSTREAM_LOAD_ARMS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < candidates {
+			t.Fatalf("BANDITSTREAM_LOAD_ARMS: %q is not an arm count of at least %d", v, candidates)
+		}
+		items = n
+	}
 	e := newScoreEnv(t, partitions)
 	counts := map[state.Arm]state.Counts{}
 	for i := 0; i < items; i++ {
@@ -84,7 +93,7 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 	// its own id, user and send time in front.
 	r := rand.New(rand.NewPCG(5, 6))
 	var bodies [][]byte
-	for b := 0; b < 64; b++ {
+	for b := 0; b < max(64, 4*items/candidates); b++ {
 		req := &schemas.ScoreRequest{Context: "home", K: k}
 		for j := 0; j < candidates; j++ {
 			req.Candidates = append(req.Candidates, "sku-"+strconv.Itoa(r.IntN(items)))
@@ -97,8 +106,10 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 	}
 	// A warm-up step of two requests per user loads the sessions (a load
 	// the scorer has no room for is tried again on the user's next request)
-	// and caches every arm; it is reported apart.
-	const warmRate, warmSeconds = users / 5, 10
+	// and caches the arms (each about ten times over, whatever their
+	// number); it is reported apart.
+	const warmRate = users / 5
+	warmSeconds := max(10, 10*items/(warmRate*candidates))
 	// The first-request step: requests of never-seen users and of hot
 	// ones, alternating, at a rate that queues nothing.
 	const firstRate, firstSeconds = 200, 10
@@ -320,6 +331,12 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 	report.WriteString(breakdown.String())
 	first := firstRequests(t, ctx, w, firstRate, firstSeconds, &next, sent, lat, &answered, bodies, ops, users)
 	report.WriteString(first)
+	var rss []string
+	for _, p := range ps {
+		rss = append(rss, fmt.Sprintf("%.0f MiB", float64(rssBytes(p.Pid()))/(1<<20)))
+	}
+	cached, _ := counter(ops, "banditstream_arm_cache_arms")
+	fmt.Fprintf(&report, "\nResident memory of bandit-score after the steps, %.0f arms in its cache: %s.\n", cached, strings.Join(rss, ", "))
 	stopReading()
 	readers.Wait()
 	var stopTook time.Duration
@@ -437,6 +454,21 @@ func scoreBaseline(ctx context.Context, t *testing.T, e *scoreEnv, bin, base str
 	fmt.Fprintf(&b, "| this build | %.0f | %.2f | %.0f |\n| baseline %s | %.0f | %.2f | %.0f |\n| ratio | %.2f× | | %.2f× |\n",
 		cur.rate, cur.cores, cur.perCore, name, old.rate, old.cores, old.perCore, cur.rate/old.rate, cur.perCore/old.perCore)
 	return b.String(), fmt.Sprintf("; draining a backlog against the baseline %s: %.2f× the requests/s, %.2f× the candidates per core-second", name, cur.rate/old.rate, cur.perCore/old.perCore)
+}
+
+// rssBytes is a process's resident memory (VmRSS).
+func rssBytes(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // responseTiming reads the queue, lookup and sampling µs of a protobuf
