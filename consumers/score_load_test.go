@@ -219,29 +219,7 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 		pubSum0, _ := counter(ops, "banditstream_publish_seconds_sum")
 		pubN0, _ := counter(ops, "banditstream_publish_seconds_count")
 		start := time.Now()
-		tick := time.NewTicker(5 * time.Millisecond)
-		for time.Since(start) < time.Duration(seconds)*time.Second {
-			<-tick.C
-			due := first + int(float64(rate)*time.Since(start).Seconds())
-			var msgs []kafka.Message
-			for ; next < due && next < first+rate*seconds; next++ {
-				id := "L" + strconv.Itoa(next)
-				user := "u" + strconv.Itoa(next%users)
-				v := protowire.AppendTag(nil, 1, protowire.BytesType)
-				v = protowire.AppendString(v, id)
-				v = protowire.AppendTag(v, 2, protowire.BytesType)
-				v = protowire.AppendString(v, user)
-				v = append(v, bodies[next%len(bodies)]...)
-				atomic.StoreInt64(&sent[next], time.Now().UnixNano())
-				msgs = append(msgs, kafka.Message{Key: []byte(user), Value: v})
-			}
-			if len(msgs) > 0 {
-				if err := w.WriteMessages(ctx, msgs...); err != nil {
-					t.Fatalf("producing: %v", err)
-				}
-			}
-		}
-		tick.Stop()
+		sendAt(ctx, t, w, rate, seconds, &next, sent, bodies, func(n int) string { return "u" + strconv.Itoa(n%users) })
 		// Wait for this step's answers before the next rate: at most 5 s
 		// when looking for the knee (a step that needs longer is past it),
 		// 60 s otherwise.
@@ -412,11 +390,7 @@ func scoreBaseline(ctx context.Context, t *testing.T, e *scoreEnv, bin, base str
 		msgs := make([]kafka.Message, 0, 1000)
 		for n := sent; n < sent+1000; n++ {
 			user := "u" + strconv.Itoa(n%users)
-			v := protowire.AppendTag(nil, 1, protowire.BytesType)
-			v = protowire.AppendString(v, "B"+strconv.Itoa(n))
-			v = protowire.AppendTag(v, 2, protowire.BytesType)
-			v = protowire.AppendString(v, user)
-			msgs = append(msgs, kafka.Message{Key: []byte(user), Value: append(v, bodies[n%len(bodies)]...)})
+			msgs = append(msgs, kafka.Message{Key: []byte(user), Value: requestValue("B"+strconv.Itoa(n), user, bodies[n%len(bodies)])})
 		}
 		if err := w.WriteMessages(ctx, msgs...); err != nil {
 			t.Fatalf("producing the backlog: %v", err)
@@ -454,6 +428,41 @@ func scoreBaseline(ctx context.Context, t *testing.T, e *scoreEnv, bin, base str
 	fmt.Fprintf(&b, "| this build | %.0f | %.2f | %.0f |\n| baseline %s | %.0f | %.2f | %.0f |\n| ratio | %.2f× | | %.2f× |\n",
 		cur.rate, cur.cores, cur.perCore, name, old.rate, old.cores, old.perCore, cur.rate/old.rate, cur.perCore/old.perCore)
 	return b.String(), fmt.Sprintf("; draining a backlog against the baseline %s: %.2f× the requests/s, %.2f× the candidates per core-second", name, cur.rate/old.rate, cur.perCore/old.perCore)
+}
+
+// requestValue is a load run's request: its id and user in front of one
+// of the encoded candidate lists.
+func requestValue(id, user string, body []byte) []byte {
+	v := protowire.AppendTag(nil, 1, protowire.BytesType)
+	v = protowire.AppendString(v, id)
+	v = protowire.AppendTag(v, 2, protowire.BytesType)
+	v = protowire.AppendString(v, user)
+	return append(v, body...)
+}
+
+// sendAt produces requests *next, *next+1, … at rate per second for
+// seconds, request n of user(n), recording each one's send time in sent.
+func sendAt(ctx context.Context, t *testing.T, w *kafka.Writer, rate, seconds int, next *int, sent []int64, bodies [][]byte, user func(n int) string) {
+	t.Helper()
+	first, start := *next, time.Now()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for time.Since(start) < time.Duration(seconds)*time.Second {
+		<-tick.C
+		due := first + int(float64(rate)*time.Since(start).Seconds())
+		var msgs []kafka.Message
+		for ; *next < due && *next < first+rate*seconds; *next++ {
+			n := *next
+			u := user(n)
+			atomic.StoreInt64(&sent[n], time.Now().UnixNano())
+			msgs = append(msgs, kafka.Message{Key: []byte(u), Value: requestValue("L"+strconv.Itoa(n), u, bodies[n%len(bodies)])})
+		}
+		if len(msgs) > 0 {
+			if err := w.WriteMessages(ctx, msgs...); err != nil {
+				t.Fatalf("producing: %v", err)
+			}
+		}
+	}
 }
 
 // rssBytes is a process's resident memory (VmRSS).
@@ -539,33 +548,12 @@ func firstRequests(t *testing.T, ctx context.Context, w *kafka.Writer, rate, sec
 	t.Helper()
 	loads0, _ := counter(ops, "banditstream_session_loads_total")
 	first := *next
-	start := time.Now()
-	tick := time.NewTicker(5 * time.Millisecond)
-	for time.Since(start) < time.Duration(seconds)*time.Second {
-		<-tick.C
-		due := first + int(float64(rate)*time.Since(start).Seconds())
-		var msgs []kafka.Message
-		for ; *next < due && *next < first+rate*seconds; *next++ {
-			n := *next
-			user := "u" + strconv.Itoa(n%users) // hot since the warm-up
-			if (n-first)%2 == 0 {
-				user = "new-" + strconv.Itoa(n)
-			}
-			v := protowire.AppendTag(nil, 1, protowire.BytesType)
-			v = protowire.AppendString(v, "L"+strconv.Itoa(n))
-			v = protowire.AppendTag(v, 2, protowire.BytesType)
-			v = protowire.AppendString(v, user)
-			v = append(v, bodies[n%len(bodies)]...)
-			atomic.StoreInt64(&sent[n], time.Now().UnixNano())
-			msgs = append(msgs, kafka.Message{Key: []byte(user), Value: v})
+	sendAt(ctx, t, w, rate, seconds, next, sent, bodies, func(n int) string {
+		if (n-first)%2 == 0 {
+			return "new-" + strconv.Itoa(n)
 		}
-		if len(msgs) > 0 {
-			if err := w.WriteMessages(ctx, msgs...); err != nil {
-				t.Fatalf("producing: %v", err)
-			}
-		}
-	}
-	tick.Stop()
+		return "u" + strconv.Itoa(n%users) // hot since the warm-up
+	})
 	for deadline := time.Now().Add(60 * time.Second); answered.Load() < int64(*next) && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}

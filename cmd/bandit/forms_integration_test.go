@@ -78,18 +78,7 @@ func TestEveryWireFormOnTheStack(t *testing.T) {
 		"form-protojson": `"requestId":"form-protojson"`, "form-protojson-names": `"request_id":"form-protojson-names"`}
 	var rankings []string
 	for len(rankings) < len(forms) {
-		m, err := r.ReadMessage(ctx)
-		if err != nil {
-			t.Fatalf("reading responses: %v (%d read)", err, len(rankings))
-		}
-		codec, err := schemas.CodecFor(string(headerOf(m.Headers, schemas.HeaderContentType)))
-		var resp schemas.ScoreResponse
-		if err == nil {
-			err = codec.DecodeScoreResponse(schemas.DefaultLimits(), m.Value, &resp)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		m, resp := readResponse(ctx, t, r)
 		id := resp.GetRequestId()
 		if frag := fragments[id]; frag != "" && !strings.Contains(strings.ReplaceAll(string(m.Value), " ", ""), frag) {
 			t.Errorf("%s answered as %s", id, m.Value)
@@ -97,11 +86,7 @@ func TestEveryWireFormOnTheStack(t *testing.T) {
 		if got := headerOf(m.Headers, consumers.HeaderTraceparent); got != parent {
 			t.Errorf("%s: traceparent %q, want the request's", id, got)
 		}
-		var ids []string
-		for _, it := range resp.GetItems() {
-			ids = append(ids, fmt.Sprintf("%s:%.6f", it.GetItemId(), it.GetMean()))
-		}
-		rankings = append(rankings, strings.Join(ids, ","))
+		rankings = append(rankings, ranking(resp))
 	}
 	for _, rk := range rankings[1:] {
 		if rk != rankings[0] {
@@ -109,6 +94,33 @@ func TestEveryWireFormOnTheStack(t *testing.T) {
 		}
 	}
 	t.Logf("every form ranked %s", rankings[0])
+}
+
+// readResponse reads the next response of r, in whichever form it is.
+func readResponse(ctx context.Context, t *testing.T, r *kafka.Reader) (kafka.Message, *schemas.ScoreResponse) {
+	t.Helper()
+	m, err := r.ReadMessage(ctx)
+	if err != nil {
+		t.Fatalf("reading responses: %v", err)
+	}
+	codec, err := schemas.CodecFor(headerOf(m.Headers, schemas.HeaderContentType))
+	resp := &schemas.ScoreResponse{}
+	if err == nil {
+		err = codec.DecodeScoreResponse(schemas.DefaultLimits(), m.Value, resp)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, resp
+}
+
+// ranking is a response's items and means, for comparing rankings.
+func ranking(resp *schemas.ScoreResponse) string {
+	var items []string
+	for _, it := range resp.GetItems() {
+		items = append(items, fmt.Sprintf("%s:%.6f", it.GetItemId(), it.GetMean()))
+	}
+	return strings.Join(items, ",")
 }
 
 func headerOf(headers []kafka.Header, key string) string {

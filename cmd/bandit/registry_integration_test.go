@@ -144,18 +144,7 @@ func TestRegistryFramedFormsOnTheStack(t *testing.T) {
 	var resultsID uint32 // registered by bandit-score with its first framed response
 	rankings := map[string]string{}
 	for len(rankings) < len(forms) {
-		m, err := r.ReadMessage(ctx)
-		if err != nil {
-			t.Fatalf("reading responses: %v (%d read)", err, len(rankings))
-		}
-		codec, err := schemas.CodecFor(headerOf(m.Headers, schemas.HeaderContentType))
-		var resp schemas.ScoreResponse
-		if err == nil {
-			err = codec.DecodeScoreResponse(schemas.DefaultLimits(), m.Value, &resp)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		m, resp := readResponse(ctx, t, r)
 		id := resp.GetRequestId()
 		framed := len(m.Value) > 5 && m.Value[0] == schemas.MagicByte
 		if protobuf := id == "reg-protobuf" || id == "reg-framed-protobuf"; framed != protobuf {
@@ -173,11 +162,7 @@ func TestRegistryFramedFormsOnTheStack(t *testing.T) {
 				t.Errorf("%s: framed with schema %d, want %d (registered for %s-value)", id, got, resultsID, e.results)
 			}
 		}
-		var items []string
-		for _, it := range resp.GetItems() {
-			items = append(items, fmt.Sprintf("%s:%.6f", it.GetItemId(), it.GetMean()))
-		}
-		rankings[id] = strings.Join(items, ",")
+		rankings[id] = ranking(resp)
 	}
 	for id, rk := range rankings {
 		if rk != rankings["reg-protobuf"] {
@@ -198,11 +183,7 @@ func TestRegistryFramedFormsOnTheStack(t *testing.T) {
 		if err := protojson.Unmarshal([]byte(l), &resp); err != nil {
 			t.Fatalf("%q: %v", l, err)
 		}
-		var items []string
-		for _, it := range resp.GetItems() {
-			items = append(items, fmt.Sprintf("%s:%.6f", it.GetItemId(), it.GetMean()))
-		}
-		if got := strings.Join(items, ","); got != rankings[resp.GetRequestId()] {
+		if got := ranking(&resp); got != rankings[resp.GetRequestId()] {
 			t.Errorf("ProtobufDeserializer read %s as %s, want %s", resp.GetRequestId(), got, rankings[resp.GetRequestId()])
 		}
 		read++
