@@ -79,3 +79,41 @@ func TestScorerSchemaRegistry(t *testing.T) {
 		t.Errorf("%d registrations, want 2 (results and decisions, once each)", n)
 	}
 }
+
+// Ingest with a registry: a framed event of its topic's schema counts, one
+// of another subject is dead-lettered with the reason, and while the
+// registry cannot answer the batch fails, dead-lettering nothing.
+func TestIngestSchemaRegistry(t *testing.T) {
+	ctx := context.Background()
+	srv := registrytest.New(t)
+	reg, err := registry.New(registry.Config{URL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := srv.Register("ev-value", "PROTOBUF", schemas.ProtoSource)
+	foreign := srv.Register("other-value", "PROTOBUF", `syntax = "proto3"; message X {}`)
+	arms, dlq := newFakeArms(2), &fakeWriter{}
+	in := newTestIngest(t, arms, nil, dlq)
+	in.cfg.Registry = reg
+	h := &ingestPartition{in: in, p: started(t, in)}
+	framed := func(off int64, item string, id uint32) record {
+		r := eventRecord(t, off, "u", item, schemas.Click)
+		r.value, r.headers = append(schemas.AppendFrame(nil, id, interactionType), r.value...), nil
+		return r
+	}
+	batch := []record{framed(0, "a", accepted), framed(1, "b", foreign)}
+	srv.Down.Store(true)
+	if err := h.handle(ctx, ctx, batch); !errors.Is(err, registry.ErrUnavailable) || len(dlq.written()) != 0 {
+		t.Fatalf("registry down: %v, %d dead letters; want ErrUnavailable and none", err, len(dlq.written()))
+	}
+	srv.Down.Store(false)
+	if err := h.handle(ctx, ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if got := arms.count("home", "a", schemas.Click); got != 1 {
+		t.Errorf("a: %d clicks, want 1", got)
+	}
+	if d := dlq.written(); len(d) != 1 || !strings.Contains(headerValue(d[0].Headers, HeaderError), `is not a version of subject "ev-value"`) {
+		t.Errorf("dead letters %v", d)
+	}
+}

@@ -105,14 +105,17 @@ func (w *scoreWorker) handle(ctx, member context.Context, batch []record) error 
 	span := startBatchSpan(ctx, w.s.cfg.Tracer, SpanScoreBatch, w.s.cfg.Topic, w.partition, batch)
 	err := w.process(ctx, member, batch)
 	if span != nil {
-		dead := 0
+		dead, candidates := 0, 0
 		for _, o := range w.origin {
 			if o < 0 {
 				dead++
 			}
 		}
+		for _, l := range w.live {
+			candidates += len(l.req.GetCandidates())
+		}
 		endBatchSpan(span, err, attribute.Int("banditstream.requests.scored", len(w.live)),
-			attribute.Int("banditstream.candidates", len(w.arms)), attribute.Int("banditstream.dead_letters", dead))
+			attribute.Int("banditstream.candidates", candidates), attribute.Int("banditstream.dead_letters", dead))
 	}
 	return err
 }
