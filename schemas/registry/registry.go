@@ -93,13 +93,18 @@ type Registry struct {
 
 	mu       sync.Mutex
 	accepted map[key]bool      // ids accepted per subject
-	refused  map[key]time.Time // when an id was refused per subject
+	refused  map[key]refusal   // ids refused per subject, when and why
 	prefixes map[string][]byte // frame header per subject written
 }
 
 type key struct {
 	subject string
 	id      uint32
+}
+
+type refusal struct {
+	at     time.Time
+	reason string
 }
 
 // New checks cfg and returns a client; it does not contact the registry.
@@ -127,7 +132,7 @@ func New(cfg Config) (*Registry, error) {
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	return &Registry{base: u, user: cfg.Username, password: cfg.Password, strategy: cfg.Strategy, http: hc,
-		accepted: map[key]bool{}, refused: map[key]time.Time{}, prefixes: map[string][]byte{}}, nil
+		accepted: map[key]bool{}, refused: map[key]refusal{}, prefixes: map[string][]byte{}}, nil
 }
 
 // redact keeps a URL's user name but not its password out of messages.
@@ -142,9 +147,6 @@ func redact(raw string) string {
 	return raw
 }
 
-// Strategy is the subject naming strategy in use.
-func (r *Registry) Strategy() Strategy { return r.strategy }
-
 // Accept returns nil when schema id is a version of the subject of topic's
 // values of type name; a schemas.ErrInvalid error saying why not; or an
 // ErrUnavailable error when the registry could not answer.
@@ -153,15 +155,13 @@ func (r *Registry) Accept(ctx context.Context, topic string, name protoreflect.F
 	k := key{subject, id}
 	r.mu.Lock()
 	ok := r.accepted[k]
-	at, wasRefused := r.refused[k]
+	was, wasRefused := r.refused[k]
 	r.mu.Unlock()
 	if ok {
 		return nil
 	}
-	refusal := &schemas.FieldError{Field: "schema id",
-		Reason: fmt.Sprintf("schema %d is not a version of subject %q in the schema registry", id, subject)}
-	if wasRefused && time.Since(at) < RefusalTTL {
-		return refusal
+	if wasRefused && time.Since(was.at) < RefusalTTL {
+		return &schemas.FieldError{Field: "schema id", Reason: was.reason}
 	}
 	var versions []struct {
 		Subject string `json:"subject"`
@@ -188,11 +188,12 @@ func (r *Registry) Accept(ctx context.Context, topic string, name protoreflect.F
 		r.accepted[k] = true
 		return nil
 	}
-	r.refused[k] = time.Now()
+	reason := fmt.Sprintf("schema %d is not a version of subject %q in the schema registry", id, subject)
 	if !found {
-		refusal.Reason = fmt.Sprintf("schema %d is unknown to the schema registry", id)
+		reason = fmt.Sprintf("schema %d is unknown to the schema registry", id)
 	}
-	return refusal
+	r.refused[k] = refusal{at: time.Now(), reason: reason}
+	return &schemas.FieldError{Field: "schema id", Reason: reason}
 }
 
 // Prefix returns the frame header for values of topic of type md: the

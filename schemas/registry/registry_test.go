@@ -70,8 +70,8 @@ func TestAccept(t *testing.T) {
 	if err := r.Accept(ctx, "events", interaction.FullName(), good); err != nil {
 		t.Errorf("an accepted id needs the registry again: %v", err)
 	}
-	if err := r.Accept(ctx, "events", interaction.FullName(), 99); !errors.Is(err, schemas.ErrInvalid) {
-		t.Errorf("a refusal is not kept for a while: %v", err)
+	if err := r.Accept(ctx, "events", interaction.FullName(), 99); !errors.Is(err, schemas.ErrInvalid) || !strings.Contains(err.Error(), "unknown") {
+		t.Errorf("a refusal is not kept for a while, with its reason: %v", err)
 	}
 	err = r.Accept(ctx, "requests", interaction.FullName(), other)
 	if !errors.Is(err, registry.ErrUnavailable) || errors.Is(err, schemas.ErrInvalid) {
