@@ -365,10 +365,11 @@ func (s *Scorer) refreshCache(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
+		// todo keeps its whole capacity from tick to tick: chunks are
+		// taken by index, not by moving its start.
 		todo = s.cache.RefreshList(todo[:0], 1<<20)
-		for len(todo) > 0 && ctx.Err() == nil {
-			chunk := todo[:min(len(todo), refreshBatch)]
-			todo = todo[len(chunk):]
+		for start := 0; start < len(todo) && ctx.Err() == nil; start += refreshBatch {
+			chunk := todo[start:min(len(todo), start+refreshBatch)]
 			arms = arms[:0]
 			for _, e := range chunk {
 				arms = append(arms, state.Arm{Context: e.Context, Item: e.Item})
