@@ -239,12 +239,7 @@ func TestLoadScoreEndToEnd(t *testing.T) {
 			}
 		}
 		slices.Sort(ls)
-		pct := func(q float64) float64 {
-			if len(ls) == 0 {
-				return 0
-			}
-			return float64(ls[min(len(ls)-1, int(q*float64(len(ls))))]) / 1e6
-		}
+		pct := func(q float64) float64 { return float64(quantile(ls, q)) / 1e6 }
 		label := strconv.Itoa(rate)
 		if step == 0 {
 			label += " (warm-up: two requests per user)"
@@ -536,7 +531,15 @@ func timingPcts(us []int32) string {
 		return "–"
 	}
 	slices.Sort(xs)
-	return fmt.Sprintf("%.2f / %.2f", float64(xs[len(xs)/2])/1000, float64(xs[min(len(xs)-1, len(xs)*99/100)])/1000)
+	return fmt.Sprintf("%.2f / %.2f", float64(quantile(xs, 0.5))/1000, float64(quantile(xs, 0.99))/1000)
+}
+
+// quantile is the q-quantile of sorted xs, 0 for none.
+func quantile[T int32 | int64](sorted []T, q float64) T {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(q*float64(len(sorted))))]
 }
 
 // firstRequests sends, at rate for seconds, requests alternately of users
@@ -571,13 +574,9 @@ func firstRequests(t *testing.T, ctx context.Context, w *kafka.Writer, rate, sec
 	if len(cold)+len(hot) != *next-first {
 		t.Errorf("first requests: %d of %d answered", len(cold)+len(hot), *next-first)
 	}
-	q := func(ls []int64, p float64) float64 {
-		if len(ls) == 0 {
-			return 0
-		}
-		slices.Sort(ls)
-		return float64(ls[min(len(ls)-1, int(p*float64(len(ls))))]) / 1e6
-	}
+	slices.Sort(cold)
+	slices.Sort(hot)
+	q := func(ls []int64, p float64) float64 { return float64(quantile(ls, p)) / 1e6 }
 	return fmt.Sprintf("\nFirst requests, at %d requests/s for %d s, alternating (latency from send to result; the first process's session loads):\n\n"+
 		"| requests of | answered | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|\n"+
 		"| users never seen before (a session load each: one cold-tier read) | %d | %.1f | %.1f | %.1f |\n"+

@@ -526,10 +526,7 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 		w.origin = append(w.origin, -1)
 		return
 	}
-	topic := req.GetReplyTopic()
-	if topic == "" || s.cfg.Replay {
-		topic = s.cfg.ResultsTopic
-	}
+	topic := w.responseTopic(req)
 	value := w.values[start:len(w.values):len(w.values)]
 	w.values = append(w.values, req.GetRequestId()...) // the key, in the batch's buffer too
 	w.out = append(w.out, kafka.Message{
@@ -537,6 +534,15 @@ func (w *scoreWorker) rank(l *liveRequest, batch []record, received time.Time) {
 		Headers: withTrace(responseHeaders[l.codec], &batch[l.rec]),
 	})
 	w.origin = append(w.origin, l.rec)
+}
+
+// responseTopic is where req's response goes: its reply topic, or the
+// results topic (always, in a replay).
+func (w *scoreWorker) responseTopic(req *schemas.ScoreRequest) string {
+	if t := req.GetReplyTopic(); t != "" && !w.s.cfg.Replay {
+		return t
+	}
+	return w.s.cfg.ResultsTopic
 }
 
 // frames finds the schema-registry frame of each live protobuf response
@@ -575,11 +581,7 @@ func (w *scoreWorker) frames(ctx context.Context) error {
 		if l.codec != schemas.Protobuf {
 			continue
 		}
-		topic := l.req.GetReplyTopic()
-		if topic == "" || s.cfg.Replay {
-			topic = s.cfg.ResultsTopic
-		}
-		p, err := prefix(topic, responseType)
+		p, err := prefix(w.responseTopic(l.req), responseType)
 		if err != nil && !errors.Is(err, schemas.ErrInvalid) {
 			return err
 		}

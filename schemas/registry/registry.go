@@ -85,7 +85,7 @@ type Config struct {
 
 // Registry is a client of one registry. It is safe for concurrent use.
 type Registry struct {
-	base     *url.URL
+	base     string // the URL without a trailing slash
 	user     string
 	password string
 	strategy Strategy
@@ -131,7 +131,7 @@ func New(cfg Config) (*Registry, error) {
 		hc = &http.Client{Timeout: t}
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
-	return &Registry{base: u, user: cfg.Username, password: cfg.Password, strategy: cfg.Strategy, http: hc,
+	return &Registry{base: u.String(), user: cfg.Username, password: cfg.Password, strategy: cfg.Strategy, http: hc,
 		accepted: map[key]bool{}, refused: map[key]refusal{}, prefixes: map[string][]byte{}}, nil
 }
 
@@ -252,10 +252,7 @@ func (r *Registry) post(ctx context.Context, path string, body, out any) error {
 	return err
 }
 
-func (r *Registry) url(path string) string {
-	u := *r.base
-	return u.String() + path
-}
+func (r *Registry) url(path string) string { return r.base + path }
 
 // do sends req and decodes a 200's JSON into out. A network error, a 5xx,
 // 408, 429, 401 or 403 is ErrUnavailable; another status is a

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -39,7 +40,7 @@ func OpenDaemon(o *Observability, c *Connections, keys hot.Keys, stderr io.Write
 		return nil, err
 	}
 	d.close = append(d.close, stopProfile)
-	tracer, stopTracing, err := Tracing(context.Background(), o.service, lookupEnv)
+	tracer, stopTracing, err := Tracing(context.Background(), o.service, os.LookupEnv)
 	if err != nil {
 		d.Close()
 		return nil, err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
@@ -70,6 +69,3 @@ func Tracing(ctx context.Context, service string, lookup func(string) (string, b
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 	return tp.Tracer(TracerName), tp.Shutdown, nil
 }
-
-// lookupEnv is os.LookupEnv, for the daemons.
-var lookupEnv = os.LookupEnv
